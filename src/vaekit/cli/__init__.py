@@ -1,0 +1,56 @@
+"""The `vaekit` command: parse, call into the package, print. Errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+from .. import __version__
+from ..errors import VaekitError
+from . import evaluate, generate, train
+from .args import Parser
+
+DESCRIPTION = """\
+vaekit: variational autoencoders on image data.
+
+Start with `vaekit train --out runs/seed`, then `vaekit sample runs/seed -o samples.png`.
+Each subcommand's --help shows examples. Exit codes: 0 ok, 2 bad arguments, 3 data, 4 run
+directory, 5 output, 6 training, 130 interrupted, 70 internal error.
+"""
+
+INTERNAL_ERROR = 70
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="vaekit", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for module in (train, evaluate, generate):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 0
+        return args.func(args)
+    except VaekitError as e:
+        if debug:
+            raise
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: say so in one line, with a way to see more
+        if debug:
+            raise
+        print(f"vaekit: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return INTERNAL_ERROR

@@ -1,0 +1,94 @@
+"""What every subcommand shares: one-line argument errors, checked argument types, common options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..devices import DEVICE_CHOICES
+from ..errors import ConfigError
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (raised as ConfigError) rather than usage plus message."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def png_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"expected a .png file name, got {text!r}")
+    return path
+
+
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, metavar="RUN", help="a run directory written by `vaekit train`")
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="look here first for DATASET/ folders (then $VAEKIT_DATA_DIR, ./data, the cache dir)")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help=f"{', '.join(DEVICE_CHOICES)} (auto: cuda, then mps, then cpu); default auto")
+
+
+def check_index(name: str, index: int, size: int, what: str) -> None:
+    """ConfigError unless 0 <= index < size."""
+    if not 0 <= index < size:
+        raise ConfigError(f"{name} {index} is out of range: {what} has {size} images (0 to {size - 1})")
+
+
+def open_run(args):
+    """The run named by args.run, loaded on args.device."""
+    from ..devices import resolve_device
+    from ..runs import load_run
+
+    return load_run(args.run, resolve_device(args.device))
+
+
+def test_inputs(run, args):
+    """The run's test split as model inputs (binarized as in training), on the run's device."""
+    from ..data import fixed_binarization, load_split
+
+    device = next(run.model.parameters()).device
+    test = load_split(run.config.data.name, "test", args.data_dir)
+    return fixed_binarization(test.images.to(device), run.config.data.binarize, run.config.train.seed)

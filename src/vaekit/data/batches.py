@@ -1,0 +1,55 @@
+"""From uint8 images to model inputs: scaling to [0, 1], binarization, and the epoch's order.
+
+All of it is whole-tensor work: a batch is cut from the split's one uint8 tensor by index.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..rng import derive_seed, make_generator
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels in [0, 255] -> float32 in [0, 1] (not the seed's [-1, 1]: BCE needs targets in [0, 1])."""
+    return images.float().div_(255.0)
+
+
+def binarize(x: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply a binarization mode to pixels in [0, 1].
+
+    none: unchanged (grayscale targets, as the seed); threshold: 1 where the pixel is > 127/255;
+    dynamic: a Bernoulli draw with the pixel as probability (needs `generator`).
+    """
+    if mode == "none":
+        return x
+    if mode == "threshold":
+        return (x > 127.5 / 255.0).to(x.dtype)
+    if mode == "dynamic":
+        if generator is None:
+            raise ValueError("dynamic binarization needs a generator")
+        return torch.bernoulli(x, generator=generator)
+    raise ValueError(f"unknown binarization mode {mode!r}")
+
+
+def prepare(images: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 images -> float model inputs in [0, 1], binarized by `mode`."""
+    return binarize(to_unit(images), mode, generator)
+
+
+def fixed_binarization(images: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
+    """Evaluation inputs: like `prepare`, but a dynamic binarization is drawn once from `seed`.
+
+    The test set is binarized once so that every evaluation of a run sees the same pixels.
+    """
+    generator = make_generator(derive_seed(seed, "eval-binarize"), images.device) if mode == "dynamic" else None
+    return prepare(images, mode, generator)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of `n` training images in `epoch`: a function of (seed, epoch) alone.
+
+    Deriving it, rather than advancing one generator across epochs, makes a resumed run see the
+    same batches as an uninterrupted one, and lets distributed ranks agree on it without talking.
+    """
+    return torch.randperm(n, generator=make_generator(derive_seed(seed, "order", epoch)))

@@ -1,0 +1,41 @@
+"""A set of images held as one uint8 tensor, with labels where known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (N, C, H, W) as uint8 in [0, 255], labels (N,) int64 or None, and where they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    name: str
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise DataError(f"{self.name}: images must be a uint8 tensor (N, C, H, W), "
+                            f"got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and self.labels.shape != (len(self.images),):
+            raise DataError(f"{self.name}: {len(self.images)} images but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, indices: torch.Tensor | slice | range) -> ImageSet:
+        """The images at `indices` (and their labels), as a new set."""
+        if isinstance(indices, range):
+            indices = slice(indices.start, indices.stop, indices.step)
+        labels = None if self.labels is None else self.labels[indices]
+        return ImageSet(self.images[indices], labels, self.name, self.classes)

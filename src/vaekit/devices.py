@@ -1,0 +1,26 @@
+"""Choosing the device to compute on."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; a named device must be available."""
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+    }
+    if name == "auto":
+        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
+    kind = name.split(":", 1)[0]
+    if kind not in available:
+        raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    if not available[kind]:
+        raise ConfigError(f"device {name!r} is not available on this machine")
+    return torch.device(name)

@@ -1,0 +1,47 @@
+"""Generating images with a trained model: tensors in, Bernoulli means (N, C, H, W) in [0, 1] out."""
+
+from __future__ import annotations
+
+import torch
+
+from .models import VAE
+
+INTERPOLATIONS = ("linear", "slerp")
+
+
+@torch.no_grad()
+def sample(model: VAE, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decode `n` draws from the prior N(0, I)."""
+    device = next(model.parameters()).device
+    z = torch.randn(n, model.latent_dim, generator=generator, device=device)
+    return torch.sigmoid(model.decode(z))
+
+
+@torch.no_grad()
+def reconstruct(model: VAE, x: torch.Tensor) -> torch.Tensor:
+    """Decode the posterior mean of each input: the model's deterministic reconstruction."""
+    return torch.sigmoid(model.decode(model.encode(x).mode()))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between vectors a and b (D,) at fractions t (T,) -> (T, D) (Shoemake 1985).
+
+    Falls back to linear interpolation where a and b are (anti)parallel and the arc is undefined.
+    """
+    a_unit, b_unit = a / a.norm(), b / b.norm()
+    omega = torch.arccos((a_unit * b_unit).sum().clamp(-1.0, 1.0))
+    t = t[:, None]
+    if omega.abs() < 1e-6 or (torch.pi - omega).abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int, method: str = "linear") -> torch.Tensor:
+    """Decode `steps` points on the path between the posterior means of two images (C, H, W), ends included."""
+    if method not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
+    mu = model.encode(torch.stack([x_from, x_to])).mode()
+    t = torch.linspace(0, 1, steps, device=mu.device)
+    z = slerp(mu[0], mu[1], t) if method == "slerp" else torch.lerp(mu[0], mu[1], t[:, None])
+    return torch.sigmoid(model.decode(z))

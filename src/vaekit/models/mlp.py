@@ -1,0 +1,42 @@
+"""The seed's multilayer perceptrons: an encoder to (mu, logvar) and a decoder to pixel logits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers between consecutive `sizes`, each followed by a ReLU."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """x (B, input_dim) -> hidden ReLU layers -> (mu, logvar), each (B, latent_dim)."""
+
+    def __init__(self, input_dim: int, hidden_dims: Sequence[int], latent_dim: int):
+        super().__init__()
+        self.body = _mlp([input_dim, *hidden_dims])
+        # One layer gives mu and logvar side by side: the seed's fc21 and fc22 as a single matmul.
+        self.head = nn.Linear(hidden_dims[-1], 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.body(x)).chunk(2, dim=-1)
+        return mu, logvar
+
+
+class Decoder(nn.Module):
+    """z (..., latent_dim) -> hidden ReLU layers -> Bernoulli logits (..., output_dim)."""
+
+    def __init__(self, latent_dim: int, hidden_dims: Sequence[int], output_dim: int):
+        super().__init__()
+        self.body = _mlp([latent_dim, *hidden_dims])
+        self.head = nn.Linear(hidden_dims[-1], output_dim)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(z))

@@ -1,0 +1,52 @@
+"""The diagonal Gaussian posterior q(z|x) and the standard normal prior it is measured against."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class DiagonalGaussian:
+    """N(mu, diag(exp(logvar))) over the last dimension; mu and logvar are (..., D)."""
+
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor):
+        self.mu = mu
+        self.logvar = logvar
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, eps: torch.Tensor) -> torch.Tensor:
+        """z = mu + std * eps for standard-normal `eps` of shape (..., *mu.shape): the reparameterization
+        trick (Kingma & Welling 2014, Sec. 2.4), so gradients flow to mu and logvar."""
+        return self.mu + eps * self.std
+
+    def sample(self, generator: torch.Generator | None = None, n: int | None = None) -> torch.Tensor:
+        """A reparameterized draw, (B, D); or `n` draws, (n, B, D)."""
+        shape = self.mu.shape if n is None else (n, *self.mu.shape)
+        eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        return self.rsample(eps)
+
+    def mode(self) -> torch.Tensor:
+        return self.mu
+
+    def kl_per_dim(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per latent dimension, (..., D), in nats (Kingma & Welling 2014, App. B)."""
+        return -0.5 * (1 + self.logvar - self.mu.pow(2) - self.logvar.exp())
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) summed over latent dimensions, (...,), in nats."""
+        return self.kl_per_dim().sum(-1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z), summed over the last dimension; z is (..., D) and broadcasts against mu."""
+        return -0.5 * (LOG_2PI + self.logvar + (z - self.mu).pow(2) * torch.exp(-self.logvar)).sum(-1)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I), summed over the last dimension."""
+    return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)

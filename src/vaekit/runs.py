@@ -1,0 +1,140 @@
+"""A run directory: config.json, model.safetensors and metrics.jsonl, written atomically, read strictly.
+
+    RUN/config.json        {"format_version", "vaekit_version", "data", "model", "train"}
+    RUN/model.safetensors  the bare model's state_dict, with format, version and epoch as metadata
+    RUN/metrics.jsonl      one JSON object per finished epoch
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from . import __version__
+from .atomic import atomic_write_bytes, atomic_write_text
+from .config import RunConfig
+from .errors import ConfigError, RunError
+from .models import VAE
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+def create_run(path: str | Path, config: RunConfig) -> Path:
+    """Start a run directory at `path` by writing its config; refuses to overwrite an existing run."""
+    path = Path(path)
+    if (path / CONFIG_FILE).exists():
+        raise RunError(f"{path} already holds a run; choose another --out")
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} exists and is not a directory")
+    document = {"format_version": FORMAT_VERSION, "vaekit_version": __version__, **config.to_dict()}
+    atomic_write_text(path / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def save_weights(path: str | Path, model: VAE, epoch: int) -> Path:
+    """Write the model's state_dict to RUN/model.safetensors atomically."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    metadata = {"format_version": str(FORMAT_VERSION), "vaekit_version": __version__, "epoch": str(epoch)}
+    return atomic_write_bytes(Path(path) / WEIGHTS_FILE, save_safetensors(state, metadata=metadata))
+
+
+def write_metrics(path: str | Path, rows: list[dict]) -> Path:
+    """Rewrite RUN/metrics.jsonl with `rows`, atomically (it is small; a torn append is worse)."""
+    return atomic_write_text(Path(path) / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def read_config(path: str | Path) -> RunConfig:
+    """The RunConfig of the run at `path`; RunError if it is missing, malformed or too new."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path} is not a run directory (no such directory)")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise RunError(f"{path} is not a run directory (no {CONFIG_FILE})")
+    try:
+        document = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{config_path}: unreadable ({e})") from None
+    if not isinstance(document, dict):
+        raise RunError(f"{config_path}: expected a JSON object")
+    version = document.pop("format_version", None)
+    written_by = document.pop("vaekit_version", "an unknown version")
+    if not isinstance(version, int):
+        raise RunError(f"{config_path}: missing or invalid format_version")
+    if version > FORMAT_VERSION:
+        raise RunError(f"{path} was written by vaekit {written_by} (run format {version}); "
+                       f"this vaekit {__version__} reads run format {FORMAT_VERSION} or older; upgrade vaekit")
+    try:
+        return RunConfig.from_dict(document)
+    except ConfigError as e:
+        raise RunError(f"{config_path}: {e}") from None
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The per-epoch rows of RUN/metrics.jsonl (empty if the run has none yet)."""
+    metrics_path = Path(path) / METRICS_FILE
+    if not metrics_path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise RunError(f"{metrics_path}:{number}: not a JSON line") from None
+    return rows
+
+
+def load_model(path: str | Path, config: RunConfig, device: torch.device | str = "cpu") -> VAE:
+    """The model of the run at `path`, built from `config` and filled with its saved weights."""
+    weights_path = Path(path) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise RunError(f"{path} has no {WEIGHTS_FILE} (training has not finished an epoch)")
+    try:
+        state = load_safetensors(weights_path.read_bytes())
+    except (OSError, SafetensorError) as e:
+        raise RunError(f"{weights_path}: unreadable ({e})") from None
+    model = VAE(config.model)
+    check_state_matches(model, state, weights_path)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def check_state_matches(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """RunError naming the first difference between saved weights and the model the config describes."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise RunError(f"{source}: weights do not match the run's config "
+                       f"(missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'})")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape or state[name].dtype != tensor.dtype:
+            raise RunError(f"{source}: weights do not match the run's config ({name} is "
+                           f"{state[name].dtype} {tuple(state[name].shape)}, config gives "
+                           f"{tensor.dtype} {tuple(tensor.shape)})")
+
+
+@dataclass
+class Run:
+    """A loaded run: where it is, its config, its trained model and its per-epoch metrics."""
+
+    path: Path
+    config: RunConfig
+    model: VAE
+    metrics: list[dict] = field(default_factory=list)
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
+    """Load the run directory at `path` (config, weights, metrics) for use."""
+    path = Path(path)
+    config = read_config(path)
+    return Run(path, config, load_model(path, config, device), read_metrics(path))

@@ -1,0 +1,98 @@
+"""Shared fixtures: an isolated environment (no network, a temp cache dir) and fake or real data."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.data import DATASETS, DataFile, DatasetSpec, encode_idx, load_split
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO / "data"  # the bundled MNIST files
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache dir, no $VAEKIT_DATA_DIR, and no network beyond loopback."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("VAEKIT_DATA_DIR", raising=False)
+    real_urlopen = urllib.request.urlopen
+
+    def loopback_only(url, *args, **kwargs):
+        full = url if isinstance(url, str) else url.full_url
+        if urllib.parse.urlparse(full).hostname not in ("127.0.0.1", "localhost"):
+            raise AssertionError(f"a test tried to reach the network: {full}")
+        return real_urlopen(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", loopback_only)
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    return load_split("mnist", "test", DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def mnist_train():
+    return load_split("mnist", "train", DATA_DIR)
+
+
+def gz(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
+
+
+def fake_split_files(n: int, seed: int, shape=(28, 28)) -> tuple[bytes, bytes]:
+    """Raw IDX bytes of n random images and n labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    return encode_idx(images), encode_idx(labels)
+
+
+@pytest.fixture
+def fake_dataset(monkeypatch):
+    """Register a small built-in dataset "fake" (raw IDX bytes in .raw) with mirrors set per test."""
+    raw = {}
+    for split, n, seed in (("train", 64, 1), ("test", 16, 2)):
+        prefix = "train" if split == "train" else "t10k"
+        images, labels = fake_split_files(n, seed)
+        raw[f"{prefix}-images-idx3-ubyte.gz"] = images
+        raw[f"{prefix}-labels-idx1-ubyte.gz"] = labels
+
+    def make(mirrors=()):
+        md5 = {name: hashlib.md5(data).hexdigest() for name, data in raw.items()}
+        spec = DatasetSpec(
+            name="fake", title="Fake", mirrors=tuple(mirrors),
+            splits={
+                "train": (DataFile("train-images-idx3-ubyte.gz", md5["train-images-idx3-ubyte.gz"]),
+                          DataFile("train-labels-idx1-ubyte.gz", md5["train-labels-idx1-ubyte.gz"])),
+                "test": (DataFile("t10k-images-idx3-ubyte.gz", md5["t10k-images-idx3-ubyte.gz"]),
+                         DataFile("t10k-labels-idx1-ubyte.gz", md5["t10k-labels-idx1-ubyte.gz"])),
+            },
+            classes=tuple(str(i) for i in range(10)), licence="test data",
+        )
+        monkeypatch.setitem(DATASETS, "fake", spec)
+        return spec
+
+    make.raw = raw
+    return make
+
+
+def write_files(directory: Path, files: dict[str, bytes], compress: bool = True) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if compress:
+            (directory / name).write_bytes(gz(data))
+        else:
+            (directory / name.removesuffix(".gz")).write_bytes(data)
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

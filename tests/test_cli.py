@@ -1,0 +1,169 @@
+"""The `vaekit` command end to end, in-process through main() and once through the console script."""
+
+import dataclasses
+import json
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit.cli import main
+from vaekit.data import DATASETS, MNIST
+
+from .conftest import DATA_DIR
+
+DATA = ["--data-dir", str(DATA_DIR)]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The seed config trained for 2 epochs on the full bundled MNIST, through the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "seed"
+    assert main(["train", "--epochs", "2", "--out", str(out), *DATA]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run_and_learns(trained, capsys):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "model.safetensors", "metrics.jsonl", "loss.png"} <= names
+    assert {"samples_1.png", "samples_2.png", "reconstruction_1.png", "reconstruction_2.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[1]["test_loss"] < rows[0]["test_loss"] < 135
+    assert rows[1]["test_loss"] < 120  # the seed's loop reaches 115.6 after two epochs
+
+    code, out, err = run_cli(capsys, "eval", trained, "--json", *DATA)
+    assert code == 0
+    result = json.loads(out)
+    assert set(result) == {"test_loss", "reconstruction", "kl"}
+    assert result["test_loss"] == pytest.approx(rows[1]["test_loss"], abs=1e-6)  # same seed, same numbers
+    assert result["test_loss"] == pytest.approx(result["reconstruction"] + result["kl"])
+
+
+def test_eval_prints_a_table(trained, capsys):
+    code, out, _ = run_cli(capsys, "eval", trained, *DATA)
+    assert code == 0 and "test loss" in out and "KL" in out
+
+
+def test_sample_grid(trained, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "s.png", "--seed", 3)
+    assert code == 0
+    image = np.array(Image.open(tmp_path / "s.png"))
+    assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
+    run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "t.png", "--seed", 3)
+    assert (tmp_path / "s.png").read_bytes() == (tmp_path / "t.png").read_bytes()
+
+
+def test_reconstruct_grid(trained, tmp_path, capsys):
+    code, _, _ = run_cli(capsys, "reconstruct", trained, "-n", 8, "-o", tmp_path / "r.png", *DATA)
+    assert code == 0
+    image = np.array(Image.open(tmp_path / "r.png")).astype(float)
+    assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
+    top, bottom = image[2:30, 2:30], image[32:60, 2:30]
+    assert np.corrcoef(top.ravel(), bottom.ravel())[0, 1] > 0.8  # the reconstruction looks like the input
+
+
+@pytest.mark.parametrize("method", ["linear", "slerp"])
+def test_interpolate_strip(trained, tmp_path, capsys, method):
+    path = tmp_path / f"{method}.png"
+    code, _, _ = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 1, "--steps", 10,
+                         "--method", method, "-o", path, *DATA)
+    assert code == 0 and np.array(Image.open(path)).shape == (32, 2 + 10 * 30)
+
+
+def assert_one_line_error(code, err, expected_code, fragment):
+    assert code == expected_code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vaekit: error: ") and fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv, code, fragment", [
+    (["train", "--epochs", "0"], 2, "--epochs: expected a positive integer, got '0'"),
+    (["train", "--epochs", "-3"], 2, "--epochs: expected a positive integer, got '-3'"),
+    (["train", "--batch-size", "0"], 2, "--batch-size: expected a positive integer, got '0'"),
+    (["train", "--batch-size", "-1"], 2, "--batch-size: expected a positive integer"),
+    (["train", "--lr", "abc"], 2, "--lr: expected a positive number"),
+    (["train", "--binarize", "otsu"], 2, "invalid choice: 'otsu'"),
+    (["train", "--device", "tpu"], 2, "unknown device 'tpu'"),
+    (["sample", "nowhere", "-o", "x.jpg"], 2, "expected a .png file name"),
+    (["fly"], 2, "invalid choice: 'fly'"),
+])
+def test_bad_arguments(capsys, tmp_path, monkeypatch, argv, code, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(*run_cli(capsys, *argv)[::2], code, fragment)
+
+
+def test_missing_data_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data here, and the test cache is empty
+    with socket.socket() as s:  # a loopback port nobody listens on: the mirror refuses the connection
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(MNIST, mirrors=(dead,)))
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "r", "--data-dir", tmp_path / "empty")
+    assert_one_line_error(code, err, 3, "could not download MNIST file train-images-idx3-ubyte.gz")
+    assert "Connection refused" in err
+    assert str(tmp_path / "empty" / "mnist") in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_data_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "d" / "mnist"
+    folder.mkdir(parents=True)
+    for f in DATA_DIR.joinpath("mnist").glob("*.gz"):
+        shutil.copy(f, folder / f.name)
+    broken = folder / "train-labels-idx1-ubyte.gz"
+    broken.write_bytes(broken.read_bytes()[:-100])
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "r", "--data-dir", tmp_path / "d")
+    assert_one_line_error(code, err, 3, "train-labels-idx1-ubyte.gz: corrupt or truncated gzip")
+
+
+def test_not_a_run_directory(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for sub in (["eval"], ["sample", "-o", tmp_path / "x.png"], ["reconstruct", "-o", tmp_path / "x.png"]):
+        code, _, err = run_cli(capsys, sub[0], tmp_path / "empty", *sub[1:])
+        assert_one_line_error(code, err, 4, "is not a run directory (no config.json)")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_index_out_of_range(trained, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 10000, "-o", tmp_path / "i.png", *DATA)
+    assert_one_line_error(code, err, 2, "--to 10000 is out of range: the test set has 10000 images (0 to 9999)")
+    code, _, err = run_cli(capsys, "reconstruct", trained, "-n", 10001, "-o", tmp_path / "i.png", *DATA)
+    assert_one_line_error(code, err, 2, "-n 10001 is more than the 10000 test images")
+    assert not (tmp_path / "i.png").exists()
+
+
+def test_existing_run_is_not_overwritten(trained, capsys):
+    before = (trained / "model.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "train", "--epochs", 1, "--out", trained, *DATA)
+    assert_one_line_error(code, err, 4, "already holds a run")
+    assert (trained / "model.safetensors").read_bytes() == before
+
+
+def test_unwritable_output(trained, capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    code, _, err = run_cli(capsys, "sample", trained, "-o", blocker / "s.png")
+    assert_one_line_error(code, err, 5, "cannot write")
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    exe = shutil.which("vaekit") or sys.executable
+    argv = [exe] if exe.endswith("vaekit") else [exe, "-m", "vaekit"]
+    result = subprocess.run([*argv, "eval", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines() == [f"vaekit: error: {tmp_path / 'missing'} is not a run directory (no such directory)"]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.errors import ConfigError
+
+
+def test_defaults_are_the_seed_tutorials():
+    config = RunConfig()
+    assert config.model.input_dim == 784 and config.model.hidden_dims == (400,) and config.model.latent_dim == 20
+    assert (config.train.batch_size, config.train.seed) == (128, 1)
+    assert config.data.binarize == "none"
+
+
+def test_round_trip_through_json():
+    config = RunConfig(DataConfig("fashion-mnist", "dynamic"), ModelConfig(hidden_dims=(512, 256), latent_dim=32),
+                       TrainConfig(epochs=3, batch_size=64, lr=5e-4, seed=9))
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_missing_keys_take_defaults():
+    assert RunConfig.from_dict({"train": {"epochs": 2}}) == RunConfig(train=TrainConfig(epochs=2))
+
+
+@pytest.mark.parametrize("document, message", [
+    ({"trian": {}}, "config has unknown key(s): trian"),
+    ({"train": {"epochs": "10"}}, "config.train.epochs must be int, got '10'"),
+    ({"train": {"epochs": True}}, "config.train.epochs must be int, got True"),
+    ({"train": {"lr": "fast"}}, "config.train.lr must be a number"),
+    ({"model": {"hidden_dims": 400}}, "config.model.hidden_dims must be a list"),
+    ({"model": {"input_shape": [1, 28]}}, "config.model.input_shape must have 3 items, got 2"),
+    ({"data": []}, "config.data must be an object"),
+])
+def test_strict_parsing(document, message):
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(document)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: TrainConfig(epochs=0), "train.epochs must be a positive integer, got 0"),
+    (lambda: TrainConfig(batch_size=-5), "train.batch_size must be a positive integer, got -5"),
+    (lambda: TrainConfig(lr=0.0), "train.lr must be a number in (0, 10)"),
+    (lambda: TrainConfig(seed=-1), "train.seed must be a non-negative integer"),
+    (lambda: ModelConfig(hidden_dims=()), "needs at least one size"),
+    (lambda: ModelConfig(latent_dim=0), "model.latent_dim must be a positive integer"),
+    (lambda: DataConfig(binarize="otsu"), "data.binarize must be one of none, dynamic, threshold"),
+])
+def test_values_are_checked_on_construction(make, message):
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert message in str(info.value)

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+
+from vaekit import VAE, ModelConfig, RunConfig, load_run
+from vaekit.errors import RunError
+from vaekit.runs import create_run, read_metrics, save_weights, write_metrics
+
+SMALL = RunConfig(model=ModelConfig(hidden_dims=(16,), latent_dim=3))
+
+
+def make_run(path, config=SMALL):
+    create_run(path, config)
+    torch.manual_seed(0)
+    model = VAE(config.model)
+    save_weights(path, model, epoch=1)
+    write_metrics(path, [{"epoch": 1, "train_loss": 200.0, "test_loss": 190.0}])
+    return model
+
+
+def test_round_trip(tmp_path):
+    model = make_run(tmp_path / "r")
+    run = load_run(tmp_path / "r")
+    assert run.config == SMALL and run.metrics == [{"epoch": 1, "train_loss": 200.0, "test_loss": 190.0}]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(run.model.state_dict()[name], tensor)
+    document = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert document["format_version"] == 1 and document["model"]["hidden_dims"] == [16]
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    make_run(tmp_path / "r")
+    before = (tmp_path / "r" / "config.json").read_bytes()
+    with pytest.raises(RunError, match="already holds a run"):
+        create_run(tmp_path / "r", RunConfig())
+    assert (tmp_path / "r" / "config.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "is not a run directory (no such directory)"),
+    (lambda p: p.mkdir(), "is not a run directory (no config.json)"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text("{nope")), "config.json: unreadable"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"format_version": 1, "model": {"latent": 3}}')),
+     "unknown key(s): latent"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"format_version": 1}')), "no model.safetensors"),
+])
+def test_bad_run_directories(tmp_path, setup, message):
+    path = tmp_path / "r"
+    setup(path)
+    with pytest.raises(RunError) as info:
+        load_run(path)
+    assert message in str(info.value)
+
+
+def test_a_run_from_a_newer_vaekit_is_refused(tmp_path):
+    make_run(tmp_path / "r")
+    config_path = tmp_path / "r" / "config.json"
+    document = json.loads(config_path.read_text())
+    document.update(format_version=99, vaekit_version="9.0.0")
+    config_path.write_text(json.dumps(document))
+    with pytest.raises(RunError, match=r"written by vaekit 9\.0\.0 \(run format 99\).*upgrade vaekit"):
+        load_run(tmp_path / "r")
+
+
+def test_weights_that_do_not_match_the_config(tmp_path):
+    make_run(tmp_path / "r")
+    config_path = tmp_path / "r" / "config.json"
+    document = json.loads(config_path.read_text())
+    document["model"]["latent_dim"] = 5
+    config_path.write_text(json.dumps(document))
+    with pytest.raises(RunError, match=r"weights do not match the run's config \(encoder.head.weight is"):
+        load_run(tmp_path / "r")
+
+
+def test_corrupt_weights(tmp_path):
+    make_run(tmp_path / "r")
+    weights = tmp_path / "r" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(RunError, match="model.safetensors: unreadable"):
+        load_run(tmp_path / "r")
+
+
+def test_torn_metrics_line_is_reported(tmp_path):
+    make_run(tmp_path / "r")
+    (tmp_path / "r" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo')
+    with pytest.raises(RunError, match="metrics.jsonl:2: not a JSON line"):
+        read_metrics(tmp_path / "r")

@@ -51,6 +51,14 @@ def test_train_writes_a_complete_run_and_learns(trained, capsys):
     assert result["test_loss"] == pytest.approx(result["reconstruction"] + result["kl"])
 
 
+def test_eval_with_importance_samples(trained, capsys):
+    code, out, _ = run_cli(capsys, "eval", trained, "--iw-samples", 20, "--json", *DATA)
+    assert code == 0
+    result = json.loads(out)
+    assert result["iw_samples"] == 20
+    assert result["test_loss"] - 8 < result["nll"] < result["test_loss"] - 1  # a tighter bound than the ELBO
+
+
 def test_eval_prints_a_table(trained, capsys):
     code, out, _ = run_cli(capsys, "eval", trained, *DATA)
     assert code == 0 and "test loss" in out and "KL" in out
@@ -97,6 +105,9 @@ def assert_one_line_error(code, err, expected_code, fragment):
     (["train", "--lr", "abc"], 2, "--lr: expected a positive number"),
     (["train", "--binarize", "otsu"], 2, "invalid choice: 'otsu'"),
     (["train", "--device", "tpu"], 2, "unknown device 'tpu'"),
+    (["train", "--warmup", "1.5"], 2, "--warmup: expected a number in [0, 1)"),
+    (["train", "--recipe", "slow"], 2, "invalid choice: 'slow'"),
+    (["eval", "somewhere", "--iw-samples", "0"], 2, "--iw-samples: expected a positive integer"),
     (["sample", "nowhere", "-o", "x.jpg"], 2, "expected a .png file name"),
     (["fly"], 2, "invalid choice: 'fly'"),
 ])
@@ -157,7 +168,7 @@ def test_unwritable_output(trained, capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a directory")
     code, _, err = run_cli(capsys, "sample", trained, "-o", blocker / "s.png")
-    assert_one_line_error(code, err, 5, "cannot write")
+    assert_one_line_error(code, err, 5, f"cannot write {blocker / 's.png'}: {blocker} is a file, not a directory")
 
 
 def test_console_script_has_no_traceback(tmp_path):
@@ -167,3 +178,51 @@ def test_console_script_has_no_traceback(tmp_path):
     assert result.returncode == 4
     assert result.stderr.strip().splitlines() == [f"vaekit: error: {tmp_path / 'missing'} is not a run directory (no such directory)"]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: np.save(d / "x.npy", np.full((10, 8, 8), 2.0)), "float images must be in [0, 1]"),
+    (lambda d: np.save(d / "x.npy", np.zeros((10, 7), np.uint8)), "rows of 7 pixels are not square images"),
+    (lambda d: np.save(d / "x.npy", np.zeros((10, 8, 8), np.complex64)), "got dtype complex64"),
+    (lambda d: (d / "x.npy").write_bytes(b"\x93NUMPY garbage"), "not a readable .npy array"),
+    (lambda d: (d / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated"), "unreadable image"),
+    (lambda d: (d / "x.idx").write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x02"), "truncated IDX header"),
+    (lambda d: (d / "x").mkdir(), "no images found"),
+])
+def test_bad_user_data(capsys, tmp_path, make, fragment):
+    make(tmp_path)
+    source = next(p for p in tmp_path.iterdir() if p.name.startswith("x"))
+    code, _, err = run_cli(capsys, "train", "--data", source, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, 3, fragment)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_training_on_a_folder_of_images(capsys, tmp_path, mnist_train):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i, digit in enumerate(mnist_train.images[:300, 0].numpy()):
+        Image.fromarray(digit).save(folder / f"{i:03d}.png")
+    out = tmp_path / "run"
+    code, out_text, err = run_cli(capsys, "train", "--data", folder, "--epochs", 3, "--hidden", 64, "--latent", 4,
+                                  "--batch-size", 32, "--out", out)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["name"] == str(folder) and config["model"]["input_shape"] == [1, 28, 28]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["test_loss"] < rows[0]["test_loss"] < 545  # learns; the held-out 30 images are its test set
+    code, text, _ = run_cli(capsys, "eval", out, "--json")
+    assert code == 0 and json.loads(text)["test_loss"] == pytest.approx(rows[-1]["test_loss"], abs=1e-6)
+    code, _, err = run_cli(capsys, "interpolate", out, "--from", 0, "--to", 30, "-o", tmp_path / "i.png")
+    assert_one_line_error(code, err, 2, "--to 30 is out of range: the test set has 30 images (0 to 29)")
+
+
+def test_unwritable_run_directory(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli(capsys, "train", "--out", blocker / "run", "--epochs", 1, *DATA)
+    assert_one_line_error(code, err, 5, "cannot write")
+
+
+def test_a_split_name_is_not_a_training_set(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--data", "mnist:test", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, 2, "give the dataset's name (mnist)")

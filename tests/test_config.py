@@ -19,18 +19,29 @@ def test_round_trip_through_json():
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_missing_keys_take_defaults():
-    assert RunConfig.from_dict({"train": {"epochs": 2}}) == RunConfig(train=TrainConfig(epochs=2))
+def test_missing_keys_are_rejected():
+    document = RunConfig().to_dict()
+    del document["train"]["beta2"]
+    with pytest.raises(ConfigError, match=r"config.train is missing key\(s\): beta2"):
+        RunConfig.from_dict(document)
+
+
+def partial(**sections):
+    """A full config document with some sections' keys replaced."""
+    document = RunConfig().to_dict()
+    for section, values in sections.items():
+        document[section] = values if not isinstance(values, dict) else {**document[section], **values}
+    return document
 
 
 @pytest.mark.parametrize("document, message", [
-    ({"trian": {}}, "config has unknown key(s): trian"),
-    ({"train": {"epochs": "10"}}, "config.train.epochs must be int, got '10'"),
-    ({"train": {"epochs": True}}, "config.train.epochs must be int, got True"),
-    ({"train": {"lr": "fast"}}, "config.train.lr must be a number"),
-    ({"model": {"hidden_dims": 400}}, "config.model.hidden_dims must be a list"),
-    ({"model": {"input_shape": [1, 28]}}, "config.model.input_shape must have 3 items, got 2"),
-    ({"data": []}, "config.data must be an object"),
+    ({**RunConfig().to_dict(), "trian": {}}, "config has unknown key(s): trian"),
+    (partial(train={"epochs": "10"}), "config.train.epochs must be int, got '10'"),
+    (partial(train={"epochs": True}), "config.train.epochs must be int, got True"),
+    (partial(train={"lr": "fast"}), "config.train.lr must be a number"),
+    (partial(model={"hidden_dims": 400}), "config.model.hidden_dims must be a list"),
+    (partial(model={"input_shape": [1, 28]}), "config.model.input_shape must have 3 items, got 2"),
+    (partial(data=[]), "config.data must be an object"),
 ])
 def test_strict_parsing(document, message):
     with pytest.raises(ConfigError) as info:

@@ -41,9 +41,12 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     (lambda p: None, "is not a run directory (no such directory)"),
     (lambda p: p.mkdir(), "is not a run directory (no config.json)"),
     (lambda p: (p.mkdir(), (p / "config.json").write_text("{nope")), "config.json: unreadable"),
-    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"format_version": 1, "model": {"latent": 3}}')),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text(json.dumps(
+        {"format_version": 1, **SMALL.to_dict(), "model": {**SMALL.to_dict()["model"], "latent": 3}}))),
      "unknown key(s): latent"),
-    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"format_version": 1}')), "no model.safetensors"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"format_version": 1}')), "missing key(s): data, model, train"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text(json.dumps({"format_version": 1, **SMALL.to_dict()}))),
+     "no model.safetensors"),
 ])
 def test_bad_run_directories(tmp_path, setup, message):
     path = tmp_path / "r"

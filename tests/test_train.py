@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, evaluate_elbo
@@ -43,3 +44,57 @@ def test_a_real_mnist_slice_is_learned(mnist_train, mnist_test):
     assert result["test_loss"] < 135, result  # the seed loop, after as many steps, is near 128
     assert abs(result["test_loss"] - result["reconstruction"] - result["kl"]) < 1e-6
     assert 5 < result["kl"] < 40
+
+
+def test_learning_rate_schedule():
+    from vaekit.train import learning_rate
+
+    config = TrainConfig(lr=1.0, warmup=0.1, schedule="cosine")
+    rates = [learning_rate(config, s, 100) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
+    assert rates[10] == pytest.approx(1.0)
+    assert rates[55] == pytest.approx(0.5)  # half way through the decay
+    assert 0 < rates[-1] < 0.001 and all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    constant = TrainConfig.seed_settings(lr=0.01)
+    assert {learning_rate(constant, s, 100) for s in range(100)} == {0.01}
+
+
+def epoch_of(images, **train_options):
+    """One epoch of a small model; returns the model and the epoch's mean loss."""
+    config = RunConfig(model=ModelConfig(hidden_dims=(64,), latent_dim=8),
+                       train=TrainConfig(batch_size=100, **train_options))
+    model, losses = train(images, config, 1)
+    return model, losses[0]
+
+
+def test_compiled_step_matches_the_eager_step(mnist_train):
+    images = mnist_train.images[:2000]
+    eager, loss_eager = epoch_of(images, compile="off", precision="fp32")
+    compiled, loss_compiled = epoch_of(images, compile="on", precision="fp32")
+    assert loss_compiled == pytest.approx(loss_eager, rel=1e-4)
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-3, msg=name)
+
+
+def test_bf16_autocast_keeps_the_fp32_learning_curve(mnist_train):
+    images = mnist_train.images[:3000]
+    _, fp32 = epoch_of(images, compile="off", precision="fp32")
+    model, bf16 = epoch_of(images, compile="off", precision="bf16")
+    assert bf16 == pytest.approx(fp32, rel=5e-3)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_a_failed_compilation_falls_back_to_eager(mnist_train, monkeypatch):
+    import vaekit.acceleration
+
+    def broken_compile(fn, **kwargs):
+        def fail(*args, **kw):
+            raise RuntimeError("no C++ compiler\nmore detail")
+        return fail
+
+    monkeypatch.setattr(vaekit.acceleration.torch, "compile", broken_compile)
+    images = mnist_train.images[:500]
+    _, eager = epoch_of(images, compile="off", precision="fp32")
+    with pytest.warns(RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler\)"):
+        _, fallback = epoch_of(images, compile="on", precision="fp32")
+    assert fallback == eager

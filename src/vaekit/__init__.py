@@ -9,7 +9,7 @@ from .config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E40
 from .data import ImageSet, load_split  # noqa: E402
 from .errors import VaekitError  # noqa: E402
 from .evaluate import evaluate_elbo  # noqa: E402
-from .fit import fit  # noqa: E402
+from .fit import fit, resume  # noqa: E402
 from .generate import interpolate, reconstruct, sample  # noqa: E402
 from .models import VAE, DiagonalGaussian  # noqa: E402
 from .objectives import ELBOTerms, negative_elbo  # noqa: E402
@@ -19,5 +19,5 @@ from .train import Trainer  # noqa: E402
 __all__ = [
     "VAE", "DataConfig", "DiagonalGaussian", "ELBOTerms", "ImageSet", "ModelConfig", "Run", "RunConfig",
     "TrainConfig", "Trainer", "VaekitError", "__version__", "evaluate_elbo", "fit", "interpolate",
-    "load_run", "load_split", "negative_elbo", "reconstruct", "sample",
+    "load_run", "load_split", "negative_elbo", "reconstruct", "resume", "sample",
 ]

@@ -1,13 +1,14 @@
 """Run configuration as frozen dataclasses, checked on construction, with strict dict round trips.
 
 A run directory's config.json is `RunConfig.to_dict()`; `RunConfig.from_dict` rebuilds it and
-rejects unknown keys and wrongly typed values, so a typo never passes silently. Keys missing from
-an older config take today's defaults.
+rejects unknown, missing and wrongly typed keys, so a typo never passes silently and an old config
+is never read with today's defaults (vaekit.runs migrates older run formats explicitly).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,21 @@ from typing import Any
 from .errors import ConfigError
 
 BINARIZE_MODES = ("none", "dynamic", "threshold")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _number_in(name: str, value: float, low: float, high: float, low_inclusive: bool = False,
+               high_inclusive: bool = False) -> None:
+    """ConfigError unless `value` is a number between low and high (exclusive unless told)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= low if low_inclusive else value > low) and (value <= high if high_inclusive else value < high)
+    if not ok:
+        brackets = ("[" if low_inclusive else "(") + f"{low}, {high}" + ("]" if high_inclusive else ")")
+        raise ConfigError(f"{name} must be a number in {brackets}, got {value!r}")
 
 
 def _positive_int(name: str, value: int) -> None:
@@ -26,12 +42,15 @@ def _positive_int(name: str, value: int) -> None:
 class DataConfig:
     """Which images to train on and how pixels become targets."""
 
-    name: str = "mnist"  # a built-in dataset (vaekit.data.DATASETS)
+    name: str = "mnist"  # a built-in dataset (vaekit.data.DATASETS), or the path of the user's images
     binarize: str = "none"  # none: grayscale in [0, 1]; dynamic: Bernoulli draw per epoch; threshold: > 127
+    validation: float = 0.1  # for a path: the seeded fraction of images held out (built-ins have a test split)
 
     def __post_init__(self) -> None:
-        if self.binarize not in BINARIZE_MODES:
-            raise ConfigError(f"data.binarize must be one of {', '.join(BINARIZE_MODES)}, got {self.binarize!r}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"data.name must be a dataset name or a path, got {self.name!r}")
+        _choice("data.binarize", self.binarize, BINARIZE_MODES)
+        _number_in("data.validation", self.validation, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -59,22 +78,47 @@ class ModelConfig:
         return c * h * w
 
 
+SCHEDULES = ("constant", "cosine")
+COMPILE_MODES = ("auto", "on", "off")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation: Adam for a number of epochs over shuffled minibatches."""
+    """The optimisation: Adam over shuffled minibatches, with an optional warm-up and cosine decay.
 
-    epochs: int = 10
+    The defaults are tuned for time to quality on the seed's model (benchmarks/train_speed.py);
+    `TrainConfig.seed_settings()` gives the seed tutorial's own: lr 1e-3, constant, 10 epochs.
+    """
+
+    epochs: int = 4
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 6e-3
+    schedule: str = "cosine"  # after warm-up: constant, or cosine decay to 0 at the last step
+    warmup: float = 0.05  # fraction of all steps over which the learning rate rises linearly from 0
+    beta2: float = 0.98  # Adam's second-moment decay; the seed's (PyTorch's default) is 0.999
     seed: int = 1
+    clip_grad: float = 0.0  # clip the gradients' global L2 norm to this; 0 = no clipping
+    compile: str = "auto"  # torch.compile the loss: auto (where it pays), on, off
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, else fp32), fp32, bf16
 
     def __post_init__(self) -> None:
         _positive_int("train.epochs", self.epochs)
         _positive_int("train.batch_size", self.batch_size)
-        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and 0 < self.lr < 10):
-            raise ConfigError(f"train.lr must be a number in (0, 10), got {self.lr!r}")
+        _number_in("train.lr", self.lr, 0, 10)
+        _number_in("train.warmup", self.warmup, 0, 1, low_inclusive=True, high_inclusive=False)
+        _number_in("train.beta2", self.beta2, 0, 1)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"train.seed must be a non-negative integer, got {self.seed!r}")
+        _number_in("train.clip_grad", self.clip_grad, 0, math.inf, low_inclusive=True)
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        _choice("train.compile", self.compile, COMPILE_MODES)
+        _choice("train.precision", self.precision, PRECISIONS)
+
+    @classmethod
+    def seed_settings(cls, **overrides: Any) -> TrainConfig:
+        """The seed tutorial's optimisation: Adam(lr=1e-3) with PyTorch's defaults, 10 epochs, batch 128."""
+        return cls(**{"epochs": 10, "lr": 1e-3, "schedule": "constant", "warmup": 0.0, "beta2": 0.999, **overrides})
 
 
 @dataclass(frozen=True)
@@ -100,10 +144,12 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown, missing = sorted(set(data) - names), sorted(names - set(data))
     if unknown:
         raise ConfigError(f"{where} has unknown key(s): {', '.join(unknown)}")
-    values = {name: _convert(hints[name], data[name], f"{where}.{name}") for name in names if name in data}
+    if missing:
+        raise ConfigError(f"{where} is missing key(s): {', '.join(missing)}")
+    values = {name: _convert(hints[name], data[name], f"{where}.{name}") for name in names}
     return cls(**values)
 
 

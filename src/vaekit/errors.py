@@ -35,3 +35,9 @@ class TrainingError(VaekitError):
     """Training cannot go on (for example, the loss became NaN)."""
 
     exit_code = 6
+
+
+class Interrupted(VaekitError):
+    """The user stopped a command (Ctrl-C or SIGTERM); what was already saved stays."""
+
+    exit_code = 130

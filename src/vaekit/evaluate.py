@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import torch
+import math
 
-from .models import VAE
-from .objectives import negative_elbo
+import torch
+from tqdm import tqdm
+
+from .acceleration import autocast_dtype, compile_with_fallback
+from .models import VAE, DiagonalGaussian, standard_normal_log_prob
+from .objectives import bernoulli_nll, negative_elbo
 from .rng import derive_seed, make_generator
 
 EVAL_BATCH = 1000
+IW_ROWS = {"cpu": 2048, "cuda": 65536}  # decoded samples per chunk: bounds the memory of --iw-samples
+COMPILE_MIN_SAMPLES = 1_000_000  # below this, compiling costs more than it saves
 
 
 @torch.no_grad()
@@ -30,3 +36,58 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, seed: int, batch_size: int = EVAL
     model.train(was_training)
     loss, reconstruction, kl = (sums / len(x)).tolist()
     return {"test_loss": loss, "reconstruction": reconstruction, "kl": kl}
+
+
+def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                           eps: torch.Tensor, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + std * eps: (S, B) for x (B, C, H, W), eps (S, B, D).
+
+    With `amp_dtype`, only the decoder runs under autocast; z, the logits' likelihood and the
+    densities stay fp32.
+    """
+    posterior = DiagonalGaussian(mu, logvar)
+    z = posterior.rsample(eps)
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        recon_logits = model.decode(z)
+    return -bernoulli_nll(recon_logits.float(), x) + standard_normal_log_prob(z) - posterior.log_prob(z)
+
+
+@torch.no_grad()
+def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows: int | None = None,
+                            compile: bool | None = None, precision: str = "fp32",
+                            progress: bool = False) -> torch.Tensor:
+    """-log p(x) per image (N,), estimated by the importance-weighted bound with k posterior samples.
+
+    log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2016, Eq. 8): the
+    IWAE bound, which tightens towards log p(x) as k grows; k = 1 is the ELBO. Samples are decoded in
+    equal chunks of about `rows` (image, sample) pairs, so memory stays bounded for any k. Each image
+    draws its k noise vectors in turn from one seeded stream, so its estimate depends on the seed and
+    its position alone, not on how the work is chunked. `compile` (default: for large jobs) fuses each
+    chunk's elementwise work with torch.compile. `precision` "bf16" (or "auto" on hardware with native
+    bf16) runs the decoder's matmuls in bf16: 1.6x faster on a Zen 4 CPU, and on MNIST the mean NLL
+    moves by about 1e-4 nats (benchmarks/eval_speed.py measures both).
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    was_training = model.training
+    model.eval()
+    rows = rows or IW_ROWS.get(x.device.type, 4096)
+    batch = max(1, min(len(x), rows // k))  # images per chunk: several when k is small
+    n_chunks = math.ceil(k / max(1, rows // batch))
+    samples = math.ceil(k / n_chunks)  # posterior samples per chunk, as equal as k allows
+    if compile is None:
+        compile = len(x) * k >= COMPILE_MIN_SAMPLES
+    log_weights = compile_with_fallback(log_importance_weights) if compile else log_importance_weights
+    amp_dtype = autocast_dtype(precision, x.device)
+    noise = make_generator(derive_seed(seed, "iw-noise"), x.device)
+    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
+    for start in tqdm(range(0, len(x), batch), desc=f"log-likelihood (k={k})", unit="batch", leave=False,
+                      disable=not progress):
+        images = x[start:start + batch]
+        posterior = model.encode(images)
+        eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device) for _ in images], dim=1)
+        log_w = [log_weights(model, images, posterior.mu, posterior.logvar, eps[first:first + samples], amp_dtype)
+                 for first in range(0, k, samples)]
+        out[start:start + batch] = math.log(k) - torch.logsumexp(torch.cat(log_w).double(), dim=0)
+    model.train(was_training)
+    return out

@@ -1,7 +1,14 @@
-"""Training a run end to end: data, model, the epoch loop, and what each epoch writes to the run dir."""
+"""Training a run end to end: data, model, the epoch loop, and what each epoch writes to the run dir.
+
+`fit` starts a run, `resume` continues one from its checkpoint. Both end in the same loop, which
+after every epoch commits a checkpoint (model, optimizer, epoch, metrics) and then writes
+model.safetensors, metrics.jsonl, samples_<epoch>.png and reconstruction_<epoch>.png; at the end,
+loss.png. A resumed run ends with the same weights as an uninterrupted one (bitwise, on CPU).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,18 +17,20 @@ import torch
 
 from . import runs
 from .config import RunConfig
-from .data import fixed_binarization, load_split
+from .data import fixed_binarization, load_train_test
 from .devices import resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, Interrupted, RunError, TrainingError
 from .evaluate import evaluate_elbo
 from .generate import reconstruct
 from .models import VAE
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
-from .train import Trainer
+from .train import Trainer, epoch_seeds
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
 N_RECONSTRUCTIONS = 8  # test images in each reconstruction_<epoch>.png
+
+Log = Callable[[str], None]
 
 
 def build_model(config: RunConfig) -> VAE:
@@ -32,47 +41,108 @@ def build_model(config: RunConfig) -> VAE:
 
 
 def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = None, device: str = "auto",
-        progress: bool = False, log: Callable[[str], None] | None = None) -> runs.Run:
-    """Train `config` into the run directory `out`; returns the finished run.
-
-    After every epoch it writes model.safetensors, a metrics.jsonl line, samples_<epoch>.png and
-    reconstruction_<epoch>.png; at the end, loss.png. `log` receives one line per epoch.
-    """
-    log = log or (lambda line: None)
+        progress: bool = False, log: Log | None = None) -> runs.Run:
+    """Train `config` into a new run directory `out`; returns the finished run."""
     dev = resolve_device(device)
-    train_set = load_split(config.data.name, "train", data_dir, progress=progress)
-    test_set = load_split(config.data.name, "test", data_dir, progress=progress)
+    data = _load_data(config, data_dir, progress)  # bad data fails before a run directory exists
+    out = runs.create_run(out, config)
+    return _train(out, config, None, data, dev, progress, log or (lambda line: None))
+
+
+def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
+           device: str = "auto", progress: bool = False, log: Log | None = None) -> runs.Run:
+    """Continue the run at `path` from its last finished epoch; `epochs` may raise its total."""
+    path = Path(path)
+    dev = resolve_device(device)
+    config = runs.read_config(path)
+    runs.remove_stale_temp_files(path)
+    checkpoint = runs.load_checkpoint(path)
+    done = checkpoint[1]["epoch"] if checkpoint else 0
+    if epochs is not None and epochs != config.train.epochs:
+        if epochs < done:
+            raise ConfigError(f"--epochs {epochs} is fewer than the {done} epochs {path} has finished")
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+    data = _load_data(config, data_dir, progress)
+    if epochs is not None and epochs != runs.read_config(path).train.epochs:
+        runs.write_config(path, config)
+    return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None))
+
+
+def _load_data(config: RunConfig, data_dir, progress: bool):
+    train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
+                                          progress)
     if train_set.shape != config.model.input_shape:
         raise ConfigError(f"{train_set.name} images are {train_set.shape}, the model expects {config.model.input_shape}")
-    out = runs.create_run(out, config)
+    return train_set, test_set
 
+
+def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log) -> runs.Run:
+    train_set, test_set = data
     model = build_model(config).to(dev)
     trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize, config.model.latent_dim)
     test_x = fixed_binarization(test_set.images.to(dev), config.data.binarize, config.train.seed)
-    prior_draws = make_generator(derive_seed(config.train.seed, "samples"), dev)
-    prior_z = torch.randn(N_SAMPLES, config.model.latent_dim, generator=prior_draws, device=dev)
-
+    prior_z = torch.randn(N_SAMPLES, config.model.latent_dim, device=dev,
+                          generator=make_generator(derive_seed(config.train.seed, "samples"), dev))
     metrics: list[dict] = []
-    for epoch in range(1, config.train.epochs + 1):
-        start = time.perf_counter()
-        train_loss = trainer.train_epoch(progress=progress)
-        seconds = time.perf_counter() - start
-        test = evaluate_elbo(model, test_x, config.train.seed)
-        metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
-                        "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
-                        "seconds": seconds})
-        runs.save_weights(out, model, epoch)
-        runs.write_metrics(out, metrics)
-        write_epoch_images(out, model, epoch, prior_z, test_x[:N_RECONSTRUCTIONS])
-        log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
-            f"({seconds:.2f} s)")
+    if checkpoint is not None:
+        metrics = _restore(out, config, trainer, checkpoint)
+        _write_epoch_files(out, model, metrics, prior_z, test_x, images=False)
+        if trainer.epoch >= config.train.epochs:
+            save_loss_curve(out / "loss.png", metrics)
+            log(f"{out} has already finished its {config.train.epochs} epochs; pass --epochs N to train longer")
+            return runs.Run(out, config, model.eval(), metrics)
+        log(f"resuming {out} after epoch {trainer.epoch} of {config.train.epochs}")
+
+    saved = trainer.epoch
+    try:
+        for epoch in range(trainer.epoch + 1, config.train.epochs + 1):
+            start = time.perf_counter()
+            train_loss = trainer.train_epoch(progress=progress)
+            seconds = time.perf_counter() - start
+            test = evaluate_elbo(model, test_x, config.train.seed)
+            metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
+                            "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
+                            "seconds": seconds})
+            tensors, meta = trainer.state()
+            runs.save_checkpoint(out, tensors, {**meta, "metrics": metrics})  # the commit point
+            saved = epoch
+            _write_epoch_files(out, model, metrics, prior_z, test_x)
+            log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
+                f"({seconds:.2f} s)")
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "
+                          f"continue with: vaekit train --resume {out}") from None
+    except TrainingError as e:
+        raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
     save_loss_curve(out / "loss.png", metrics)
     return runs.Run(out, config, model.eval(), metrics)
 
 
-def write_epoch_images(out: Path, model: VAE, epoch: int, prior_z: torch.Tensor, inputs: torch.Tensor) -> None:
-    """samples_<epoch>.png (the same prior draws every epoch) and reconstruction_<epoch>.png (inputs above outputs)."""
-    with torch.no_grad():
-        save_image_grid(out / f"samples_{epoch}.png", torch.sigmoid(model.decode(prior_z)))
-    save_image_grid(out / f"reconstruction_{epoch}.png", torch.cat([inputs, reconstruct(model, inputs)]),
-                    nrow=len(inputs))
+def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list[dict]:
+    """Load a checkpoint into the trainer after checking it belongs to this config and this vaekit."""
+    tensors, meta = checkpoint
+    source = out / runs.CHECKPOINT_FILE
+    weights = {k.removeprefix("model."): t for k, t in tensors.items() if k.startswith("model.")}
+    runs.check_state_matches(trainer.model, weights, source)
+    if meta.get("next_epoch_seeds") != epoch_seeds(config.train.seed, meta["epoch"] + 1):
+        raise RunError(f"{source}: written by a vaekit that draws its random streams differently; "
+                       "resuming would not repeat the run (train it again, or use the version that wrote it)")
+    try:
+        trainer.load_state(tensors, meta)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise RunError(f"{source}: optimizer state does not fit this run ({e})") from None
+    return list(meta["metrics"])
+
+
+def _write_epoch_files(out: Path, model: VAE, metrics: list[dict], prior_z: torch.Tensor, test_x: torch.Tensor,
+                       images: bool = True) -> None:
+    """What follows the checkpoint each epoch: the weights, the metrics and, unless told not to, the images."""
+    epoch = metrics[-1]["epoch"]
+    runs.save_weights(out, model, epoch)
+    runs.write_metrics(out, metrics)
+    if images or not (out / f"samples_{epoch}.png").exists() or not (out / f"reconstruction_{epoch}.png").exists():
+        inputs = test_x[:N_RECONSTRUCTIONS]
+        with torch.no_grad():
+            save_image_grid(out / f"samples_{epoch}.png", torch.sigmoid(model.decode(prior_z)))
+        save_image_grid(out / f"reconstruction_{epoch}.png", torch.cat([inputs, reconstruct(model, inputs)]),
+                        nrow=len(inputs))

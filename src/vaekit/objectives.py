@@ -24,7 +24,8 @@ def bernoulli_nll(recon_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     BCE on logits (log-sum-exp form) rather than on sigmoid outputs: exact where the sigmoid saturates.
     For grayscale targets in [0, 1] this is the seed's loss, a cross-entropy rather than a likelihood.
     """
-    return F.binary_cross_entropy_with_logits(recon_logits, x.expand_as(recon_logits), reduction="none").sum((-3, -2, -1))
+    recon_logits, x = torch.broadcast_tensors(recon_logits, x)  # e.g. (S, B, C, H, W) samples against (B, C, H, W)
+    return F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none").sum((-3, -2, -1))
 
 
 def negative_elbo(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> ELBOTerms:
@@ -37,3 +38,10 @@ def negative_elbo(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor,
     reconstruction = bernoulli_nll(recon_logits, x)
     kl = DiagonalGaussian(mu, logvar).kl()
     return ELBOTerms(reconstruction + kl, reconstruction, kl)
+
+
+def negative_elbo_sum(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """`negative_elbo(...).loss.sum()` computed with one reduction per term: the training loss's fast form."""
+    reconstruction = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum")
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())  # Kingma & Welling 2014, App. B
+    return reconstruction + kl

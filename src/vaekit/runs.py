@@ -1,8 +1,13 @@
 """A run directory: config.json, model.safetensors and metrics.jsonl, written atomically, read strictly.
 
-    RUN/config.json        {"format_version", "vaekit_version", "data", "model", "train"}
-    RUN/model.safetensors  the bare model's state_dict, with format, version and epoch as metadata
-    RUN/metrics.jsonl      one JSON object per finished epoch
+    RUN/config.json             {"format_version", "vaekit_version", "data", "model", "train"}
+    RUN/checkpoint.safetensors  model, optimizer state, epoch and metrics so far: the run's commit point
+    RUN/model.safetensors       the bare model's state_dict, with format, version and epoch as metadata
+    RUN/metrics.jsonl           one JSON object per finished epoch
+
+Each epoch writes the checkpoint first and the other files after it, each atomically (temp file,
+fsync, rename). A run killed at any moment therefore holds a complete checkpoint of its last
+finished epoch, and resuming rewrites whatever came after it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .models import VAE
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 
@@ -32,11 +38,10 @@ def create_run(path: str | Path, config: RunConfig) -> Path:
     """Start a run directory at `path` by writing its config; refuses to overwrite an existing run."""
     path = Path(path)
     if (path / CONFIG_FILE).exists():
-        raise RunError(f"{path} already holds a run; choose another --out")
+        raise RunError(f"{path} already holds a run; choose another --out, or continue it with --resume {path}")
     if path.exists() and not path.is_dir():
         raise RunError(f"{path} exists and is not a directory")
-    document = {"format_version": FORMAT_VERSION, "vaekit_version": __version__, **config.to_dict()}
-    atomic_write_text(path / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+    write_config(path, config)
     return path
 
 
@@ -45,6 +50,45 @@ def save_weights(path: str | Path, model: VAE, epoch: int) -> Path:
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     metadata = {"format_version": str(FORMAT_VERSION), "vaekit_version": __version__, "epoch": str(epoch)}
     return atomic_write_bytes(Path(path) / WEIGHTS_FILE, save_safetensors(state, metadata=metadata))
+
+
+def write_config(path: str | Path, config: RunConfig) -> Path:
+    """(Re)write RUN/config.json atomically."""
+    document = {"format_version": FORMAT_VERSION, "vaekit_version": __version__, **config.to_dict()}
+    return atomic_write_text(Path(path) / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write RUN/checkpoint.safetensors atomically: training state tensors plus JSON metadata."""
+    state = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    metadata = {"format_version": str(FORMAT_VERSION), "vaekit_version": __version__, "meta": json.dumps(meta)}
+    return atomic_write_bytes(Path(path) / CHECKPOINT_FILE, save_safetensors(state, metadata=metadata))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The checkpoint of the run at `path` (tensors, metadata), or None if it has none yet."""
+    checkpoint = Path(path) / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        return None
+    try:
+        data = checkpoint.read_bytes()
+        tensors = load_safetensors(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {})
+        meta = json.loads(metadata["meta"])
+    except (OSError, SafetensorError, ValueError, KeyError) as e:
+        raise RunError(f"{checkpoint}: unreadable ({e}); the run cannot be resumed from it") from None
+    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
+        raise RunError(f"{checkpoint} was written by vaekit {metadata.get('vaekit_version')}; upgrade vaekit")
+    return tensors, meta
+
+
+def remove_stale_temp_files(path: str | Path) -> list[Path]:
+    """Delete the temp files a killed process left in a run directory (never a finished file)."""
+    stale = [p for p in Path(path).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_metrics(path: str | Path, rows: list[dict]) -> Path:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from .. import __version__
-from ..errors import VaekitError
+from ..errors import Interrupted, VaekitError
 from . import evaluate, generate, train
 from .args import Parser
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    if hasattr(signal, "SIGTERM"):  # a scheduler's SIGTERM stops as cleanly as Ctrl-C
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except VaekitError as e:
         if debug:
             raise
-        print(f"vaekit: error: {e}", file=sys.stderr)
+        print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
@@ -54,3 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaekit: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt

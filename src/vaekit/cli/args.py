@@ -40,6 +40,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -47,6 +57,16 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def unit_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return value
 
 
@@ -86,9 +106,11 @@ def open_run(args):
 
 
 def test_inputs(run, args):
-    """The run's test split as model inputs (binarized as in training), on the run's device."""
-    from ..data import fixed_binarization, load_split
+    """The run's test images (its dataset's test split, or its held-out share of the user's images) as
+    model inputs, binarized as in training, on the run's device."""
+    from ..data import fixed_binarization, load_train_test
 
     device = next(run.model.parameters()).device
-    test = load_split(run.config.data.name, "test", args.data_dir)
-    return fixed_binarization(test.images.to(device), run.config.data.binarize, run.config.train.seed)
+    data = run.config.data
+    _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
+    return fixed_binarization(test.images.to(device), data.binarize, run.config.train.seed)

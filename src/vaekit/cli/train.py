@@ -1,58 +1,125 @@
-"""`vaekit train`: train a VAE into a run directory."""
+"""`vaekit train`: train a VAE into a run directory, or continue one."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from ..config import BINARIZE_MODES, DataConfig, ModelConfig, RunConfig, TrainConfig
-from ..data import DATASETS
-from ..fit import fit
-from .args import add_data_dir_argument, add_device_argument, non_negative_int, positive_float, positive_int
+from ..config import (BINARIZE_MODES, COMPILE_MODES, PRECISIONS, SCHEDULES, DataConfig, ModelConfig, RunConfig,
+                      TrainConfig)
+from ..data import DATASETS, is_builtin, read_images
+from ..errors import ConfigError
+from ..fit import fit, resume
+from .args import (add_data_dir_argument, add_device_argument, non_negative_float, non_negative_int,
+                   positive_float, positive_int, unit_fraction)
 
 HELP = """\
-Train a VAE and write a run directory: config.json, model.safetensors, metrics.jsonl,
-samples_<epoch>.png and reconstruction_<epoch>.png after every epoch, loss.png at the end.
+Train a VAE and write a run directory: config.json, checkpoint.safetensors, model.safetensors,
+metrics.jsonl, samples_<epoch>.png and reconstruction_<epoch>.png after every epoch, loss.png at
+the end. A run killed at any moment keeps its last finished epoch; --resume RUN continues it and
+ends with the same weights an uninterrupted run would have. Ctrl-C stops at once, keeping what was
+saved.
 
-The defaults are the seed tutorial's: a 784-400-20 MLP, Adam at lr 1e-3, batch 128, 10 epochs, seed 1.
+--data is a built-in dataset (mnist, fashion-mnist) or your own images: an IDX, .npy or .npz file,
+or a folder of PNG/JPEG images (or of class subfolders). From your own images a seeded fraction
+(--validation, default 0.1) is held out as the test set.
+
+The model defaults to the seed tutorial's 784-400-20 MLP. The optimisation defaults to vaekit's
+recipe, tuned for time to quality: 4 epochs at batch 128, Adam with lr 6e-3 and beta2 0.98, a 5%
+linear warm-up and cosine decay. It beats the seed's 10-epoch test loss in well under half the time.
+--recipe seed gives the tutorial's own (lr 1e-3 constant, Adam defaults, 10 epochs); flags given
+explicitly override either recipe.
 
 examples:
   vaekit train --out runs/seed
+  vaekit train --recipe seed --out runs/seed-as-written
   vaekit train --data fashion-mnist --epochs 20 --out runs/fashion
+  vaekit train --data my_digits/ --epochs 30 --out runs/mine
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
+  vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
+  vaekit train --resume runs/deeper --epochs 40      # or train it longer
 """
+
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision")
+CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "recipe", *TRAIN_FLAGS)
 
 
 def register(subparsers) -> None:
     defaults = RunConfig()
+    recipe = defaults.train
     p = subparsers.add_parser("train", help="train a VAE into a run directory", description=HELP)
-    p.add_argument("--data", default=defaults.data.name, choices=sorted(DATASETS), help="dataset (default mnist)")
+    p.add_argument("--data", help="mnist (default), fashion-mnist, or a path to your images")
     add_data_dir_argument(p)
-    p.add_argument("--hidden", type=positive_int, nargs="+", default=list(defaults.model.hidden_dims),
-                   metavar="SIZE", help="hidden layer sizes, input side first (default 400)")
-    p.add_argument("--latent", type=positive_int, default=defaults.model.latent_dim, help="latent dimensions (default 20)")
-    p.add_argument("--epochs", type=positive_int, default=defaults.train.epochs, help="default 10")
-    p.add_argument("--batch-size", type=positive_int, default=defaults.train.batch_size, help="default 128")
-    p.add_argument("--lr", type=positive_float, default=defaults.train.lr, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--seed", type=non_negative_int, default=defaults.train.seed, help="default 1")
-    p.add_argument("--binarize", choices=BINARIZE_MODES, default=defaults.data.binarize,
-                   help="targets: none (grayscale, as the seed), dynamic (Bernoulli per epoch) or threshold")
+    p.add_argument("--validation", type=unit_fraction,
+                   help=f"fraction of your own images held out (default {defaults.data.validation:g})")
+    p.add_argument("--hidden", type=positive_int, nargs="+", metavar="SIZE",
+                   help="hidden layer sizes, input side first (default 400)")
+    p.add_argument("--latent", type=positive_int, help=f"latent dimensions (default {defaults.model.latent_dim})")
+    p.add_argument("--recipe", choices=("vaekit", "seed"),
+                   help="optimisation defaults: vaekit's (fast, the default) or the seed tutorial's")
+    p.add_argument("--epochs", type=positive_int, help=f"default {recipe.epochs}")
+    p.add_argument("--batch-size", type=positive_int, help=f"default {recipe.batch_size}")
+    p.add_argument("--lr", type=positive_float, help=f"peak Adam learning rate (default {recipe.lr:g})")
+    p.add_argument("--schedule", choices=SCHEDULES, help=f"after warm-up (default {recipe.schedule})")
+    p.add_argument("--warmup", type=unit_fraction, help=f"fraction of steps of linear warm-up (default {recipe.warmup:g})")
+    p.add_argument("--beta2", type=unit_fraction, help=f"Adam's second-moment decay (default {recipe.beta2:g})")
+    p.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
+                   help="clip the gradients' global L2 norm (default 0: no clipping)")
+    p.add_argument("--seed", type=non_negative_int, help=f"default {recipe.seed}")
+    p.add_argument("--binarize", choices=BINARIZE_MODES,
+                   help="targets: none (grayscale, as the seed; default), dynamic (Bernoulli per epoch) or threshold")
+    p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the loss (default auto: on CUDA, "
+                   "and on CPU for runs long enough to repay the compile time)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="default auto: bf16 autocast where the hardware has native bf16, else fp32")
     add_device_argument(p)
-    p.add_argument("--out", type=Path, default=None, metavar="RUN_DIR",
-                   help="run directory to create (default runs/<data>-<date>-<time>)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--out", type=Path, metavar="RUN_DIR",
+                       help="run directory to create (default runs/<data>-<date>-<time>)")
+    group.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue this run from its last finished epoch (--epochs may raise its total)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    config = RunConfig(
-        data=DataConfig(name=args.data, binarize=args.binarize),
-        model=ModelConfig(hidden_dims=tuple(args.hidden), latent_dim=args.latent),
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed),
-    )
-    out = args.out or Path("runs") / f"{args.data}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = fit(config, out, data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=print)
+    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=print)
+    if args.resume:
+        given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS
+                 if getattr(args, name) is not None and name != "epochs"]
+        if given:
+            raise ConfigError(f"--resume continues a run with its own config; drop {', '.join(given)} "
+                              "(only --epochs, --data-dir and --device may be given)")
+        result = resume(args.resume, epochs=args.epochs, **options)
+    else:
+        config = build_config(args)
+        out = args.out or Path("runs") / f"{Path(args.data or 'mnist').name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = fit(config, out, **options)
     last = result.metrics[-1]
     print(f"run saved to {result.path}: test loss {last['test_loss']:.3f} nats per image; "
           f"see samples_{last['epoch']}.png, reconstruction_{last['epoch']}.png and loss.png")
     return 0
+
+
+def build_config(args) -> RunConfig:
+    """The RunConfig the flags describe: the recipe's values, overridden by every flag given."""
+    defaults = RunConfig()
+    data = args.data or defaults.data.name
+    input_shape = defaults.model.input_shape
+    if data not in DATASETS:
+        if is_builtin(data):
+            raise ConfigError(f"--data {data}: give the dataset's name ({data.partition(':')[0]}); "
+                              "vaekit trains on its train split and tests on its test split")
+        path = Path(data).resolve()
+        input_shape = read_images(path).shape  # checks the data before a run directory is made
+        data = str(path)
+    recipe = TrainConfig.seed_settings() if args.recipe == "seed" else TrainConfig()
+    given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    return RunConfig(
+        data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize,
+                        validation=args.validation if args.validation is not None else defaults.data.validation),
+        model=ModelConfig(input_shape=input_shape, hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
+                          latent_dim=args.latent or defaults.model.latent_dim),
+        train=dataclasses.replace(recipe, **given),
+    )

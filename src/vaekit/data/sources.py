@@ -1,0 +1,233 @@
+"""Images from anywhere a user keeps them, read strictly into an ImageSet.
+
+A source is a built-in split (`mnist:test`, `fashion-mnist:train`), an IDX file, a `.npy` or `.npz`
+array, a single PNG/JPEG/BMP image, or a folder of images (or of class subfolders of images).
+Arrays may be N x H x W, N x H*W (square images), N x C x H x W or N x H x W x C (C = 1 or 3), as
+uint8, bool, integers in [0, 255] or floats in [0, 1]. Anything else is a DataError that says
+what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+from ..rng import derive_seed, make_generator
+from .datasets import DATASETS, load_split
+from .idx import read_idx
+from .imageset import ImageSet
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+ARRAY_IMAGE_KEYS = ("images", "x", "X", "arr_0")
+ARRAY_LABEL_KEYS = ("labels", "y", "Y")
+
+
+def is_builtin(source: str) -> bool:
+    """Whether `source` names a built-in split, like mnist:test."""
+    name, _, split = source.partition(":")
+    return bool(split) and name in DATASETS
+
+
+def read_images(source: str | Path, data_dir: str | Path | None = None) -> ImageSet:
+    """Read the images (and labels, where the source has them) of any supported source."""
+    text = str(source)
+    if is_builtin(text):
+        name, _, split = text.partition(":")
+        return load_split(name, split, data_dir)
+    path = Path(source)
+    if not path.exists():
+        hint = ", ".join(f"{name}:train, {name}:test" for name in DATASETS)
+        raise DataError(f"{path}: no such file or directory (expected a built-in split such as {hint}, an IDX, "
+                        ".npy or .npz file, an image, or a folder of images)")
+    if path.is_dir():
+        return read_folder(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return read_npy(path)
+    if suffix == ".npz":
+        return read_npz(path)
+    if suffix in IMAGE_SUFFIXES:
+        image = read_image_file(path)
+        return ImageSet(torch.from_numpy(image)[None], None, str(path), names=(path.name,))
+    return from_array(read_idx(path), str(path))
+
+
+def read_npy(path: Path) -> ImageSet:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e})") from None
+    return from_array(array, str(path))
+
+
+def read_npz(path: Path) -> ImageSet:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            key = next((k for k in ARRAY_IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise DataError(f"{path}: holds arrays {', '.join(keys) or '(none)'}; name the images "
+                                f"one of {', '.join(ARRAY_IMAGE_KEYS)}")
+            images = archive[key]
+            label_key = next((k for k in ARRAY_LABEL_KEYS if k in keys), None)
+            labels = archive[label_key] if label_key else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"{path}: not a readable .npz archive ({e})") from None
+    return from_array(images, str(path), labels)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """One image file as a uint8 array (C, H, W): grayscale stays one channel, colour becomes RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later
+            if image.mode in ("1", "L", "I", "I;16", "F") or (image.mode == "P" and _palette_is_gray(image)):
+                array = np.asarray(image.convert("L"))[None]
+            else:
+                array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: unreadable image ({e})") from None
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+def _palette_is_gray(image) -> bool:
+    palette = np.asarray(image.convert("RGB"))
+    return bool((palette[..., 0] == palette[..., 1]).all() and (palette[..., 1] == palette[..., 2]).all())
+
+
+def read_folder(path: Path) -> ImageSet:
+    """All images in a folder, sorted by name; or, if it holds only subfolders, one class per subfolder."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    classes: tuple[str, ...] = ()
+    labels = None
+    if not files:
+        folders = sorted(p for p in path.iterdir() if p.is_dir())
+        per_class = [sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+                     for d in folders]
+        files = [f for group in per_class for f in group]
+        labels = torch.tensor([i for i, group in enumerate(per_class) for _ in group], dtype=torch.long)
+        classes = tuple(d.name for d in folders)
+    if not files:
+        raise DataError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
+                        "directly or in class subfolders)")
+    arrays = [read_image_file(f) for f in files]
+    channels = 3 if any(a.shape[0] == 3 for a in arrays) else 1
+    arrays = [np.repeat(a, 3, axis=0) if a.shape[0] != channels else a for a in arrays]
+    size = arrays[0].shape[1:]
+    for f, a in zip(files, arrays):
+        if a.shape[1:] != size:
+            raise DataError(f"{path}: images in one folder must share a size: {files[0].name} is "
+                            f"{size[1]}x{size[0]}, {f.relative_to(path)} is {a.shape[2]}x{a.shape[1]}")
+    names = tuple(str(f.relative_to(path)) for f in files)
+    return ImageSet(torch.from_numpy(np.stack(arrays)), labels, str(path), classes, names)
+
+
+def from_array(array: np.ndarray, source: str, labels: np.ndarray | None = None) -> ImageSet:
+    """An array of images in any supported layout and dtype -> uint8 ImageSet (N, C, H, W)."""
+    array = np.asarray(array)
+    if array.ndim == 0 or array.size == 0:
+        raise DataError(f"{source}: no images (array of shape {array.shape})")
+    images = _to_uint8(array, source)
+    images = _to_nchw(images, source)
+    label_tensor = None
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise DataError(f"{source}: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
+        label_tensor = torch.from_numpy(labels.astype(np.int64))
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(images)), label_tensor, source)
+
+
+def _to_uint8(array: np.ndarray, source: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    kind = array.dtype.kind  # by kind: numpy counts timedelta64 as an integer subtype
+    if kind == "b":
+        return array.astype(np.uint8) * 255
+    if kind == "f":
+        if not np.isfinite(array).all():
+            raise DataError(f"{source}: float images contain NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise DataError(f"{source}: float images must be in [0, 1], found values from {low:g} to {high:g}")
+        return np.rint(array * 255).astype(np.uint8)
+    if kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise DataError(f"{source}: integer images must be in [0, 255], found values from {low} to {high}")
+        return array.astype(np.uint8)
+    raise DataError(f"{source}: images must be uint8, bool, integers or floats, got dtype {array.dtype}")
+
+
+def _to_nchw(images: np.ndarray, source: str) -> np.ndarray:
+    shape = images.shape
+    if images.ndim == 2:  # (N, H*W): square images only, or the size is ambiguous
+        side = math.isqrt(shape[1])
+        if side * side != shape[1]:
+            raise DataError(f"{source}: rows of {shape[1]} pixels are not square images; "
+                            "give the array as N x H x W")
+        return images.reshape(shape[0], 1, side, side)
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4:
+        if shape[1] in (1, 3):
+            return images
+        if shape[3] in (1, 3):
+            return images.transpose(0, 3, 1, 2)
+        raise DataError(f"{source}: 4-D images need 1 or 3 channels first or last, got shape {shape}")
+    raise DataError(f"{source}: expected images as N x H x W, N x H*W or N x C x H x W, got shape {shape}")
+
+
+def conform(images: ImageSet, shape: tuple[int, int, int]) -> ImageSet:
+    """Convert images to a model's (C, H, W): RGB <-> grayscale, and resizing at the same aspect ratio.
+
+    Grayscale becomes RGB by repeating the channel and RGB becomes grayscale by ITU-R BT.601 luma;
+    sizes change by antialiased bilinear resampling. A different aspect ratio would distort the
+    images, so it is an error.
+    """
+    c, h, w = shape
+    n, c_in, h_in, w_in = images.images.shape
+    if (c_in, h_in, w_in) == (c, h, w):
+        return images
+    x = images.images.float()
+    if c_in != c:
+        if (c_in, c) == (1, 3):
+            x = x.expand(n, 3, h_in, w_in)
+        elif (c_in, c) == (3, 1):
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise DataError(f"{images.name}: cannot turn {c_in}-channel images into {c}-channel ones")
+    if (h_in, w_in) != (h, w):
+        if abs(h_in / w_in - h / w) > 0.05 * (h / w):
+            raise DataError(f"{images.name}: images are {w_in}x{h_in}, the model takes {w}x{h}; resizing "
+                            "would distort them (different aspect ratio)")
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    pixels = x.round().clamp(0, 255).to(torch.uint8)
+    return ImageSet(pixels, images.labels, images.name, images.classes, images.names)
+
+
+def load_train_test(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
+                    progress: bool = False) -> tuple[ImageSet, ImageSet]:
+    """A run's training images and held-out images.
+
+    For a built-in dataset, its train and test splits; for a path, a seeded random `validation`
+    fraction of its images is held out (at least one image each side).
+    """
+    if name in DATASETS:
+        return (load_split(name, "train", data_dir, progress=progress),
+                load_split(name, "test", data_dir, progress=progress))
+    images = read_images(name, data_dir)
+    n = len(images)
+    if n < 2:
+        raise DataError(f"{images.name}: needs at least 2 images to hold some out for validation, got {n}")
+    held_out = min(max(1, round(validation * n)), n - 1)
+    order = torch.randperm(n, generator=make_generator(derive_seed(seed, "validation-split")))
+    return images.subset(order[held_out:].sort().values), images.subset(order[:held_out].sort().values)

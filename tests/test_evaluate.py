@@ -1,0 +1,80 @@
+import math
+
+import pytest
+import torch
+
+from vaekit import VAE, ModelConfig, evaluate_elbo
+from vaekit.evaluate import importance_weighted_nll
+from vaekit.objectives import bernoulli_nll
+
+from .conftest import seeded
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A model with one latent dimension, where log p(x) can be integrated numerically."""
+    torch.manual_seed(3)
+    model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden_dims=(16,), latent_dim=1)).eval()
+    with torch.no_grad():  # sharpen the decoder so that p(x|z) varies strongly with z
+        model.decoder.head.weight.mul_(6)
+    x = torch.bernoulli(torch.full((5, 1, 4, 4), 0.4), generator=seeded(1))
+    return model, x
+
+
+def exact_nll(model, x):
+    """-log p(x) = -log integral p(x|z) N(z; 0, 1) dz by the trapezoid rule on a fine grid."""
+    z = torch.linspace(-9, 9, 40001, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        log_lik = -bernoulli_nll(model.decode(z.float()).double()[:, None], x.double())  # (Z, N)
+    log_prior = -0.5 * (math.log(2 * math.pi) + z.pow(2))
+    integrand = log_lik + log_prior
+    dz = z[1, 0] - z[0, 0]
+    return -(torch.logsumexp(integrand, dim=0) + torch.log(dz))
+
+
+def test_iwae_estimate_approaches_the_exact_likelihood(tiny):
+    model, x = tiny
+    exact = exact_nll(model, x)
+    elbo = importance_weighted_nll(model, x, 1, seed=0)
+    iw50 = importance_weighted_nll(model, x, 50, seed=0)
+    iw5000 = importance_weighted_nll(model, x, 5000, seed=0)
+    # the bound tightens towards log p(x) from above, on average and at K=5000 per image
+    assert elbo.mean() > iw50.mean() > iw5000.mean()
+    torch.testing.assert_close(iw5000, exact, atol=0.05, rtol=0)
+    assert (elbo.mean() - exact.mean()) > 0.1  # the ELBO alone is visibly looser
+
+
+def test_estimate_does_not_depend_on_chunking(tiny):
+    model, x = tiny
+    small = importance_weighted_nll(model, x, 300, seed=7, rows=64)
+    large = importance_weighted_nll(model, x, 300, seed=7, rows=100_000)
+    torch.testing.assert_close(small, large, atol=1e-4, rtol=0)
+    assert not torch.allclose(small, importance_weighted_nll(model, x, 300, seed=8))
+
+
+def test_compiled_and_eager_estimates_agree(tiny):
+    model, x = tiny
+    eager = importance_weighted_nll(model, x, 200, seed=1, compile=False)
+    compiled = importance_weighted_nll(model, x, 200, seed=1, compile=True)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
+
+
+def test_bf16_decoder_moves_the_estimate_by_little(tiny):
+    model, x = tiny
+    fp32 = importance_weighted_nll(model, x, 500, seed=1, precision="fp32")
+    bf16 = importance_weighted_nll(model, x, 500, seed=1, precision="bf16")
+    assert not torch.equal(fp32, bf16)  # bf16 really ran
+    assert abs((fp32 - bf16).mean()) < 0.02 and (fp32 - bf16).abs().max() < 0.2
+
+
+def test_single_sample_elbo_matches_its_terms():
+    model = VAE(ModelConfig(hidden_dims=(32,), latent_dim=4))
+    x = torch.rand(30, 1, 28, 28, generator=seeded(0))
+    result = evaluate_elbo(model, x, seed=2, batch_size=7)
+    assert result == evaluate_elbo(model, x, seed=2, batch_size=7)
+    assert result["test_loss"] == pytest.approx(result["reconstruction"] + result["kl"])
+
+
+def test_k_must_be_positive(tiny):
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        importance_weighted_nll(tiny[0], tiny[1], 0, seed=0)

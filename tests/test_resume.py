@@ -1,0 +1,187 @@
+"""Interrupted, killed and failing training runs: what survives and how a run continues."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, fit, resume
+from vaekit.cli import main
+from vaekit.errors import RunError, TrainingError
+from vaekit.fit import build_model
+from vaekit.runs import CHECKPOINT_FILE, load_checkpoint
+
+from .conftest import DATA_DIR
+
+SMALL = ["--hidden", "64", "--latent", "8", "--data-dir", str(DATA_DIR)]
+SMALL_CONFIG = RunConfig(model=ModelConfig(hidden_dims=(64,), latent_dim=8), train=TrainConfig(epochs=3))
+
+
+def vaekit(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "vaekit", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def weights(run):
+    return load_file(run / "model.safetensors")
+
+
+def metrics(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 3-epoch run of the small model, through the CLI in a subprocess."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    process = vaekit("train", "--epochs", 3, "--out", out, *SMALL)
+    assert process.wait(timeout=300) == 0, process.stderr.read()
+    return out
+
+
+@pytest.mark.parametrize("attempt", [0, 1])
+def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(reference, tmp_path, attempt):
+    out = tmp_path / "run"
+    process = vaekit("train", "--epochs", 3, "--out", out, *SMALL)
+    while not (out / "config.json").exists():  # the run exists from here on
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.02)
+    delay = random.Random().uniform(0.0, 6.0)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    print(f"killed after {delay:.2f} s; checkpoint: {(out / CHECKPOINT_FILE).exists()}")
+    resumed = vaekit("train", "--resume", out, "--data-dir", DATA_DIR)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a, b = weights(reference), weights(out)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # bitwise
+    assert metrics(out) == metrics(reference)
+    assert not list(out.glob(".*.tmp"))  # what the kill left half-written is cleared
+    assert load_file(out / CHECKPOINT_FILE).keys() == load_file(reference / CHECKPOINT_FILE).keys()
+
+
+def test_sigint_stops_at_once_and_keeps_finished_epochs(tmp_path):
+    out = tmp_path / "run"
+    process = vaekit("train", "--epochs", 50, "--out", out, *SMALL)
+    while not (out / "metrics.jsonl").exists():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    stderr = process.stderr.read().strip().splitlines()
+    assert len(stderr) == 1 and stderr[0].startswith("vaekit: interrupted: interrupted during epoch "), stderr
+    assert f"continue with: vaekit train --resume {out}" in stderr[0]
+    done = load_checkpoint(out)[1]["epoch"]
+    assert f"keeps its {done} finished epoch(s)" in stderr[0]
+    assert len(metrics(out)) == done >= 1
+    assert not [p for p in out.iterdir() if p.suffix == ".tmp"]
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    out = tmp_path / "run"
+    process = vaekit("train", "--epochs", 50, "--out", out, *SMALL)
+    while not (out / "metrics.jsonl").exists():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert "interrupted during epoch" in process.stderr.read()
+
+
+def test_resume_of_a_finished_run_and_raising_its_epochs(tmp_path, capsys):
+    out = tmp_path / "run"
+    fit(RunConfig(model=SMALL_CONFIG.model, train=TrainConfig(epochs=1)), out, data_dir=DATA_DIR)
+    before = weights(out)
+    assert main(["train", "--resume", str(out), "--data-dir", str(DATA_DIR)]) == 0
+    assert "has already finished its 1 epochs" in capsys.readouterr().out
+    assert all(torch.equal(before[k], t) for k, t in weights(out).items())
+    run = resume(out, epochs=2, data_dir=DATA_DIR)
+    assert [row["epoch"] for row in run.metrics] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+    code = main(["train", "--resume", str(out), "--epochs", "1", "--data-dir", str(DATA_DIR)])
+    assert code == 2 and "--epochs 1 is fewer than the 2 epochs" in capsys.readouterr().err
+
+
+def test_resume_refuses_config_flags(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--lr", "0.1", "--hidden", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --hidden, --lr (only --epochs, --data-dir and --device may be given)" in err
+
+
+def test_a_checkpoint_that_does_not_match_its_config(tmp_path):
+    out = tmp_path / "run"
+    fit(RunConfig(model=SMALL_CONFIG.model, train=TrainConfig(epochs=1)), out, data_dir=DATA_DIR)
+    document = json.loads((out / "config.json").read_text())
+    document["model"]["hidden_dims"] = [32]
+    document["train"]["epochs"] = 2
+    (out / "config.json").write_text(json.dumps(document))
+    with pytest.raises(RunError, match=r"checkpoint.safetensors: weights do not match the run's config"):
+        resume(out, data_dir=DATA_DIR)
+
+
+def test_a_corrupt_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    fit(RunConfig(model=SMALL_CONFIG.model, train=TrainConfig(epochs=1)), out, data_dir=DATA_DIR)
+    checkpoint = out / CHECKPOINT_FILE
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(RunError, match="checkpoint.safetensors: unreadable"):
+        resume(out, epochs=2, data_dir=DATA_DIR)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    import vaekit.train
+
+    real = vaekit.train.negative_elbo_sum
+    calls = {"n": 0}
+    steps_per_epoch = 469
+
+    def poisoned(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] == steps_per_epoch + 5 else loss  # epoch 2, step 5
+
+    monkeypatch.setattr(vaekit.train, "negative_elbo_sum", poisoned)
+    out = tmp_path / "run"
+    code = main(["train", "--epochs", "3", "--out", str(out), "--compile", "off", *SMALL])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 6 and len(err) == 1
+    assert ("training stopped: the loss (nan) became non-finite at epoch 2, step 5 of 469; lower the learning "
+            "rate (--lr) or clip gradients (--clip-grad); " + f"{out} keeps its checkpoint of epoch 1") in err[0]
+    assert load_checkpoint(out)[1]["epoch"] == 1 and len(metrics(out)) == 1
+    assert all(torch.isfinite(t).all() for t in weights(out).values())
+
+
+def test_infinite_gradients_are_caught(mnist_train):
+    config = RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4), train=TrainConfig(batch_size=100))
+    model = build_model(config)
+    model.decoder.head.bias.register_hook(lambda grad: grad * float("inf"))
+    trainer = Trainer(model, mnist_train.images[:500], config.train, "none", 4)
+    with pytest.raises(TrainingError, match=r"the gradient norm \(inf\) became non-finite at epoch 1, step 1 of 5"):
+        trainer.train_epoch()
+
+
+def test_gradient_clipping_bounds_the_norm(mnist_train):
+    config = RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4),
+                       train=TrainConfig(batch_size=100, clip_grad=0.5))
+    trainer = Trainer(build_model(config), mnist_train.images[:1000], config.train, "none", 4)
+    norms = []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda: (norms.append(vaekit_grad_norm(trainer.model)), step())[1]
+    trainer.train_epoch()
+    assert len(norms) == 10 and max(norms) <= 0.5 + 1e-4 and min(norms) > 0.1
+
+
+def vaekit_grad_norm(model):
+    from vaekit.train import grad_norm
+
+    return grad_norm(list(model.parameters())).item()

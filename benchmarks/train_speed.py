@@ -60,7 +60,7 @@ def worker(spec: dict) -> dict:
     train_images = load_split("mnist", "train", DATA_DIR).images
     test_x = fixed_binarization(load_split("mnist", "test", DATA_DIR).images, "none", train.seed)
     model = build_model(config)
-    trainer = Trainer(model, train_images, train, "none", config.model.latent_dim)
+    trainer = Trainer(model, train_images, train, "none")
     epoch_s, test_losses, elapsed, reached = [], [], 0.0, None
     for epoch in range(1, train.epochs + 1):
         start = time.perf_counter()

@@ -46,7 +46,9 @@ def test_train_writes_a_complete_run_and_learns(trained, capsys):
     code, out, err = run_cli(capsys, "eval", trained, "--json", *DATA)
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"test_loss", "reconstruction", "kl"}
+    assert {"test_loss", "reconstruction", "kl", "rate", "distortion", "active_units", "kl_per_dim"} == set(result)
+    assert result["active_units"] == 20 and len(result["kl_per_dim"]) == 20
+    assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-4)
     assert result["test_loss"] == pytest.approx(rows[1]["test_loss"], abs=1e-6)  # same seed, same numbers
     assert result["test_loss"] == pytest.approx(result["reconstruction"] + result["kl"])
 

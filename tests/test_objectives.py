@@ -37,7 +37,7 @@ def test_negative_elbo_is_reconstruction_plus_kl_per_sample():
     model = VAE(ModelConfig(hidden_dims=(32,), latent_dim=5))
     x = torch.rand(7, 1, 28, 28, generator=seeded(0))
     eps = torch.randn(7, 5, generator=seeded(1))
-    terms = negative_elbo(x, *model(x, eps))
+    terms = negative_elbo(x, *model(x, eps), eps)
     assert terms.loss.shape == terms.reconstruction.shape == terms.kl.shape == (7,)
     torch.testing.assert_close(terms.loss, terms.reconstruction + terms.kl)
     q = model.encode(x)

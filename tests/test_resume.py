@@ -141,21 +141,21 @@ def test_a_corrupt_checkpoint(tmp_path):
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     import vaekit.train
 
-    real = vaekit.train.negative_elbo_sum
+    real = vaekit.train.training_loss
     calls = {"n": 0}
     steps_per_epoch = 469
 
-    def poisoned(*args):
+    def poisoned(*args, **kwargs):
         calls["n"] += 1
-        loss = real(*args)
+        loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == steps_per_epoch + 5 else loss  # epoch 2, step 5
 
-    monkeypatch.setattr(vaekit.train, "negative_elbo_sum", poisoned)
+    monkeypatch.setattr(vaekit.train, "training_loss", poisoned)
     out = tmp_path / "run"
     code = main(["train", "--epochs", "3", "--out", str(out), "--compile", "off", *SMALL])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 6 and len(err) == 1
-    assert ("training stopped: the loss (nan) became non-finite at epoch 2, step 5 of 469; lower the learning "
+    assert ("training stopped: the loss became non-finite at epoch 2, step 5 of 469; lower the learning "
             "rate (--lr) or clip gradients (--clip-grad); " + f"{out} keeps its checkpoint of epoch 1") in err[0]
     assert load_checkpoint(out)[1]["epoch"] == 1 and len(metrics(out)) == 1
     assert all(torch.isfinite(t).all() for t in weights(out).values())
@@ -165,15 +165,31 @@ def test_infinite_gradients_are_caught(mnist_train):
     config = RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4), train=TrainConfig(batch_size=100))
     model = build_model(config)
     model.decoder.head.bias.register_hook(lambda grad: grad * float("inf"))
-    trainer = Trainer(model, mnist_train.images[:500], config.train, "none", 4)
-    with pytest.raises(TrainingError, match=r"the gradient norm \(inf\) became non-finite at epoch 1, step 1 of 5"):
+    trainer = Trainer(model, mnist_train.images[:500], config.train, "none")
+    with pytest.raises(TrainingError, match=r"the gradients became non-finite at epoch 1, step 1 of 5"):
         trainer.train_epoch()
+
+
+def test_infinite_gradients_on_the_last_step_are_caught_before_saving(mnist_train):
+    config = RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4), train=TrainConfig(batch_size=100))
+    model = build_model(config)
+    calls = {"n": 0}
+
+    def poison_last(grad):
+        calls["n"] += 1
+        return grad * float("inf") if calls["n"] == 5 else grad
+
+    model.decoder.head.bias.register_hook(poison_last)
+    trainer = Trainer(model, mnist_train.images[:500], config.train, "none")
+    with pytest.raises(TrainingError, match=r"the gradients became non-finite at epoch 1, step 5 of 5"):
+        trainer.train_epoch()
+    assert trainer.epoch == 0
 
 
 def test_gradient_clipping_bounds_the_norm(mnist_train):
     config = RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4),
                        train=TrainConfig(batch_size=100, clip_grad=0.5))
-    trainer = Trainer(build_model(config), mnist_train.images[:1000], config.train, "none", 4)
+    trainer = Trainer(build_model(config), mnist_train.images[:1000], config.train, "none")
     norms = []
     step = trainer.optimizer.step
     trainer.optimizer.step = lambda: (norms.append(vaekit_grad_norm(trainer.model)), step())[1]
@@ -182,6 +198,4 @@ def test_gradient_clipping_bounds_the_norm(mnist_train):
 
 
 def vaekit_grad_norm(model):
-    from vaekit.train import grad_norm
-
-    return grad_norm(list(model.parameters())).item()
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()

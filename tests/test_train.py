@@ -8,7 +8,7 @@ from vaekit.fit import build_model
 
 def train(images, config, epochs):
     model = build_model(config)
-    trainer = Trainer(model, images, config.train, config.data.binarize, config.model.latent_dim)
+    trainer = Trainer(model, images, config.train, config.data.binarize)
     losses = [trainer.train_epoch() for _ in range(epochs)]
     return model, losses
 

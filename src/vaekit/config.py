@@ -16,6 +16,9 @@ from typing import Any
 from .errors import ConfigError
 
 BINARIZE_MODES = ("none", "dynamic", "threshold")
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+PRIORS = ("normal", "vamp")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -55,22 +58,43 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The VAE's shape: an MLP encoder input -> hidden_dims -> latent, mirrored by the decoder."""
+    """The VAE: encoder and decoder architecture, latent size, pixel likelihood and prior.
+
+    mlp: input -> hidden_dims -> latent, mirrored by the decoder (the seed's model by default).
+    conv: strided 4x4 convolutions with conv_channels, then one dense layer of hidden_dims[0].
+    """
 
     input_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W)
+    architecture: str = "mlp"
     hidden_dims: tuple[int, ...] = (400,)
+    conv_channels: tuple[int, ...] = (32, 64)  # conv only
     latent_dim: int = 20
+    likelihood: str = "bernoulli"  # see vaekit.likelihoods for what each one's numbers mean
+    prior: str = "normal"  # normal: N(0, I); vamp: mixture of posteriors of learned pseudo-inputs
+    prior_components: int = 500  # vamp only
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3:
             raise ConfigError(f"model.input_shape must be (channels, height, width), got {self.input_shape!r}")
         for i, size in enumerate(self.input_shape):
             _positive_int(f"model.input_shape[{i}]", size)
+        _choice("model.architecture", self.architecture, ARCHITECTURES)
         if not self.hidden_dims:
             raise ConfigError("model.hidden_dims needs at least one size")
         for i, size in enumerate(self.hidden_dims):
             _positive_int(f"model.hidden_dims[{i}]", size)
+        if not self.conv_channels:
+            raise ConfigError("model.conv_channels needs at least one size")
+        for i, size in enumerate(self.conv_channels):
+            _positive_int(f"model.conv_channels[{i}]", size)
         _positive_int("model.latent_dim", self.latent_dim)
+        _choice("model.likelihood", self.likelihood, LIKELIHOODS)
+        _choice("model.prior", self.prior, PRIORS)
+        _positive_int("model.prior_components", self.prior_components)
+        scale = 2 ** len(self.conv_channels)
+        if self.architecture == "conv" and (self.input_shape[1] % scale or self.input_shape[2] % scale):
+            raise ConfigError(f"a conv model with {len(self.conv_channels)} stride-2 layers needs image sides that "
+                              f"divide by {scale}, got {self.input_shape[1]}x{self.input_shape[2]}")
 
     @property
     def input_dim(self) -> int:
@@ -99,6 +123,11 @@ class TrainConfig:
     beta2: float = 0.98  # Adam's second-moment decay; the seed's (PyTorch's default) is 0.999
     seed: int = 1
     clip_grad: float = 0.0  # clip the gradients' global L2 norm to this; 0 = no clipping
+    # the objective: -ELBO = reconstruction + beta * KL, or the IWAE bound on iw_samples samples
+    beta: float = 1.0  # weight of the KL term (Higgins et al. 2017); 1 is the ELBO
+    kl_warmup: int = 0  # epochs over which the KL weight rises linearly from 0 to beta (Bowman et al. 2016)
+    free_bits: float = 0.0  # floor, in nats, on each latent dimension's batch-mean KL (Kingma et al. 2016)
+    iw_samples: int = 1  # posterior samples per image in the IWAE bound (Burda et al. 2016); 1 is the ELBO
     compile: str = "auto"  # torch.compile the loss: auto (where it pays), on, off
     precision: str = "auto"  # auto (bf16 autocast on CUDA, else fp32), fp32, bf16
 
@@ -111,6 +140,13 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"train.seed must be a non-negative integer, got {self.seed!r}")
         _number_in("train.clip_grad", self.clip_grad, 0, math.inf, low_inclusive=True)
+        _number_in("train.beta", self.beta, 0, math.inf, low_inclusive=True)
+        if isinstance(self.kl_warmup, bool) or not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
+            raise ConfigError(f"train.kl_warmup must be a non-negative integer (epochs), got {self.kl_warmup!r}")
+        _number_in("train.free_bits", self.free_bits, 0, math.inf, low_inclusive=True)
+        _positive_int("train.iw_samples", self.iw_samples)
+        if self.free_bits and self.iw_samples > 1:
+            raise ConfigError("train.free_bits applies to the ELBO; it cannot combine with iw_samples > 1")
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.compile", self.compile, COMPILE_MODES)
         _choice("train.precision", self.precision, PRECISIONS)
@@ -128,6 +164,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.free_bits and self.model.prior != "normal":
+            raise ConfigError("train.free_bits needs the normal prior: a VampPrior's KL has no per-dimension terms")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

@@ -8,8 +8,9 @@ import torch
 from tqdm import tqdm
 
 from .acceleration import autocast_dtype, compile_with_fallback
-from .models import VAE, DiagonalGaussian, standard_normal_log_prob
-from .objectives import bernoulli_nll, negative_elbo
+from .likelihoods import negative_log_likelihood
+from .models import VAE, DiagonalGaussian
+from .objectives import negative_elbo
 from .rng import derive_seed, make_generator
 
 EVAL_BATCH = 1000
@@ -31,11 +32,50 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, seed: int, batch_size: int = EVAL
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
         eps = torch.randn(len(batch), model.latent_dim, generator=noise, device=x.device)
-        terms = negative_elbo(batch, *model(batch, eps))
+        terms = negative_elbo(batch, *model(batch, eps), eps, likelihood=model.config.likelihood,
+                              prior_log_prob=None if model.analytic_kl else model.prior_log_prob)
         sums += torch.stack([t.sum(dtype=torch.float64) for t in terms])
     model.train(was_training)
     loss, reconstruction, kl = (sums / len(x)).tolist()
     return {"test_loss": loss, "reconstruction": reconstruction, "kl": kl}
+
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016, Sec. 5.2: a unit is active if Cov_x(E_q[z_j]) > 0.01
+
+
+@torch.no_grad()
+def posterior_diagnostics(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+    """How much the latent code is used, on inputs x (N, C, H, W).
+
+    active_units: dimensions whose posterior mean varies across inputs with variance > 0.01 (Burda et al.
+    2016); unit_variance: that variance per dimension; kl_per_dim: the mean KL(q || N(0, 1)) of each
+    dimension in nats (standard normal prior only, else None). A dimension with near-zero KL and
+    variance is collapsed: the decoder ignores it.
+    """
+    was_training = model.training
+    model.eval()
+    means, kl_sum = [], torch.zeros(model.latent_dim, dtype=torch.float64, device=x.device)
+    for start in range(0, len(x), batch_size):
+        posterior = model.encode(x[start:start + batch_size])
+        means.append(posterior.mu)
+        kl_sum += posterior.kl_per_dim().sum(0, dtype=torch.float64)
+    model.train(was_training)
+    variance = torch.cat(means).double().var(0)
+    return {
+        "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
+        "unit_variance": variance.tolist(),
+        "kl_per_dim": (kl_sum / len(x)).tolist() if model.analytic_kl else None,
+    }
+
+
+def collapse_warning(diagnostics: dict, latent_dim: int) -> str | None:
+    """A sentence saying the posterior is collapsing, if fewer than half the latent dimensions are active."""
+    active = diagnostics["active_units"]
+    if active * 2 >= latent_dim:
+        return None
+    return (f"posterior collapse: only {active} of {latent_dim} latent dimensions are active (their posterior "
+            "means barely vary across images), so the decoder ignores most of the code; try --kl-warmup 10, "
+            "--free-bits 0.25 or a smaller --beta (see docs/posterior-collapse.md)")
 
 
 def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
@@ -48,13 +88,14 @@ def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar
     posterior = DiagonalGaussian(mu, logvar)
     z = posterior.rsample(eps)
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        recon_logits = model.decode(z)
-    return -bernoulli_nll(recon_logits.float(), x) + standard_normal_log_prob(z) - posterior.log_prob(z)
+        recon_params = model.decode(z)
+    log_likelihood = -negative_log_likelihood(recon_params.float(), x, model.config.likelihood)
+    return log_likelihood + model.prior_log_prob(z) - posterior.log_prob(z)
 
 
 @torch.no_grad()
 def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows: int | None = None,
-                            compile: bool | None = None, precision: str = "fp32",
+                            compile: bool | None = None, precision: str = "auto",
                             progress: bool = False) -> torch.Tensor:
     """-log p(x) per image (N,), estimated by the importance-weighted bound with k posterior samples.
 
@@ -63,9 +104,10 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
     equal chunks of about `rows` (image, sample) pairs, so memory stays bounded for any k. Each image
     draws its k noise vectors in turn from one seeded stream, so its estimate depends on the seed and
     its position alone, not on how the work is chunked. `compile` (default: for large jobs) fuses each
-    chunk's elementwise work with torch.compile. `precision` "bf16" (or "auto" on hardware with native
-    bf16) runs the decoder's matmuls in bf16: 1.6x faster on a Zen 4 CPU, and on MNIST the mean NLL
-    moves by about 1e-4 nats (benchmarks/eval_speed.py measures both).
+    chunk's elementwise work with torch.compile. `precision` "auto" (bf16 where the hardware has it
+    natively) or "bf16" runs the decoder's matmuls in bf16 with fp32 accumulation: 1.6x faster on a
+    Zen 4 CPU, moving the mean NLL of MNIST's test set by 3e-4 nats (benchmarks/eval_speed.py
+    measures both); "fp32" keeps everything in fp32.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")

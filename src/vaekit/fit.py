@@ -20,8 +20,8 @@ from .config import RunConfig
 from .data import fixed_binarization, load_train_test
 from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
-from .evaluate import evaluate_elbo
-from .generate import reconstruct
+from .evaluate import collapse_warning, evaluate_elbo, posterior_diagnostics
+from .generate import reconstruct, sample
 from .models import VAE
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
@@ -79,36 +79,42 @@ def _load_data(config: RunConfig, data_dir, progress: bool):
 def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log) -> runs.Run:
     train_set, test_set = data
     model = build_model(config).to(dev)
-    trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize, config.model.latent_dim)
+    trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize)
     test_x = fixed_binarization(test_set.images.to(dev), config.data.binarize, config.train.seed)
-    prior_z = torch.randn(N_SAMPLES, config.model.latent_dim, device=dev,
-                          generator=make_generator(derive_seed(config.train.seed, "samples"), dev))
+    sample_seed = derive_seed(config.train.seed, "samples")  # the same prior draws every epoch
     metrics: list[dict] = []
     if checkpoint is not None:
         metrics = _restore(out, config, trainer, checkpoint)
-        _write_epoch_files(out, model, metrics, prior_z, test_x, images=False)
+        _write_epoch_files(out, model, metrics, sample_seed, test_x, images=False)
         if trainer.epoch >= config.train.epochs:
             save_loss_curve(out / "loss.png", metrics)
             log(f"{out} has already finished its {config.train.epochs} epochs; pass --epochs N to train longer")
             return runs.Run(out, config, model.eval(), metrics)
         log(f"resuming {out} after epoch {trainer.epoch} of {config.train.epochs}")
 
-    saved = trainer.epoch
+    saved, warned = trainer.epoch, False
     try:
         for epoch in range(trainer.epoch + 1, config.train.epochs + 1):
             start = time.perf_counter()
             train_loss = trainer.train_epoch(progress=progress)
             seconds = time.perf_counter() - start
             test = evaluate_elbo(model, test_x, config.train.seed)
+            diagnostics = posterior_diagnostics(model, test_x)
             metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
                             "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
+                            "active_units": diagnostics["active_units"], "kl_per_dim": diagnostics["kl_per_dim"],
                             "seconds": seconds})
             tensors, meta = trainer.state()
             runs.save_checkpoint(out, tensors, {**meta, "metrics": metrics})  # the commit point
             saved = epoch
-            _write_epoch_files(out, model, metrics, prior_z, test_x)
+            _write_epoch_files(out, model, metrics, sample_seed, test_x)
             log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
-                f"({seconds:.2f} s)")
+                f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
+                f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s")
+            warning = collapse_warning(diagnostics, config.model.latent_dim)
+            if warning and not warned and epoch > config.train.kl_warmup:
+                log(f"warning: {warning}")
+                warned = True
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "
                           f"continue with: vaekit train --resume {out}") from None
@@ -134,7 +140,7 @@ def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list
     return list(meta["metrics"])
 
 
-def _write_epoch_files(out: Path, model: VAE, metrics: list[dict], prior_z: torch.Tensor, test_x: torch.Tensor,
+def _write_epoch_files(out: Path, model: VAE, metrics: list[dict], sample_seed: int, test_x: torch.Tensor,
                        images: bool = True) -> None:
     """What follows the checkpoint each epoch: the weights, the metrics and, unless told not to, the images."""
     epoch = metrics[-1]["epoch"]
@@ -142,7 +148,6 @@ def _write_epoch_files(out: Path, model: VAE, metrics: list[dict], prior_z: torc
     runs.write_metrics(out, metrics)
     if images or not (out / f"samples_{epoch}.png").exists() or not (out / f"reconstruction_{epoch}.png").exists():
         inputs = test_x[:N_RECONSTRUCTIONS]
-        with torch.no_grad():
-            save_image_grid(out / f"samples_{epoch}.png", torch.sigmoid(model.decode(prior_z)))
+        save_image_grid(out / f"samples_{epoch}.png", sample(model, N_SAMPLES, make_generator(sample_seed, test_x.device)))
         save_image_grid(out / f"reconstruction_{epoch}.png", torch.cat([inputs, reconstruct(model, inputs)]),
                         nrow=len(inputs))

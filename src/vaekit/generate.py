@@ -11,16 +11,14 @@ INTERPOLATIONS = ("linear", "slerp")
 
 @torch.no_grad()
 def sample(model: VAE, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Decode `n` draws from the prior N(0, I)."""
-    device = next(model.parameters()).device
-    z = torch.randn(n, model.latent_dim, generator=generator, device=device)
-    return torch.sigmoid(model.decode(z))
+    """Decode `n` draws from the model's prior."""
+    return model.pixel_means(model.decode(model.sample_prior(n, generator)))
 
 
 @torch.no_grad()
 def reconstruct(model: VAE, x: torch.Tensor) -> torch.Tensor:
     """Decode the posterior mean of each input: the model's deterministic reconstruction."""
-    return torch.sigmoid(model.decode(model.encode(x).mode()))
+    return model.pixel_means(model.decode(model.encode(x).mode()))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -44,4 +42,4 @@ def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int
     mu = model.encode(torch.stack([x_from, x_to])).mode()
     t = torch.linspace(0, 1, steps, device=mu.device)
     z = slerp(mu[0], mu[1], t) if method == "slerp" else torch.lerp(mu[0], mu[1], t[:, None])
-    return torch.sigmoid(model.decode(z))
+    return model.pixel_means(model.decode(z))

@@ -1,13 +1,26 @@
-"""Training objectives as pure functions of a model, a batch and noise. Per-sample values, in nats."""
+"""Training objectives as pure functions of a forward pass, its noise and the prior. Per-sample nats.
+
+- The ELBO (Kingma & Welling 2014): -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z)).
+- beta-weighted KL (Higgins et al. 2017) and its linear warm-up from 0 (Bowman et al. 2016),
+  passed in as `kl_weight`.
+- free bits (Kingma et al. 2016, Eq. 15): each latent dimension's KL, averaged over the batch, is
+  floored at `free_bits` nats, so no dimension is pushed all the way to the prior.
+- the IWAE bound (Burda et al. 2016, Eq. 8) with S samples per image when eps is (S, B, D).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .models import DiagonalGaussian
+from .likelihoods import negative_log_likelihood
+from .models.posterior import DiagonalGaussian, standard_normal_log_prob
+
+PriorLogProb = Callable[[torch.Tensor], torch.Tensor]  # z (..., D) -> log p(z) (...,); None means N(0, I)
 
 
 class ELBOTerms(NamedTuple):
@@ -24,24 +37,52 @@ def bernoulli_nll(recon_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     BCE on logits (log-sum-exp form) rather than on sigmoid outputs: exact where the sigmoid saturates.
     For grayscale targets in [0, 1] this is the seed's loss, a cross-entropy rather than a likelihood.
     """
-    recon_logits, x = torch.broadcast_tensors(recon_logits, x)  # e.g. (S, B, C, H, W) samples against (B, C, H, W)
-    return F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none").sum((-3, -2, -1))
+    return negative_log_likelihood(recon_logits, x, "bernoulli")
 
 
-def negative_elbo(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> ELBOTerms:
-    """-ELBO(x) = E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)) from one forward pass, `VAE(x, eps)`.
+def negative_elbo(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                  eps: torch.Tensor | None = None, *, likelihood: str = "bernoulli",
+                  prior_log_prob: PriorLogProb | None = None) -> ELBOTerms:
+    """-ELBO(x) from one forward pass `VAE(x, eps)`: a one-sample estimate of the reconstruction term,
+    the KL in closed form for the N(0, I) prior (Kingma & Welling 2014, App. B) or sampled at
+    z = mu + std * eps for any other prior.
 
-    Kingma & Welling 2014, Eq. 10: a one-sample estimate of the expectation, the KL in closed
-    form (their App. B). Taking the forward pass's outputs, not the model, keeps the loss pure and
-    lets a DistributedDataParallel wrapper see the forward call.
+    Taking the forward pass's outputs, not the model, keeps the loss pure and lets a
+    DistributedDataParallel wrapper see the forward call.
     """
-    reconstruction = bernoulli_nll(recon_logits, x)
-    kl = DiagonalGaussian(mu, logvar).kl()
+    posterior = DiagonalGaussian(mu, logvar)
+    reconstruction = negative_log_likelihood(recon_params, x, likelihood)
+    if prior_log_prob is None:
+        kl = posterior.kl()
+    else:
+        z = posterior.rsample(eps)
+        kl = posterior.log_prob(z) - prior_log_prob(z)
     return ELBOTerms(reconstruction + kl, reconstruction, kl)
 
 
-def negative_elbo_sum(x: torch.Tensor, recon_logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """`negative_elbo(...).loss.sum()` computed with one reduction per term: the training loss's fast form."""
-    reconstruction = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum")
-    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())  # Kingma & Welling 2014, App. B
-    return reconstruction + kl
+def training_loss(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                  eps: torch.Tensor, *, likelihood: str = "bernoulli", prior_log_prob: PriorLogProb | None = None,
+                  kl_weight: torch.Tensor | float = 1.0, free_bits: float = 0.0) -> torch.Tensor:
+    """The objective summed over the batch (divide by B for the mean): -ELBO with a weighted, optionally
+    floored KL; or, when eps holds S samples per image (S, B, D), the negative IWAE bound.
+
+    With kl_weight 1 and no free bits this is `negative_elbo(...).loss.sum()`, reduced once per term.
+    """
+    posterior = DiagonalGaussian(mu, logvar)
+    if eps.dim() == 3:  # IWAE: log w_s = log p(x|z_s) + w (log p(z_s) - log q(z_s|x)); w = 1 is the bound
+        z = posterior.rsample(eps)
+        log_prior = standard_normal_log_prob(z) if prior_log_prob is None else prior_log_prob(z)
+        log_w = -negative_log_likelihood(recon_params, x, likelihood) + kl_weight * (log_prior - posterior.log_prob(z))
+        return (math.log(eps.shape[0]) - torch.logsumexp(log_w, dim=0)).sum()
+    if likelihood == "bernoulli":
+        reconstruction = F.binary_cross_entropy_with_logits(recon_params, x, reduction="sum")
+    else:
+        reconstruction = negative_log_likelihood(recon_params, x, likelihood).sum()
+    if prior_log_prob is not None:
+        z = posterior.rsample(eps)
+        kl = (posterior.log_prob(z) - prior_log_prob(z)).sum()
+    elif free_bits:
+        kl = posterior.kl_per_dim().mean(0).clamp(min=free_bits).sum() * len(x)
+    else:
+        kl = posterior.kl_per_dim().sum()
+    return reconstruction + kl_weight * kl

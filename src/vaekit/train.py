@@ -5,7 +5,7 @@ The model it steps may be any module whose forward is `(x, eps) -> (recon_logits
 a DistributedDataParallel wrapper included.
 
 Speed: each epoch gathers its shuffled images in one indexing op and then cuts batches as views;
-the loss is reduced once per term (objectives.negative_elbo_sum); Adam runs as one fused kernel;
+the loss is reduced once per term (objectives.training_loss); Adam runs as one fused kernel;
 the forward and backward run under bf16 autocast where the hardware multiplies bf16 natively
 (weights, optimizer state and the loss stay fp32); torch.compile fuses the loss's elementwise work
 where that pays (see `use_compile`), falling back to eager if compilation fails.
@@ -23,7 +23,7 @@ from .acceleration import autocast_dtype, compile_with_fallback
 from .config import TrainConfig
 from .data.batches import epoch_order, prepare
 from .errors import TrainingError
-from .objectives import negative_elbo_sum
+from .objectives import training_loss
 from .rng import derive_seed, make_generator
 
 # On CPU, compiling costs seconds up front (less once Inductor's on-disk cache is warm) and saves a few
@@ -71,26 +71,21 @@ def epoch_seeds(seed: int, epoch: int) -> dict[str, int]:
             "binarize": derive_seed(seed, "binarize", epoch)}
 
 
-def grad_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of the parameters' gradients (inf or nan if any gradient is)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
-
-
 class Trainer:
     """Owns the optimizer and the count of finished epochs; `train_epoch()` runs the next epoch.
 
     `state()` and `load_state()` give everything needed to continue exactly from an epoch boundary.
-    A non-finite loss or gradient stops training with a TrainingError naming the epoch and step.
+    A non-finite loss or gradient stops training with a TrainingError naming the epoch and step,
+    before the epoch is counted (so before anything is saved).
     """
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, config: TrainConfig, binarize: str,
-                 latent_dim: int):
+    def __init__(self, model: nn.Module, images: torch.Tensor, config: TrainConfig, binarize: str):
         self.model = model
+        self.module = getattr(model, "module", model)  # the bare VAE inside a DDP wrapper
         self.images = images  # (N, C, H, W) uint8, on the training device
         self.config = config
         self.binarize = binarize
-        self.latent_dim = latent_dim
+        self.latent_dim = self.module.latent_dim
         self.device = images.device
         self.optimizer = make_optimizer(model, config)
         self.steps_per_epoch = math.ceil(len(images) / config.batch_size)
@@ -102,11 +97,19 @@ class Trainer:
         self._batch_loss = (compile_with_fallback(self._eager_loss, mode)
                             if use_compile(config, self.device, self.total_steps) else self._eager_loss)
 
-    def _eager_loss(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Sum over the batch of the per-sample negative ELBO, in nats."""
+    def _eager_loss(self, x: torch.Tensor, eps: torch.Tensor, kl_weight: torch.Tensor) -> torch.Tensor:
+        """The objective summed over the batch, in nats (a 0-dim kl_weight tensor keeps compiled graphs reusable)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            recon_logits, mu, logvar = self.model(x, eps)
-        return negative_elbo_sum(x, recon_logits.float(), mu.float(), logvar.float())
+            recon_params, mu, logvar = self.model(x, eps)
+        return training_loss(x, recon_params.float(), mu.float(), logvar.float(), eps,
+                             likelihood=self.module.config.likelihood,
+                             prior_log_prob=None if self.module.analytic_kl else self.module.prior_log_prob,
+                             kl_weight=kl_weight, free_bits=self.config.free_bits)
+
+    def kl_weight(self, step: int) -> float:
+        """beta, ramped linearly from 0 over the first kl_warmup epochs (Bowman et al. 2016)."""
+        warmup_steps = self.config.kl_warmup * self.steps_per_epoch
+        return self.config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else self.config.beta
 
     @property
     def compiled(self) -> bool:
@@ -131,38 +134,46 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(self.config, first_step + i, self.total_steps)
             x = prepare(shuffled[i * batch_size:(i + 1) * batch_size], self.binarize, flips)
-            eps = torch.randn(len(x), self.latent_dim, generator=noise, device=self.device)
-            loss_sum = self._batch_loss(x, eps)
+            shape = (len(x), self.latent_dim) if self.config.iw_samples == 1 else (self.config.iw_samples, len(x), self.latent_dim)
+            eps = torch.randn(shape, generator=noise, device=self.device)
+            kl_weight = torch.tensor(self.kl_weight(first_step + i), device=self.device)
+            loss_sum = self._batch_loss(x, eps, kl_weight)
             self.optimizer.zero_grad(set_to_none=True)
             (loss_sum / len(x)).backward()
-            if self.config.clip_grad:
-                norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.clip_grad)
-            else:
-                norm = grad_norm(parameters)
-            finite = torch.isfinite(loss_sum) & torch.isfinite(norm)
+            finite = torch.isfinite(loss_sum)
+            if self.config.clip_grad:  # the norm comes free with clipping: check the gradients directly too
+                finite = finite & torch.isfinite(torch.nn.utils.clip_grad_norm_(parameters, self.config.clip_grad))
             if sync_each_step:
                 if not finite:
-                    self._stop(epoch, i, loss_sum, norm)
+                    self._stop(epoch, i, parameters)
             else:
                 first_bad = torch.where((first_bad < 0) & ~finite, i, first_bad)
             self.optimizer.step()
             total += loss_sum.detach()
         if not sync_each_step and first_bad.item() >= 0:
-            self._stop(epoch, first_bad.item(), None, None)
+            self._stop(epoch, first_bad.item(), parameters)
+        if not all(torch.isfinite(p).all() for p in parameters):  # the last step's gradients, before saving
+            self._stop(epoch, self.steps_per_epoch, parameters)
         self.epoch = epoch
         return total.item() / n
 
-    def _stop(self, epoch: int, step: int, loss: torch.Tensor | None, norm: torch.Tensor | None):
-        what = "the loss or gradients"
-        if loss is not None:
-            what = f"the loss ({loss.item():g})" if not torch.isfinite(loss) else f"the gradient norm ({norm.item():g})"
+    def _stop(self, epoch: int, step: int, parameters: list[torch.Tensor]):
+        """TrainingError naming the step (0-based `step`) where training went non-finite.
+
+        Gradients are not checked at every step (that costs 3% of an epoch on CPU): a non-finite gradient
+        makes Adam's update, and so the weights, non-finite, which the next step's loss reveals. Finding
+        non-finite weights when the loss fails therefore means the previous step's gradients failed.
+        """
+        if not all(torch.isfinite(p).all() for p in parameters):
+            what, step = "the gradients", step - 1
+        else:
+            what = "the loss"
         raise TrainingError(f"training stopped: {what} became non-finite at epoch {epoch}, step {step + 1} of "
                             f"{self.steps_per_epoch}; lower the learning rate (--lr) or clip gradients (--clip-grad)")
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything needed to continue from this epoch boundary: tensors, and JSON-ready metadata."""
-        module = getattr(self.model, "module", self.model)  # the bare model inside a DDP wrapper
-        tensors = {f"model.{name}": t for name, t in module.state_dict().items()}
+        tensors = {f"model.{name}": t for name, t in self.module.state_dict().items()}
         optimizer = self.optimizer.state_dict()
         for index, state in optimizer["state"].items():
             for name, t in state.items():
@@ -173,8 +184,7 @@ class Trainer:
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore `state()` output (the model's weights, the optimizer, the epoch count)."""
-        module = getattr(self.model, "module", self.model)
-        module.load_state_dict({k.removeprefix("model."): t for k, t in tensors.items() if k.startswith("model.")})
+        self.module.load_state_dict({k.removeprefix("model."): t for k, t in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, t in tensors.items():
             if key.startswith("optimizer."):

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import (BINARIZE_MODES, COMPILE_MODES, PRECISIONS, SCHEDULES, DataConfig, ModelConfig, RunConfig,
-                      TrainConfig)
+from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PRECISIONS, PRIORS, SCHEDULES,
+                      DataConfig, ModelConfig, RunConfig, TrainConfig)
 from ..data import DATASETS, is_builtin, read_images
 from ..errors import ConfigError
 from ..fit import fit, resume
@@ -38,12 +38,17 @@ examples:
   vaekit train --data fashion-mnist --epochs 20 --out runs/fashion
   vaekit train --data my_digits/ --epochs 30 --out runs/mine
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
+  vaekit train --architecture conv --prior vamp --binarize dynamic --epochs 100 --out runs/best
+  vaekit train --iwae 50 --binarize dynamic --out runs/iwae
+  vaekit train --kl-warmup 10 --free-bits 0.25 --out runs/no-collapse
   vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
   vaekit train --resume runs/deeper --epochs 40      # or train it longer
 """
 
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision")
-CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "recipe", *TRAIN_FLAGS)
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
+               "beta", "kl_warmup", "free_bits", "iw_samples")
+MODEL_FLAGS = ("architecture", "conv_channels", "likelihood", "prior", "prior_components")
+CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "recipe", *MODEL_FLAGS, *TRAIN_FLAGS)
 
 
 def register(subparsers) -> None:
@@ -57,6 +62,20 @@ def register(subparsers) -> None:
     p.add_argument("--hidden", type=positive_int, nargs="+", metavar="SIZE",
                    help="hidden layer sizes, input side first (default 400)")
     p.add_argument("--latent", type=positive_int, help=f"latent dimensions (default {defaults.model.latent_dim})")
+    p.add_argument("--architecture", choices=ARCHITECTURES, help="mlp (the seed's, default) or conv")
+    p.add_argument("--conv-channels", type=positive_int, nargs="+", metavar="C",
+                   help="conv: channels of the stride-2 layers (default 32 64); --hidden sets the dense layer")
+    p.add_argument("--likelihood", choices=LIKELIHOODS,
+                   help="pixel likelihood: bernoulli (default), continuous-bernoulli or gaussian")
+    p.add_argument("--prior", choices=PRIORS, help="normal (default) or vamp (Tomczak & Welling 2018)")
+    p.add_argument("--prior-components", type=positive_int, help="vamp: pseudo-inputs (default 500)")
+    p.add_argument("--beta", type=non_negative_float, help="weight of the KL term (default 1: the ELBO)")
+    p.add_argument("--kl-warmup", type=non_negative_int, metavar="EPOCHS",
+                   help="raise the KL weight linearly from 0 over this many epochs (default 0)")
+    p.add_argument("--free-bits", type=non_negative_float, metavar="NATS",
+                   help="floor on each latent dimension's KL (default 0: off)")
+    p.add_argument("--iwae", dest="iw_samples", type=positive_int, metavar="K",
+                   help="train on the IWAE bound with K samples per image (default 1: the ELBO)")
     p.add_argument("--recipe", choices=("vaekit", "seed"),
                    help="optimisation defaults: vaekit's (fast, the default) or the seed tutorial's")
     p.add_argument("--epochs", type=positive_int, help=f"default {recipe.epochs}")
@@ -120,6 +139,8 @@ def build_config(args) -> RunConfig:
         data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize,
                         validation=args.validation if args.validation is not None else defaults.data.validation),
         model=ModelConfig(input_shape=input_shape, hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
-                          latent_dim=args.latent or defaults.model.latent_dim),
+                          latent_dim=args.latent or defaults.model.latent_dim,
+                          **{name: tuple(v) if isinstance(v, list) else v
+                             for name in MODEL_FLAGS if (v := getattr(args, name)) is not None}),
         train=dataclasses.replace(recipe, **given),
     )

@@ -1,7 +1,9 @@
 """Models: nn.Modules only. The loss lives in vaekit.objectives, I/O in vaekit.runs."""
 
+from .conv import ConvDecoder, ConvEncoder
 from .mlp import Decoder, Encoder
-from .posterior import DiagonalGaussian, standard_normal_log_prob
-from .vae import VAE
+from .posterior import DiagonalGaussian, mixture_log_prob, standard_normal_log_prob
+from .vae import ARCHITECTURES, VAE
 
-__all__ = ["VAE", "Decoder", "DiagonalGaussian", "Encoder", "standard_normal_log_prob"]
+__all__ = ["ARCHITECTURES", "VAE", "ConvDecoder", "ConvEncoder", "Decoder", "DiagonalGaussian", "Encoder",
+           "mixture_log_prob", "standard_normal_log_prob"]

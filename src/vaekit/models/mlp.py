@@ -1,4 +1,4 @@
-"""The seed's multilayer perceptrons: an encoder to (mu, logvar) and a decoder to pixel logits."""
+"""The seed's multilayer perceptrons: an encoder to (mu, logvar) and a decoder to pixel parameters."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """x (B, input_dim) -> hidden ReLU layers -> (mu, logvar), each (B, latent_dim)."""
+    """x (B, input_dim) or (B, C, H, W) -> hidden ReLU layers -> (mu, logvar), each (B, latent_dim)."""
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], latent_dim: int):
         super().__init__()
@@ -26,17 +26,29 @@ class Encoder(nn.Module):
         self.head = nn.Linear(hidden_dims[-1], 2 * latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.head(self.body(x)).chunk(2, dim=-1)
+        mu, logvar = self.head(self.body(x.reshape(len(x), -1))).chunk(2, dim=-1)
         return mu, logvar
 
 
 class Decoder(nn.Module):
-    """z (..., latent_dim) -> hidden ReLU layers -> Bernoulli logits (..., output_dim)."""
+    """z (..., latent_dim) -> hidden ReLU layers -> (..., output_dim), or (..., *output_shape) if given."""
 
-    def __init__(self, latent_dim: int, hidden_dims: Sequence[int], output_dim: int):
+    def __init__(self, latent_dim: int, hidden_dims: Sequence[int], output_dim: int,
+                 output_shape: tuple[int, ...] | None = None):
         super().__init__()
         self.body = _mlp([latent_dim, *hidden_dims])
         self.head = nn.Linear(hidden_dims[-1], output_dim)
+        self.output_shape = output_shape
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(z))
+        out = self.head(self.body(z))
+        return out if self.output_shape is None else out.unflatten(-1, self.output_shape)
+
+
+def build(input_shape: tuple[int, int, int], hidden_dims: Sequence[int], latent_dim: int, out_channels: int,
+          conv_channels: Sequence[int] = ()) -> tuple[Encoder, Decoder]:
+    """The seed's MLP pair for images of `input_shape`, the decoder giving `out_channels` per pixel."""
+    c, h, w = input_shape
+    encoder = Encoder(c * h * w, hidden_dims, latent_dim)
+    decoder = Decoder(latent_dim, tuple(reversed(hidden_dims)), out_channels * h * w, (out_channels, h, w))
+    return encoder, decoder

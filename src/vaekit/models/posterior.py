@@ -50,3 +50,9 @@ class DiagonalGaussian:
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I), summed over the last dimension."""
     return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
+
+
+def mixture_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z; mu_k, diag(exp(logvar_k))): z (..., D), mu and logvar (K, D) -> (...,)."""
+    log_probs = DiagonalGaussian(mu, logvar).log_prob(z.unsqueeze(-2))  # (..., K)
+    return torch.logsumexp(log_probs, dim=-1) - math.log(mu.shape[0])

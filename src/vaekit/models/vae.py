@@ -1,4 +1,4 @@
-"""The VAE: an encoder and a decoder built from a ModelConfig, and nothing else (no loss, no I/O)."""
+"""The VAE: an encoder, a decoder and a prior, built from a ModelConfig, and nothing else (no loss, no I/O)."""
 
 from __future__ import annotations
 
@@ -6,38 +6,75 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .mlp import Decoder, Encoder
-from .posterior import DiagonalGaussian
+from ..likelihoods import output_channels, pixel_means
+from . import conv, mlp
+from .posterior import DiagonalGaussian, mixture_log_prob, standard_normal_log_prob
+
+# architecture name -> build(input_shape, hidden_dims, latent_dim, out_channels, conv_channels) -> (encoder, decoder)
+ARCHITECTURES = {"mlp": mlp.build, "conv": conv.build}
 
 
 class VAE(nn.Module):
-    """x (B, C, H, W) in [0, 1] -> q(z|x) -> z (B, D) -> Bernoulli logits (B, C, H, W).
+    """x (B, C, H, W) in [0, 1] -> q(z|x) -> z (B, D) -> likelihood parameters (B, C', H, W).
 
-    Kingma & Welling 2014, "Auto-Encoding Variational Bayes", with the seed's MLPs.
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes". The prior is N(0, I) or a VampPrior,
+    a mixture of the posteriors of learned pseudo-inputs (Tomczak & Welling 2018).
     """
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config.input_dim, config.hidden_dims, config.latent_dim)
-        self.decoder = Decoder(config.latent_dim, tuple(reversed(config.hidden_dims)), config.input_dim)
+        c, h, w = config.input_shape
+        self.encoder, self.decoder = ARCHITECTURES[config.architecture](
+            config.input_shape, config.hidden_dims, config.latent_dim, output_channels(config.likelihood, c),
+            config.conv_channels)
+        if config.prior == "vamp":
+            # pseudo-inputs live in logit space; sigmoid keeps them images in [0, 1] (the paper's hardtanh)
+            self.pseudo_inputs = nn.Parameter(torch.randn(config.prior_components, c, h, w) * 0.1)
 
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether KL(q || p) has a closed form (the standard normal prior), rather than a sampled one."""
+        return self.config.prior == "normal"
+
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for a batch of images (B, C, H, W)."""
-        mu, logvar = self.encoder(x.flatten(start_dim=1))
+        mu, logvar = self.encoder(x)
         return DiagonalGaussian(mu, logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel logits (..., C, H, W) for latents z (..., D); sigmoid gives the Bernoulli means."""
-        return self.decoder(z).unflatten(-1, self.config.input_shape)
+        """Likelihood parameters (..., C', H, W) for latents z (..., D); see vaekit.likelihoods."""
+        return self.decoder(z)
+
+    def pixel_means(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x|z] in [0, 1] from decoder outputs: the image to show."""
+        return pixel_means(params, self.config.likelihood)
+
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) summed over the last dimension, (...,)."""
+        if self.config.prior == "normal":
+            return standard_normal_log_prob(z)
+        components = self.encode(torch.sigmoid(self.pseudo_inputs))
+        return mixture_log_prob(z, components.mu, components.logvar)
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z), (n, D)."""
+        device = next(self.parameters()).device
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        if self.config.prior == "normal":
+            return eps
+        components = self.encode(torch.sigmoid(self.pseudo_inputs))
+        k = torch.randint(len(components.mu), (n,), generator=generator, device=device)
+        return DiagonalGaussian(components.mu[k], components.logvar[k]).rsample(eps)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(recon_logits, mu, logvar) for x, with z = mu + std * eps; eps is drawn from `generator` if not given."""
+        """(recon_params, mu, logvar) for x, with z = mu + std * eps; eps (B, D) or (S, B, D) for S samples
+        per image, drawn from `generator` if not given."""
         posterior = self.encode(x)
         z = posterior.sample(generator) if eps is None else posterior.rsample(eps)
         return self.decode(z), posterior.mu, posterior.logvar

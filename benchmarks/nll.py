@@ -1,0 +1,97 @@
+"""Test NLL on dynamically binarized MNIST (K=5000 importance samples), for vaekit's model zoo.
+
+    python benchmarks/nll.py                         # every configuration below (hours on a 2-core CPU)
+    python benchmarks/nll.py --only seed-mlp         # one of them
+    python benchmarks/nll.py --only iwae-50 --epochs 30 --out bench-runs
+
+Each configuration trains with a fixed seed into OUT/<name> (an existing finished run is evaluated
+again, an unfinished one resumed) and is evaluated with `importance_weighted_nll` (K=5000, the
+decoder in bf16 where the CPU has it: the mean moves by 3e-4 nats, see BENCHMARKS.md). One JSON
+line per configuration goes to OUT/nll.jsonl as it finishes; the last line printed is the JSON list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import DATA_DIR, machine
+
+from vaekit import ModelConfig, RunConfig, TrainConfig, fit, resume
+from vaekit.config import DataConfig
+from vaekit.data import fixed_binarization, load_split
+from vaekit.errors import RunError
+from vaekit.evaluate import evaluate_elbo, importance_weighted_nll, posterior_diagnostics
+from vaekit.runs import load_checkpoint, load_run
+
+DYNAMIC = DataConfig(binarize="dynamic")
+
+# name -> (config, published anchor for the closest published model)
+CONFIGS = {
+    "seed-mlp": (RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=100)),
+                 "VAE k=1: 86.76 (Burda et al. 2016, Table 1; 2x200 MLP, 50 latents, 3280 epochs)"),
+    "seed-mlp-long": (RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=400)),
+                      "VAE k=1: 86.76 (Burda et al. 2016)"),
+    "iwae-50": (RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=100, iw_samples=50, lr=1e-3)),
+                "IWAE k=50: 84.78, 1 stochastic layer (Burda et al. 2016)"),
+    "mlp-vamp": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(300, 300), latent_dim=40, prior="vamp"),
+                           TrainConfig(epochs=100, kl_warmup=10, lr=1e-3)),
+                 "VAE + VampPrior: 85.57 (Tomczak & Welling 2018, Table 2)"),
+    "conv": (RunConfig(DYNAMIC, ModelConfig(architecture="conv", hidden_dims=(256,), latent_dim=32),
+                       TrainConfig(epochs=100, kl_warmup=10, lr=1e-3)),
+             "convHVAE (2 layers) 82.41, + VampPrior 81.09 (Tomczak & Welling 2018)"),
+}
+
+
+def evaluate(path: Path, k: int) -> dict:
+    run = load_run(path)
+    test = fixed_binarization(load_split("mnist", "test", DATA_DIR).images, "dynamic", run.config.train.seed)
+    start = time.perf_counter()
+    nll = importance_weighted_nll(run.model, test, k, run.config.train.seed, progress=sys.stderr.isatty())
+    return {"nll": round(nll.mean().item(), 3), "eval_s": round(time.perf_counter() - start, 1),
+            "elbo": round(evaluate_elbo(run.model, test, run.config.train.seed)["test_loss"], 3),
+            "active_units": posterior_diagnostics(run.model, test)["active_units"],
+            "epochs": len(run.metrics), "train_s": round(sum(row["seconds"] for row in run.metrics), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS), help="configurations to run (default all)")
+    parser.add_argument("--epochs", type=int, help="override every configuration's epochs")
+    parser.add_argument("-k", type=int, default=5000, help="importance samples (default 5000)")
+    parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="where the runs go")
+    args = parser.parse_args()
+    results = []
+    for name in args.only or CONFIGS:
+        config, anchor = CONFIGS[name]
+        if args.epochs:
+            config = RunConfig(config.data, config.model, TrainConfig(**{**config.train.__dict__, "epochs": args.epochs}))
+        path = args.out / name
+        log = lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+        try:
+            checkpoint = load_checkpoint(path)
+        except RunError:
+            checkpoint = None
+        if (path / "config.json").exists():
+            done = checkpoint[1]["epoch"] if checkpoint else 0
+            if done < config.train.epochs:
+                resume(path, epochs=config.train.epochs, data_dir=DATA_DIR, log=log)
+        else:
+            fit(config, path, data_dir=DATA_DIR, log=log)
+        row = {"name": name, **evaluate(path, args.k), "k": args.k, "published": anchor,
+               "model": config.model.__dict__, "objective": {key: config.train.__dict__[key] for key in
+                                                             ("beta", "kl_warmup", "free_bits", "iw_samples")},
+               "recipe": {key: config.train.__dict__[key] for key in ("batch_size", "lr", "schedule", "beta2")}}
+        results.append(row)
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / "nll.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    print(json.dumps({"benchmark": "nll", "machine": machine(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -43,3 +43,27 @@ def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int
     t = torch.linspace(0, 1, steps, device=mu.device)
     z = slerp(mu[0], mu[1], t) if method == "slerp" else torch.lerp(mu[0], mu[1], t[:, None])
     return model.pixel_means(model.decode(z))
+
+
+@torch.no_grad()
+def traverse(model: VAE, x: torch.Tensor, dims: list[int], steps: int = 9, span: float = 3.0) -> torch.Tensor:
+    """A row per latent dimension in `dims`: that dimension swept over [-span, span], the others held at
+    the posterior mean of image x (C, H, W). Returns (len(dims) * steps, C, H, W)."""
+    mu = model.encode(x[None]).mode()[0]
+    z = mu.repeat(len(dims) * steps, 1)
+    values = torch.linspace(-span, span, steps, device=mu.device)
+    for row, dim in enumerate(dims):
+        z[row * steps:(row + 1) * steps, dim] = values
+    return model.pixel_means(model.decode(z))
+
+
+@torch.no_grad()
+def manifold(model: VAE, dims: tuple[int, int] = (0, 1), n: int = 20) -> torch.Tensor:
+    """The decoded grid over the prior's quantiles in two latent dimensions, the rest at 0 (Kingma &
+    Welling 2014, Fig. 4): (n * n, C, H, W), row by row, the first dimension across, the second down."""
+    device = next(model.parameters()).device
+    values = torch.special.ndtri(torch.linspace(0.05, 0.95, n, device=device))
+    z = torch.zeros(n * n, model.latent_dim, device=device)
+    z[:, dims[0]] = values.repeat(n)
+    z[:, dims[1]] = values.flip(0).repeat_interleave(n)  # top row: the highest value
+    return model.pixel_means(model.decode(z))

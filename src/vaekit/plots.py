@@ -40,12 +40,29 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def save_image_grid(path: str | Path, images: torch.Tensor, nrow: int = 8, scale: int = 1) -> Path:
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def grid_png(images: torch.Tensor, nrow: int = 8, padding: int = 2, scale: int = 1) -> bytes:
+    """Images (N, C, H, W) in [0, 1] as one PNG grid with `nrow` images per row."""
+    return png_bytes(image_grid(images, nrow=nrow, padding=padding, scale=scale))
+
+
+def save_image_grid(path: str | Path, images: torch.Tensor, nrow: int = 8, scale: int = 1, padding: int = 2) -> Path:
     """Write images (N, C, H, W) in [0, 1] as one PNG grid with `nrow` images per row."""
-    return atomic_write_bytes(path, png_bytes(image_grid(images, nrow=nrow, scale=scale)))
+    return atomic_write_bytes(path, grid_png(images, nrow=nrow, padding=padding, scale=scale))
 
 
 def save_loss_curve(path: str | Path, metrics: Sequence[dict]) -> Path:
+    """Write `loss_curve_png` to `path`."""
+    return atomic_write_bytes(path, loss_curve_png(metrics))
+
+
+def loss_curve_png(metrics: Sequence[dict]) -> bytes:
     """Plot train and test loss per epoch from metrics rows (keys epoch, train_loss, test_loss)."""
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state
 
@@ -60,6 +77,108 @@ def save_loss_curve(path: str | Path, metrics: Sequence[dict]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return figure_png(fig)
+
+
+def save_kl_plot(path: str | Path, metrics: Sequence[dict], title: str = "KL per latent dimension") -> Path:
+    """Write `kl_plot_png` to `path`."""
+    return atomic_write_bytes(path, kl_plot_png(metrics, title))
+
+
+def kl_plot_png(metrics: Sequence[dict], title: str = "KL per latent dimension") -> bytes:
+    """Two panels from a run's metrics: KL per dimension over the epochs (a heat map), and at the end (bars).
+
+    Dimensions are ordered by their final KL; one near zero is collapsed (the decoder ignores it).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [row for row in metrics if row.get("kl_per_dim")]
+    if not rows:
+        raise ValueError("these metrics hold no KL per dimension (a VampPrior's KL has none)")
+    kl = np.array([row["kl_per_dim"] for row in rows])  # (epochs, D)
+    order = np.argsort(-kl[-1])
+    fig = Figure(figsize=(10, 3.8), dpi=100)
+    heat_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    image = heat_ax.imshow(kl[:, order].T, aspect="auto", origin="lower", cmap="viridis",
+                           extent=(rows[0]["epoch"] - 0.5, rows[-1]["epoch"] + 0.5, -0.5, kl.shape[1] - 0.5))
+    heat_ax.set_xlabel("epoch")
+    heat_ax.set_ylabel("latent dimension (by final KL)")
+    heat_ax.set_title(title)
+    fig.colorbar(image, ax=heat_ax, label="nats")
+    bar_ax.bar(range(kl.shape[1]), kl[-1, order], color="tab:blue")
+    for ax in (heat_ax.yaxis, bar_ax.xaxis):
+        ax.set_major_locator(MaxNLocator(integer=True))
+    bar_ax.set_xlabel("latent dimension (by final KL)")
+    bar_ax.set_ylabel("KL (nats), last epoch")
+    active = rows[-1].get("active_units")
+    bar_ax.set_title(f"epoch {rows[-1]['epoch']}: {active} of {kl.shape[1]} units active" if active is not None
+                     else f"epoch {rows[-1]['epoch']}")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def save_roc_curves(path: str | Path, panels: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> Path:
+    """ROC curves, one panel per group: {panel title: {curve label: (false-positive rates, true-positive rates)}}."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5 * len(panels), 5), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, curves) in zip(axes, panels.items()):
+        for label, (fpr, tpr) in curves.items():
+            ax.plot(fpr.numpy(), tpr.numpy(), linewidth=1.2, label=label)
+        ax.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.set_title(title)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return atomic_write_bytes(path, figure_png(fig))
+
+
+def save_gif(path: str | Path, frames: torch.Tensor, milliseconds: int = 120, scale: int = 4) -> Path:
+    """Write `gif_bytes` to `path`."""
+    return atomic_write_bytes(path, gif_bytes(frames, milliseconds, scale))
+
+
+def gif_bytes(frames: torch.Tensor, milliseconds: int = 120, scale: int = 4) -> bytes:
+    """An animated GIF of frames (T, C, H, W) in [0, 1], played forwards then backwards, looping."""
+    images = [Image.fromarray(image_grid(f[None], nrow=1, padding=0, scale=scale)) for f in frames]
+    sequence = images + images[-2:0:-1]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
+    sequence[0].save(buffer, format="GIF", save_all=True, append_images=sequence[1:], duration=milliseconds, loop=0)
+    return buffer.getvalue()
+
+
+def save_latent_scatter(path: str | Path, points: np.ndarray, labels: np.ndarray | None, classes: Sequence[str],
+                        title: str) -> Path:
+    """Write `latent_scatter_png` to `path`."""
+    return atomic_write_bytes(path, latent_scatter_png(points, labels, classes, title))
+
+
+def latent_scatter_png(points: np.ndarray, labels: np.ndarray | None, classes: Sequence[str], title: str) -> bytes:
+    """A 2-D scatter of embedded images, coloured by label where known."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 6), dpi=100)
+    ax = fig.subplots()
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.6, color="tab:blue")
+    else:
+        for value in np.unique(labels):
+            chosen = labels == value
+            name = classes[value] if value < len(classes) else str(value)
+            ax.scatter(points[chosen, 0], points[chosen, 1], s=2, alpha=0.6, label=name,
+                       color=_COLOURS[value % len(_COLOURS)])
+        ax.legend(markerscale=5, fontsize=8, loc="best", title="label")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf"]

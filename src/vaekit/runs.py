@@ -32,6 +32,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
+THRESHOLD_FILE = "threshold.json"
 
 
 def create_run(path: str | Path, config: RunConfig) -> Path:
@@ -81,6 +82,25 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict] | 
     if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
         raise RunError(f"{checkpoint} was written by vaekit {metadata.get('vaekit_version')}; upgrade vaekit")
     return tensors, meta
+
+
+def write_threshold(path: str | Path, calibration: dict) -> Path:
+    """Store an anomaly threshold and how it was fitted as RUN/threshold.json."""
+    return atomic_write_text(Path(path) / THRESHOLD_FILE, json.dumps(calibration, indent=2) + "\n")
+
+
+def read_threshold(path: str | Path) -> dict | None:
+    """The run's calibrated anomaly threshold, or None if it has none."""
+    threshold_path = Path(path) / THRESHOLD_FILE
+    if not threshold_path.is_file():
+        return None
+    try:
+        calibration = json.loads(threshold_path.read_text(encoding="utf-8"))
+        float(calibration["threshold"])
+        str(calibration["method"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{threshold_path}: unreadable ({e}); run vaekit calibrate again") from None
+    return calibration
 
 
 def remove_stale_temp_files(path: str | Path) -> list[Path]:

@@ -7,7 +7,7 @@ import sys
 
 from .. import __version__
 from ..errors import Interrupted, VaekitError
-from . import evaluate, generate, train
+from . import anomaly, compress, evaluate, generate, plot, report, represent, train
 from .args import Parser
 
 DESCRIPTION = """\
@@ -26,7 +26,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (train, evaluate, generate):
+    for module in (train, evaluate, generate, represent, anomaly, compress, plot, report):
         module.register(subparsers)
     return parser
 

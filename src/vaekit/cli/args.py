@@ -77,6 +77,13 @@ def png_path(text: str) -> Path:
     return path
 
 
+def png_or_gif_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in (".png", ".gif"):
+        raise argparse.ArgumentTypeError(f"expected a .png or .gif file name, got {text!r}")
+    return path
+
+
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, metavar="RUN", help="a run directory written by `vaekit train`")
 
@@ -108,9 +115,27 @@ def open_run(args):
 def test_inputs(run, args):
     """The run's test images (its dataset's test split, or its held-out share of the user's images) as
     model inputs, binarized as in training, on the run's device."""
+    return test_data(run, args)[0]
+
+
+def test_data(run, args):
+    """`test_inputs`, and the test ImageSet they came from (for labels and class names)."""
     from ..data import fixed_binarization, load_train_test
 
     device = next(run.model.parameters()).device
     data = run.config.data
     _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
-    return fixed_binarization(test.images.to(device), data.binarize, run.config.train.seed)
+    return fixed_binarization(test.images.to(device), data.binarize, run.config.train.seed), test
+
+
+def model_inputs(run, source: str, data_dir) -> tuple[torch.Tensor, list[str], list]:
+    """Images from any source as the run's model inputs, with a name and a label (or None) per image."""
+    from ..data import conform, fixed_binarization, read_images
+
+    images = read_images(source, data_dir)
+    conformed = conform(images, run.config.model.input_shape)
+    device = next(run.model.parameters()).device
+    x = fixed_binarization(conformed.images.to(device), run.config.data.binarize, run.config.train.seed)
+    names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
+    labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
+    return x, names, labels

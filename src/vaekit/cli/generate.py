@@ -6,10 +6,10 @@ import torch
 
 from ..errors import ConfigError
 from ..generate import INTERPOLATIONS, interpolate, reconstruct, sample
-from ..plots import save_image_grid
+from ..plots import save_gif, save_image_grid
 from ..rng import make_generator
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, non_negative_int,
-                   open_run, png_path, positive_int, test_inputs)
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, model_inputs,
+                   non_negative_int, open_run, png_or_gif_path, png_path, positive_int, test_inputs)
 
 SAMPLE_HELP = """\
 Draw images from the prior: z ~ N(0, I), decoded to pixel probabilities, as one PNG grid.
@@ -27,12 +27,15 @@ example:
 """
 
 INTERPOLATE_HELP = """\
-Walk the latent space between two test images (by index in the test split), decoding each step.
-slerp follows the great circle, which keeps intermediate codes at a typical distance from the origin.
+Walk the latent space between two images, decoding each step, as a strip (-o FILE.png) or an
+animated GIF (-o FILE.gif). Each end is a test-set index, or any image source vaekit reads (its
+first image, or image N with SOURCE@N). slerp follows the great circle, which keeps intermediate
+codes at a typical distance from the origin.
 
 examples:
   vaekit interpolate runs/seed --from 0 --to 1 --steps 10 -o interpolation.png
-  vaekit interpolate runs/seed --from 3 --to 2 --method slerp -o slerp.png
+  vaekit interpolate runs/seed --from 3 --to 2 --method slerp -o slerp.gif
+  vaekit interpolate runs/seed --from my_seven.png --to mnist:train@1 -o walk.gif
 """
 
 
@@ -57,13 +60,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("interpolate", help="decode a path between two test images",
                               description=INTERPOLATE_HELP)
     add_run_argument(p)
-    p.add_argument("--from", dest="index_from", type=non_negative_int, required=True, metavar="I",
-                   help="test-set index of the first image")
-    p.add_argument("--to", dest="index_to", type=non_negative_int, required=True, metavar="J",
-                   help="test-set index of the last image")
+    p.add_argument("--from", dest="index_from", required=True, metavar="I|SOURCE[@N]",
+                   help="the first image: a test-set index, or an image source")
+    p.add_argument("--to", dest="index_to", required=True, metavar="J|SOURCE[@N]",
+                   help="the last image: a test-set index, or an image source")
     p.add_argument("--steps", type=positive_int, default=10, help="images on the path, ends included (default 10)")
     p.add_argument("--method", choices=INTERPOLATIONS, default="linear", help="default linear")
-    p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    p.add_argument("-o", "--output", type=png_or_gif_path, required=True, metavar="FILE.png|FILE.gif")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_interpolate)
@@ -93,10 +96,25 @@ def run_interpolate(args) -> int:
     if args.steps < 2:
         raise ConfigError(f"--steps must be at least 2 (the two ends), got {args.steps}")
     loaded = open_run(args)
-    x = test_inputs(loaded, args)
-    check_index("--from", args.index_from, len(x), "the test set")
-    check_index("--to", args.index_to, len(x), "the test set")
-    images = interpolate(loaded.model, x[args.index_from], x[args.index_to], args.steps, args.method)
-    save_image_grid(args.output, images, nrow=args.steps)
+    ends = [endpoint(loaded, args, "--from", args.index_from), endpoint(loaded, args, "--to", args.index_to)]
+    images = interpolate(loaded.model, ends[0], ends[1], args.steps, args.method)
+    if args.output.suffix.lower() == ".gif":
+        save_gif(args.output, images)
+    else:
+        save_image_grid(args.output, images, nrow=args.steps)
     print(f"wrote a {args.steps}-step {args.method} interpolation to {args.output}")
     return 0
+
+
+def endpoint(loaded, args, flag: str, spec: str) -> torch.Tensor:
+    """One end of an interpolation as a model input (C, H, W): a test index, SOURCE, or SOURCE@N."""
+    if spec.isdigit():
+        x = test_inputs(loaded, args)
+        check_index(flag, int(spec), len(x), "the test set")
+        return x[int(spec)]
+    source, _, index = spec.rpartition("@") if "@" in spec else (spec, "", "0")
+    if not index.isdigit():
+        raise ConfigError(f"{flag} {spec}: expected a test index, SOURCE, or SOURCE@N")
+    x, _, _ = model_inputs(loaded, source, args.data_dir)
+    check_index(f"{flag} {source}@", int(index), len(x), source)
+    return x[int(index)]

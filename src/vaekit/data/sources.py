@@ -59,11 +59,28 @@ def read_images(source: str | Path, data_dir: str | Path | None = None) -> Image
 
 
 def read_npy(path: Path) -> ImageSet:
+    return from_array(load_npy(path), str(path))
+
+
+def load_npy(path: Path) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npy array ({e})") from None
-    return from_array(array, str(path))
+
+
+def read_array(source: str | Path, data_dir: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """Images as the array they were stored as, and the container to write them back in: "idx" for IDX
+    files and built-in splits, "npy" for everything else (as N x H x W, or N x C x H x W in colour)."""
+    path = Path(source)
+    if not is_builtin(str(source)) and path.is_file():
+        if path.suffix.lower() == ".npy":
+            return load_npy(path), "npy"
+        if path.suffix.lower() not in (".npz", *IMAGE_SUFFIXES):
+            return read_idx(path), "idx"
+    images = read_images(source, data_dir).images.numpy()
+    squeezed = images[:, 0] if images.shape[1] == 1 else images
+    return squeezed, "idx" if is_builtin(str(source)) else "npy"
 
 
 def read_npz(path: Path) -> ImageSet:

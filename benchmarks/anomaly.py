@@ -1,0 +1,136 @@
+"""Anomaly detection benchmark: the one-class MNIST protocol, out-of-distribution sets, scoring speed.
+
+    python benchmarks/anomaly.py                       # all of it (about 25 minutes on a 2-core CPU)
+    python benchmarks/anomaly.py --digits 2 5 --epochs 20 --skip-ood --skip-speed
+
+1. One-class MNIST (Ruff et al. 2018): for each digit, train on that digit's training images only,
+   score all 10,000 test images; the digit is normal, every other digit an anomaly. AUROC per digit
+   and the mean, for the ELBO, IWAE, reconstruction and squared-error scores.
+2. Out of distribution: a model trained on all of MNIST scores the MNIST test set (normal) against
+   sets built here: uniform noise, inverted digits, and digits rotated by 90 degrees.
+3. Throughput of the ELBO score on the 10,000 test images, seed MLP.
+
+Prints one JSON object; writes the ROC curves as OUT/roc.png (drawn by vaekit.plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import DATA_DIR, machine, median
+
+from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, load_split
+from vaekit.anomaly import anomaly_scores, auroc, roc_curve
+from vaekit.config import DataConfig
+from vaekit.data import fixed_binarization
+from vaekit.fit import build_model
+from vaekit.plots import save_roc_curves
+
+# Deep SVDD (one-class), AUROC per normal digit: Ruff et al. 2018, "Deep One-Class Classification", Table 1
+DEEP_SVDD = [0.980, 0.997, 0.917, 0.919, 0.949, 0.885, 0.983, 0.946, 0.939, 0.965]
+MODEL = ModelConfig(hidden_dims=(400,), latent_dim=20)
+
+
+def train(images: torch.Tensor, config: RunConfig, log) -> tuple[torch.nn.Module, float]:
+    model = build_model(config)
+    trainer = Trainer(model, images, config.train, config.data.binarize)
+    start = time.perf_counter()
+    for epoch in range(config.train.epochs):
+        loss = trainer.train_epoch()
+        if (epoch + 1) % 10 == 0:
+            log(f"epoch {epoch + 1}: train {loss:.2f}")
+    return model.eval(), time.perf_counter() - start
+
+
+def scores_by_method(model, x, seed: int, k: int) -> dict[str, torch.Tensor]:
+    return {"elbo": anomaly_scores(model, x, "elbo", seed), "iwae": anomaly_scores(model, x, "iwae", seed, k),
+            "recon": anomaly_scores(model, x, "recon", seed), "mse": anomaly_scores(model, x, "mse", seed)}
+
+
+def one_class(train_set, test_set, digits, config: RunConfig, k: int) -> dict:
+    x_test = fixed_binarization(test_set.images, config.data.binarize, config.train.seed)
+    rows, curves = [], {}
+    for digit in digits:
+        log = lambda line: print(f"[digit {digit}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+        model, seconds = train(train_set.images[train_set.labels == digit], config, log)
+        is_anomaly = test_set.labels != digit
+        scores = scores_by_method(model, x_test, config.train.seed, k)
+        row = {"digit": digit, "train_s": round(seconds, 1), "deep_svdd": DEEP_SVDD[digit],
+               **{method: round(auroc(s, is_anomaly), 4) for method, s in scores.items()}}
+        log(json.dumps(row))
+        rows.append(row)
+        curves[f"digit {digit} (AUROC {row['elbo']:.3f})"] = roc_curve(scores["elbo"], is_anomaly)
+    mean = {method: round(sum(r[method] for r in rows) / len(rows), 4) for method in ("elbo", "iwae", "recon", "mse")}
+    mean["deep_svdd"] = round(sum(DEEP_SVDD[d] for d in digits) / len(digits), 4)
+    return {"per_digit": rows, "mean": mean, "curves": curves}
+
+
+def out_of_distribution(train_set, test_set, config: RunConfig, k: int) -> dict:
+    images = test_set.images
+    generator = torch.Generator().manual_seed(0)
+    sets = {
+        "uniform noise": torch.randint(0, 256, images.shape, dtype=torch.uint8, generator=generator),
+        "inverted digits": 255 - images,
+        "rotated digits (90 degrees)": torch.rot90(images, 1, dims=(2, 3)),
+    }
+    model, seconds = train(train_set.images, config, lambda line: print(f"[all digits] {line}", file=sys.stderr))
+    seed = config.train.seed
+    normal = scores_by_method(model, fixed_binarization(images, config.data.binarize, seed), seed, k)
+    result, curves = {"train_s": round(seconds, 1)}, {}
+    for name, ood in sets.items():
+        odd = scores_by_method(model, fixed_binarization(ood, config.data.binarize, seed), seed, k)
+        labels = torch.cat([torch.zeros(len(images)), torch.ones(len(ood))]).bool()
+        result[name] = {method: round(auroc(torch.cat([normal[method], odd[method]]), labels), 4) for method in normal}
+        curves[f"{name} (AUROC {result[name]['elbo']:.3f})"] = roc_curve(torch.cat([normal["elbo"], odd["elbo"]]), labels)
+    return {**result, "curves": curves, "model": model}
+
+
+def throughput(model, test_set, config: RunConfig, repeats: int = 5) -> dict:
+    x = fixed_binarization(test_set.images, config.data.binarize, config.train.seed)
+    anomaly_scores(model, x, "elbo", 0)  # warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        anomaly_scores(model, x, "elbo", 0)
+        times.append(time.perf_counter() - start)
+    return {"images": len(x), "median_s": round(median(times), 4),
+            "images_per_s": round(len(x) / median(times)), "best_images_per_s": round(len(x) / min(times))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--epochs", type=int, default=50, help="per one-class model (default 50)")
+    parser.add_argument("-k", type=int, default=100, help="importance samples of the iwae score (default 100)")
+    parser.add_argument("--binarize", default="none", choices=("none", "dynamic", "threshold"))
+    parser.add_argument("--skip-ood", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench-runs/anomaly"))
+    args = parser.parse_args()
+    train_set, test_set = load_split("mnist", "train", DATA_DIR), load_split("mnist", "test", DATA_DIR)
+    config = RunConfig(DataConfig(binarize=args.binarize), MODEL, TrainConfig(epochs=args.epochs))
+    result = {"benchmark": "anomaly", "machine": machine(), "model": MODEL.__dict__, "epochs": args.epochs,
+              "binarize": args.binarize, "iw_samples": args.k}
+    oc = one_class(train_set, test_set, args.digits, config, args.k)
+    result["one_class"] = {"per_digit": oc["per_digit"], "mean": oc["mean"]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    panels = {"one-class MNIST (ELBO score)": oc["curves"]}
+    if not args.skip_ood:
+        ood = out_of_distribution(train_set, test_set, RunConfig(config.data, MODEL, TrainConfig(epochs=10)), args.k)
+        panels["MNIST against out-of-distribution sets (ELBO score)"] = ood.pop("curves")
+        model = ood.pop("model")
+        result["out_of_distribution"] = ood
+        if not args.skip_speed:
+            result["elbo_scoring"] = throughput(model, test_set, config)
+    save_roc_curves(args.out / "roc.png", panels)
+    result["roc_plot"] = str(args.out / "roc.png")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Anomaly detection with a trained VAE: per-image scores, thresholds, and the ROC of a labelled test.
+
+A VAE trained on normal images gives unlikely inputs a high negative log-likelihood. The scores,
+all per image in nats (higher is more anomalous):
+
+- elbo: the negative ELBO, reconstruction plus KL, from one seeded posterior sample; the cheapest
+  full-likelihood score, and unlike a reconstruction error it keeps the KL (PyOD's VAE drops it).
+- iwae: the importance-weighted estimate of -log p(x) with K samples (Burda et al. 2016): tighter,
+  and K times the cost.
+- recon: -log p(x | z = posterior mean), the reconstruction term alone.
+- mse: the squared error of the posterior-mean reconstruction, summed over pixels (not in nats), the
+  score of reconstruction-based detectors such as PyOD's VAE.
+
+Likelihood scores share a known failure (Nalisnick et al. 2019): images simpler than the normal class,
+such as a 1 against a model of 8s, get a higher likelihood than the normal images themselves.
+The squared error is less prone to it on MNIST (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from .evaluate import EVAL_BATCH, importance_weighted_nll
+from .likelihoods import negative_log_likelihood
+from .models import VAE
+from .objectives import negative_elbo
+from .rng import derive_seed, make_generator
+
+SCORE_METHODS = ("elbo", "iwae", "recon", "mse")
+
+
+@torch.no_grad()
+def anomaly_scores(model: VAE, x: torch.Tensor, method: str = "elbo", seed: int = 0, iw_samples: int = 100,
+                   batch_size: int = EVAL_BATCH, progress: bool = False) -> torch.Tensor:
+    """Per-image anomaly scores (N,) in nats for model inputs x (N, C, H, W); higher is more anomalous."""
+    if method not in SCORE_METHODS:
+        raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORE_METHODS)}")
+    if method == "iwae":
+        return importance_weighted_nll(model, x, iw_samples, seed, progress=progress)
+    was_training = model.training
+    model.eval()
+    # all the noise at once: an image's score then does not depend on the batch it is scored in
+    eps_all = torch.randn(len(x), model.latent_dim, generator=make_generator(derive_seed(seed, "score-noise"), x.device),
+                          device=x.device)
+    prior_log_prob = None if model.analytic_kl else model.prior_log_prob
+    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
+    for start in tqdm(range(0, len(x), batch_size), desc=f"scoring ({method})", unit="batch", leave=False,
+                      disable=not progress):
+        batch = x[start:start + batch_size]
+        if method in ("recon", "mse"):
+            params = model.decode(model.encode(batch).mode())
+            out[start:start + batch_size] = (negative_log_likelihood(params, batch, model.config.likelihood)
+                                             if method == "recon" else
+                                             (model.pixel_means(params) - batch).pow(2).sum((-3, -2, -1)))
+        else:
+            eps = eps_all[start:start + batch_size]
+            terms = negative_elbo(batch, *model(batch, eps), eps, likelihood=model.config.likelihood,
+                                  prior_log_prob=prior_log_prob)
+            out[start:start + batch_size] = terms.loss
+    model.train(was_training)
+    return out
+
+
+def calibrate(scores: torch.Tensor, quantile: float, seed: int = 0) -> dict:
+    """A threshold at the `quantile` of normal images' scores, and the false-positive rate it implies.
+
+    The normal scores are split in two at random (seeded): the threshold is fitted on one half and its
+    false-positive rate measured on the other, so the rate is an honest estimate rather than 1 - quantile
+    by construction.
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    if len(scores) < 4:
+        raise ValueError(f"calibration needs at least 4 normal images, got {len(scores)}")
+    order = torch.randperm(len(scores), generator=make_generator(derive_seed(seed, "calibration-split")))
+    fit, check = scores[order[: len(scores) // 2]], scores[order[len(scores) // 2:]]
+    threshold = torch.quantile(fit.double(), quantile).item()
+    return {"threshold": threshold, "quantile": quantile, "false_positive_rate": (check > threshold).double().mean().item(),
+            "fitted_on": len(fit), "measured_on": len(check)}
+
+
+def auroc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> float:
+    """Area under the ROC curve: the probability that an anomaly scores above a normal image (ties count 1/2).
+
+    The Mann-Whitney U statistic from average ranks, exact with ties.
+    """
+    scores, is_anomaly = scores.double().cpu(), is_anomaly.bool().cpu()
+    n_pos, n_neg = int(is_anomaly.sum()), int((~is_anomaly).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both anomalies and normal images")
+    ranks = _average_ranks(scores)
+    return ((ranks[is_anomaly].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
+
+
+def roc_curve(scores: torch.Tensor, is_anomaly: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """False- and true-positive rates (each (T+1,), from 0 to 1) as the threshold sweeps down the scores."""
+    scores, is_anomaly = scores.double().cpu(), is_anomaly.bool().cpu()
+    order = torch.argsort(scores, descending=True, stable=True)
+    sorted_scores, labels = scores[order], is_anomaly[order].double()
+    last_of_tie = torch.ones(len(scores), dtype=torch.bool)
+    last_of_tie[:-1] = sorted_scores[1:] != sorted_scores[:-1]  # one point per distinct threshold
+    tp, fp = torch.cumsum(labels, 0)[last_of_tie], torch.cumsum(1 - labels, 0)[last_of_tie]
+    zero = torch.zeros(1, dtype=torch.float64)
+    return torch.cat([zero, fp / fp[-1].clamp(min=1)]), torch.cat([zero, tp / tp[-1].clamp(min=1)])
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of `values`, tied values sharing the mean of their ranks."""
+    order = torch.argsort(values, stable=True)
+    sorted_values = values[order]
+    ranks = torch.empty(len(values), dtype=torch.float64)
+    starts = torch.ones(len(values), dtype=torch.bool)
+    starts[1:] = sorted_values[1:] != sorted_values[:-1]
+    group = torch.cumsum(starts, 0) - 1  # tie group of each sorted position
+    positions = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    group_mean = torch.zeros(int(group[-1]) + 1, dtype=torch.float64).index_add_(0, group, positions)
+    group_mean /= torch.bincount(group).double()
+    ranks[order] = group_mean[group]
+    return ranks

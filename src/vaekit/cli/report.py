@@ -1,0 +1,53 @@
+"""`vaekit report`: one self-contained HTML page about a run."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+from ..data import fixed_binarization, load_train_test
+from ..report import run_report
+from .args import add_data_dir_argument, add_device_argument, add_run_argument, open_run, positive_int
+
+HELP = """\
+Write one self-contained HTML page (every image inlined) about a run: its config, loss curves and
+per-epoch metrics, test ELBO and importance-sampled NLL, collapse diagnostics and KL per dimension,
+samples and reconstructions, an interpolation (as a strip and an animation), traversals, the latent
+space (PCA) and kNN and linear probes.
+
+example:
+  vaekit report runs/seed -o report.html
+"""
+
+
+def html_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise argparse.ArgumentTypeError(f"expected an .html file name, got {text!r}")
+    return path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("report", help="one HTML page about a run", description=HELP)
+    add_run_argument(p)
+    p.add_argument("-o", "--output", type=html_path, required=True, metavar="FILE.html")
+    p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K",
+                   help="importance samples of the NLL (default 100; 5000 is the literature's, and slow)")
+    add_data_dir_argument(p)
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    loaded = open_run(args)
+    data, seed = loaded.config.data, loaded.config.train.seed
+    train, test = load_train_test(data.name, data.validation, seed, args.data_dir)
+    device = next(loaded.model.parameters()).device
+    inputs = [fixed_binarization(images.images.to(device), data.binarize, seed) for images in (train, test)]
+    page = run_report(loaded, inputs[1], test, inputs[0], train, iw_samples=args.iw_samples)
+    atomic_write_text(args.output, page)
+    print(f"wrote {args.output} ({len(page) // 1024} KiB) in {time.perf_counter() - start:.1f} s")
+    return 0

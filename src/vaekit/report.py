@@ -1,0 +1,135 @@
+"""A run's report: one self-contained HTML page (images inlined) gathering everything about the run.
+
+`run_report` computes and draws (returning the page as a string); the CLI writes it. The page checks
+on load that every image decoded and records the count in <body data-images-loaded="n/m">, which
+the tests read back from headless Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import time
+
+import torch
+
+from . import __version__
+from .data import ImageSet
+from .evaluate import evaluate_elbo, importance_weighted_nll, posterior_diagnostics
+from .generate import interpolate, reconstruct, sample, traverse
+from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png
+from .representation import embed, knn_accuracy, probe_accuracy, project_2d
+from .rng import make_generator
+from .runs import Run
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; }
+th { background: #f4f4f4; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+figcaption { font-size: 0.85em; color: #555; max-width: 560px; } img { image-rendering: pixelated; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+CHECK_IMAGES = """
+window.addEventListener("load", function () {
+  var images = Array.from(document.images);
+  var ok = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.dataset.imagesLoaded = ok + "/" + images.length;
+});
+"""
+
+
+def image(data: bytes, caption: str, mime: str = "image/png", width: int | None = None) -> str:
+    """A <figure> with the image inlined as a data URI."""
+    source = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    size = f' width="{width}"' if width else ""
+    return (f'<figure><img src="{source}" alt="{html.escape(caption)}"{size}>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return f'<td class="n">{value:.3f}</td>'
+        if isinstance(value, int):
+            return f'<td class="n">{value}</td>'
+        return f"<td>{html.escape(str(value))}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+@torch.no_grad()
+def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, x_train: torch.Tensor | None = None,
+               train: ImageSet | None = None, iw_samples: int = 100, scatter_points: int = 3000) -> str:
+    """The report page for `run`, given its test inputs (and training inputs, for the probes)."""
+    started = time.perf_counter()
+    model, config, seed = run.model, run.config, run.config.train.seed
+    sections = []
+
+    config_rows = [[section, key, str(value)] for section, fields in config.to_dict().items()
+                   for key, value in fields.items()]
+    sections.append(("Configuration", table(config_rows, ["section", "field", "value"])))
+
+    if run.metrics:
+        rows = [[m["epoch"], m["train_loss"], m["test_loss"], m.get("test_kl", float("nan")),
+                 m.get("test_reconstruction", float("nan")), m.get("active_units", ""), m["seconds"]]
+                for m in run.metrics]
+        body = image(loss_curve_png(run.metrics), "Train and test loss per epoch (negative ELBO, nats per image)")
+        body += table(rows, ["epoch", "train loss", "test loss", "rate (KL)", "distortion", "active units", "seconds"])
+        sections.append(("Training", body))
+
+    elbo = evaluate_elbo(model, x_test, seed)
+    nll = importance_weighted_nll(model, x_test, iw_samples, seed).mean().item()
+    diagnostics = posterior_diagnostics(model, x_test)
+    rows = [["negative ELBO", elbo["test_loss"]], ["reconstruction (distortion)", elbo["reconstruction"]],
+            ["KL (rate)", elbo["kl"]], [f"NLL, {iw_samples} importance samples", nll],
+            ["active units", f"{diagnostics['active_units']} of {model.latent_dim}"]]
+    body = table(rows, ["test set (nats per image)", "value"])
+    if run.metrics and any(m.get("kl_per_dim") for m in run.metrics):
+        body += image(kl_plot_png(run.metrics), "KL per latent dimension over training; near-zero rows are collapsed")
+    sections.append(("Evaluation and collapse diagnostics", body))
+
+    generator = make_generator(seed)
+    inputs = x_test[:10]
+    body = image(grid_png(sample(model, 64, generator), nrow=8, scale=2), "64 samples from the prior")
+    body += image(grid_png(torch.cat([inputs, reconstruct(model, inputs)]), nrow=10, scale=2),
+                  "Test images (top) and their reconstructions (bottom)")
+    sections.append(("Samples and reconstructions", body))
+
+    order = sorted(range(model.latent_dim), key=lambda d: -(diagnostics["kl_per_dim"] or diagnostics["unit_variance"])[d])
+    path = interpolate(model, x_test[0], x_test[1], 10, "slerp")
+    body = image(grid_png(path, nrow=10, scale=2), "Spherical interpolation between test images 0 and 1")
+    body += image(gif_bytes(path, scale=4), "The same path, animated", mime="image/gif")
+    body += image(grid_png(traverse(model, x_test[0], order[:8], 9), nrow=9, scale=2),
+                  "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
+    sections.append(("Interpolations and traversals", body))
+
+    mu_test, logvar_test = embed(model, x_test)
+    chosen = torch.randperm(len(mu_test), generator=make_generator(seed))[:scatter_points]
+    labels = None if test.labels is None else test.labels[chosen].numpy()
+    points = project_2d(mu_test[chosen].cpu(), "pca", seed)
+    body = image(latent_scatter_png(points, labels, test.classes or tuple(map(str, range(10))),
+                                    f"{len(points)} test latents (PCA of the posterior means)"), "Latent space")
+    if x_train is not None and train is not None and train.labels is not None and test.labels is not None:
+        mu_train, logvar_train = embed(model, x_train)
+        knn = knn_accuracy(mu_train.cpu(), train.labels, mu_test.cpu(), test.labels, ks=(1, 5, 10))
+        linear = probe_accuracy(torch.cat([mu_train, logvar_train], 1).cpu(), train.labels,
+                                torch.cat([mu_test, logvar_test], 1).cpu(), test.labels)
+        rows = [[f"kNN, k={k}", acc] for k, acc in knn.items()] + [["linear probe (means and log-variances)", linear]]
+        body += table(rows, ["probe (test accuracy)", "value"])
+        body += '<p class="note">vaekit probe RUN adds semi-supervised probes and a raw-pixel reference.</p>'
+    sections.append(("Latent space and probes", body))
+
+    title = f"vaekit report: {run.path.name}"
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f'<p class="note">{html.escape(str(run.path))}; written by vaekit {__version__} on {stamp} '
+             f"in {time.perf_counter() - started:.1f} s.</p>"]
+    parts += [f"<h2>{html.escape(heading)}</h2>{body}" for heading, body in sections]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}<script>{CHECK_IMAGES}</script></body></html>\n")

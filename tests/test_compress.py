@@ -1,0 +1,141 @@
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer
+from vaekit.cli import main
+from vaekit.compress import BitsBackCoder, compress_images, decompress_images, model_fingerprint, unpack
+from vaekit.config import DataConfig
+from vaekit.data import encode_idx
+from vaekit.errors import ConfigError, DataError
+from vaekit.evaluate import evaluate_elbo
+from vaekit.fit import build_model, fit
+
+
+@pytest.fixture(scope="module")
+def thresholded(mnist_train, mnist_test):
+    """A small model trained for 2 epochs on thresholded MNIST, and 60 thresholded test images as 0/1."""
+    config = RunConfig(DataConfig(binarize="threshold"), ModelConfig(hidden_dims=(200,), latent_dim=10),
+                       TrainConfig(epochs=2))
+    model = build_model(config)
+    trainer = Trainer(model, mnist_train.images[:20_000], config.train, "threshold")
+    for _ in range(2):
+        trainer.train_epoch()
+    bits = (mnist_test.images[:60] > 127).reshape(60, -1).numpy().astype(np.uint8)
+    return model.eval(), bits
+
+
+def test_round_trip_costs_about_the_elbo(thresholded):
+    model, bits = thresholded
+    coder = BitsBackCoder(model)
+    words = coder.encode(bits)
+    assert np.array_equal(coder.decode(words, len(bits)), bits)
+    elbo_bits = evaluate_elbo(model, torch.from_numpy(bits).float().view(-1, 1, 28, 28), 0)["test_loss"] / np.log(2)
+    coded_bits = 32 * (words.size - coder.initial_words().size) / len(bits)
+    assert coded_bits == pytest.approx(elbo_bits, rel=0.03)  # BB-ANS costs the ELBO, up to discretization
+
+
+def test_probabilities_and_bytes_are_reproducible(thresholded):
+    model, bits = thresholded
+    a, b = BitsBackCoder(model), BitsBackCoder(model)
+    assert np.array_equal(a.posterior_probs(bits[3]), b.posterior_probs(bits[3]))
+    assert np.array_equal(a.encode(bits), b.encode(bits))
+    # an image's probabilities do not depend on what else is coded: each is computed alone
+    assert np.array_equal(a.pixel_probs(np.arange(10) * 20), b.pixel_probs(np.arange(10) * 20))
+
+
+@pytest.mark.parametrize("array", [
+    lambda bits: bits.reshape(-1, 28, 28) * np.uint8(255),
+    lambda bits: bits.reshape(-1, 28, 28).astype(np.float32),
+    lambda bits: bits.reshape(-1, 28, 28).astype(bool),
+    lambda bits: bits.reshape(-1, 784).astype(np.int64),
+])
+def test_binary_arrays_come_back_exactly(thresholded, array):
+    model, bits = thresholded
+    images = array(bits)
+    data, stats = compress_images(model, images, "npy", "threshold", 0)
+    assert stats["exact"]
+    out, container = decompress_images(model, data)
+    assert container == "npy" and out.dtype == images.dtype and out.shape == images.shape
+    assert np.array_equal(out, images)
+
+
+def test_grayscale_input_round_trips_its_binarization(thresholded, mnist_test):
+    model, _ = thresholded
+    gray = mnist_test.images[:20, 0].numpy()
+    data, stats = compress_images(model, gray, "npy", "threshold", 0)
+    out, _ = decompress_images(model, data)
+    assert not stats["exact"] and np.array_equal(out, np.where(gray > 127, 255, 0).astype(np.uint8))
+
+
+def test_wrong_model_truncation_and_corruption_are_errors(thresholded):
+    model, bits = thresholded
+    data, _ = compress_images(model, bits.reshape(-1, 28, 28), "idx", "threshold", 0)
+    other = build_model(RunConfig(model=ModelConfig(hidden_dims=(200,), latent_dim=10)))
+    assert model_fingerprint(other) != model_fingerprint(model)
+    with pytest.raises(DataError, match="was compressed with another model"):
+        decompress_images(other, data)
+    with pytest.raises(DataError, match="truncated"):
+        decompress_images(model, data[:-7])
+    corrupt = bytearray(data)
+    corrupt[-5] ^= 0x10
+    with pytest.raises(DataError, match="payload is corrupt"):
+        decompress_images(model, bytes(corrupt))
+    with pytest.raises(DataError, match="not a vaekit compressed file"):
+        unpack(b"PK\x03\x04" + data[4:], "x")
+    with pytest.raises(DataError, match="corrupt or truncated header"):
+        unpack(data[:30], "x")
+
+
+def test_codable_models_only():
+    with pytest.raises(ConfigError, match="needs a Bernoulli likelihood"):
+        BitsBackCoder(build_model(RunConfig(model=ModelConfig(hidden_dims=(8,), latent_dim=2, likelihood="gaussian"))))
+    with pytest.raises(ConfigError, match="needs the N\\(0, I\\) prior"):
+        BitsBackCoder(build_model(RunConfig(model=ModelConfig(hidden_dims=(8,), latent_dim=2, prior="vamp",
+                                                              prior_components=3))))
+
+
+@pytest.fixture(scope="module")
+def threshold_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("c") / "run"
+    from .conftest import DATA_DIR
+
+    fit(RunConfig(DataConfig(binarize="threshold"), ModelConfig(hidden_dims=(100,), latent_dim=8),
+                  TrainConfig(epochs=1)), out, data_dir=DATA_DIR)
+    return out
+
+
+def test_cli_idx_in_idx_out_byte_for_byte(threshold_run, tmp_path, mnist_test, capsys):
+    binary = np.where(mnist_test.images[:40, 0].numpy() > 127, 255, 0).astype(np.uint8)
+    source = tmp_path / "digits-idx3-ubyte"
+    source.write_bytes(encode_idx(binary))
+    (tmp_path / "digits-idx3-ubyte.gz").write_bytes(gzip.compress(source.read_bytes()))
+    for name in ("digits-idx3-ubyte", "digits-idx3-ubyte.gz"):
+        assert main(["compress", str(threshold_run), str(tmp_path / name), "-o", str(tmp_path / "c.vkbb")]) == 0
+        assert main(["decompress", str(threshold_run), str(tmp_path / "c.vkbb"), "-o", str(tmp_path / "out")]) == 0
+        assert (tmp_path / "out").read_bytes() == source.read_bytes()
+    assert "bits per pixel" in capsys.readouterr().out
+    assert main(["decompress", str(threshold_run), str(tmp_path / "c.vkbb"), "-o", str(tmp_path / "out.npy")]) == 2
+    assert "give -o an IDX name" in capsys.readouterr().err
+
+
+def test_cli_bytes_are_the_same_in_another_process(threshold_run, tmp_path, mnist_test):
+    np.save(tmp_path / "d.npy", (mnist_test.images[:30, 0].numpy() > 127))
+    assert main(["compress", str(threshold_run), str(tmp_path / "d.npy"), "-o", str(tmp_path / "a.vkbb")]) == 0
+    subprocess.run([sys.executable, "-m", "vaekit", "compress", str(threshold_run), str(tmp_path / "d.npy"),
+                    "-o", str(tmp_path / "b.vkbb")], check=True, capture_output=True)
+    assert (tmp_path / "a.vkbb").read_bytes() == (tmp_path / "b.vkbb").read_bytes()
+
+
+def test_cli_errors(threshold_run, tmp_path, capsys):
+    np.save(tmp_path / "small.npy", np.zeros((3, 14, 14), np.uint8))
+    assert main(["compress", str(threshold_run), str(tmp_path / "small.npy"), "-o", str(tmp_path / "x")]) == 3
+    assert "do not match the model's (1, 28, 28)" in capsys.readouterr().err
+    (tmp_path / "junk.vkbb").write_bytes(b"VAEKITBB\x05\x00\x00\x00{\"a\"")
+    assert main(["decompress", str(threshold_run), str(tmp_path / "junk.vkbb"), "-o", str(tmp_path / "o.npy")]) == 3
+    assert "corrupt or truncated header" in capsys.readouterr().err
+    assert not (tmp_path / "o.npy").exists()

@@ -1,0 +1,131 @@
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaekit import VAE, ModelConfig, RunConfig, TrainConfig
+from vaekit.cli import main
+from vaekit.fit import fit
+from vaekit.generate import manifold, traverse
+from vaekit.representation import balanced_subset, knn_accuracy, label_propagation, probe_accuracy, project_2d
+
+from .conftest import DATA_DIR, seeded
+
+DATA = ["--data-dir", str(DATA_DIR)]
+
+
+def clusters(n_per_class=100, classes=3, dims=4, spread=0.3, seed=0):
+    g = seeded(seed)
+    centres = torch.randn(classes, dims, generator=g) * 3
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[labels] + spread * torch.randn(len(labels), dims, generator=g), labels
+
+
+def test_knn_and_linear_probes_on_separable_clusters():
+    train_x, train_y = clusters(seed=0)
+    test_x, test_y = train_x + 0.05 * torch.randn(train_x.shape, generator=seeded(2)), train_y
+    assert knn_accuracy(train_x, train_y, test_x, test_y) == {1: 1.0, 5: 1.0, 10: 1.0}
+    assert probe_accuracy(train_x, train_y, test_x, test_y) == 1.0
+    shuffled = train_y[torch.randperm(len(train_y), generator=seeded(3))]
+    assert probe_accuracy(train_x, shuffled, test_x, test_y) < 0.6  # no signal, no accuracy
+
+
+def test_knn_majority_vote_with_ties():
+    train = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    assert knn_accuracy(train, labels, torch.tensor([[0.1]]), torch.tensor([0]), ks=(1, 2, 3)) == {1: 1.0, 2: 1.0, 3: 0.0}
+
+
+def test_balanced_subset_and_label_propagation():
+    x, y = clusters(n_per_class=200, classes=4, spread=0.5)
+    chosen = balanced_subset(y, 8, seed=0)
+    assert torch.bincount(y[chosen]).tolist() == [2, 2, 2, 2] and torch.equal(chosen, balanced_subset(y, 8, seed=0))
+    test_x, test_y = x[::7] + 0.1, y[::7]
+    assert (label_propagation(x, chosen, y[chosen], test_x) == test_y).float().mean() == 1.0
+
+
+def test_pca_projection_keeps_the_two_widest_directions():
+    x = torch.zeros(100, 5, dtype=torch.float64)
+    x[:, 3] = torch.linspace(-1, 1, 100)
+    points = project_2d(x + 1e-3 * torch.randn(100, 5, generator=seeded(0), dtype=torch.float64), "pca")
+    assert points.shape == (100, 2) and abs(np.corrcoef(points[:, 0], x[:, 3])[0, 1]) > 0.99
+
+
+def test_traverse_and_manifold_shapes_and_values():
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(hidden_dims=(16,), latent_dim=3)).eval()
+    x = torch.rand(1, 28, 28)
+    rows = traverse(model, x, [2, 0], steps=5)
+    assert rows.shape == (10, 1, 28, 28)
+    mu = model.encode(x[None]).mode()[0]
+    z = mu.clone()
+    z[2] = -3.0
+    torch.testing.assert_close(rows[0], model.pixel_means(model.decode(z[None]))[0])
+    grid = manifold(model, (0, 2), n=4)
+    assert grid.shape == (16, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("r") / "seed"
+    fit(RunConfig(model=ModelConfig(hidden_dims=(200,), latent_dim=8), train=TrainConfig(epochs=3)), out, data_dir=DATA_DIR)
+    return out
+
+
+def test_embed_writes_npz_and_csv(seed_run, tmp_path, capsys):
+    assert main(["embed", str(seed_run), "mnist:test", "-o", str(tmp_path / "z.npz"), *DATA]) == 0
+    with np.load(tmp_path / "z.npz") as latents:
+        assert latents["mu"].shape == latents["logvar"].shape == (10_000, 8)
+        assert latents["labels"][:3].tolist() == [7, 2, 1]
+    lines = (tmp_path / "z.csv").read_text().splitlines()
+    assert len(lines) == 10_001 and lines[0].startswith("index,name,label,mu_0") and lines[1].split(",")[2] == "7"
+
+
+def test_probe_reports_real_accuracies(seed_run, capsys):
+    assert main(["probe", str(seed_run), "--json", "--no-pixels", "--labels", "100", *DATA]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["knn"]["5"] > 0.9 and result["linear"] > 0.8
+    assert result["few_labels"]["100"]["label_propagation"] > 0.6
+
+
+def test_traverse_manifold_latents_and_gif(seed_run, tmp_path):
+    assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "-o", str(tmp_path / "t.png"), *DATA]) == 0
+    assert np.array(Image.open(tmp_path / "t.png")).shape == (2 * (2 + 4 * 30), 2 * (2 + 7 * 30))
+    assert main(["manifold", str(seed_run), "-n", "6", "-o", str(tmp_path / "m.png"), *DATA]) == 0
+    assert np.array(Image.open(tmp_path / "m.png")).shape == (6 * 28, 6 * 28)
+    for method in ("pca", "tsne"):
+        assert main(["plot", "latents", str(seed_run), "--method", method, "--points", "600",
+                     "-o", str(tmp_path / f"{method}.png"), *DATA]) == 0
+        assert Image.open(tmp_path / f"{method}.png").size == (700, 600)
+    np.save(tmp_path / "two.npy", np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)]))
+    assert main(["interpolate", str(seed_run), "--from", "3", "--to", f"{tmp_path / 'two.npy'}@1", "--steps", "6",
+                 "-o", str(tmp_path / "walk.gif"), *DATA]) == 0
+    gif = Image.open(tmp_path / "walk.gif")
+    assert gif.format == "GIF" and gif.n_frames == 10  # 6 forwards, 4 back
+
+
+def chromium():
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium (Debian's chromium package) for the report test")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def test_report_renders_in_headless_chromium_with_every_image(seed_run, tmp_path, capsys):
+    page = tmp_path / "report.html"
+    assert main(["report", str(seed_run), "-o", str(page), "--iw-samples", "20", *DATA]) == 0
+    text = page.read_text()
+    assert "<h2>Latent space and probes</h2>" in text and "kNN, k=5" in text and "src=\"http" not in text
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    images = text.count("<img ")
+    assert images >= 8 and f'data-images-loaded="{images}/{images}"' in dom

@@ -46,15 +46,16 @@ CONFIGS = {
 }
 
 
-def evaluate(path: Path, k: int) -> dict:
+def evaluate(path: Path, k: int, images: int | None) -> dict:
     run = load_run(path)
-    test = fixed_binarization(load_split("mnist", "test", DATA_DIR).images, "dynamic", run.config.train.seed)
+    test = fixed_binarization(load_split("mnist", "test", DATA_DIR).images, "dynamic", run.config.train.seed)[:images]
     start = time.perf_counter()
     nll = importance_weighted_nll(run.model, test, k, run.config.train.seed, progress=sys.stderr.isatty())
     return {"nll": round(nll.mean().item(), 3), "eval_s": round(time.perf_counter() - start, 1),
             "elbo": round(evaluate_elbo(run.model, test, run.config.train.seed)["test_loss"], 3),
             "active_units": posterior_diagnostics(run.model, test)["active_units"],
-            "epochs": len(run.metrics), "train_s": round(sum(row["seconds"] for row in run.metrics), 1)}
+            "epochs": len(run.metrics), "train_s": round(sum(row["seconds"] for row in run.metrics), 1),
+            "test_images": len(test)}
 
 
 def main() -> None:
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS), help="configurations to run (default all)")
     parser.add_argument("--epochs", type=int, help="override every configuration's epochs")
     parser.add_argument("-k", type=int, default=5000, help="importance samples (default 5000)")
+    parser.add_argument("--images", type=int, help="evaluate on the first N test images only (default all 10,000)")
     parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="where the runs go")
     args = parser.parse_args()
     results = []
@@ -81,7 +83,7 @@ def main() -> None:
                 resume(path, epochs=config.train.epochs, data_dir=DATA_DIR, log=log)
         else:
             fit(config, path, data_dir=DATA_DIR, log=log)
-        row = {"name": name, **evaluate(path, args.k), "k": args.k, "published": anchor,
+        row = {"name": name, **evaluate(path, args.k, args.images), "k": args.k, "published": anchor,
                "model": config.model.__dict__, "objective": {key: config.train.__dict__[key] for key in
                                                              ("beta", "kl_warmup", "free_bits", "iw_samples")},
                "recipe": {key: config.train.__dict__[key] for key in ("batch_size", "lr", "schedule", "beta2")}}

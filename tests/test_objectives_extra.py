@@ -64,6 +64,7 @@ def test_vamp_prior_is_the_mixture_of_pseudo_input_posteriors():
     manual = torch.logsumexp(torch.stack([DiagonalGaussian(q.mu[k], q.logvar[k]).log_prob(z) for k in range(7)]), 0)
     torch.testing.assert_close(model.prior_log_prob(z), manual - math.log(7))
     torch.testing.assert_close(mixture_log_prob(z, q.mu, q.logvar), manual - math.log(7))
+    torch.testing.assert_close(model.frozen_prior_log_prob()(z), manual - math.log(7))  # the evaluation shortcut
     draws = model.sample_prior(4, seeded(1))
     assert draws.shape == (4, 3) and torch.equal(draws, model.sample_prior(4, seeded(1)))
 

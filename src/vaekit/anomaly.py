@@ -43,7 +43,7 @@ def anomaly_scores(model: VAE, x: torch.Tensor, method: str = "elbo", seed: int 
     # all the noise at once: an image's score then does not depend on the batch it is scored in
     eps_all = torch.randn(len(x), model.latent_dim, generator=make_generator(derive_seed(seed, "score-noise"), x.device),
                           device=x.device)
-    prior_log_prob = None if model.analytic_kl else model.prior_log_prob
+    prior_log_prob = None if model.analytic_kl else model.frozen_prior_log_prob()
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     for start in tqdm(range(0, len(x), batch_size), desc=f"scoring ({method})", unit="batch", leave=False,
                       disable=not progress):

@@ -28,12 +28,13 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, seed: int, batch_size: int = EVAL
     was_training = model.training
     model.eval()
     noise = make_generator(derive_seed(seed, "eval-noise"), x.device)
+    prior_log_prob = model.frozen_prior_log_prob()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
         eps = torch.randn(len(batch), model.latent_dim, generator=noise, device=x.device)
         terms = negative_elbo(batch, *model(batch, eps), eps, likelihood=model.config.likelihood,
-                              prior_log_prob=None if model.analytic_kl else model.prior_log_prob)
+                              prior_log_prob=None if model.analytic_kl else prior_log_prob)
         sums += torch.stack([t.sum(dtype=torch.float64) for t in terms])
     model.train(was_training)
     loss, reconstruction, kl = (sums / len(x)).tolist()
@@ -79,18 +80,19 @@ def collapse_warning(diagnostics: dict, latent_dim: int) -> str | None:
 
 
 def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                           eps: torch.Tensor, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+                           eps: torch.Tensor, amp_dtype: torch.dtype | None = None,
+                           prior_log_prob=None) -> torch.Tensor:
     """log p(x|z) + log p(z) - log q(z|x) for z = mu + std * eps: (S, B) for x (B, C, H, W), eps (S, B, D).
 
     With `amp_dtype`, only the decoder runs under autocast; z, the logits' likelihood and the
-    densities stay fp32.
+    densities stay fp32. `prior_log_prob` defaults to the model's own.
     """
     posterior = DiagonalGaussian(mu, logvar)
     z = posterior.rsample(eps)
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         recon_params = model.decode(z)
     log_likelihood = -negative_log_likelihood(recon_params.float(), x, model.config.likelihood)
-    return log_likelihood + model.prior_log_prob(z) - posterior.log_prob(z)
+    return log_likelihood + (prior_log_prob or model.prior_log_prob)(z) - posterior.log_prob(z)
 
 
 @torch.no_grad()
@@ -121,6 +123,7 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
         compile = len(x) * k >= COMPILE_MIN_SAMPLES
     log_weights = compile_with_fallback(log_importance_weights) if compile else log_importance_weights
     amp_dtype = autocast_dtype(precision, x.device)
+    prior_log_prob = model.frozen_prior_log_prob()
     noise = make_generator(derive_seed(seed, "iw-noise"), x.device)
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     for start in tqdm(range(0, len(x), batch), desc=f"log-likelihood (k={k})", unit="batch", leave=False,
@@ -128,8 +131,8 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
         images = x[start:start + batch]
         posterior = model.encode(images)
         eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device) for _ in images], dim=1)
-        log_w = [log_weights(model, images, posterior.mu, posterior.logvar, eps[first:first + samples], amp_dtype)
-                 for first in range(0, k, samples)]
+        log_w = [log_weights(model, images, posterior.mu, posterior.logvar, eps[first:first + samples], amp_dtype,
+                             prior_log_prob) for first in range(0, k, samples)]
         out[start:start + batch] = math.log(k) - torch.logsumexp(torch.cat(log_w).double(), dim=0)
     model.train(was_training)
     return out

@@ -117,7 +117,8 @@ class Trainer:
         return getattr(self._batch_loss, "is_compiled", lambda: False)()
 
     def train_epoch(self, progress: bool = False) -> float:
-        """Train one epoch; returns the mean per-sample negative ELBO over it, in nats."""
+        """Train one epoch; returns the mean per-sample objective over it, in nats (the negative ELBO, unless
+        beta, KL warm-up, free bits or the IWAE bound change what is minimised)."""
         epoch, n, batch_size = self.epoch + 1, len(self.images), self.config.batch_size
         seeds = epoch_seeds(self.config.seed, epoch)
         shuffled = self.images[epoch_order(n, self.config.seed, epoch).to(self.device)]  # one gather; batches are views

@@ -61,6 +61,17 @@ class VAE(nn.Module):
         components = self.encode(torch.sigmoid(self.pseudo_inputs))
         return mixture_log_prob(z, components.mu, components.logvar)
 
+    @torch.no_grad()
+    def frozen_prior_log_prob(self):
+        """`prior_log_prob` for a model that will not change: the VampPrior's components computed once.
+
+        For evaluation, where log p(z) is asked for thousands of times with the same weights.
+        """
+        if self.config.prior == "normal":
+            return standard_normal_log_prob
+        components = self.encode(torch.sigmoid(self.pseudo_inputs))
+        return lambda z: mixture_log_prob(z, components.mu, components.logvar)
+
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws z ~ p(z), (n, D)."""
         device = next(self.parameters()).device

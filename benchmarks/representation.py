@@ -1,0 +1,78 @@
+"""How much label information the latents hold: probes for the seed MLP, the conv model and a beta sweep.
+
+    python benchmarks/representation.py                        # trains every configuration (about 20 minutes)
+    python benchmarks/representation.py --use seed-mlp=bench-runs/seed-mlp --only seed-mlp
+
+For each model, on MNIST: kNN accuracy (k = 1, 5, 10) of test posterior means against training ones,
+a linear probe (logistic regression on posterior means and log-variances, and on the means alone),
+and with 100 and 1000 labels a linear probe and label propagation. The raw-pixel logistic regression
+is the reference. Prints one JSON object; --use NAME=RUN evaluates an existing run instead of
+training that configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import DATA_DIR, machine
+
+from vaekit import ModelConfig, RunConfig, TrainConfig, fit, load_run, load_split
+from vaekit.config import DataConfig
+from vaekit.data import fixed_binarization
+from vaekit.representation import embed, probe_accuracy, probe_report
+
+DYNAMIC = DataConfig(binarize="dynamic")
+CONFIGS = {
+    "seed-mlp": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=50)),
+    "conv": RunConfig(DYNAMIC, ModelConfig(architecture="conv", hidden_dims=(256,), latent_dim=20), TrainConfig(epochs=20)),
+    "beta-0.5": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=20, beta=0.5)),
+    "beta-1": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=20, beta=1.0)),
+    "beta-4": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=20, beta=4.0)),
+}
+TARGETS = {"knn_5": 0.97, "linear": 0.93, "labels_100": 0.80}
+
+
+def features(run, images) -> torch.Tensor:
+    x = fixed_binarization(images.images, run.config.data.binarize, run.config.train.seed)
+    return torch.cat(embed(run.model, x), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS))
+    parser.add_argument("--use", nargs="+", default=[], metavar="NAME=RUN", help="evaluate existing runs")
+    parser.add_argument("--no-pixels", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench-runs/representation"))
+    args = parser.parse_args()
+    given = dict(item.split("=", 1) for item in args.use)
+    train, test = load_split("mnist", "train", DATA_DIR), load_split("mnist", "test", DATA_DIR)
+    result = {"benchmark": "representation", "machine": machine(), "targets_for_seed_mlp": TARGETS, "models": {}}
+    for name in args.only or CONFIGS:
+        path = Path(given[name]) if name in given else args.out / name
+        if not (path / "model.safetensors").exists():
+            fit(CONFIGS[name], path, data_dir=DATA_DIR, log=lambda line: print(f"[{name}] {line}", file=sys.stderr))
+        run = load_run(path)
+        start = time.perf_counter()
+        train_f, test_f = features(run, train), features(run, test)
+        dims = run.model.latent_dim
+        report = probe_report(train_f, train.labels, test_f, test.labels, knn_dims=dims)
+        report["linear_means_only"] = probe_accuracy(train_f[:, :dims], train.labels, test_f[:, :dims], test.labels)
+        last = run.metrics[-1]
+        result["models"][name] = {"run": str(path), "epochs": len(run.metrics), "test_loss": round(last["test_loss"], 3),
+                                  "active_units": last.get("active_units"), "probe_s": round(time.perf_counter() - start, 1),
+                                  "beta": run.config.train.beta, "architecture": run.config.model.architecture,
+                                  **report}
+        print(json.dumps({name: result["models"][name]}), file=sys.stderr, flush=True)
+    if not args.no_pixels:
+        pixels = lambda images: images.images.flatten(1).float() / 255  # noqa: E731
+        result["pixels_linear"] = probe_accuracy(pixels(train), train.labels, pixels(test), test.labels)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ from common import DATA_DIR, machine
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, fit, load_run, load_split
 from vaekit.config import DataConfig
-from vaekit.data import fixed_binarization
+from vaekit.data import latent_inputs
 from vaekit.representation import embed, probe_accuracy, probe_report
 
 DYNAMIC = DataConfig(binarize="dynamic")
@@ -38,7 +38,8 @@ TARGETS = {"knn_5": 0.97, "linear": 0.93, "labels_100": 0.80}
 
 
 def features(run, images) -> torch.Tensor:
-    x = fixed_binarization(images.images, run.config.data.binarize, run.config.train.seed)
+    """Posterior means and log-variances side by side, read as `vaekit probe` reads them."""
+    x = latent_inputs(images.images, run.config.data.binarize, run.config.train.seed)
     return torch.cat(embed(run.model, x), 1)
 
 

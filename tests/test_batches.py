@@ -40,3 +40,11 @@ def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
     assert torch.equal(a, epoch_order(1000, seed=1, epoch=1))
     assert not torch.equal(a, epoch_order(1000, seed=1, epoch=2))
     assert not torch.equal(a, epoch_order(1000, seed=2, epoch=1))
+
+
+def test_latent_inputs_use_the_mean_of_dynamic_binarizations():
+    from vaekit.data import latent_inputs
+
+    images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8, generator=seeded(0))
+    torch.testing.assert_close(latent_inputs(images, "dynamic", 1), to_unit(images))
+    torch.testing.assert_close(latent_inputs(images, "threshold", 1), prepare(images, "threshold"))

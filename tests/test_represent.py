@@ -47,6 +47,11 @@ def test_balanced_subset_and_label_propagation():
     assert torch.bincount(y[chosen]).tolist() == [2, 2, 2, 2] and torch.equal(chosen, balanced_subset(y, 8, seed=0))
     test_x, test_y = x[::7] + 0.1, y[::7]
     assert (label_propagation(x, chosen, y[chosen], test_x) == test_y).float().mean() == 1.0
+    # a collapsed dimension (variance ~1e-18) must not swamp the distances, as standardizing it would
+    tiny = lambda n, seed: 1e-9 * torch.randn(n, 1, generator=seeded(seed))  # noqa: E731
+    with_collapsed = torch.cat([x, tiny(len(x), 5)], 1)
+    test_collapsed = torch.cat([test_x, tiny(len(test_x), 6)], 1)
+    assert (label_propagation(with_collapsed, chosen, y[chosen], test_collapsed) == test_y).float().mean() == 1.0
 
 
 def test_pca_projection_keeps_the_two_widest_directions():

@@ -15,7 +15,7 @@ import time
 import torch
 
 from . import __version__
-from .data import ImageSet
+from .data import ImageSet, latent_inputs
 from .evaluate import evaluate_elbo, importance_weighted_nll, posterior_diagnostics
 from .generate import interpolate, reconstruct, sample, traverse
 from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png
@@ -64,9 +64,10 @@ def table(rows: list[list], header: list[str]) -> str:
 
 
 @torch.no_grad()
-def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, x_train: torch.Tensor | None = None,
-               train: ImageSet | None = None, iw_samples: int = 100, scatter_points: int = 3000) -> str:
-    """The report page for `run`, given its test inputs (and training inputs, for the probes)."""
+def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet | None = None, iw_samples: int = 100,
+               scatter_points: int = 3000) -> str:
+    """The report page for `run`, given its test inputs prepared as for training (`fixed_binarization`),
+    the test images (labels, classes) and, for the probes, the training images."""
     started = time.perf_counter()
     model, config, seed = run.model, run.config, run.config.train.seed
     sections = []
@@ -109,14 +110,15 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, x_train: torch.Te
                   "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
     sections.append(("Interpolations and traversals", body))
 
-    mu_test, logvar_test = embed(model, x_test)
+    binarize = config.data.binarize
+    mu_test, logvar_test = embed(model, latent_inputs(test.images.to(x_test.device), binarize, seed))
     chosen = torch.randperm(len(mu_test), generator=make_generator(seed))[:scatter_points]
     labels = None if test.labels is None else test.labels[chosen].numpy()
     points = project_2d(mu_test[chosen].cpu(), "pca", seed)
     body = image(latent_scatter_png(points, labels, test.classes or tuple(map(str, range(10))),
                                     f"{len(points)} test latents (PCA of the posterior means)"), "Latent space")
-    if x_train is not None and train is not None and train.labels is not None and test.labels is not None:
-        mu_train, logvar_train = embed(model, x_train)
+    if train is not None and train.labels is not None and test.labels is not None:
+        mu_train, logvar_train = embed(model, latent_inputs(train.images.to(x_test.device), binarize, seed))
         knn = knn_accuracy(mu_train.cpu(), train.labels, mu_test.cpu(), test.labels, ks=(1, 5, 10))
         linear = probe_accuracy(torch.cat([mu_train, logvar_train], 1).cpu(), train.labels,
                                 torch.cat([mu_test, logvar_test], 1).cpu(), test.labels)

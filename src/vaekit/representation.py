@@ -111,11 +111,14 @@ def label_propagation(train: torch.Tensor, labelled: torch.Tensor, labels: torch
     """Predicted test labels from a few labelled training points spread over a kNN graph (Zhou et al. 2004).
 
     train: all training features (N, F); labelled: indices into train with `labels`; test: (M, F).
-    Spreading: F <- alpha S F + (1 - alpha) Y, with S the symmetrically normalised Gaussian-weighted kNN
-    graph; each test point then takes the k-nearest-neighbour vote of the training points' spread labels.
+    Spreading: F <- alpha S F + (1 - alpha) Y, with S the symmetrically normalised, locally scaled
+    Gaussian-weighted kNN graph; each test point then takes the k-nearest-neighbour vote of the
+    training points' spread labels.
     """
-    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
-    x, t = ((train - mean) / std).float(), ((test - mean) / std).float()
+    # Raw features, not standardized: a collapsed dimension's tiny variance would otherwise be blown up
+    # into noise that swamps the distances. Weights use each point's own scale (its k-th neighbour's
+    # distance; Zelnik-Manor & Perona 2004), so no global bandwidth can underflow them all to zero.
+    x, t = train.float(), test.float()
     n, n_classes = len(x), int(labels.max()) + 1
     distances, neighbours = [], []
     for start in range(0, n, chunk):
@@ -123,12 +126,13 @@ def label_propagation(train: torch.Tensor, labelled: torch.Tensor, labels: torch
         distances.append(d[:, 1:])  # drop the point itself
         neighbours.append(i[:, 1:])
     distance, neighbour = torch.cat(distances), torch.cat(neighbours)
-    weight = torch.exp(-(distance / distance[:, -1].mean()).pow(2))
+    scale = distance[:, -1].clamp(min=1e-12)
+    weight = torch.exp(-distance.pow(2) / (scale[:, None] * scale[neighbour]))
     rows = torch.arange(n).repeat_interleave(k)
     graph = torch.sparse_coo_tensor(torch.stack([rows, neighbour.flatten()]), weight.flatten(), (n, n),
                                     check_invariants=False)
     graph = (graph + graph.t()).coalesce()
-    inv_sqrt_degree = torch.sparse.sum(graph, 1).to_dense().pow(-0.5)
+    inv_sqrt_degree = torch.sparse.sum(graph, 1).to_dense().clamp(min=1e-12).pow(-0.5)
     index = graph.indices()
     values = graph.values() * inv_sqrt_degree[index[0]] * inv_sqrt_degree[index[1]]
     normalised = torch.sparse_coo_tensor(index, values, (n, n), check_invariants=False).coalesce()

@@ -90,24 +90,29 @@ def test_inputs(run, args):
     return test_data(run, args)[0]
 
 
-def test_data(run, args):
-    """`test_inputs`, and the test ImageSet they came from (for labels and class names)."""
-    from ..data import fixed_binarization, load_train_test
+def test_data(run, args, for_latents: bool = False):
+    """`test_inputs` (or, for_latents, `latent_inputs`), and the test ImageSet they came from."""
+    from ..data import fixed_binarization, latent_inputs, load_train_test
 
     device = next(run.model.parameters()).device
     data = run.config.data
     _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
-    return fixed_binarization(test.images.to(device), data.binarize, run.config.train.seed), test
+    prepare = latent_inputs if for_latents else fixed_binarization
+    return prepare(test.images.to(device), data.binarize, run.config.train.seed), test
 
 
-def model_inputs(run, source: str, data_dir) -> tuple[torch.Tensor, list[str], list]:
-    """Images from any source as the run's model inputs, with a name and a label (or None) per image."""
-    from ..data import conform, fixed_binarization, read_images
+def model_inputs(run, source: str, data_dir, for_latents: bool = False) -> tuple[torch.Tensor, list[str], list]:
+    """Images from any source as the run's model inputs, with a name and a label (or None) per image.
+
+    for_latents: prepared for reading codes (`latent_inputs`) rather than for scoring or coding them.
+    """
+    from ..data import conform, fixed_binarization, latent_inputs, read_images
 
     images = read_images(source, data_dir)
     conformed = conform(images, run.config.model.input_shape)
     device = next(run.model.parameters()).device
-    x = fixed_binarization(conformed.images.to(device), run.config.data.binarize, run.config.train.seed)
+    prepare = latent_inputs if for_latents else fixed_binarization
+    x = prepare(conformed.images.to(device), run.config.data.binarize, run.config.train.seed)
     names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
     labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
     return x, names, labels

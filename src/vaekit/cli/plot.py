@@ -60,7 +60,7 @@ def run(args) -> int:
 
 def run_latents(args) -> int:
     loaded = open_run(args)
-    x, test = test_data(loaded, args)
+    x, test = test_data(loaded, args, for_latents=True)
     chosen = torch.randperm(len(x), generator=make_generator(loaded.config.train.seed))[: args.points].sort().values
     mu, _ = embed(loaded.model, x[chosen])
     points = project_2d(mu.cpu(), args.method, loaded.config.train.seed)

@@ -45,9 +45,8 @@ def run(args) -> int:
     loaded = open_run(args)
     data, seed = loaded.config.data, loaded.config.train.seed
     train, test = load_train_test(data.name, data.validation, seed, args.data_dir)
-    device = next(loaded.model.parameters()).device
-    inputs = [fixed_binarization(images.images.to(device), data.binarize, seed) for images in (train, test)]
-    page = run_report(loaded, inputs[1], test, inputs[0], train, iw_samples=args.iw_samples)
+    x_test = fixed_binarization(test.images.to(next(loaded.model.parameters()).device), data.binarize, seed)
+    page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples)
     atomic_write_text(args.output, page)
     print(f"wrote {args.output} ({len(page) // 1024} KiB) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..data import fixed_binarization, load_train_test
+from ..data import latent_inputs, load_train_test
 from ..errors import ConfigError, DataError
 from ..evaluate import posterior_diagnostics
 from ..generate import manifold, traverse
@@ -24,7 +24,8 @@ from .args import (add_data_dir_argument, add_device_argument, add_run_argument,
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
 input has them, as FILE.npz (keys mu, logvar, labels, names) and beside it FILE.csv (one row per
-image). INPUT is a split (mnist:test) or any image source vaekit reads.
+image). INPUT is a split (mnist:test) or any image source vaekit reads. A run trained on dynamically
+binarized images encodes the grayscale images, the mean of its random binarizations.
 
 examples:
   vaekit embed runs/seed mnist:test -o latents.npz
@@ -105,7 +106,7 @@ def run_embed(args) -> int:
     if args.output.suffix != ".npz":
         raise ConfigError(f"-o must end in .npz, got {args.output}")
     loaded = open_run(args)
-    x, names, labels = model_inputs(loaded, args.input, args.data_dir)
+    x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
     mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x))
     label_array = np.array([-1 if label is None else label for label in labels], dtype=np.int64)
     buffer = io.BytesIO()
@@ -133,7 +134,7 @@ def labelled_latents(loaded, args):
     device = next(loaded.model.parameters()).device
     features = []
     for images in (train, test):
-        x = fixed_binarization(images.images.to(device), data.binarize, loaded.config.train.seed)
+        x = latent_inputs(images.images.to(device), data.binarize, loaded.config.train.seed)
         features.append(torch.cat(embed(loaded.model, x), 1).cpu())
     return train, test, features[0], features[1]
 

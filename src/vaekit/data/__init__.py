@@ -1,6 +1,6 @@
 """Data: the IDX reader, built-in datasets and their download, and turning images into batches."""
 
-from .batches import binarize, epoch_order, fixed_binarization, prepare, to_unit
+from .batches import binarize, epoch_order, fixed_binarization, latent_inputs, prepare, to_unit
 from .datasets import DATASETS, FASHION_MNIST, MNIST, DataFile, DatasetSpec, load_split, search_dirs
 from .idx import encode_idx, parse_idx, read_idx
 from .imageset import ImageSet
@@ -8,7 +8,7 @@ from .sources import conform, from_array, is_builtin, load_train_test, read_arra
 
 __all__ = [
     "DATASETS", "FASHION_MNIST", "MNIST", "DataFile", "DatasetSpec", "ImageSet",
-    "binarize", "encode_idx", "epoch_order", "fixed_binarization", "load_split", "parse_idx",
+    "binarize", "latent_inputs", "encode_idx", "epoch_order", "fixed_binarization", "load_split", "parse_idx",
     "prepare", "read_idx", "search_dirs", "to_unit", "conform", "from_array", "is_builtin", "load_train_test",
     "read_array", "read_images",
 ]

@@ -46,6 +46,13 @@ def fixed_binarization(images: torch.Tensor, mode: str, seed: int) -> torch.Tens
     return prepare(images, mode, generator)
 
 
+def latent_inputs(images: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
+    """Inputs for reading latent codes: `fixed_binarization`, except that a run trained on dynamically
+    binarized images gets the grayscale images, the mean of its random binarizations, so that no
+    single random draw adds noise to an image's code."""
+    return to_unit(images) if mode == "dynamic" else fixed_binarization(images, mode, seed)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of `n` training images in `epoch`: a function of (seed, epoch) alone.
 

@@ -70,12 +70,18 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(reference
     assert load_file(out / CHECKPOINT_FILE).keys() == load_file(reference / CHECKPOINT_FILE).keys()
 
 
-def test_sigint_stops_at_once_and_keeps_finished_epochs(tmp_path):
-    out = tmp_path / "run"
+def train_until_first_epoch(out):
+    """A long training subprocess, returned once its first epoch is committed."""
     process = vaekit("train", "--epochs", 50, "--out", out, *SMALL)
     while not (out / "metrics.jsonl").exists():
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.05)
+    return process
+
+
+def test_sigint_stops_at_once_and_keeps_finished_epochs(tmp_path):
+    out = tmp_path / "run"
+    process = train_until_first_epoch(out)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130
     stderr = process.stderr.read().strip().splitlines()
@@ -89,10 +95,7 @@ def test_sigint_stops_at_once_and_keeps_finished_epochs(tmp_path):
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     out = tmp_path / "run"
-    process = vaekit("train", "--epochs", 50, "--out", out, *SMALL)
-    while not (out / "metrics.jsonl").exists():
-        assert process.poll() is None, process.stderr.read()
-        time.sleep(0.05)
+    process = train_until_first_epoch(out)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130
     assert "interrupted during epoch" in process.stderr.read()

@@ -72,7 +72,10 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_weights(reference
 
 def train_until_first_epoch(out):
     """A long training subprocess, returned once its first epoch is committed."""
-    process = vaekit("train", "--epochs", 50, "--out", out, *SMALL)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN:
+    # give the child the default disposition so that its Ctrl-C handling is what gets tested.
+    process = vaekit("train", "--epochs", 50, "--out", out, *SMALL,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while not (out / "metrics.jsonl").exists():
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.05)

@@ -63,7 +63,8 @@ def main() -> None:
     floor = flop_per_sample * args.k * N_TEST / (gflops * 1e9)
     print(json.dumps({
         "benchmark": "eval_speed", "machine": machine(), "k": args.k, "images": N_TEST,
-        "default_precision": precisions[-1], **timings[precisions[-1]], "by_precision": timings, "test_loss": round(evaluation["test_loss"], 3),
+        "default_precision": precisions[-1], **timings[precisions[-1]], "by_precision": timings,
+        "test_loss": round(evaluation["test_loss"], 3),
         "decoder_gflop": round(flop_per_sample * args.k * N_TEST / 1e9, 1), "matmul_gflops": round(gflops, 1),
         "matmul_floor_s": round(floor, 1), "run": str(run),
     }))

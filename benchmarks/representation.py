@@ -18,13 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from common import DATA_DIR, machine
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, fit, load_run, load_split
 from vaekit.config import DataConfig
-from vaekit.data import latent_inputs
-from vaekit.representation import embed, probe_accuracy, probe_report
+from vaekit.representation import posterior_features, probe_accuracy, probe_report
 
 DYNAMIC = DataConfig(binarize="dynamic")
 CONFIGS = {
@@ -35,12 +33,6 @@ CONFIGS = {
     "beta-4": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=20, beta=4.0)),
 }
 TARGETS = {"knn_5": 0.97, "linear": 0.93, "labels_100": 0.80}
-
-
-def features(run, images) -> torch.Tensor:
-    """Posterior means and log-variances side by side, read as `vaekit probe` reads them."""
-    x = latent_inputs(images.images, run.config.data.binarize, run.config.train.seed)
-    return torch.cat(embed(run.model, x), 1)
 
 
 def main() -> None:
@@ -59,7 +51,8 @@ def main() -> None:
             fit(CONFIGS[name], path, data_dir=DATA_DIR, log=lambda line: print(f"[{name}] {line}", file=sys.stderr))
         run = load_run(path)
         start = time.perf_counter()
-        train_f, test_f = features(run, train), features(run, test)
+        binarize, seed = run.config.data.binarize, run.config.train.seed
+        train_f, test_f = (posterior_features(run.model, images.images, binarize, seed) for images in (train, test))
         dims = run.model.latent_dim
         report = probe_report(train_f, train.labels, test_f, test.labels, knn_dims=dims)
         report["linear_means_only"] = probe_accuracy(train_f[:, :dims], train.labels, test_f[:, :dims], test.labels)

@@ -1,7 +1,6 @@
 """Interrupted, killed and failing training runs: what survives and how a run continues."""
 
 import json
-import os
 import random
 import signal
 import subprocess

@@ -70,6 +70,13 @@ def posterior_diagnostics(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BA
     }
 
 
+def dims_by_usage(diagnostics: dict) -> list[int]:
+    """Latent dimensions of `posterior_diagnostics` from the most used to the least: by KL, or by the
+    variance of the posterior means where the prior gives no closed-form KL."""
+    score = diagnostics["kl_per_dim"] or diagnostics["unit_variance"]
+    return sorted(range(len(score)), key=lambda d: -score[d])
+
+
 def collapse_warning(diagnostics: dict, latent_dim: int) -> str | None:
     """A sentence saying the posterior is collapsing, if fewer than half the latent dimensions are active."""
     active = diagnostics["active_units"]

@@ -58,12 +58,13 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     runs.remove_stale_temp_files(path)
     checkpoint = runs.load_checkpoint(path)
     done = checkpoint[1]["epoch"] if checkpoint else 0
-    if epochs is not None and epochs != config.train.epochs:
+    new_total = epochs is not None and epochs != config.train.epochs
+    if new_total:
         if epochs < done:
             raise ConfigError(f"--epochs {epochs} is fewer than the {done} epochs {path} has finished")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    data = _load_data(config, data_dir, progress)
-    if epochs is not None and epochs != runs.read_config(path).train.epochs:
+    data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
+    if new_total:
         runs.write_config(path, config)
     return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None))
 

@@ -15,11 +15,11 @@ import time
 import torch
 
 from . import __version__
-from .data import ImageSet, latent_inputs
-from .evaluate import evaluate_elbo, importance_weighted_nll, posterior_diagnostics
+from .data import ImageSet
+from .evaluate import dims_by_usage, evaluate_elbo, importance_weighted_nll, posterior_diagnostics
 from .generate import interpolate, reconstruct, sample, traverse
 from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png
-from .representation import embed, knn_accuracy, probe_accuracy, project_2d
+from .representation import knn_accuracy, posterior_features, probe_accuracy, project_2d
 from .rng import make_generator
 from .runs import Run
 
@@ -102,7 +102,7 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
                   "Test images (top) and their reconstructions (bottom)")
     sections.append(("Samples and reconstructions", body))
 
-    order = sorted(range(model.latent_dim), key=lambda d: -(diagnostics["kl_per_dim"] or diagnostics["unit_variance"])[d])
+    order = dims_by_usage(diagnostics)
     path = interpolate(model, x_test[0], x_test[1], 10, "slerp")
     body = image(grid_png(path, nrow=10, scale=2), "Spherical interpolation between test images 0 and 1")
     body += image(gif_bytes(path, scale=4), "The same path, animated", mime="image/gif")
@@ -110,18 +110,17 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
                   "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
     sections.append(("Interpolations and traversals", body))
 
-    binarize = config.data.binarize
-    mu_test, logvar_test = embed(model, latent_inputs(test.images.to(x_test.device), binarize, seed))
-    chosen = torch.randperm(len(mu_test), generator=make_generator(seed))[:scatter_points]
+    binarize, means = config.data.binarize, slice(0, model.latent_dim)
+    test_features = posterior_features(model, test.images, binarize, seed)
+    chosen = torch.randperm(len(test_features), generator=make_generator(seed))[:scatter_points]
     labels = None if test.labels is None else test.labels[chosen].numpy()
-    points = project_2d(mu_test[chosen].cpu(), "pca", seed)
+    points = project_2d(test_features[chosen, means], "pca", seed)
     body = image(latent_scatter_png(points, labels, test.classes or tuple(map(str, range(10))),
                                     f"{len(points)} test latents (PCA of the posterior means)"), "Latent space")
     if train is not None and train.labels is not None and test.labels is not None:
-        mu_train, logvar_train = embed(model, latent_inputs(train.images.to(x_test.device), binarize, seed))
-        knn = knn_accuracy(mu_train.cpu(), train.labels, mu_test.cpu(), test.labels, ks=(1, 5, 10))
-        linear = probe_accuracy(torch.cat([mu_train, logvar_train], 1).cpu(), train.labels,
-                                torch.cat([mu_test, logvar_test], 1).cpu(), test.labels)
+        train_features = posterior_features(model, train.images, binarize, seed)
+        knn = knn_accuracy(train_features[:, means], train.labels, test_features[:, means], test.labels, ks=(1, 5, 10))
+        linear = probe_accuracy(train_features, train.labels, test_features, test.labels)
         rows = [[f"kNN, k={k}", acc] for k, acc in knn.items()] + [["linear probe (means and log-variances)", linear]]
         body += table(rows, ["probe (test accuracy)", "value"])
         body += '<p class="note">vaekit probe RUN adds semi-supervised probes and a raw-pixel reference.</p>'

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import latent_inputs
 from .errors import ConfigError
 from .evaluate import EVAL_BATCH
 from .models import VAE
@@ -36,6 +37,13 @@ def embed(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[to
         logvars.append(posterior.logvar)
     model.train(was_training)
     return torch.cat(mus), torch.cat(logvars)
+
+
+def posterior_features(model: VAE, images: torch.Tensor, binarize: str, seed: int) -> torch.Tensor:
+    """Posterior means and log-variances side by side (N, 2D), on the CPU, of uint8 images (N, C, H, W)
+    read as a run with this binarization reads them (`latent_inputs`)."""
+    x = latent_inputs(images.to(next(model.parameters()).device), binarize, seed)
+    return torch.cat(embed(model, x), 1).cpu()
 
 
 @torch.no_grad()

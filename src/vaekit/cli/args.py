@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..devices import DEVICE_CHOICES
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,18 +46,21 @@ non_negative_float = _number(float, "a non-negative number", lambda v: 0 <= v < 
 unit_fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
-def png_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"expected a .png file name, got {text!r}")
-    return path
+def file_name(expected: str, *suffixes: str):
+    """An argparse type: a Path whose suffix (any case) is one of `suffixes`, naming what was expected."""
+
+    def convert(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return path
+
+    return convert
 
 
-def png_or_gif_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix.lower() not in (".png", ".gif"):
-        raise argparse.ArgumentTypeError(f"expected a .png or .gif file name, got {text!r}")
-    return path
+png_path = file_name("a .png file name", ".png")
+png_or_gif_path = file_name("a .png or .gif file name", ".png", ".gif")
+html_path = file_name("an .html file name", ".html", ".htm")
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:

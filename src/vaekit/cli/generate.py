@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..errors import ConfigError
@@ -96,7 +98,9 @@ def run_interpolate(args) -> int:
     if args.steps < 2:
         raise ConfigError(f"--steps must be at least 2 (the two ends), got {args.steps}")
     loaded = open_run(args)
-    ends = [endpoint(loaded, args, "--from", args.index_from), endpoint(loaded, args, "--to", args.index_to)]
+    test_set = functools.cache(lambda: test_inputs(loaded, args))  # read once, and only if an end needs it
+    ends = [endpoint(loaded, args, test_set, "--from", args.index_from),
+            endpoint(loaded, args, test_set, "--to", args.index_to)]
     images = interpolate(loaded.model, ends[0], ends[1], args.steps, args.method)
     if args.output.suffix.lower() == ".gif":
         save_gif(args.output, images)
@@ -106,10 +110,12 @@ def run_interpolate(args) -> int:
     return 0
 
 
-def endpoint(loaded, args, flag: str, spec: str) -> torch.Tensor:
-    """One end of an interpolation as a model input (C, H, W): a test index, SOURCE, or SOURCE@N."""
+def endpoint(loaded, args, test_set, flag: str, spec: str) -> torch.Tensor:
+    """One end of an interpolation as a model input (C, H, W): a test index, SOURCE, or SOURCE@N.
+
+    test_set() gives the run's test inputs."""
     if spec.isdigit():
-        x = test_inputs(loaded, args)
+        x = test_set()
         check_index(flag, int(spec), len(x), "the test set")
         return x[int(spec)]
     source, _, index = spec.rpartition("@") if "@" in spec else (spec, "", "0")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..data import fixed_binarization, load_train_test
 from ..report import run_report
-from .args import add_data_dir_argument, add_device_argument, add_run_argument, open_run, positive_int
+from .args import add_data_dir_argument, add_device_argument, add_run_argument, html_path, open_run, positive_int
 
 HELP = """\
 Write one self-contained HTML page (every image inlined) about a run: its config, loss curves and
@@ -20,13 +18,6 @@ space (PCA) and kNN and linear probes.
 example:
   vaekit report runs/seed -o report.html
 """
-
-
-def html_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise argparse.ArgumentTypeError(f"expected an .html file name, got {text!r}")
-    return path
 
 
 def register(subparsers) -> None:

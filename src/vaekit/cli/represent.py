@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..data import latent_inputs, load_train_test
+from ..data import load_train_test
 from ..errors import ConfigError, DataError
-from ..evaluate import posterior_diagnostics
+from ..evaluate import dims_by_usage, posterior_diagnostics
 from ..generate import manifold, traverse
 from ..plots import save_image_grid
-from ..representation import embed, probe_accuracy, probe_report
+from ..representation import embed, posterior_features, probe_accuracy, probe_report
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, model_inputs,
                    non_negative_int, open_run, png_path, positive_int, test_inputs)
 
@@ -131,11 +130,8 @@ def labelled_latents(loaded, args):
     if train.labels is None or test.labels is None:
         raise DataError(f"{data.name} has no labels: probes need labelled images (a built-in dataset, an .npz "
                         "with labels, or a folder of class subfolders)")
-    device = next(loaded.model.parameters()).device
-    features = []
-    for images in (train, test):
-        x = latent_inputs(images.images.to(device), data.binarize, loaded.config.train.seed)
-        features.append(torch.cat(embed(loaded.model, x), 1).cpu())
+    features = [posterior_features(loaded.model, images.images, data.binarize, loaded.config.train.seed)
+                for images in (train, test)]
     return train, test, features[0], features[1]
 
 
@@ -161,18 +157,11 @@ def run_probe(args) -> int:
     return 0
 
 
-def dims_by_kl(loaded, x) -> list[int]:
-    """Latent dimensions from the most used to the least: by KL on x, or by posterior-mean variance."""
-    diagnostics = posterior_diagnostics(loaded.model, x)
-    score = diagnostics["kl_per_dim"] or diagnostics["unit_variance"]
-    return sorted(range(len(score)), key=lambda d: -score[d])
-
-
 def run_traverse(args) -> int:
     loaded = open_run(args)
     x = test_inputs(loaded, args)
     check_index("--image", args.image, len(x), "the test set")
-    dims = dims_by_kl(loaded, x)[: args.rows]
+    dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
     images = traverse(loaded.model, x[args.image], dims, args.steps)
     save_image_grid(args.output, images, nrow=args.steps, scale=2)
     print(f"wrote traversals of dimensions {', '.join(map(str, dims))} (by KL) to {args.output}")
@@ -183,7 +172,7 @@ def run_manifold(args) -> int:
     loaded = open_run(args)
     if loaded.model.latent_dim < 2:
         raise ConfigError("the manifold needs at least 2 latent dimensions")
-    dims = (0, 1) if loaded.model.latent_dim == 2 else tuple(dims_by_kl(loaded, test_inputs(loaded, args))[:2])
+    dims = (0, 1) if loaded.model.latent_dim == 2 else tuple(dims_by_usage(posterior_diagnostics(loaded.model, test_inputs(loaded, args)))[:2])
     save_image_grid(args.output, manifold(loaded.model, dims, args.n), nrow=args.n, padding=0)
     print(f"wrote the {args.n}x{args.n} manifold of dimensions {dims[0]} and {dims[1]} to {args.output}")
     return 0

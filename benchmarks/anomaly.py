@@ -26,7 +26,7 @@ from common import DATA_DIR, machine, median
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, load_split
 from vaekit.anomaly import anomaly_scores, auroc, roc_curve
-from vaekit.config import LIKELIHOODS, DataConfig
+from vaekit.config import ARCHITECTURES, LIKELIHOODS, DataConfig
 from vaekit.data import fixed_binarization
 from vaekit.fit import build_model
 from vaekit.plots import save_roc_curves
@@ -109,12 +109,15 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=100, help="importance samples of the iwae score (default 100)")
     parser.add_argument("--binarize", default="none", choices=("none", "dynamic", "threshold"))
     parser.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS)
+    parser.add_argument("--architecture", default=MODEL.architecture, choices=ARCHITECTURES)
+    parser.add_argument("--latent", type=int, default=MODEL.latent_dim)
     parser.add_argument("--skip-ood", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench-runs/anomaly"))
     args = parser.parse_args()
     train_set, test_set = load_split("mnist", "train", DATA_DIR), load_split("mnist", "test", DATA_DIR)
-    model_config = ModelConfig(**{**MODEL.__dict__, "likelihood": args.likelihood})
+    model_config = ModelConfig(**{**MODEL.__dict__, "likelihood": args.likelihood, "architecture": args.architecture,
+                                  "latent_dim": args.latent})
     config = RunConfig(DataConfig(binarize=args.binarize), model_config, TrainConfig(epochs=args.epochs))
     result = {"benchmark": "anomaly", "machine": machine(), "model": model_config.__dict__, "epochs": args.epochs,
               "binarize": args.binarize, "iw_samples": args.k}

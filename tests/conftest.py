@@ -44,6 +44,33 @@ def mnist_train():
     return load_split("mnist", "train", DATA_DIR)
 
 
+def train_thresholded(images: torch.Tensor, epochs: int, pixel_groups: int = 1) -> torch.nn.Module:
+    """A small model (200 hidden, 10 latents) trained on real MNIST images thresholded at 127."""
+    from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer
+    from vaekit.config import DataConfig
+    from vaekit.fit import build_model
+
+    config = RunConfig(DataConfig(binarize="threshold"),
+                       ModelConfig(hidden_dims=(200,), latent_dim=10, pixel_groups=pixel_groups), TrainConfig(epochs=epochs))
+    model = build_model(config)
+    trainer = Trainer(model, images, config.train, "threshold")
+    for _ in range(epochs):
+        trainer.train_epoch()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def thresholded_plain(mnist_train):
+    """Independent pixels given z: 2 epochs on 20k images."""
+    return train_thresholded(mnist_train.images[:20_000], 2)
+
+
+@pytest.fixture(scope="session")
+def thresholded_context(mnist_train):
+    """Seven pixel groups: 1 epoch on 10k images, a quarter of the plain model's training."""
+    return train_thresholded(mnist_train.images[:10_000], 1, pixel_groups=7)
+
+
 def gz(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
 

@@ -37,3 +37,40 @@ def test_gaussian_is_a_density_with_a_floored_deviation():
     torch.testing.assert_close(negative_log_likelihood(params, x, "gaussian"), expected)
     assert negative_log_likelihood(params, x, "gaussian")[0] < 0  # a density: negative NLL is possible
     torch.testing.assert_close(pixel_means(params, "gaussian"), torch.full((2, 1, 3, 3), 0.5))
+
+
+def test_gaussian_shared_appends_one_learned_deviation():
+    from vaekit import ModelConfig, RunConfig
+    from vaekit.fit import build_model
+
+    model = build_model(RunConfig(model=ModelConfig(hidden_dims=(16,), latent_dim=3, likelihood="gaussian-shared")))
+    params = model.decode(torch.randn(4, 3, generator=seeded(2)))
+    assert params.shape == (4, 2, 28, 28)
+    assert torch.equal(params[:, 1], torch.full((4, 28, 28), math.log(0.1)))
+    x = torch.rand(4, 1, 28, 28, generator=seeded(3))
+    mean = torch.sigmoid(params[:, :1])
+    expected = ((x - mean).pow(2).sum((1, 2, 3)) / (2 * 0.1**2) + 784 * (math.log(0.1) + 0.5 * math.log(2 * math.pi)))
+    torch.testing.assert_close(negative_log_likelihood(params, x, "gaussian-shared"), expected)
+
+
+def test_gaussian_shared_learns_the_reconstruction_error(mnist_train):
+    """Trained on real MNIST, the shared deviation moves from 0.1 to the root-mean-square error of the
+    decoder's means, the value that maximises the likelihood (Rybkin et al. 2021)."""
+    from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer
+    from vaekit.fit import build_model
+
+    config = RunConfig(model=ModelConfig(hidden_dims=(200,), latent_dim=10, likelihood="gaussian-shared"),
+                       train=TrainConfig(epochs=6))
+    model = build_model(config)
+    images = mnist_train.images[:10_000]
+    trainer = Trainer(model, images, config.train, "none")
+    for _ in range(6):
+        trainer.train_epoch()
+    x = images[:2000].float() / 255
+    with torch.no_grad():
+        posterior = model.encode(x)
+        means = model.pixel_means(model.decode(posterior.rsample(torch.randn(posterior.mu.shape, generator=seeded(4)))))
+    rmse = (means - x).pow(2).mean().sqrt().item()
+    sigma = model.log_std.exp().item()
+    assert sigma != pytest.approx(0.1, abs=0.01)  # it moved
+    assert sigma == pytest.approx(rmse, rel=0.15), (sigma, rmse)

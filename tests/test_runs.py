@@ -26,7 +26,17 @@ def test_round_trip(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor)
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["format_version"] == 1 and document["model"]["hidden_dims"] == [16]
+    assert document["format_version"] == 2 and document["model"]["hidden_dims"] == [16]
+
+
+def test_a_format_1_run_reads_with_independent_pixels(tmp_path):
+    make_run(tmp_path / "r")
+    path = tmp_path / "r" / "config.json"
+    document = json.loads(path.read_text())
+    for key in ("pixel_groups", "context_channels"):  # format 1 had no pixel context
+        del document["model"][key]
+    path.write_text(json.dumps({**document, "format_version": 1}))
+    assert load_run(tmp_path / "r").config == SMALL
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):

@@ -49,7 +49,7 @@ def anomaly_scores(model: VAE, x: torch.Tensor, method: str = "elbo", seed: int 
                       disable=not progress):
         batch = x[start:start + batch_size]
         if method in ("recon", "mse"):
-            params = model.decode(model.encode(batch).mode())
+            params = model.decode(model.encode(batch).mode(), batch)
             out[start:start + batch_size] = (negative_log_likelihood(params, batch, model.config.likelihood)
                                              if method == "recon" else
                                              (model.pixel_means(params) - batch).pow(2).sum((-3, -2, -1)))

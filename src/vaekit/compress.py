@@ -4,7 +4,8 @@ A trained VAE turns each image x into a message of about -ELBO(x) bits on an ANS
 `constriction` library's AnsCoder), a last-in-first-out entropy coder:
 
     compress image x:    pop z ~ q(z|x)        (take back bits already on the stack)
-                         push x with p(x|z)    (Bernoulli pixels)
+                         push x with p(x|z)    (Bernoulli pixels; with pixel groups, group by group,
+                                                the last group first, each given z and the groups before it)
                          push z with p(z)
     decompress:          the same three steps mirrored, in reverse image order.
 
@@ -31,6 +32,7 @@ import torch
 
 from .errors import ConfigError, DataError
 from .models import VAE
+from .models.context import SCHEMES
 
 MAGIC = b"VAEKITBB"
 FORMAT_VERSION = 1
@@ -83,6 +85,7 @@ class BitsBackCoder:
         self.bernoulli = self._models.Bernoulli(perfect=False)
         self.latent_dim = self.model.latent_dim
         self.shape = self.model.config.input_shape
+        self.lattices = SCHEMES[self.model.config.pixel_groups]  # (stride, row, col), in decoding order
 
     def initial_words(self) -> np.ndarray:
         """Seeded random words the first image's posterior draw pops: enough for D bins of `precision` bits."""
@@ -99,18 +102,32 @@ class BitsBackCoder:
         return (cdf[:, 1:] - cdf[:, :-1]).clamp(min=0).numpy()
 
     @torch.no_grad()
-    def pixel_probs(self, bins: np.ndarray) -> np.ndarray:
-        """p(x_i = 1 | z) for every pixel, (C*H*W,) float64, with z at the bins' medians."""
-        z = self.centers[torch.from_numpy(bins.astype(np.int64))][None]
-        return torch.sigmoid(self.net.decode(z)).reshape(-1).numpy()
+    def decoder_logits(self, bins: np.ndarray) -> torch.Tensor:
+        """The decoder's logits (1, C, H, W) float64 for z at the bins' medians (before any pixel context)."""
+        return self.net.decoder(self.centers[torch.from_numpy(bins.astype(np.int64))][None])
+
+    @torch.no_grad()
+    def group_probs(self, k: int, logits: torch.Tensor, known: torch.Tensor) -> np.ndarray:
+        """p(x_i = 1 | z, earlier groups) for the pixels of group k, flattened, float64; `known` (1, C, H, W)
+        holds the earlier groups' pixels and 0 elsewhere."""
+        stride, row, col = self.lattices[k]
+        group = logits[..., row::stride, col::stride] if k == 0 else self.net.context.group_logits(k, logits, known)
+        return torch.sigmoid(group).reshape(-1).numpy()
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Compress binary images (N, C*H*W) of 0/1 into ANS words (uint32)."""
         coder = self._stack.AnsCoder(self.initial_words())
         for image in images:
-            symbols = np.ascontiguousarray(image, dtype=np.int32)
             z = coder.decode(self.categorical, self.posterior_probs(image))  # pop: bits back
-            coder.encode_reverse(symbols, self.bernoulli, self.pixel_probs(z))
+            logits = self.decoder_logits(z)
+            full = torch.from_numpy(image.astype(np.float64)).view(1, *self.shape)
+            known, groups = torch.zeros_like(full), []
+            for k, (stride, row, col) in enumerate(self.lattices):
+                symbols = full[..., row::stride, col::stride]
+                groups.append((symbols.reshape(-1).numpy().astype(np.int32), self.group_probs(k, logits, known)))
+                known[..., row::stride, col::stride] = symbols
+            for symbols, probs in reversed(groups):  # a stack: the decoder pops group 0 first
+                coder.encode_reverse(symbols, self.bernoulli, probs)
             coder.encode_reverse(z.astype(np.int32), self.uniform)
         return coder.get_compressed()
 
@@ -120,7 +137,13 @@ class BitsBackCoder:
         images = np.empty((count, math.prod(self.shape)), dtype=np.uint8)
         for i in reversed(range(count)):
             z = coder.decode(self.uniform, self.latent_dim)
-            image = coder.decode(self.bernoulli, self.pixel_probs(z)).astype(np.uint8)
+            logits = self.decoder_logits(z)
+            known = torch.zeros_like(logits)
+            for k, (stride, row, col) in enumerate(self.lattices):
+                symbols = coder.decode(self.bernoulli, self.group_probs(k, logits, known))
+                known[..., row::stride, col::stride] = torch.from_numpy(symbols.astype(np.float64)).view_as(
+                    known[..., row::stride, col::stride])
+            image = known.reshape(-1).numpy().astype(np.uint8)
             coder.encode_reverse(z.astype(np.int32), self.categorical, self.posterior_probs(image))  # bits back
             images[i] = image
         left = coder.get_compressed()

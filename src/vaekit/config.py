@@ -17,13 +17,14 @@ from .errors import ConfigError
 
 BINARIZE_MODES = ("none", "dynamic", "threshold")
 ARCHITECTURES = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared")
+PIXEL_GROUPS = (1, 4, 7)  # see vaekit.models.context
 PRIORS = ("normal", "vamp")
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def _number_in(name: str, value: float, low: float, high: float, low_inclusive: bool = False,
@@ -72,6 +73,10 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # see vaekit.likelihoods for what each one's numbers mean
     prior: str = "normal"  # normal: N(0, I); vamp: mixture of posteriors of learned pseudo-inputs
     prior_components: int = 500  # vamp only
+    # 1: pixels independent given z. 4 or 7: decoded in that many interleaved groups, each conditioned on
+    # the groups before it through a small convolution of context_channels (vaekit.models.context)
+    pixel_groups: int = 1
+    context_channels: int = 32
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3:
@@ -91,6 +96,11 @@ class ModelConfig:
         _choice("model.likelihood", self.likelihood, LIKELIHOODS)
         _choice("model.prior", self.prior, PRIORS)
         _positive_int("model.prior_components", self.prior_components)
+        _choice("model.pixel_groups", self.pixel_groups, PIXEL_GROUPS)
+        _positive_int("model.context_channels", self.context_channels)
+        if self.pixel_groups > 1 and self.likelihood != "bernoulli":
+            raise ConfigError(f"model.pixel_groups {self.pixel_groups} needs the bernoulli likelihood, "
+                              f"not {self.likelihood}")
         scale = 2 ** len(self.conv_channels)
         if self.architecture == "conv" and (self.input_shape[1] % scale or self.input_shape[2] % scale):
             raise ConfigError(f"a conv model with {len(self.conv_channels)} stride-2 layers needs image sides that "

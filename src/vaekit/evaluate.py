@@ -98,7 +98,7 @@ def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar
     posterior = DiagonalGaussian(mu, logvar)
     z = posterior.rsample(eps)
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        recon_params = model.decode(z)
+        recon_params = model.decode(z, x)
     log_likelihood = -negative_log_likelihood(recon_params.float(), x, model.config.likelihood)
     return log_likelihood + (prior_log_prob or model.prior_log_prob)(z) - posterior.log_prob(z)
 

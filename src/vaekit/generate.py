@@ -12,7 +12,7 @@ INTERPOLATIONS = ("linear", "slerp")
 @torch.no_grad()
 def sample(model: VAE, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Decode `n` draws from the model's prior."""
-    return model.pixel_means(model.decode(model.sample_prior(n, generator)))
+    return model.pixel_means(model.decode(model.sample_prior(n, generator), generator=generator))
 
 
 @torch.no_grad()

@@ -10,6 +10,11 @@
 - gaussian: a mean (through a sigmoid, in [0, 1]) and a log standard deviation per pixel, the
   deviation floored at 1/64 so that constant pixels cannot drive the density to infinity. Also a
   density: the numbers can be negative and compare only with other densities.
+- gaussian-shared: a mean per pixel and one learned standard deviation for every pixel of every
+  image (the "sigma-VAE", Rybkin et al. 2021). The model appends that deviation to the decoder's
+  means, so its parameters read like `gaussian`'s. -log p(x|z) is the squared error scaled by
+  1 / (2 sigma^2), plus a constant: the ELBO weighs reconstruction against KL by how well the
+  decoder can reconstruct, and as an anomaly score it is the squared error plus the KL.
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ LOG_2PI = math.log(2 * math.pi)
 
 def output_channels(likelihood: str, channels: int) -> int:
     """How many decoder output channels a likelihood needs for images of `channels` channels."""
-    return 2 * channels if likelihood == "gaussian" else channels
+    return 2 * channels if likelihood == "gaussian" else channels  # gaussian-shared: the model adds the deviation
+
+
+def is_gaussian(likelihood: str) -> bool:
+    """Whether decoder parameters are (mean logits, log std) pairs along the channel axis."""
+    return likelihood in ("gaussian", "gaussian-shared")
 
 
 def negative_log_likelihood(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
     """-log p(x|z) summed over (C, H, W): params (..., C', H, W) from the decoder, x (..., C, H, W) -> (...,)."""
-    if likelihood == "gaussian":
+    if is_gaussian(likelihood):
         mean_logits, log_std = params.chunk(2, dim=-3)
         log_std = log_std.clamp(min=MIN_LOG_STD)
         mean = torch.sigmoid(mean_logits)
@@ -60,7 +70,7 @@ def continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:
 
 def pixel_means(params: torch.Tensor, likelihood: str) -> torch.Tensor:
     """E[x|z] in [0, 1], (..., C, H, W): what to show as the decoded image."""
-    if likelihood == "gaussian":
+    if is_gaussian(likelihood):
         return torch.sigmoid(params.chunk(2, dim=-3)[0])
     probs = torch.sigmoid(params)
     if likelihood == "continuous-bernoulli":

@@ -27,7 +27,7 @@ from .config import RunConfig
 from .errors import ConfigError, RunError
 from .models import VAE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added model.pixel_groups and model.context_channels
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -138,9 +138,16 @@ def read_config(path: str | Path) -> RunConfig:
         raise RunError(f"{path} was written by vaekit {written_by} (run format {version}); "
                        f"this vaekit {__version__} reads run format {FORMAT_VERSION} or older; upgrade vaekit")
     try:
-        return RunConfig.from_dict(document)
+        return RunConfig.from_dict(migrate_config(document, version))
     except ConfigError as e:
         raise RunError(f"{config_path}: {e}") from None
+
+
+def migrate_config(document: dict, version: int) -> dict:
+    """A config document of run format `version` brought to the current format, each step explicit."""
+    if version < 2 and isinstance(document.get("model"), dict):  # before pixel context existed
+        document = {**document, "model": {**document["model"], "pixel_groups": 1, "context_channels": 32}}
+    return document
 
 
 def read_metrics(path: str | Path) -> list[dict]:

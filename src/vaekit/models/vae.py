@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from ..likelihoods import output_channels, pixel_means
+from ..rng import make_generator
 from . import conv, mlp
+from .context import PixelContext
 from .posterior import DiagonalGaussian, mixture_log_prob, standard_normal_log_prob
 
 # architecture name -> build(input_shape, hidden_dims, latent_dim, out_channels, conv_channels) -> (encoder, decoder)
@@ -31,6 +35,11 @@ class VAE(nn.Module):
         if config.prior == "vamp":
             # pseudo-inputs live in logit space; sigmoid keeps them images in [0, 1] (the paper's hardtanh)
             self.pseudo_inputs = nn.Parameter(torch.randn(config.prior_components, c, h, w) * 0.1)
+        if config.pixel_groups > 1:
+            self.context = PixelContext(config.pixel_groups, c, config.context_channels)
+        if config.likelihood == "gaussian-shared":
+            # one log standard deviation for all pixels, learned with the rest; starts at 0.1
+            self.log_std = nn.Parameter(torch.full((), math.log(0.1)))
 
     @property
     def latent_dim(self) -> int:
@@ -46,9 +55,23 @@ class VAE(nn.Module):
         mu, logvar = self.encoder(x)
         return DiagonalGaussian(mu, logvar)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Likelihood parameters (..., C', H, W) for latents z (..., D); see vaekit.likelihoods."""
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, x: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Likelihood parameters (..., C', H, W) for latents z (..., D); see vaekit.likelihoods.
+
+        With pixel groups (vaekit.models.context) the pixels also depend on each other: given the images x
+        (broadcastable to the output), each group's parameters are conditioned on x's earlier groups, which
+        is what the likelihood of x needs; without x, on earlier groups sampled from `generator` (default: seeded
+        with 0, so pictures repeat).
+        """
+        params = self.decoder(z)
+        if self.config.pixel_groups > 1:
+            if x is not None:
+                return self.context(params, x)
+            return self.context.sample(params, generator or make_generator(0, params.device))
+        if self.config.likelihood == "gaussian-shared":
+            params = torch.cat([params, self.log_std.to(params.dtype).expand_as(params)], dim=-3)
+        return params
 
     def pixel_means(self, params: torch.Tensor) -> torch.Tensor:
         """E[x|z] in [0, 1] from decoder outputs: the image to show."""
@@ -88,4 +111,4 @@ class VAE(nn.Module):
         per image, drawn from `generator` if not given."""
         posterior = self.encode(x)
         z = posterior.sample(generator) if eps is None else posterior.rsample(eps)
-        return self.decode(z), posterior.mu, posterior.logvar
+        return self.decode(z, x), posterior.mu, posterior.logvar

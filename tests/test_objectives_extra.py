@@ -126,3 +126,5 @@ def test_diagnostics_find_collapsed_units():
     assert result["kl_per_dim"][2] == pytest.approx(0.0, abs=1e-6) and result["kl_per_dim"][0] > 0.1
     assert collapse_warning(result, 4) is None
     assert "only 1 of 4 latent dimensions are active" in collapse_warning({**result, "active_units": 1}, 4)
+    assert "pixel-groups" not in collapse_warning({**result, "active_units": 1}, 4)
+    assert "with --pixel-groups some of this is expected" in collapse_warning({**result, "active_units": 1}, 4, 7)

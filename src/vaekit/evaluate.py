@@ -77,14 +77,18 @@ def dims_by_usage(diagnostics: dict) -> list[int]:
     return sorted(range(len(score)), key=lambda d: -score[d])
 
 
-def collapse_warning(diagnostics: dict, latent_dim: int) -> str | None:
+def collapse_warning(diagnostics: dict, latent_dim: int, pixel_groups: int = 1) -> str | None:
     """A sentence saying the posterior is collapsing, if fewer than half the latent dimensions are active."""
     active = diagnostics["active_units"]
     if active * 2 >= latent_dim:
         return None
-    return (f"posterior collapse: only {active} of {latent_dim} latent dimensions are active (their posterior "
-            "means barely vary across images), so the decoder ignores most of the code; try --kl-warmup 10, "
-            "--free-bits 0.25 or a smaller --beta (see docs/posterior-collapse.md)")
+    warning = (f"posterior collapse: only {active} of {latent_dim} latent dimensions are active (their posterior "
+               "means barely vary across images), so the decoder ignores most of the code; try --kl-warmup 10, "
+               "--free-bits 0.25 or a smaller --beta (see docs/posterior-collapse.md)")
+    if pixel_groups > 1:
+        warning += ("; with --pixel-groups some of this is expected: a decoder that sees neighbouring pixels needs "
+                    "less from z, which lowers the NLL and the compressed size but leaves fewer dimensions to explore")
+    return warning
 
 
 def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,

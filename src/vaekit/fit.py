@@ -112,7 +112,7 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
                 f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
                 f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s")
-            warning = collapse_warning(diagnostics, config.model.latent_dim)
+            warning = collapse_warning(diagnostics, config.model.latent_dim, config.model.pixel_groups)
             if warning and not warned and epoch > config.train.kl_warmup:
                 log(f"warning: {warning}")
                 warned = True

@@ -139,6 +139,24 @@ def test_cli_bytes_are_the_same_in_another_process(threshold_run, tmp_path, mnis
     assert (tmp_path / "a.vkbb").read_bytes() == (tmp_path / "b.vkbb").read_bytes()
 
 
+def test_pixel_group_files_are_the_same_in_another_process_and_decode_there(thresholded_context, tmp_path,
+                                                                             mnist_test):
+    from vaekit.runs import create_run, save_weights
+
+    run = tmp_path / "ctx"
+    create_run(run, RunConfig(DataConfig(binarize="threshold"), thresholded_context.config))
+    save_weights(run, thresholded_context, epoch=1)
+    digits = mnist_test.images[100:130, 0].numpy() > 127
+    np.save(tmp_path / "d.npy", digits)
+    assert main(["compress", str(run), str(tmp_path / "d.npy"), "-o", str(tmp_path / "a.vkbb")]) == 0
+    for command, out in (("compress", "b.vkbb"), ("decompress", "back.npy")):
+        source = tmp_path / ("d.npy" if command == "compress" else "a.vkbb")
+        subprocess.run([sys.executable, "-m", "vaekit", command, str(run), str(source), "-o", str(tmp_path / out)],
+                       check=True, capture_output=True)
+    assert (tmp_path / "a.vkbb").read_bytes() == (tmp_path / "b.vkbb").read_bytes()
+    assert np.array_equal(np.load(tmp_path / "back.npy"), digits)
+
+
 def test_cli_errors(threshold_run, tmp_path, capsys):
     np.save(tmp_path / "small.npy", np.zeros((3, 14, 14), np.uint8))
     assert main(["compress", str(threshold_run), str(tmp_path / "small.npy"), "-o", str(tmp_path / "x")]) == 3

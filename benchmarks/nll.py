@@ -44,7 +44,7 @@ CONFIGS = {
                        TrainConfig(epochs=100, kl_warmup=10, lr=1e-3)),
              "convHVAE (2 layers) 82.41, + VampPrior 81.09 (Tomczak & Welling 2018)"),
     "mlp-ctx7": (RunConfig(DYNAMIC, ModelConfig(pixel_groups=7), TrainConfig(epochs=30)),
-                 "PixelVAE 79.66, a VAE with a deep PixelCNN decoder (Gulrajani et al. 2017)"),
+                 "PixelVAE 79.66, a VAE with a deep PixelCNN decoder (Gulrajani et al. 2017; their binarization)"),
 }
 
 

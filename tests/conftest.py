@@ -44,19 +44,26 @@ def mnist_train():
     return load_split("mnist", "train", DATA_DIR)
 
 
+def train(images: torch.Tensor, config, epochs: int) -> tuple[torch.nn.Module, list[float]]:
+    """A model built from `config` and trained `epochs` epochs on `images` (binarized by the config's rule),
+    with its per-epoch training losses."""
+    from vaekit import Trainer
+    from vaekit.fit import build_model
+
+    model = build_model(config)
+    trainer = Trainer(model, images, config.train, config.data.binarize)
+    losses = [trainer.train_epoch() for _ in range(epochs)]
+    return model, losses
+
+
 def train_thresholded(images: torch.Tensor, epochs: int, pixel_groups: int = 1) -> torch.nn.Module:
     """A small model (200 hidden, 10 latents) trained on real MNIST images thresholded at 127."""
-    from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer
+    from vaekit import ModelConfig, RunConfig, TrainConfig
     from vaekit.config import DataConfig
-    from vaekit.fit import build_model
 
     config = RunConfig(DataConfig(binarize="threshold"),
                        ModelConfig(hidden_dims=(200,), latent_dim=10, pixel_groups=pixel_groups), TrainConfig(epochs=epochs))
-    model = build_model(config)
-    trainer = Trainer(model, images, config.train, "threshold")
-    for _ in range(epochs):
-        trainer.train_epoch()
-    return model.eval()
+    return train(images, config, epochs)[0].eval()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from torch.distributions import Bernoulli, ContinuousBernoulli, Normal
 
 from vaekit.likelihoods import MIN_LOG_STD, continuous_bernoulli_log_norm, negative_log_likelihood, output_channels, pixel_means
 
-from .conftest import seeded
+from .conftest import seeded, train
 
 
 def test_bernoulli_matches_torch_distributions():
@@ -56,16 +56,12 @@ def test_gaussian_shared_appends_one_learned_deviation():
 def test_gaussian_shared_learns_the_reconstruction_error(mnist_train):
     """Trained on real MNIST, the shared deviation moves from 0.1 to the root-mean-square error of the
     decoder's means, the value that maximises the likelihood (Rybkin et al. 2021)."""
-    from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer
-    from vaekit.fit import build_model
+    from vaekit import ModelConfig, RunConfig, TrainConfig
 
     config = RunConfig(model=ModelConfig(hidden_dims=(200,), latent_dim=10, likelihood="gaussian-shared"),
                        train=TrainConfig(epochs=6))
-    model = build_model(config)
     images = mnist_train.images[:10_000]
-    trainer = Trainer(model, images, config.train, "none")
-    for _ in range(6):
-        trainer.train_epoch()
+    model = train(images, config, 6)[0]
     x = images[:2000].float() / 255
     with torch.no_grad():
         posterior = model.encode(x)

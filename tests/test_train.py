@@ -1,16 +1,11 @@
 import pytest
 import torch
 
-from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, evaluate_elbo
+from vaekit import ModelConfig, RunConfig, TrainConfig, evaluate_elbo
 from vaekit.data import fixed_binarization
 from vaekit.fit import build_model
 
-
-def train(images, config, epochs):
-    model = build_model(config)
-    trainer = Trainer(model, images, config.train, config.data.binarize)
-    losses = [trainer.train_epoch() for _ in range(epochs)]
-    return model, losses
+from .conftest import train
 
 
 def test_same_seed_same_numbers(mnist_train):

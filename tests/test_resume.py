@@ -95,6 +95,22 @@ def test_sigint_stops_at_once_and_keeps_finished_epochs(tmp_path):
     assert not [p for p in out.iterdir() if p.suffix == ".tmp"]
 
 
+def test_ctrl_c_inside_generated_code_still_exits_130(tmp_path):
+    """A Ctrl-C that lands in `exec(<string>)` code (a dataclass being built, say) and is handled
+    must not turn `python -m vaekit`'s exit into a death by SIGINT (CPython's unhandled-interrupt mark)."""
+    (tmp_path / "ctrl_c_in_exec.py").write_text(
+        "import vaekit.cli\n"
+        "class Parser:\n"
+        "    def parse_args(self, argv):\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "vaekit.cli.build_parser = Parser\n"
+        "raise SystemExit(vaekit.cli.main([]))\n")
+    done = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "vaekit: interrupted"
+
+
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     out = tmp_path / "run"
     process = train_until_first_epoch(out)

@@ -46,9 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     except VaekitError as e:
         if debug:
             raise
+        if isinstance(e, Interrupted):
+            _forget_unhandled_interrupt()
         print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        _forget_unhandled_interrupt()
         print("vaekit: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not bad input: say so in one line, with a way to see more
@@ -61,3 +64,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _forget_unhandled_interrupt() -> None:
+    """Keep exit code 130 after a Ctrl-C that we handled.
+
+    CPython marks a KeyboardInterrupt as unhandled when it leaves code run by `exec(<string>)` (as
+    dataclasses and torch do while building classes), even if a caller catches it; under
+    `python -m vaekit` the interpreter then ends by killing itself with SIGINT instead of returning
+    our exit code. Running any string to completion clears that mark.
+    """
+    exec("")

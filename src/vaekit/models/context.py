@@ -50,27 +50,50 @@ class PixelContext(nn.Module):
 
     def group_logits(self, k: int, logits: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, h_k, w_k) of group k's pixels, from the decoder's logits (B, C, H, W) and `known`
-        (B, C, H, W): the image with every pixel outside groups 0..k-1 set to 0."""
+        (B, C, H, W): the image with every pixel outside groups 0..k-1 set to 0. Sampling and the
+        bits-back coder call this, one group at a time."""
         stride, row, col = self.lattices[k]
         base = logits[..., row::stride, col::stride]
         if k == 0:
             return base
+        return base + self.mixers[k - 1](torch.cat([self._features(k, known), base], dim=1))
+
+    def _features(self, k: int, known: torch.Tensor) -> torch.Tensor:
+        """Group k's convolution features (B, hidden, h_k, w_k) of the known pixels around its positions."""
+        stride, row, col = self.lattices[k]
         pad = KERNEL // 2
         window = F.pad(known, (pad, pad, pad, pad))[..., row:, col:]  # output (i, j) centred on (row + s*i, col + s*j)
-        features = F.relu(F.conv2d(window, self.convs[k - 1].weight, self.convs[k - 1].bias, stride=stride))
-        return base + self.mixers[k - 1](torch.cat([features, base], dim=1))
+        return F.relu(F.conv2d(window, self.convs[k - 1].weight, self.convs[k - 1].bias, stride=stride))
 
     def forward(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """All pixels' logits given the true image x (teacher forcing): (..., C, H, W) for decoder logits
-        (..., C, H, W) and x broadcastable to them (e.g. (B, C, H, W) against S samples (S, B, C, H, W))."""
+        (..., C, H, W) and x broadcastable to them (e.g. (B, C, H, W) against S samples (S, B, C, H, W)).
+
+        The same function as `group_logits` group after group, computed so that S samples of z per
+        image share the work that depends on x alone: the convolution over known pixels, and its part of
+        the mixer's first layer (a 1x1 convolution of [features, base] is W_f features + W_b base + b).
+        The mixers' 1x1 convolutions run as matmuls over channels-last pixels, which is how they are fast.
+        """
         shape = logits.shape
-        logits = logits.reshape(-1, *shape[-3:])
-        x = x.expand(shape).reshape(-1, *shape[-3:]).to(logits.dtype)
+        if shape[len(shape) - x.dim():] != x.shape:  # x broadcasts along more than leading sample dims
+            x = x.expand(shape)
+        images = x.reshape(-1, *shape[-3:]).to(logits.dtype)  # (N, C, H, W)
+        logits = logits.reshape(-1, *images.shape)  # (S, N, C, H, W)
         out = logits.clone()
-        known = torch.zeros_like(x)
+        known = torch.zeros_like(images)
         for k, (stride, row, col) in enumerate(self.lattices):
-            out[..., row::stride, col::stride] = self.group_logits(k, logits, known)
-            known[..., row::stride, col::stride] = x[..., row::stride, col::stride]
+            if k:
+                base = logits[..., row::stride, col::stride].movedim(2, -1)  # (S, N, h, w, C)
+                first, *rest = self.mixers[k - 1]
+                hidden = first.out_channels
+                weight = first.weight[:, :, 0, 0]
+                shared = F.linear(self._features(k, known).movedim(1, -1), weight[:, :hidden], first.bias)
+                mixed = F.linear(base, weight[:, hidden:]) + shared  # (S, N, h, w, hidden)
+                for layer in rest:
+                    mixed = F.linear(mixed, layer.weight[:, :, 0, 0], layer.bias) if isinstance(layer, nn.Conv2d) \
+                        else layer(mixed)
+                out[..., row::stride, col::stride] = (base + mixed).movedim(-1, 2)
+            known[..., row::stride, col::stride] = images[..., row::stride, col::stride]
         return out.reshape(shape)
 
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

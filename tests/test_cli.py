@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from vaekit.cli import main
-from vaekit.data import DATASETS, MNIST
+from vaekit.data import DATASETS, MNIST, sources
 
 from .conftest import DATA_DIR
 
@@ -199,15 +199,19 @@ def test_bad_user_data(capsys, tmp_path, make, fragment):
     assert not (tmp_path / "run").exists()  # nothing written
 
 
-def test_training_on_a_folder_of_images(capsys, tmp_path, mnist_train):
+def test_training_on_a_folder_of_images(capsys, tmp_path, mnist_train, monkeypatch):
     folder = tmp_path / "digits"
     folder.mkdir()
     for i, digit in enumerate(mnist_train.images[:300, 0].numpy()):
         Image.fromarray(digit).save(folder / f"{i:03d}.png")
+    reads = []
+    read_folder = sources.read_folder
+    monkeypatch.setattr(sources, "read_folder", lambda path: reads.append(path) or read_folder(path))
     out = tmp_path / "run"
     code, out_text, err = run_cli(capsys, "train", "--data", folder, "--epochs", 3, "--hidden", 64, "--latent", 4,
                                   "--batch-size", 32, "--out", out)
     assert code == 0, err
+    assert reads == [folder]  # read once: the same images size the model and are trained on
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["name"] == str(folder) and config["model"]["input_shape"] == [1, 28, 28]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -17,7 +17,7 @@ import torch
 
 from . import runs
 from .config import RunConfig
-from .data import fixed_binarization, load_train_test
+from .data import ImageSet, fixed_binarization, load_train_test
 from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
 from .evaluate import collapse_warning, evaluate_elbo, posterior_diagnostics
@@ -41,10 +41,14 @@ def build_model(config: RunConfig) -> VAE:
 
 
 def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = None, device: str = "auto",
-        progress: bool = False, log: Log | None = None) -> runs.Run:
-    """Train `config` into a new run directory `out`; returns the finished run."""
+        progress: bool = False, log: Log | None = None, images: ImageSet | None = None) -> runs.Run:
+    """Train `config` into a new run directory `out`; returns the finished run.
+
+    `images`: the images at `config.data.name` when the caller has already read them (they are not
+    read again); the run still records the path, which `resume` reads.
+    """
     dev = resolve_device(device)
-    data = _load_data(config, data_dir, progress)  # bad data fails before a run directory exists
+    data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
     out = runs.create_run(out, config)
     return _train(out, config, None, data, dev, progress, log or (lambda line: None))
 
@@ -69,9 +73,9 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None))
 
 
-def _load_data(config: RunConfig, data_dir, progress: bool):
+def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
-                                          progress)
+                                          progress, images)
     if train_set.shape != config.model.input_shape:
         raise ConfigError(f"{train_set.name} images are {train_set.shape}, the model expects {config.model.input_shape}")
     return train_set, test_set

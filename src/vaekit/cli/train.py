@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
                       SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig)
-from ..data import DATASETS, is_builtin, read_images
+from ..data import DATASETS, ImageSet, is_builtin, read_images
 from ..errors import ConfigError
 from ..fit import fit, resume
 from .args import (add_data_dir_argument, add_device_argument, non_negative_float, non_negative_int,
@@ -120,27 +120,32 @@ def run(args) -> int:
                               "(only --epochs, --data-dir and --device may be given)")
         result = resume(args.resume, epochs=args.epochs, **options)
     else:
-        config = build_config(args)
+        images = own_images(args.data)
+        config = build_config(args, images)
         out = args.out or Path("runs") / f"{Path(args.data or 'mnist').name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = fit(config, out, **options)
+        result = fit(config, out, images=images, **options)
     last = result.metrics[-1]
     print(f"run saved to {result.path}: test loss {last['test_loss']:.3f} nats per image; "
           f"see samples_{last['epoch']}.png, reconstruction_{last['epoch']}.png and loss.png")
     return 0
 
 
-def build_config(args) -> RunConfig:
-    """The RunConfig the flags describe: the recipe's values, overridden by every flag given."""
+def own_images(data: str | None) -> ImageSet | None:
+    """The user's images when --data is a path (read here, once: they size the model); None for a built-in."""
+    if data is None or data in DATASETS:
+        return None
+    if is_builtin(data):
+        raise ConfigError(f"--data {data}: give the dataset's name ({data.partition(':')[0]}); "
+                          "vaekit trains on its train split and tests on its test split")
+    return read_images(Path(data).resolve())  # checks the data before a run directory is made
+
+
+def build_config(args, images: ImageSet | None = None) -> RunConfig:
+    """The RunConfig the flags describe: the recipe's values, overridden by every flag given. `images`:
+    the user's images read from --data (`own_images`), which set the model's input shape."""
     defaults = RunConfig()
-    data = args.data or defaults.data.name
-    input_shape = defaults.model.input_shape
-    if data not in DATASETS:
-        if is_builtin(data):
-            raise ConfigError(f"--data {data}: give the dataset's name ({data.partition(':')[0]}); "
-                              "vaekit trains on its train split and tests on its test split")
-        path = Path(data).resolve()
-        input_shape = read_images(path).shape  # checks the data before a run directory is made
-        data = str(path)
+    data = str(Path(args.data).resolve()) if images is not None else args.data or defaults.data.name
+    input_shape = images.shape if images is not None else defaults.model.input_shape
     recipe = TrainConfig.seed_settings() if args.recipe == "seed" else TrainConfig()
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     return RunConfig(

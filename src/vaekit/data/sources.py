@@ -232,16 +232,17 @@ def conform(images: ImageSet, shape: tuple[int, int, int]) -> ImageSet:
 
 
 def load_train_test(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
-                    progress: bool = False) -> tuple[ImageSet, ImageSet]:
+                    progress: bool = False, images: ImageSet | None = None) -> tuple[ImageSet, ImageSet]:
     """A run's training images and held-out images.
 
     For a built-in dataset, its train and test splits; for a path, a seeded random `validation`
-    fraction of its images is held out (at least one image each side).
+    fraction of its images is held out (at least one image each side). `images`, if given, are that
+    path's images already read (the CLI reads them once, to size the model).
     """
     if name in DATASETS:
         return (load_split(name, "train", data_dir, progress=progress),
                 load_split(name, "test", data_dir, progress=progress))
-    images = read_images(name, data_dir)
+    images = images if images is not None else read_images(name, data_dir)
     n = len(images)
     if n < 2:
         raise DataError(f"{images.name}: needs at least 2 images to hold some out for validation, got {n}")

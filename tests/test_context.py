@@ -74,6 +74,20 @@ def test_sampling_is_seeded():
     assert not torch.equal(a, model.decode(z, generator=torch.Generator().manual_seed(6)))
 
 
+def test_pictures_of_a_pixel_group_model_are_its_seeded_binary_draws():
+    model = context_model(7)
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
+    drawn = model.pictures(z, torch.Generator().manual_seed(5))
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(drawn, model.pictures(z, torch.Generator().manual_seed(5)))
+    assert torch.equal(model.pictures(z), model.pictures(z))  # default seed: pictures repeat
+    # the draws are the images whose group logits decode() reports for the same generator state
+    logits = model.decode(z, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(logits, model.decode(z, drawn))
+    plain = build_model(RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4))).eval()
+    assert torch.equal(plain.pictures(z), torch.sigmoid(plain.decode(z)))  # E[x|z] without pixel groups
+
+
 def test_pixel_groups_need_a_bernoulli_likelihood():
     with pytest.raises(ConfigError, match="needs the bernoulli likelihood"):
         ModelConfig(pixel_groups=4, likelihood="gaussian")

@@ -11,14 +11,14 @@ INTERPOLATIONS = ("linear", "slerp")
 
 @torch.no_grad()
 def sample(model: VAE, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Decode `n` draws from the model's prior."""
-    return model.pixel_means(model.decode(model.sample_prior(n, generator), generator=generator))
+    """Decode `n` draws from the model's prior (`VAE.pictures`)."""
+    return model.pictures(model.sample_prior(n, generator), generator)
 
 
 @torch.no_grad()
 def reconstruct(model: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Decode the posterior mean of each input: the model's deterministic reconstruction."""
-    return model.pixel_means(model.decode(model.encode(x).mode()))
+    """Decode the posterior mean of each input (`VAE.pictures`): the model's reconstruction, deterministic."""
+    return model.pictures(model.encode(x).mode())
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int
     mu = model.encode(torch.stack([x_from, x_to])).mode()
     t = torch.linspace(0, 1, steps, device=mu.device)
     z = slerp(mu[0], mu[1], t) if method == "slerp" else torch.lerp(mu[0], mu[1], t[:, None])
-    return model.pixel_means(model.decode(z))
+    return model.pictures(z)
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def traverse(model: VAE, x: torch.Tensor, dims: list[int], steps: int = 9, span:
     values = torch.linspace(-span, span, steps, device=mu.device)
     for row, dim in enumerate(dims):
         z[row * steps:(row + 1) * steps, dim] = values
-    return model.pixel_means(model.decode(z))
+    return model.pictures(z)
 
 
 @torch.no_grad()
@@ -66,4 +66,4 @@ def manifold(model: VAE, dims: tuple[int, int] = (0, 1), n: int = 20) -> torch.T
     z = torch.zeros(n * n, model.latent_dim, device=device)
     z[:, dims[0]] = values.repeat(n)
     z[:, dims[1]] = values.flip(0).repeat_interleave(n)  # top row: the highest value
-    return model.pixel_means(model.decode(z))
+    return model.pictures(z)

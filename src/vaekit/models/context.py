@@ -99,6 +99,13 @@ class PixelContext(nn.Module):
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Logits (..., C, H, W) with each group conditioned on Bernoulli draws of the groups before it:
         what the decoder predicts for a sampled image."""
+        return self._draw_groups(logits, generator)[0]
+
+    def draw(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A binary image (..., C, H, W) drawn group by group: a sample of x given the decoder's logits."""
+        return self._draw_groups(logits, generator)[1]
+
+    def _draw_groups(self, logits: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         shape = logits.shape
         logits = logits.reshape(-1, *shape[-3:])
         out = logits.clone()
@@ -107,4 +114,4 @@ class PixelContext(nn.Module):
             group = self.group_logits(k, logits, known)
             out[..., row::stride, col::stride] = group
             known[..., row::stride, col::stride] = torch.bernoulli(torch.sigmoid(group), generator=generator)
-        return out.reshape(shape)
+        return out.reshape(shape), known.reshape(shape)

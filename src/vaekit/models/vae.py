@@ -73,6 +73,15 @@ class VAE(nn.Module):
             params = torch.cat([params, self.log_std.to(params.dtype).expand_as(params)], dim=-3)
         return params
 
+    def pictures(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [0, 1] to show for latents z (..., D): E[x|z]; for a pixel-group model, whose mean has
+        no closed form, a binary image drawn group by group (from `generator`, default seeded with 0).
+        Its groups' probabilities side by side would mix soft first-group pixels with crisp later ones."""
+        if self.config.pixel_groups > 1:
+            params = self.decoder(z)
+            return self.context.draw(params, generator or make_generator(0, params.device))
+        return self.pixel_means(self.decode(z))
+
     def pixel_means(self, params: torch.Tensor) -> torch.Tensor:
         """E[x|z] in [0, 1] from decoder outputs: the image to show."""
         return pixel_means(params, self.config.likelihood)

@@ -91,7 +91,7 @@ def test_pictures_of_a_pixel_group_model_are_its_seeded_binary_draws():
 def test_pixel_groups_need_a_bernoulli_likelihood():
     with pytest.raises(ConfigError, match="needs the bernoulli likelihood"):
         ModelConfig(pixel_groups=4, likelihood="gaussian")
-    with pytest.raises(ConfigError, match="model.pixel_groups must be one of 1, 4, 7"):
+    with pytest.raises(ConfigError, match="model.pixel_groups must be one of 1, 4, 7, 16"):
         ModelConfig(pixel_groups=5)
 
 

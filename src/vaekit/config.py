@@ -18,7 +18,7 @@ from .errors import ConfigError
 BINARIZE_MODES = ("none", "dynamic", "threshold")
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared")
-PIXEL_GROUPS = (1, 4, 7)  # see vaekit.models.context
+PIXEL_GROUPS = (1, 4, 7, 16)  # see vaekit.models.context
 PRIORS = ("normal", "vamp")
 
 

@@ -71,7 +71,7 @@ def register(subparsers) -> None:
                    help="pixel likelihood: bernoulli (default), continuous-bernoulli, gaussian (a deviation per "
                         "pixel) or gaussian-shared (one learned deviation)")
     p.add_argument("--pixel-groups", type=int, choices=PIXEL_GROUPS,
-                   help="1 (default): pixels independent given z; 4 or 7: decode pixels in interleaved groups, "
+                   help="1 (default): pixels independent given z; 4, 7 or 16: decode pixels in interleaved groups, "
                         "each conditioned on the ones before (lower NLL and smaller compressed files on binary images)")
     p.add_argument("--context-channels", type=positive_int,
                    help=f"--pixel-groups: channels of the context convolution (default {defaults.model.context_channels})")

@@ -22,11 +22,14 @@ from torch import nn
 
 # pixel_groups -> lattices (stride, row offset, column offset), in decoding order; each scheme
 # partitions the image. 1: every pixel at once (no context). 4: the 2x2 grid's four cosets. 7: the
-# first of those refined at stride 4.
+# first of those refined at stride 4. 16: all four refined at stride 4 (the 4x4 grid's cosets, in the
+# same coarse-to-fine order), so later pixels see more known neighbours; more steps to sample or decode.
+_COARSE = ((4, 0, 0), (4, 2, 2), (4, 0, 2), (4, 2, 0))
 SCHEMES: dict[int, tuple[tuple[int, int, int], ...]] = {
     1: ((1, 0, 0),),
     4: ((2, 0, 0), (2, 1, 1), (2, 0, 1), (2, 1, 0)),
-    7: ((4, 0, 0), (4, 2, 2), (4, 0, 2), (4, 2, 0), (2, 1, 1), (2, 0, 1), (2, 1, 0)),
+    7: (*_COARSE, (2, 1, 1), (2, 0, 1), (2, 1, 0)),
+    16: tuple((4, row + a, col + b) for a, b in ((0, 0), (1, 1), (0, 1), (1, 0)) for _, row, col in _COARSE),
 }
 KERNEL = 7  # each later group sees the known pixels within 3 of it
 

@@ -8,6 +8,8 @@ import torch
 from vaekit import VAE, ModelConfig
 from vaekit.anomaly import anomaly_scores, auroc, calibrate, roc_curve
 from vaekit.cli import main
+from vaekit.data import fixed_binarization, standardize
+from vaekit.runs import load_run
 
 from .conftest import DATA_DIR, seeded
 
@@ -112,3 +114,27 @@ def test_score_errors(digit_run, tmp_path, capsys):
     np.save(tmp_path / "wide.npy", np.zeros((2, 28, 40), np.uint8))
     assert main(["score", str(digit_run), str(tmp_path / "wide.npy")]) == 3
     assert "resizing would distort them" in capsys.readouterr().err
+
+
+def test_standardized_run_scores_what_it_was_trained_on_and_separates_better(tmp_path, capsys, mnist_train, mnist_test):
+    """8 is the hardest normal digit: thin digits (1, 7) pass for 8s by having few lit pixels. Standardizing
+    every image (train and score alike) takes that away: AUROC 0.86 -> 0.95 after 15 epochs here."""
+    np.save(tmp_path / "eights.npy", mnist_train.images[mnist_train.labels == 8][:3000, 0].numpy())
+    aurocs = {}
+    for flags in ([], ["--standardize"]):
+        out = tmp_path / f"run{len(flags)}"
+        assert main(["train", "--data", str(tmp_path / "eights.npy"), "--epochs", "15", "--hidden", "128",
+                     "--latent", "8", "--likelihood", "gaussian-shared", *flags, "--out", str(out)]) == 0
+        assert main(["score", str(out), "mnist:test", "--data-dir", str(DATA_DIR), "--threshold", "0",
+                     "-o", str(tmp_path / "s.csv")]) == 0
+        rows = [line.split(",") for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
+        scores = torch.tensor([float(r[3]) for r in rows])
+        aurocs[len(flags)] = auroc(scores, mnist_test.labels != 8)
+    run = load_run(out)
+    assert run.config.data.standardize
+    expected = anomaly_scores(run.model, fixed_binarization(standardize(mnist_test.images), "none", 1), "elbo", seed=1)
+    torch.testing.assert_close(scores, expected.float(), rtol=1e-4, atol=1e-2)  # the CSV's digits
+    assert aurocs[1] > 0.93 and aurocs[1] > aurocs[0] + 0.04, aurocs
+    capsys.readouterr()
+    assert main(["compress", str(out), "mnist:test", "-o", str(tmp_path / "x.vkz")]) == 2
+    assert "trained on standardized images" in capsys.readouterr().err

@@ -1,6 +1,8 @@
+import math
+
 import torch
 
-from vaekit.data import binarize, epoch_order, fixed_binarization, prepare, to_unit
+from vaekit.data import binarize, epoch_order, fixed_binarization, prepare, standardize, to_unit
 
 from .conftest import seeded
 
@@ -48,3 +50,20 @@ def test_latent_inputs_use_the_mean_of_dynamic_binarizations():
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8, generator=seeded(0))
     torch.testing.assert_close(latent_inputs(images, "dynamic", 1), to_unit(images))
     torch.testing.assert_close(latent_inputs(images, "threshold", 1), prepare(images, "threshold"))
+
+
+def test_standardize_sees_every_image_at_the_same_contrast():
+    images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    images[0, 0, 10:14, 10:20] = 255  # 40 lit pixels on black
+    images[1, 0, 10:14, 10:20] = 60  # the same shape, faint
+    images[2] = 77  # constant
+    images[3, 0, 5, 5] = 255  # one lit pixel: z = sqrt(783) = 28, clipped
+    out = standardize(images)
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    p = 40 / 784
+    to_uint8 = lambda z: round((z + 1) * 255 / 8)  # noqa: E731  z in [-1, 7] -> 0..255
+    assert out[0, 0, 12, 12] == to_uint8(math.sqrt((1 - p) / p)) == 169
+    assert out[0, 0, 0, 0] == to_uint8(-math.sqrt(p / (1 - p))) == 24
+    assert torch.equal(out[0], out[1])
+    assert (out[2] == 32).all()  # z = 0
+    assert out[3, 0, 5, 5] == 255 and out[3, 0, 0, 0] == to_uint8(-1 / math.sqrt(783))

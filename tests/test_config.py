@@ -14,7 +14,7 @@ def test_defaults_are_the_seed_tutorials():
 
 
 def test_round_trip_through_json():
-    config = RunConfig(DataConfig("fashion-mnist", "dynamic"), ModelConfig(hidden_dims=(512, 256), latent_dim=32),
+    config = RunConfig(DataConfig("fashion-mnist", "dynamic", standardize=True), ModelConfig(hidden_dims=(512, 256), latent_dim=32),
                        TrainConfig(epochs=3, batch_size=64, lr=5e-4, seed=9))
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
@@ -57,6 +57,7 @@ def test_strict_parsing(document, message):
     (lambda: ModelConfig(hidden_dims=()), "needs at least one size"),
     (lambda: ModelConfig(latent_dim=0), "model.latent_dim must be a positive integer"),
     (lambda: DataConfig(binarize="otsu"), "data.binarize must be one of none, dynamic, threshold"),
+    (lambda: DataConfig(standardize=1), "data.standardize must be true or false, got 1"),
 ])
 def test_values_are_checked_on_construction(make, message):
     with pytest.raises(ConfigError) as info:

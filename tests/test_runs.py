@@ -26,16 +26,19 @@ def test_round_trip(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor)
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["format_version"] == 2 and document["model"]["hidden_dims"] == [16]
+    assert document["format_version"] == 3 and document["model"]["hidden_dims"] == [16]
 
 
-def test_a_format_1_run_reads_with_independent_pixels(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_run_reads_with_independent_pixels_and_raw_images(tmp_path, version):
     make_run(tmp_path / "r")
     path = tmp_path / "r" / "config.json"
     document = json.loads(path.read_text())
-    for key in ("pixel_groups", "context_channels"):  # format 1 had no pixel context
-        del document["model"][key]
-    path.write_text(json.dumps({**document, "format_version": 1}))
+    del document["data"]["standardize"]  # formats 1 and 2 had no standardization
+    if version == 1:
+        for key in ("pixel_groups", "context_channels"):  # format 1 had no pixel context
+            del document["model"][key]
+    path.write_text(json.dumps({**document, "format_version": version}))
     assert load_run(tmp_path / "r").config == SMALL
 
 

@@ -49,12 +49,15 @@ class DataConfig:
     name: str = "mnist"  # a built-in dataset (vaekit.data.DATASETS), or the path of the user's images
     binarize: str = "none"  # none: grayscale in [0, 1]; dynamic: Bernoulli draw per epoch; threshold: > 127
     validation: float = 0.1  # for a path: the seeded fraction of images held out (built-ins have a test split)
+    standardize: bool = False  # each image to zero mean and unit variance first (vaekit.data.standardize)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"data.name must be a dataset name or a path, got {self.name!r}")
         _choice("data.binarize", self.binarize, BINARIZE_MODES)
         _number_in("data.validation", self.validation, 0, 1)
+        if not isinstance(self.standardize, bool):
+            raise ConfigError(f"data.standardize must be true or false, got {self.standardize!r}")
 
 
 @dataclass(frozen=True)

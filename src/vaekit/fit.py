@@ -75,7 +75,7 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
 
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
-                                          progress, images)
+                                          progress, images, config.data.standardize)
     if train_set.shape != config.model.input_shape:
         raise ConfigError(f"{train_set.name} images are {train_set.shape}, the model expects {config.model.input_shape}")
     return train_set, test_set

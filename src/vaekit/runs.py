@@ -27,7 +27,7 @@ from .config import RunConfig
 from .errors import ConfigError, RunError
 from .models import VAE
 
-FORMAT_VERSION = 2  # 2 added model.pixel_groups and model.context_channels
+FORMAT_VERSION = 3  # 2 added model.pixel_groups and model.context_channels; 3 data.standardize
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -147,6 +147,8 @@ def migrate_config(document: dict, version: int) -> dict:
     """A config document of run format `version` brought to the current format, each step explicit."""
     if version < 2 and isinstance(document.get("model"), dict):  # before pixel context existed
         document = {**document, "model": {**document["model"], "pixel_groups": 1, "context_channels": 32}}
+    if version < 3 and isinstance(document.get("data"), dict):  # before per-image standardization existed
+        document = {**document, "data": {**document["data"], "standardize": False}}
     return document
 
 

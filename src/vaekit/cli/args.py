@@ -103,7 +103,8 @@ def test_data(run, args, for_latents: bool = False):
 
     device = next(run.model.parameters()).device
     data = run.config.data
-    _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
+    _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir,
+                              standardize=data.standardize)
     prepare = latent_inputs if for_latents else fixed_binarization
     return prepare(test.images.to(device), data.binarize, run.config.train.seed), test
 
@@ -113,10 +114,10 @@ def model_inputs(run, source: str, data_dir, for_latents: bool = False) -> tuple
 
     for_latents: prepared for reading codes (`latent_inputs`) rather than for scoring or coding them.
     """
-    from ..data import conform, fixed_binarization, latent_inputs, read_images
+    from ..data import as_seen, conform, fixed_binarization, latent_inputs, read_images
 
     images = read_images(source, data_dir)
-    conformed = conform(images, run.config.model.input_shape)
+    conformed = as_seen(conform(images, run.config.model.input_shape), run.config.data.standardize)
     device = next(run.model.parameters()).device
     prepare = latent_inputs if for_latents else fixed_binarization
     x = prepare(conformed.images.to(device), run.config.data.binarize, run.config.train.seed)

@@ -62,6 +62,9 @@ def run_compress(args) -> int:
     if args.precision > 16:
         raise ConfigError(f"--precision must be at most 16, got {args.precision}")
     loaded = open_run(args)
+    if loaded.config.data.standardize:
+        raise ConfigError(f"{args.run} was trained on standardized images (--standardize); compression codes "
+                          "the pixels themselves: use a run trained without it")
     array, container = read_array(args.input, args.data_dir)
     data, stats = compress_images(loaded.model, array, container, loaded.config.data.binarize,
                                   loaded.config.train.seed, args.precision, source=str(args.input))

@@ -35,7 +35,7 @@ def run(args) -> int:
     start = time.perf_counter()
     loaded = open_run(args)
     data, seed = loaded.config.data, loaded.config.train.seed
-    train, test = load_train_test(data.name, data.validation, seed, args.data_dir)
+    train, test = load_train_test(data.name, data.validation, seed, args.data_dir, standardize=data.standardize)
     x_test = fixed_binarization(test.images.to(next(loaded.model.parameters()).device), data.binarize, seed)
     page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples)
     atomic_write_text(args.output, page)

@@ -126,7 +126,8 @@ def run_embed(args) -> int:
 def labelled_latents(loaded, args):
     """Posterior features (means and log-variances side by side) and labels of the run's train and test images."""
     data = loaded.config.data
-    train, test = load_train_test(data.name, data.validation, loaded.config.train.seed, args.data_dir)
+    train, test = load_train_test(data.name, data.validation, loaded.config.train.seed, args.data_dir,
+                                  standardize=data.standardize)
     if train.labels is None or test.labels is None:
         raise DataError(f"{data.name} has no labels: probes need labelled images (a built-in dataset, an .npz "
                         "with labels, or a folder of class subfolders)")

@@ -42,6 +42,8 @@ examples:
   vaekit train --iwae 50 --binarize dynamic --out runs/iwae
   vaekit train --binarize threshold --pixel-groups 7 --epochs 30 --out runs/ctx   # for vaekit compress
   vaekit train --kl-warmup 10 --free-bits 0.25 --out runs/no-collapse
+  vaekit train --data normal_parts/ --likelihood gaussian-shared --standardize --epochs 50 --out runs/parts
+                                                     # an anomaly detector (docs/anomaly-detection.md)
   vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
   vaekit train --resume runs/deeper --epochs 40      # or train it longer
 """
@@ -50,7 +52,7 @@ TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "see
                "beta", "kl_warmup", "free_bits", "iw_samples")
 MODEL_FLAGS = ("architecture", "conv_channels", "likelihood", "prior", "prior_components", "pixel_groups",
                "context_channels")
-CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "recipe", *MODEL_FLAGS, *TRAIN_FLAGS)
+CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "standardize", "recipe", *MODEL_FLAGS, *TRAIN_FLAGS)
 
 
 def register(subparsers) -> None:
@@ -61,6 +63,9 @@ def register(subparsers) -> None:
     add_data_dir_argument(p)
     p.add_argument("--validation", type=unit_fraction,
                    help=f"fraction of your own images held out (default {defaults.data.validation:g})")
+    p.add_argument("--standardize", action="store_true", default=None,
+                   help="see every image at zero mean and unit variance (global contrast normalization); "
+                        "the run applies it to everything it scores or encodes later. Best for anomaly detection")
     p.add_argument("--hidden", type=positive_int, nargs="+", metavar="SIZE",
                    help="hidden layer sizes, input side first (default 400)")
     p.add_argument("--latent", type=positive_int, help=f"latent dimensions (default {defaults.model.latent_dim})")
@@ -150,7 +155,8 @@ def build_config(args, images: ImageSet | None = None) -> RunConfig:
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     return RunConfig(
         data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize,
-                        validation=args.validation if args.validation is not None else defaults.data.validation),
+                        validation=args.validation if args.validation is not None else defaults.data.validation,
+                        standardize=bool(args.standardize)),
         model=ModelConfig(input_shape=input_shape, hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
                           latent_dim=args.latent or defaults.model.latent_dim,
                           **{name: tuple(v) if isinstance(v, list) else v

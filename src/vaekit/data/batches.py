@@ -15,6 +15,26 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
+# Per-image z-scores from -1 to 7 span the uint8 range: a z-score below -1 needs an image more than half
+# lit, one above 7 a stroke on fewer than 2% of the pixels (for two-level images), so digits are not clipped.
+STANDARD_RANGE = (-1.0, 7.0)
+
+
+def standardize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> uint8 images with each image's pixels shifted to mean 0 and scaled to variance 1.
+
+    The global contrast normalization of the one-class protocol (Ruff et al. 2018), before its
+    scaling: every image is seen at the same contrast, so a faint or thin image cannot pass for a
+    normal one by having few lit pixels. The z-scores map linearly from STANDARD_RANGE to 0..255
+    (clipped), keeping the uint8 pipeline; a constant image becomes uniform gray (z = 0).
+    """
+    x = images.float()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True, correction=0).clamp_min(1e-6)
+    low, high = STANDARD_RANGE
+    return ((x - mean) / std - low).mul_(255.0 / (high - low)).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def binarize(x: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply a binarization mode to pixels in [0, 1].
 

@@ -9,6 +9,7 @@ what was expected and what was found.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zipfile
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from ..rng import derive_seed, make_generator
+from .batches import standardize as standardize_images
 from .datasets import DATASETS, load_split
 from .idx import read_idx
 from .imageset import ImageSet
@@ -232,20 +234,26 @@ def conform(images: ImageSet, shape: tuple[int, int, int]) -> ImageSet:
 
 
 def load_train_test(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
-                    progress: bool = False, images: ImageSet | None = None) -> tuple[ImageSet, ImageSet]:
-    """A run's training images and held-out images.
+                    progress: bool = False, images: ImageSet | None = None,
+                    standardize: bool = False) -> tuple[ImageSet, ImageSet]:
+    """A run's training images and held-out images, standardized per image if the run asks (`as_seen`).
 
     For a built-in dataset, its train and test splits; for a path, a seeded random `validation`
     fraction of its images is held out (at least one image each side). `images`, if given, are that
     path's images already read (the CLI reads them once, to size the model).
     """
     if name in DATASETS:
-        return (load_split(name, "train", data_dir, progress=progress),
-                load_split(name, "test", data_dir, progress=progress))
-    images = images if images is not None else read_images(name, data_dir)
+        return (as_seen(load_split(name, "train", data_dir, progress=progress), standardize),
+                as_seen(load_split(name, "test", data_dir, progress=progress), standardize))
+    images = as_seen(images if images is not None else read_images(name, data_dir), standardize)
     n = len(images)
     if n < 2:
         raise DataError(f"{images.name}: needs at least 2 images to hold some out for validation, got {n}")
     held_out = min(max(1, round(validation * n)), n - 1)
     order = torch.randperm(n, generator=make_generator(derive_seed(seed, "validation-split")))
     return images.subset(order[held_out:].sort().values), images.subset(order[:held_out].sort().values)
+
+
+def as_seen(images: ImageSet, standardize: bool) -> ImageSet:
+    """The images as a run sees them: standardized per image (`batches.standardize`) if it was trained so."""
+    return dataclasses.replace(images, images=standardize_images(images.images)) if standardize else images

@@ -3,6 +3,7 @@
     python benchmarks/nll.py                         # every configuration below (hours on a 2-core CPU)
     python benchmarks/nll.py --only seed-mlp         # one of them
     python benchmarks/nll.py --only iwae-50 --epochs 30 --out bench-runs
+    python benchmarks/nll.py --only seed-mlp --lr 1e-3 --out bench-runs/lr1e-3
 
 Each configuration trains with a fixed seed into OUT/<name> (an existing finished run is evaluated
 again, an unfinished one resumed) and is evaluated with `importance_weighted_nll` (K=5000, the
@@ -72,6 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS), help="configurations to run (default all)")
     parser.add_argument("--epochs", type=int, help="override every configuration's epochs")
+    parser.add_argument("--lr", type=float, help="override every configuration's peak learning rate")
     parser.add_argument("-k", type=int, default=5000, help="importance samples (default 5000)")
     parser.add_argument("--images", type=int, help="evaluate on the first N test images only (default all 10,000)")
     parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="where the runs go")
@@ -79,8 +81,9 @@ def main() -> None:
     results = []
     for name in args.only or CONFIGS:
         config, anchor = CONFIGS[name]
-        if args.epochs:
-            config = RunConfig(config.data, config.model, TrainConfig(**{**config.train.__dict__, "epochs": args.epochs}))
+        overrides = {key: value for key, value in (("epochs", args.epochs), ("lr", args.lr)) if value}
+        if overrides:
+            config = RunConfig(config.data, config.model, TrainConfig(**{**config.train.__dict__, **overrides}))
         path = args.out / name
         log = lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
         try:

@@ -22,8 +22,10 @@ SCORE_HELP = """\
 Score images for how anomalous they are under a trained run: per image, a score in nats (higher is
 more anomalous: the negative ELBO, the importance-sampled NLL, or the reconstruction term) and, if
 a threshold is known, the decision. INPUT is a built-in split (mnist:test), an IDX, .npy or .npz
-file, an image, or a folder of images; images are converted to the run's size and channels and
-binarized by the run's rule.
+file, an image, or a folder of images; images are converted to the run's size and channels, then
+standardized (if the run was trained with --standardize) and binarized as in its training.
+For the best detector, train with --likelihood gaussian-shared --standardize
+(docs/anomaly-detection.md).
 
 Writes CSV (index, name, label, score, anomaly) to -o FILE.csv, JSON lines to -o FILE.jsonl, or
 CSV to stdout. The threshold is the run's calibrated one (vaekit calibrate) unless --threshold

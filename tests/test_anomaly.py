@@ -132,6 +132,9 @@ def test_standardized_run_scores_what_it_was_trained_on_and_separates_better(tmp
         aurocs[len(flags)] = auroc(scores, mnist_test.labels != 8)
     run = load_run(out)
     assert run.config.data.standardize
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0  # the held-out images, standardized as in training
+    assert json.loads(capsys.readouterr().out)["test_loss"] == pytest.approx(run.metrics[-1]["test_loss"], abs=1e-3)
     expected = anomaly_scores(run.model, fixed_binarization(standardize(mnist_test.images), "none", 1), "elbo", seed=1)
     torch.testing.assert_close(scores, expected.float(), rtol=1e-4, atol=1e-2)  # the CSV's digits
     assert aurocs[1] > 0.93 and aurocs[1] > aurocs[0] + 0.04, aurocs

@@ -99,12 +99,12 @@ def test_inputs(run, args):
 
 def test_data(run, args, for_latents: bool = False):
     """`test_inputs` (or, for_latents, `latent_inputs`), and the test ImageSet they came from."""
-    from ..data import fixed_binarization, latent_inputs, load_train_test
+    from ..data import as_seen, fixed_binarization, latent_inputs, load_train_test
 
     device = next(run.model.parameters()).device
     data = run.config.data
-    _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir,
-                              standardize=data.standardize)
+    _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
+    test = as_seen(test, data.standardize)  # per image, so only the images used (not the training split)
     prepare = latent_inputs if for_latents else fixed_binarization
     return prepare(test.images.to(device), data.binarize, run.config.train.seed), test
 

@@ -7,7 +7,7 @@ import torch
 
 from vaekit import VAE, ModelConfig, RunConfig, TrainConfig, Trainer
 from vaekit.errors import ConfigError
-from vaekit.evaluate import collapse_warning, posterior_diagnostics
+from vaekit.evaluate import collapse_streak, collapse_warning, posterior_diagnostics
 from vaekit.fit import build_model
 from vaekit.models import DiagonalGaussian, mixture_log_prob, standard_normal_log_prob
 from vaekit.objectives import negative_elbo, training_loss
@@ -128,3 +128,12 @@ def test_diagnostics_find_collapsed_units():
     assert "only 1 of 4 latent dimensions are active" in collapse_warning({**result, "active_units": 1}, 4)
     assert "pixel-groups" not in collapse_warning({**result, "active_units": 1}, 4)
     assert "with --pixel-groups some of this is expected" in collapse_warning({**result, "active_units": 1}, 4, 7)
+
+
+def test_collapse_streak_counts_the_latest_collapsed_epochs_after_the_warm_up():
+    rows = [{"epoch": e + 1, "active_units": a} for e, a in enumerate([0, 0, 9, 3, 2, 4])]  # 10 latents
+    assert collapse_streak(rows, 10) == 3  # epochs 4-6 (4 of 10 active is still fewer than half)
+    assert collapse_streak(rows, 10, after_epoch=5) == 1
+    assert collapse_streak(rows[:3], 10) == 0  # recovered at epoch 3
+    assert collapse_streak(rows[:2], 10) == 2 and collapse_streak(rows[:2], 10, after_epoch=2) == 0
+    assert collapse_streak([], 10) == 0

@@ -77,6 +77,17 @@ def dims_by_usage(diagnostics: dict) -> list[int]:
     return sorted(range(len(score)), key=lambda d: -score[d])
 
 
+def collapse_streak(metrics: list[dict], latent_dim: int, after_epoch: int = 0) -> int:
+    """How many epochs in a row, up to the last one logged, had fewer than half the latent dimensions
+    active, counting only epochs after `after_epoch` (the KL warm-up, when collapse is expected)."""
+    streak = 0
+    for row in reversed(metrics):
+        if row["epoch"] <= after_epoch or row["active_units"] * 2 >= latent_dim:
+            break
+        streak += 1
+    return streak
+
+
 def collapse_warning(diagnostics: dict, latent_dim: int, pixel_groups: int = 1) -> str | None:
     """A sentence saying the posterior is collapsing, if fewer than half the latent dimensions are active."""
     active = diagnostics["active_units"]

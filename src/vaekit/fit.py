@@ -20,7 +20,7 @@ from .config import RunConfig
 from .data import ImageSet, fixed_binarization, load_train_test
 from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
-from .evaluate import collapse_warning, evaluate_elbo, posterior_diagnostics
+from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterior_diagnostics
 from .generate import reconstruct, sample
 from .models import VAE
 from .plots import save_image_grid, save_loss_curve
@@ -29,6 +29,7 @@ from .train import Trainer, epoch_seeds
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
 N_RECONSTRUCTIONS = 8  # test images in each reconstruction_<epoch>.png
+COLLAPSE_PATIENCE = 3  # epochs in a row a posterior collapse lasts (after the KL warm-up) before training warns
 
 Log = Callable[[str], None]
 
@@ -117,7 +118,9 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
                 f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
                 f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s")
             warning = collapse_warning(diagnostics, config.model.latent_dim, config.model.pixel_groups)
-            if warning and not warned and epoch > config.train.kl_warmup:
+            streak = collapse_streak(metrics, config.model.latent_dim, config.train.kl_warmup)
+            # a collapse that lasts, or that the run ends in: early epochs often pass through one and recover
+            if warning and not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
                 log(f"warning: {warning}")
                 warned = True
     except KeyboardInterrupt:

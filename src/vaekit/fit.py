@@ -29,7 +29,7 @@ from .train import Trainer, epoch_seeds
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
 N_RECONSTRUCTIONS = 8  # test images in each reconstruction_<epoch>.png
-COLLAPSE_PATIENCE = 3  # epochs in a row a posterior collapse lasts (after the KL warm-up) before training warns
+COLLAPSE_PATIENCE = 5  # epochs in a row a posterior collapse lasts (after the KL warm-up) before training warns
 
 Log = Callable[[str], None]
 

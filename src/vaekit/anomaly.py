@@ -14,13 +14,21 @@ all per image in nats (higher is more anomalous):
 Likelihood scores share a known failure (Nalisnick et al. 2019): images simpler than the normal class,
 such as a 1 against a model of 8s, get a higher likelihood than the normal images themselves.
 The squared error is less prone to it on MNIST (BENCHMARKS.md).
+
+Several runs can score as one model, the equal-weight mixture of their densities (`mixture_scores`):
+one run per kind of normal image (say, per digit) often detects what none of them was trained on
+better than one run trained on all of it.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from tqdm import tqdm
 
+from .config import RunConfig
 from .evaluate import EVAL_BATCH, importance_weighted_nll
 from .likelihoods import negative_log_likelihood
 from .models import VAE
@@ -28,6 +36,10 @@ from .objectives import negative_elbo
 from .rng import derive_seed, make_generator
 
 SCORE_METHODS = ("elbo", "iwae", "recon", "mse")
+MIXTURE_METHODS = ("elbo", "iwae", "recon")  # scores in nats: -log of a density (mse is not one)
+# what runs scored as one mixture must share: their scores are then densities of the same inputs
+_MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "likelihood": lambda c: c.model.likelihood,
+                       "--standardize": lambda c: c.data.standardize, "--binarize": lambda c: c.data.binarize}
 
 
 @torch.no_grad()
@@ -60,6 +72,34 @@ def anomaly_scores(model: VAE, x: torch.Tensor, method: str = "elbo", seed: int 
             out[start:start + batch_size] = terms.loss
     model.train(was_training)
     return out
+
+
+def mixture_scores(member_scores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Scores under the equal-weight mixture of several models, from each one's scores of the same images.
+
+    A member's score s_m(x) in nats is -log p_m(x); the mixture's is -log((1/M) sum_m p_m(x)), computed
+    in float64 without leaving log space. An image is normal to the mixture if any member finds it likely.
+    """
+    if not member_scores:
+        raise ValueError("a mixture needs at least one member's scores")
+    stacked = torch.stack([s.double() for s in member_scores])
+    return math.log(len(member_scores)) - torch.logsumexp(-stacked, 0)
+
+
+def check_mixable(configs: dict[str, RunConfig], method: str) -> None:
+    """ValueError unless runs (named by the keys) can score the same inputs as one mixture with `method`.
+
+    Their scores must be densities of the same thing: the same image size, pixel likelihood and input
+    preparation (standardization and binarization), and a score in nats.
+    """
+    if method not in MIXTURE_METHODS:
+        raise ValueError(f"a mixture of runs needs a score in nats ({', '.join(MIXTURE_METHODS)}), not {method}")
+    (first_name, first), *others = configs.items()
+    for name, config in others:
+        for what, get in _MIXTURE_MUST_MATCH.items():
+            if get(config) != get(first):
+                raise ValueError(f"{name} cannot join a mixture with {first_name}: its {what} is {get(config)!r}, "
+                                 f"not {get(first)!r}")
 
 
 def calibrate(scores: torch.Tensor, quantile: float, seed: int = 0) -> dict:

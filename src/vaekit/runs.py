@@ -24,6 +24,7 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
 from .config import RunConfig
+from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs
 from .errors import ConfigError, RunError
 from .models import VAE
 
@@ -204,6 +205,19 @@ class Run:
     config: RunConfig
     model: VAE
     metrics: list[dict] = field(default_factory=list)
+
+    def inputs(self, images: ImageSet, for_latents: bool = False) -> torch.Tensor:
+        """`images` as this run's model takes them, on its device: converted to its size and channels,
+        standardized (if it was trained so) and binarized as in its training, with its seed.
+
+        for_latents: prepared for reading codes (`data.latent_inputs`) rather than for scoring or coding.
+        So `anomaly_scores(run.model, run.inputs(load_split("mnist", "test")))` scores as `vaekit score` does.
+        """
+        data = self.config.data
+        conformed = as_seen(conform(images, self.config.model.input_shape), data.standardize)
+        prepare = latent_inputs if for_latents else fixed_binarization
+        device = next(self.model.parameters()).device
+        return prepare(conformed.images.to(device), data.binarize, self.config.train.seed)
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from ..anomaly import SCORE_METHODS, anomaly_scores, calibrate
+from ..anomaly import SCORE_METHODS, anomaly_scores, calibrate, check_mixable, mixture_scores
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
-from ..runs import read_threshold, write_threshold
 from ..plots import save_image_grid
+from ..runs import load_run, read_threshold, write_threshold
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, model_inputs, open_run, png_path,
                    positive_int, test_inputs)
 
@@ -27,6 +27,11 @@ standardized (if the run was trained with --standardize) and binarized as in its
 For the best detector, train with --likelihood gaussian-shared --standardize
 (docs/anomaly-detection.md).
 
+--mixture RUN2 RUN3 ... scores under the equal-weight mixture of RUN and those runs: -log of the mean
+of their likelihoods, so an image is normal if any of them finds it likely. Train one run per kind of
+normal image (say, per digit) and mix them; they must share RUN's image size, likelihood,
+--standardize and --binarize.
+
 Writes CSV (index, name, label, score, anomaly) to -o FILE.csv, JSON lines to -o FILE.jsonl, or
 CSV to stdout. The threshold is the run's calibrated one (vaekit calibrate) unless --threshold
 is given; with neither, the anomaly column is empty.
@@ -36,18 +41,21 @@ examples:
   vaekit score runs/digits my_scans/ --method iwae --iw-samples 200 -o scores.jsonl
   vaekit score runs/digits suspicious.png --threshold 130
   vaekit score runs/digits mnist:test -o scores.csv --extremes extremes.png
+  vaekit score runs/digit0 mnist:test --mixture runs/digit1 runs/digit2 -o scores.csv
 """
 
 CALIBRATE_HELP = """\
 Fit an anomaly threshold on held-out normal images and store it in the run (threshold.json): the
 score at --quantile of half of them, with the false-positive rate measured on the other half. The
 normal images are the run's held-out set (its dataset's test split, or the validation share of your
-own images) unless --data names others.
+own images) unless --data names others. With --mixture, the threshold is for that mixture's scores
+(score then needs the same --mixture); calibrate it with --data on normal images of every kind.
 
 examples:
   vaekit calibrate runs/digits
   vaekit calibrate runs/digits --quantile 0.995 --method iwae
   vaekit calibrate runs/digits --data normal_batch.npy
+  vaekit calibrate runs/digit0 --mixture runs/digit1 runs/digit2 --data normal_batch.npy
 """
 
 
@@ -79,6 +87,8 @@ def add_method_arguments(p) -> None:
     p.add_argument("--method", choices=SCORE_METHODS, default=None,
                    help="elbo (default), iwae or recon; score uses the calibrated method by default")
     p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K", help="for iwae (default 100)")
+    p.add_argument("--mixture", type=Path, nargs="+", default=[], metavar="RUN",
+                   help="score under the equal-weight mixture of RUN and these runs (elbo, iwae or recon); after INPUT")
 
 
 def run_score(args) -> int:
@@ -87,15 +97,19 @@ def run_score(args) -> int:
     loaded = open_run(args)
     calibration = read_threshold(args.run)
     method = args.method or (calibration["method"] if calibration else "elbo")
+    members = open_mixture(args, loaded, method)
     threshold = args.threshold
     if threshold is None and calibration is not None:
         if calibration["method"] != method:
             raise ConfigError(f"the run's threshold was calibrated for --method {calibration['method']}, not {method}; "
                               "pass --threshold or calibrate again")
+        if calibration.get("mixture", []) != mixture_names(args):
+            raise ConfigError("the run's threshold was calibrated for "
+                              + (f"--mixture {' '.join(calibration['mixture'])}" if calibration.get("mixture") else
+                                 "the run alone") + "; pass --threshold or calibrate again with this --mixture")
         threshold = calibration["threshold"]
     x, names, labels = model_inputs(loaded, args.input, args.data_dir)
-    score_tensor = anomaly_scores(loaded.model, x, method, loaded.config.train.seed, args.iw_samples,
-                                  progress=sys.stderr.isatty())
+    score_tensor = score_images(members, x, method, args.iw_samples)
     if args.extremes:
         order = torch.argsort(score_tensor, descending=True)
         n = min(16, len(order) // 2) or 1
@@ -119,23 +133,48 @@ def run_calibrate(args) -> int:
         raise ConfigError(f"--quantile must be between 0 and 1, got {args.quantile}")
     loaded = open_run(args)
     method = args.method or "elbo"
+    members = open_mixture(args, loaded, method)
     if args.data:
         x, _, _ = model_inputs(loaded, args.data, args.data_dir)
     else:
         x = test_inputs(loaded, args)
-    scores = anomaly_scores(loaded.model, x, method, loaded.config.train.seed, args.iw_samples,
-                            progress=sys.stderr.isatty())
+    scores = score_images(members, x, method, args.iw_samples)
     try:
         result = calibrate(scores.cpu(), args.quantile, loaded.config.train.seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     result.update(method=method, iw_samples=args.iw_samples if method == "iwae" else None,
-                  data=args.data or "the run's held-out images")
+                  data=args.data or "the run's held-out images", mixture=mixture_names(args))
     write_threshold(args.run, result)
     print(f"threshold {result['threshold']:.3f} ({method}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "
           f"{result['false_positive_rate']:.4f}")
     return 0
+
+
+def open_mixture(args, run, method: str) -> list:
+    """`run` and the runs named by --mixture, loaded on its device and checked to score as one mixture."""
+    if not args.mixture:
+        return [run]
+    device = next(run.model.parameters()).device
+    members = [run, *(load_run(path, device) for path in args.mixture)]
+    try:
+        check_mixable({str(m.path): m.config for m in members}, method)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return members
+
+
+def mixture_names(args) -> list[str]:
+    """The --mixture runs as calibration records them: absolute paths, in order."""
+    return [str(path.resolve()) for path in args.mixture]
+
+
+def score_images(members: list, x: torch.Tensor, method: str, iw_samples: int) -> torch.Tensor:
+    """Each member's scores of model inputs x, combined as their mixture's when there is more than one."""
+    scores = [anomaly_scores(m.model, x, method, m.config.train.seed, iw_samples, progress=sys.stderr.isatty())
+              for m in members]
+    return scores[0] if len(scores) == 1 else mixture_scores(scores)
 
 
 def to_csv(rows: list[dict]) -> str:

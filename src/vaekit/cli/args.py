@@ -98,29 +98,23 @@ def test_inputs(run, args):
 
 
 def test_data(run, args, for_latents: bool = False):
-    """`test_inputs` (or, for_latents, `latent_inputs`), and the test ImageSet they came from."""
-    from ..data import as_seen, fixed_binarization, latent_inputs, load_train_test
+    """`test_inputs` (or, for_latents, `latent_inputs`), and the test ImageSet they came from (for its labels)."""
+    from ..data import load_train_test
 
-    device = next(run.model.parameters()).device
     data = run.config.data
     _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
-    test = as_seen(test, data.standardize)  # per image, so only the images used (not the training split)
-    prepare = latent_inputs if for_latents else fixed_binarization
-    return prepare(test.images.to(device), data.binarize, run.config.train.seed), test
+    return run.inputs(test, for_latents), test  # standardizes only the images used, not the training split
 
 
 def model_inputs(run, source: str, data_dir, for_latents: bool = False) -> tuple[torch.Tensor, list[str], list]:
-    """Images from any source as the run's model inputs, with a name and a label (or None) per image.
+    """Images from any source as the run's model inputs (`Run.inputs`), with a name and a label (or None) per image.
 
     for_latents: prepared for reading codes (`latent_inputs`) rather than for scoring or coding them.
     """
-    from ..data import as_seen, conform, fixed_binarization, latent_inputs, read_images
+    from ..data import read_images
 
     images = read_images(source, data_dir)
-    conformed = as_seen(conform(images, run.config.model.input_shape), run.config.data.standardize)
-    device = next(run.model.parameters()).device
-    prepare = latent_inputs if for_latents else fixed_binarization
-    x = prepare(conformed.images.to(device), run.config.data.binarize, run.config.train.seed)
+    x = run.inputs(images, for_latents)
     names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
     labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
     return x, names, labels

@@ -211,6 +211,8 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     assert torch.equal(flags, (mixed > stored["threshold"]).long())
     assert flags[~anomalous].float().mean() < 0.15 and flags[anomalous].float().mean() > 0.6
     capsys.readouterr()
+    assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), str(sevens)]) == 2
+    assert f"calibrated for --mixture {sevens.resolve()}; pass --threshold" in capsys.readouterr().err
     assert main(["score", str(digit_run), str(first1000)]) == 2
     assert f"calibrated for --mixture {sevens.resolve()}" in capsys.readouterr().err
     assert main(["calibrate", str(digit_run)]) == 0  # back to the run alone, for the other tests

@@ -103,7 +103,7 @@ def run_score(args) -> int:
         if calibration["method"] != method:
             raise ConfigError(f"the run's threshold was calibrated for --method {calibration['method']}, not {method}; "
                               "pass --threshold or calibrate again")
-        if calibration.get("mixture", []) != mixture_names(args):
+        if sorted(calibration.get("mixture", [])) != sorted(mixture_names(args)):  # a mixture has no order
             raise ConfigError("the run's threshold was calibrated for "
                               + (f"--mixture {' '.join(calibration['mixture'])}" if calibration.get("mixture") else
                                  "the run alone") + "; pass --threshold or calibrate again with this --mixture")

@@ -229,3 +229,5 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     assert f"{other} cannot join a mixture with {digit_run}: its --binarize is 'dynamic', not 'none'" in err, err
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "--method", "mse"]) == 2
     assert "needs a score in nats" in capsys.readouterr().err
+    assert main(["score", str(digit_run), "--mixture", str(sevens), str(first1000)]) == 2  # took INPUT as a run
+    assert "required: INPUT (--mixture takes every word up to the next option: put it after INPUT)" in capsys.readouterr().err

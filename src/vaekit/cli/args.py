@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,13 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._arguments = list(sys.argv[1:] if args is None else args)  # subcommands get theirs from the parent
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
+        if "arguments are required" in message and "--mixture" in getattr(self, "_arguments", []):
+            message += " (--mixture takes every word up to the next option: put it after INPUT)"
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 

@@ -77,21 +77,26 @@ def dims_by_usage(diagnostics: dict) -> list[int]:
     return sorted(range(len(score)), key=lambda d: -score[d])
 
 
+def is_collapsed(active_units: int, latent_dim: int) -> bool:
+    """Whether the posterior counts as collapsed: fewer than half the latent dimensions active."""
+    return active_units * 2 < latent_dim
+
+
 def collapse_streak(metrics: list[dict], latent_dim: int, after_epoch: int = 0) -> int:
-    """How many epochs in a row, up to the last one logged, had fewer than half the latent dimensions
-    active, counting only epochs after `after_epoch` (the KL warm-up, when collapse is expected)."""
+    """How many epochs in a row, up to the last one logged, were collapsed (`is_collapsed`), counting
+    only epochs after `after_epoch` (the KL warm-up, when collapse is expected)."""
     streak = 0
     for row in reversed(metrics):
-        if row["epoch"] <= after_epoch or row["active_units"] * 2 >= latent_dim:
+        if row["epoch"] <= after_epoch or not is_collapsed(row["active_units"], latent_dim):
             break
         streak += 1
     return streak
 
 
 def collapse_warning(diagnostics: dict, latent_dim: int, pixel_groups: int = 1) -> str | None:
-    """A sentence saying the posterior is collapsing, if fewer than half the latent dimensions are active."""
+    """A sentence saying the posterior is collapsing, if it is (`is_collapsed`)."""
     active = diagnostics["active_units"]
-    if active * 2 >= latent_dim:
+    if not is_collapsed(active, latent_dim):
         return None
     warning = (f"posterior collapse: only {active} of {latent_dim} latent dimensions are active (their posterior "
                "means barely vary across images), so the decoder ignores most of the code; try --kl-warmup 10, "

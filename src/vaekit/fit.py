@@ -117,11 +117,10 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
                 f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
                 f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s")
-            warning = collapse_warning(diagnostics, config.model.latent_dim, config.model.pixel_groups)
             streak = collapse_streak(metrics, config.model.latent_dim, config.train.kl_warmup)
             # a collapse that lasts, or that the run ends in: early epochs often pass through one and recover
-            if warning and not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
-                log(f"warning: {warning}")
+            if not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
+                log(f"warning: {collapse_warning(diagnostics, config.model.latent_dim, config.model.pixel_groups)}")
                 warned = True
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "

@@ -190,10 +190,10 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     first1000 = tmp_path / "first1000.npy"
     np.save(first1000, mnist_test.images[:1000, 0].numpy())
     scores = {}
-    for name, runs in {"ones": [digit_run], "sevens": [sevens], "mixture": [digit_run]}.items():
+    for name, (run, extra) in {"ones": (digit_run, []), "sevens": (sevens, []),
+                               "mixture": (digit_run, ["--mixture", str(sevens)])}.items():
         out = tmp_path / f"{name}.csv"
-        mixture = ["--mixture", str(sevens)] if name == "mixture" else []
-        assert main(["score", str(runs[0]), str(first1000), *mixture, "--threshold", "0", "-o", str(out)]) == 0
+        assert main(["score", str(run), str(first1000), *extra, "--threshold", "0", "-o", str(out)]) == 0
         scores[name] = read_scores(out)[0]
     torch.testing.assert_close(scores["mixture"], mixture_scores([scores["ones"], scores["sevens"]]), atol=2e-4, rtol=0)
     anomalous = (mnist_test.labels[:1000] != 1) & (mnist_test.labels[:1000] != 7)

@@ -88,7 +88,7 @@ def add_method_arguments(p) -> None:
                    help="elbo (default), iwae or recon; score uses the calibrated method by default")
     p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K", help="for iwae (default 100)")
     p.add_argument("--mixture", type=Path, nargs="+", default=[], metavar="RUN",
-                   help="score under the equal-weight mixture of RUN and these runs (elbo, iwae or recon); after INPUT")
+                   help="score under the equal-weight mixture of RUN and these runs (elbo, iwae or recon); after the positional arguments")
 
 
 def run_score(args) -> int:

@@ -26,8 +26,12 @@ class Parser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
-        if "arguments are required" in message and "--mixture" in getattr(self, "_arguments", []):
-            message += " (--mixture takes every word up to the next option: put it after INPUT)"
+        if "arguments are required" in message:  # perhaps swallowed by an option that takes one or more words
+            given = getattr(self, "_arguments", [])
+            greedy = [o for a in self._actions if a.nargs == "+" for o in a.option_strings if o in given]
+            positionals = [a.metavar or a.dest for a in self._actions if not a.option_strings]
+            if greedy and positionals:
+                message += f" ({greedy[0]} takes every word up to the next option: put it after {positionals[-1]})"
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 

@@ -4,12 +4,15 @@
     python benchmarks/anomaly.py --digits 2 5 --epochs 20 --skip-ood --skip-speed
     python benchmarks/anomaly.py --likelihood gaussian-shared --standardize   # vaekit's best detector
 
-1. One-class MNIST (Ruff et al. 2018): for each digit, train on that digit's training images only,
-   score all 10,000 test images; the digit is normal, every other digit an anomaly. AUROC per digit
-   and the mean, for the ELBO, IWAE, reconstruction and squared-error scores.
+1. One-class MNIST (Ruff et al. 2018): for each digit, train on that digit's training images only
+   (90% of them, split as `vaekit train --data` splits; the other 10% are held out), score all 10,000
+   test images; the digit is normal, every other digit an anomaly. AUROC per digit and the mean, for
+   the ELBO, IWAE, reconstruction and squared-error scores.
 2. Out of distribution: the MNIST test set (normal) against sets built here: uniform noise, inverted
-   digits, and digits rotated by 90 degrees, scored by a model trained on all of MNIST and by the
-   equal-weight mixture of the ten one-class models of step 1 (vaekit.anomaly.mixture_scores).
+   digits, and digits rotated by 90 degrees, scored by a model trained on all of MNIST and by the ten
+   one-class models of step 1 as one detector, under both rules of `vaekit score --mixture`: the
+   equal-weight mixture of their densities (vaekit.anomaly.mixture_scores) and the most typical
+   model, each measured against its held-out digits (vaekit.anomaly.typical_scores).
 3. Throughput of the ELBO score on the 10,000 test images, seed MLP.
 
 Prints one JSON object; writes the ROC curves as OUT/roc.png (drawn by vaekit.plots).
@@ -27,9 +30,9 @@ import torch
 from common import DATA_DIR, machine, median
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, load_split
-from vaekit.anomaly import MIXTURE_METHODS, anomaly_scores, auroc, mixture_scores, roc_curve
+from vaekit.anomaly import MIXTURE_METHODS, MIXTURE_RULES, anomaly_scores, auroc, mixture_scores, roc_curve, typical_scores
 from vaekit.config import ARCHITECTURES, LIKELIHOODS, DataConfig
-from vaekit.data import fixed_binarization, standardize
+from vaekit.data import fixed_binarization, load_train_test, standardize
 from vaekit.fit import build_model
 from vaekit.plots import save_roc_curves
 
@@ -58,19 +61,28 @@ def scores_by_method(model, x, seed: int, k: int, methods=("elbo", "iwae", "reco
     return {method: anomaly_scores(model, x, method, seed, k) for method in methods}
 
 
-def mixture_by_method(models, x, seed: int, k: int) -> dict[str, torch.Tensor]:
-    """The scores of the equal-weight mixture of `models`, for each score in nats."""
-    members = [scores_by_method(model, x, seed, k, MIXTURE_METHODS) for model in models]
-    return {method: mixture_scores([m[method] for m in members]) for method in MIXTURE_METHODS}
+def combined(members: list[dict], references: list[dict], rule: str) -> dict[str, torch.Tensor]:
+    """Several models' scores (members[i][method]) as one detector's under `rule` (density or typical);
+    references[i][method] are model i's scores of its own held-out images (for the typical rule)."""
+    if rule == "density":
+        return {method: mixture_scores([m[method] for m in members]) for method in MIXTURE_METHODS}
+    return {method: typical_scores([m[method] for m in members], [r[method] for r in references])
+            for method in MIXTURE_METHODS}
 
 
 def one_class(train_set, test_set, digits, config: RunConfig, k: int) -> dict:
-    x_test = fixed_binarization(seen(test_set.images, config), config.data.binarize, config.train.seed)
-    rows, curves, models = [], {}, {}
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        return fixed_binarization(seen(images, config), config.data.binarize, config.train.seed)
+
+    x_test = prepare(test_set.images)
+    rows, curves, models, references = [], {}, {}, {}
     for digit in digits:
         log = lambda line: print(f"[digit {digit}] {line}", file=sys.stderr, flush=True)  # noqa: E731
-        model, seconds = train(seen(train_set.images[train_set.labels == digit], config), config, log)
+        train_part, held_out = load_train_test(f"digit {digit}", config.data.validation, config.train.seed,
+                                               images=train_set.subset((train_set.labels == digit).nonzero()[:, 0]))
+        model, seconds = train(seen(train_part.images, config), config, log)
         models[digit] = model
+        references[digit] = scores_by_method(model, prepare(held_out.images), config.train.seed, k, MIXTURE_METHODS)
         is_anomaly = test_set.labels != digit
         scores = scores_by_method(model, x_test, config.train.seed, k)
         row = {"digit": digit, "train_s": round(seconds, 1), "deep_svdd": DEEP_SVDD[digit],
@@ -80,26 +92,33 @@ def one_class(train_set, test_set, digits, config: RunConfig, k: int) -> dict:
         curves[f"digit {digit} (AUROC {row['elbo']:.3f})"] = roc_curve(scores["elbo"], is_anomaly)
     mean = {method: round(sum(r[method] for r in rows) / len(rows), 4) for method in ("elbo", "iwae", "recon", "mse")}
     mean["deep_svdd"] = round(sum(DEEP_SVDD[d] for d in digits) / len(digits), 4)
-    return {"per_digit": rows, "mean": mean, "curves": curves, "models": models}
+    return {"per_digit": rows, "mean": mean, "curves": curves, "models": models, "references": references}
 
 
-def out_of_distribution(test_set, score) -> dict:
-    """AUROC of the MNIST test set (normal) against each set built here, for every score `score(uint8
-    images)` returns; for the rotated digits also per digit (ELBO score)."""
+def ood_sets(test_set) -> dict[str, torch.Tensor]:
+    """The MNIST test images ("normal") and the out-of-distribution sets built from them, as uint8 images."""
     images = test_set.images
     generator = torch.Generator().manual_seed(0)
-    sets = {
+    return {
+        "normal": images,
         "uniform noise": torch.randint(0, 256, images.shape, dtype=torch.uint8, generator=generator),
         "inverted digits": 255 - images,
         "rotated digits (90 degrees)": torch.rot90(images, 1, dims=(2, 3)),
     }
-    normal = score(images)
+
+
+def out_of_distribution(test_set, scores: dict[str, dict[str, torch.Tensor]]) -> dict:
+    """AUROC of the MNIST test set (normal) against each set of `ood_sets`, from every set's scores by
+    method (scores[set name][method]); for the rotated digits also per digit (ELBO score)."""
+    images = test_set.images
+    normal = scores["normal"]
     result, curves = {}, {}
-    for name, ood in sets.items():
-        odd = score(ood)
+    for name, odd in scores.items():
+        if name == "normal":
+            continue
         if name.startswith("rotated"):
             rotated = odd["elbo"]
-        labels = torch.cat([torch.zeros(len(images)), torch.ones(len(ood))]).bool()
+        labels = torch.cat([torch.zeros(len(images)), torch.ones(len(odd["elbo"]))]).bool()
         result[name] = {method: round(auroc(torch.cat([normal[method], odd[method]]), labels), 4) for method in normal}
         curves[f"{name} (AUROC {result[name]['elbo']:.3f})"] = roc_curve(torch.cat([normal["elbo"], odd["elbo"]]), labels)
     result["rotated, per digit (elbo)"] = {
@@ -155,14 +174,22 @@ def main() -> None:
         all_config = RunConfig(config.data, model_config, TrainConfig(epochs=10))
         model, seconds = train(seen(train_set.images, all_config), all_config,
                                lambda line: print(f"[all digits] {line}", file=sys.stderr))
-        ood = out_of_distribution(test_set, lambda images: scores_by_method(model, prepared(images), seed, args.k))
-        panels["MNIST against out-of-distribution sets: one model of all digits (ELBO)"] = ood.pop("curves")
+        sets = {name: prepared(images) for name, images in ood_sets(test_set).items()}
+        ood = out_of_distribution(test_set, {name: scores_by_method(model, x, seed, args.k) for name, x in sets.items()})
+        panels["out of distribution: one model of all digits (ELBO)"] = ood.pop("curves")
         result["out_of_distribution"] = {"train_s": round(seconds, 1), "epochs": all_config.train.epochs, **ood}
         if sorted(oc["models"]) == list(range(10)):
-            models = list(oc["models"].values())
-            mixed = out_of_distribution(test_set, lambda images: mixture_by_method(models, prepared(images), seed, args.k))
-            panels["same sets: mixture of the ten one-class models (ELBO)"] = mixed.pop("curves")
-            result["out_of_distribution_class_mixture"] = mixed
+            models, references = list(oc["models"].values()), list(oc["references"].values())
+            members = {name: [scores_by_method(m, x, seed, args.k, MIXTURE_METHODS) for m in models]
+                       for name, x in sets.items()}
+            result["out_of_distribution_class_mixture"] = {}
+            for rule in MIXTURE_RULES:
+                mixed = out_of_distribution(test_set, {name: combined(scores, references, rule)
+                                                       for name, scores in members.items()})
+                curves = mixed.pop("curves")
+                if rule == "typical":
+                    panels["same sets: ten one-class models, typical rule"] = curves
+                result["out_of_distribution_class_mixture"][rule] = mixed
         if not args.skip_speed:
             result["elbo_scoring"] = throughput(model, test_set, config)
     save_roc_curves(args.out / "roc.png", panels)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from vaekit import VAE, DataConfig, ModelConfig, RunConfig
-from vaekit.anomaly import anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, roc_curve
+from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, roc_curve,
+                            typical_scores)
 from vaekit.cli import main
-from vaekit.data import fixed_binarization, standardize
+from vaekit.data import fixed_binarization, load_train_test, standardize
 from vaekit.runs import load_run
 
 from .conftest import DATA_DIR, seeded
@@ -79,6 +80,21 @@ def test_mixture_scores_are_the_negative_log_of_the_mean_density():
     torch.testing.assert_close(mixture_scores([a]), a)
     with pytest.raises(ValueError, match="at least one"):
         mixture_scores([])
+
+
+def test_typical_scores_measure_each_member_against_its_own_normal_scores():
+    simple = torch.tensor([10.0, 12.0, 14.0])  # a member of simple images: low scores, std 2
+    complex_ = torch.tensor([100.0, 110.0, 120.0])  # a member of complex ones: std 10
+    images = [torch.tensor([12.0, 16.0, 60.0]), torch.tensor([200.0, 110.0, 130.0])]
+    typical = typical_scores(images, [simple, complex_])
+    # (12-12)/2 = 0; min((16-12)/2, (110-110)/10) = 0; min((60-12)/2, (130-110)/10) = 2
+    torch.testing.assert_close(typical, torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64))
+    # the density rule calls the third image normal: 60 nats is far likelier than any complex image
+    assert mixture_scores(images)[2] < 61
+    with pytest.raises(ValueError, match="need a spread: got 3 images with standard deviation 0"):
+        typical_scores(images, [simple, torch.full((3,), 5.0)])
+    with pytest.raises(ValueError, match="got 2 and 1"):
+        typical_scores(images, [simple])
 
 
 def test_runs_mix_only_when_their_scores_are_densities_of_the_same_inputs():
@@ -215,6 +231,30 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     assert f"calibrated for --mixture {sevens.resolve()}; pass --threshold" in capsys.readouterr().err
     assert main(["score", str(digit_run), str(first1000)]) == 2
     assert f"calibrated for --mixture {sevens.resolve()}" in capsys.readouterr().err
+
+    # the typical rule: each run's scores in standard deviations of its own held-out scores, the smallest
+    assert main(["score", str(digit_run), str(first1000), "--combine", "typical", "--mixture", str(sevens),
+                 "--threshold", "0", "-o", str(tmp_path / "t.csv")]) == 0
+    references = []
+    for path in (digit_run, sevens):
+        run = load_run(path)
+        _, held_out = load_train_test(run.config.data.name, run.config.data.validation, run.config.train.seed)
+        assert len(held_out) == 300  # the validation share of the run's 3,000 images
+        references.append(anomaly_scores(run.model, run.inputs(held_out), "elbo", run.config.train.seed))
+    typical = read_scores(tmp_path / "t.csv")[0]
+    torch.testing.assert_close(typical, typical_scores([scores["ones"], scores["sevens"]], references), atol=1e-3, rtol=0)
+    assert auroc(typical, anomalous) > 0.95, auroc(typical, anomalous)
+    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical", "--data", str(normal),
+                 "--quantile", "0.95"]) == 0
+    stored = json.loads((digit_run / "threshold.json").read_text())
+    assert stored["combine"] == "typical" and 0 < stored["false_positive_rate"] < 0.15
+    assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "-o", str(tmp_path / "t2.csv")]) == 0
+    assert torch.equal(read_scores(tmp_path / "t2.csv")[0], typical)  # the calibrated rule by default
+    capsys.readouterr()
+    assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "--combine", "density"]) == 2
+    assert "calibrated for --combine typical, not density; pass --threshold" in capsys.readouterr().err
+    assert main(["score", str(digit_run), str(first1000), "--combine", "typical", "--threshold", "0"]) == 2
+    assert "--combine typical combines the runs of --mixture; give --mixture too" in capsys.readouterr().err
     assert main(["calibrate", str(digit_run)]) == 0  # back to the run alone, for the other tests
 
     # runs whose scores are not densities of the same inputs do not mix

@@ -15,9 +15,15 @@ Likelihood scores share a known failure (Nalisnick et al. 2019): images simpler 
 such as a 1 against a model of 8s, get a higher likelihood than the normal images themselves.
 The squared error is less prone to it on MNIST (BENCHMARKS.md).
 
-Several runs can score as one model, the equal-weight mixture of their densities (`mixture_scores`):
-one run per kind of normal image (say, per digit) often detects what none of them was trained on
-better than one run trained on all of it.
+Several runs can score as one detector, one run per kind of normal image (say, per digit); it often
+detects what none of them was trained on better than one run trained on all of it. Two rules combine
+their scores (MIXTURE_RULES):
+
+- density (`mixture_scores`): the equal-weight mixture of their densities, in nats.
+- typical (`typical_scores`): each run's score measured against the scores it gives its own held-out
+  normal images, in their standard deviations, and the smallest taken: an image is normal if it is
+  typical for some run. Kinds differ in how likely their images are (a 1 is simpler than an 8), and
+  under the density rule a simple image of no kind can pass for the likeliest kind.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from .rng import derive_seed, make_generator
 
 SCORE_METHODS = ("elbo", "iwae", "recon", "mse")
 MIXTURE_METHODS = ("elbo", "iwae", "recon")  # scores in nats: -log of a density (mse is not one)
+MIXTURE_RULES = ("density", "typical")  # how several runs' scores combine: mixture_scores, typical_scores
 # what runs scored as one mixture must share: their scores are then densities of the same inputs
 _MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "likelihood": lambda c: c.model.likelihood,
                        "--standardize": lambda c: c.data.standardize, "--binarize": lambda c: c.data.binarize}
@@ -84,6 +91,27 @@ def mixture_scores(member_scores: Sequence[torch.Tensor]) -> torch.Tensor:
         raise ValueError("a mixture needs at least one member's scores")
     stacked = torch.stack([s.double() for s in member_scores])
     return math.log(len(member_scores)) - torch.logsumexp(-stacked, 0)
+
+
+def typical_scores(member_scores: Sequence[torch.Tensor], reference_scores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Scores under the most typical member: min over members m of (s_m(x) - mean_m) / std_m.
+
+    member_scores[m] are member m's scores of the images; reference_scores[m] its scores of its own
+    held-out normal images, whose mean and standard deviation put its scores in common units. An image
+    is normal if some member finds it as likely as that member's own normal images.
+    """
+    if not member_scores or len(member_scores) != len(reference_scores):
+        raise ValueError(f"typical scores need each member's scores and its reference scores, got "
+                         f"{len(member_scores)} and {len(reference_scores)}")
+    standardized = []
+    for scores, reference in zip(member_scores, reference_scores):
+        reference = reference.double()
+        spread = reference.std().item() if len(reference) > 1 else 0.0
+        if not spread > 0:
+            raise ValueError(f"a member's reference scores need a spread: got {len(reference)} images "
+                             f"with standard deviation {spread:g}")
+        standardized.append((scores.double() - reference.mean()) / spread)
+    return torch.stack(standardized).min(0).values
 
 
 def check_mixable(configs: dict[str, RunConfig], method: str) -> None:

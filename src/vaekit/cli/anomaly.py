@@ -10,13 +10,22 @@ from pathlib import Path
 
 import torch
 
-from ..anomaly import SCORE_METHODS, anomaly_scores, calibrate, check_mixable, mixture_scores
+from ..anomaly import (MIXTURE_RULES, SCORE_METHODS, anomaly_scores, calibrate, check_mixable, mixture_scores,
+                       typical_scores)
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
 from ..plots import save_image_grid
 from ..runs import load_run, read_threshold, write_threshold
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, model_inputs, open_run, png_path,
-                   positive_int, test_inputs)
+from .args import (
+    add_data_dir_argument,
+    add_device_argument,
+    add_run_argument,
+    model_inputs,
+    open_run,
+    png_path,
+    positive_int,
+    test_inputs,
+)
 
 SCORE_HELP = """\
 Score images for how anomalous they are under a trained run: per image, a score in nats (higher is
@@ -27,10 +36,13 @@ standardized (if the run was trained with --standardize) and binarized as in its
 For the best detector, train with --likelihood gaussian-shared --standardize
 (docs/anomaly-detection.md).
 
---mixture RUN2 RUN3 ... scores under the equal-weight mixture of RUN and those runs: -log of the mean
-of their likelihoods, so an image is normal if any of them finds it likely. Train one run per kind of
+--mixture RUN2 RUN3 ... scores with RUN and those runs as one detector: train one run per kind of
 normal image (say, per digit) and mix them; they must share RUN's image size, likelihood,
---standardize and --binarize.
+--standardize and --binarize. --combine says how: density (default) is the equal-weight mixture of
+their likelihoods (-log of the mean, in nats); typical measures each run's score in standard
+deviations of the scores it gives its own held-out images and takes the smallest, so an image is
+normal if it is as likely as some run's own normal images (the better detector on the benchmark,
+docs/anomaly-detection.md).
 
 Writes CSV (index, name, label, score, anomaly) to -o FILE.csv, JSON lines to -o FILE.jsonl, or
 CSV to stdout. The threshold is the run's calibrated one (vaekit calibrate) unless --threshold
@@ -42,6 +54,7 @@ examples:
   vaekit score runs/digits suspicious.png --threshold 130
   vaekit score runs/digits mnist:test -o scores.csv --extremes extremes.png
   vaekit score runs/digit0 mnist:test --mixture runs/digit1 runs/digit2 -o scores.csv
+  vaekit score runs/digit0 mnist:test --combine typical --mixture runs/digit1 runs/digit2 -o scores.csv
 """
 
 CALIBRATE_HELP = """\
@@ -49,13 +62,15 @@ Fit an anomaly threshold on held-out normal images and store it in the run (thre
 score at --quantile of half of them, with the false-positive rate measured on the other half. The
 normal images are the run's held-out set (its dataset's test split, or the validation share of your
 own images) unless --data names others. With --mixture, the threshold is for that mixture's scores
-(score then needs the same --mixture); calibrate it with --data on normal images of every kind.
+(score then needs the same --mixture and --combine); calibrate it with --data on normal images of
+every kind.
 
 examples:
   vaekit calibrate runs/digits
   vaekit calibrate runs/digits --quantile 0.995 --method iwae
   vaekit calibrate runs/digits --data normal_batch.npy
   vaekit calibrate runs/digit0 --mixture runs/digit1 runs/digit2 --data normal_batch.npy
+  vaekit calibrate runs/digit0 --combine typical --mixture runs/digit1 runs/digit2 --data normal_batch.npy
 """
 
 
@@ -88,7 +103,10 @@ def add_method_arguments(p) -> None:
                    help="elbo (default), iwae or recon; score uses the calibrated method by default")
     p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K", help="for iwae (default 100)")
     p.add_argument("--mixture", type=Path, nargs="+", default=[], metavar="RUN",
-                   help="score under the equal-weight mixture of RUN and these runs (elbo, iwae or recon); after the positional arguments")
+                   help="score with RUN and these runs as one detector (elbo, iwae or recon); after the positional arguments")
+    p.add_argument("--combine", choices=MIXTURE_RULES, default=None,
+                   help="how --mixture combines the runs' scores: density (default; nats) or typical (standard "
+                        "deviations of each run's own held-out scores, the smallest); score uses the calibrated rule by default")
 
 
 def run_score(args) -> int:
@@ -97,7 +115,9 @@ def run_score(args) -> int:
     loaded = open_run(args)
     calibration = read_threshold(args.run)
     method = args.method or (calibration["method"] if calibration else "elbo")
-    members = open_mixture(args, loaded, method)
+    calibrated_rule = calibration.get("combine", "density") if calibration else "density"
+    rule = args.combine or (calibrated_rule if args.mixture else "density")
+    members = open_mixture(args, loaded, method, rule)
     threshold = args.threshold
     if threshold is None and calibration is not None:
         if calibration["method"] != method:
@@ -107,9 +127,12 @@ def run_score(args) -> int:
             raise ConfigError("the run's threshold was calibrated for "
                               + (f"--mixture {' '.join(calibration['mixture'])}" if calibration.get("mixture") else
                                  "the run alone") + "; pass --threshold or calibrate again with this --mixture")
+        if calibrated_rule != rule:
+            raise ConfigError(f"the run's threshold was calibrated for --combine {calibrated_rule}, not {rule}; "
+                              "pass --threshold or calibrate again")
         threshold = calibration["threshold"]
     x, names, labels = model_inputs(loaded, args.input, args.data_dir)
-    score_tensor = score_images(members, x, method, args.iw_samples)
+    score_tensor = score_images(members, x, method, rule, args)
     if args.extremes:
         order = torch.argsort(score_tensor, descending=True)
         n = min(16, len(order) // 2) or 1
@@ -133,28 +156,33 @@ def run_calibrate(args) -> int:
         raise ConfigError(f"--quantile must be between 0 and 1, got {args.quantile}")
     loaded = open_run(args)
     method = args.method or "elbo"
-    members = open_mixture(args, loaded, method)
+    rule = args.combine or "density"
+    members = open_mixture(args, loaded, method, rule)
     if args.data:
         x, _, _ = model_inputs(loaded, args.data, args.data_dir)
     else:
         x = test_inputs(loaded, args)
-    scores = score_images(members, x, method, args.iw_samples)
+    scores = score_images(members, x, method, rule, args)
     try:
         result = calibrate(scores.cpu(), args.quantile, loaded.config.train.seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     result.update(method=method, iw_samples=args.iw_samples if method == "iwae" else None,
-                  data=args.data or "the run's held-out images", mixture=mixture_names(args))
+                  data=args.data or "the run's held-out images", mixture=mixture_names(args),
+                  **({"combine": rule} if args.mixture else {}))
     write_threshold(args.run, result)
-    print(f"threshold {result['threshold']:.3f} ({method}, quantile {args.quantile}) stored in "
+    how = f"{method}, {rule} rule" if args.mixture else method
+    print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "
           f"{result['false_positive_rate']:.4f}")
     return 0
 
 
-def open_mixture(args, run, method: str) -> list:
-    """`run` and the runs named by --mixture, loaded on its device and checked to score as one mixture."""
+def open_mixture(args, run, method: str, rule: str) -> list:
+    """`run` and the runs named by --mixture, loaded on its device and checked to score as one mixture by `rule`."""
     if not args.mixture:
+        if rule != "density":
+            raise ConfigError(f"--combine {rule} combines the runs of --mixture; give --mixture too")
         return [run]
     device = next(run.model.parameters()).device
     members = [run, *(load_run(path, device) for path in args.mixture)]
@@ -170,11 +198,25 @@ def mixture_names(args) -> list[str]:
     return [str(path.resolve()) for path in args.mixture]
 
 
-def score_images(members: list, x: torch.Tensor, method: str, iw_samples: int) -> torch.Tensor:
-    """Each member's scores of model inputs x, combined as their mixture's when there is more than one."""
-    scores = [anomaly_scores(m.model, x, method, m.config.train.seed, iw_samples, progress=sys.stderr.isatty())
-              for m in members]
-    return scores[0] if len(scores) == 1 else mixture_scores(scores)
+def score_images(members: list, x: torch.Tensor, method: str, rule: str, args) -> torch.Tensor:
+    """Each member's scores of model inputs x, combined by `rule` (--combine) when there is more than one.
+
+    The typical rule also scores each member's own held-out images (its dataset's test split, or the
+    validation share of its images), the reference for its scores.
+    """
+    def scores_of(member, inputs: torch.Tensor) -> torch.Tensor:
+        return anomaly_scores(member.model, inputs, method, member.config.train.seed, args.iw_samples,
+                              progress=sys.stderr.isatty())
+
+    scores = [scores_of(m, x) for m in members]
+    if len(scores) == 1:
+        return scores[0]
+    if rule == "density":
+        return mixture_scores(scores)
+    try:
+        return typical_scores(scores, [scores_of(m, test_inputs(m, args)) for m in members])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -57,6 +57,11 @@ def seen(images: torch.Tensor, config: RunConfig) -> torch.Tensor:
     return standardize(images) if config.data.standardize else images
 
 
+def prepared(images: torch.Tensor, config: RunConfig) -> torch.Tensor:
+    """uint8 images as model inputs to score: seen, then binarized (if the config says so) with its seed."""
+    return fixed_binarization(seen(images, config), config.data.binarize, config.train.seed)
+
+
 def scores_by_method(model, x, seed: int, k: int, methods=("elbo", "iwae", "recon", "mse")) -> dict[str, torch.Tensor]:
     return {method: anomaly_scores(model, x, method, seed, k) for method in methods}
 
@@ -71,10 +76,7 @@ def combined(members: list[dict], references: list[dict], rule: str) -> dict[str
 
 
 def one_class(train_set, test_set, digits, config: RunConfig, k: int) -> dict:
-    def prepare(images: torch.Tensor) -> torch.Tensor:
-        return fixed_binarization(seen(images, config), config.data.binarize, config.train.seed)
-
-    x_test = prepare(test_set.images)
+    x_test = prepared(test_set.images, config)
     rows, curves, models, references = [], {}, {}, {}
     for digit in digits:
         log = lambda line: print(f"[digit {digit}] {line}", file=sys.stderr, flush=True)  # noqa: E731
@@ -82,7 +84,7 @@ def one_class(train_set, test_set, digits, config: RunConfig, k: int) -> dict:
                                                images=train_set.subset((train_set.labels == digit).nonzero()[:, 0]))
         model, seconds = train(seen(train_part.images, config), config, log)
         models[digit] = model
-        references[digit] = scores_by_method(model, prepare(held_out.images), config.train.seed, k, MIXTURE_METHODS)
+        references[digit] = scores_by_method(model, prepared(held_out.images, config), config.train.seed, k, MIXTURE_METHODS)
         is_anomaly = test_set.labels != digit
         scores = scores_by_method(model, x_test, config.train.seed, k)
         row = {"digit": digit, "train_s": round(seconds, 1), "deep_svdd": DEEP_SVDD[digit],
@@ -129,7 +131,7 @@ def out_of_distribution(test_set, scores: dict[str, dict[str, torch.Tensor]]) ->
 
 
 def throughput(model, test_set, config: RunConfig, repeats: int = 5) -> dict:
-    x = fixed_binarization(seen(test_set.images, config), config.data.binarize, config.train.seed)
+    x = prepared(test_set.images, config)
     anomaly_scores(model, x, "elbo", 0)  # warm up
     times = []
     for _ in range(repeats):
@@ -167,14 +169,10 @@ def main() -> None:
     panels = {"one-class MNIST (ELBO score)": oc["curves"]}
     if not args.skip_ood:
         seed = config.train.seed
-
-        def prepared(images: torch.Tensor) -> torch.Tensor:
-            return fixed_binarization(seen(images, config), config.data.binarize, seed)
-
         all_config = RunConfig(config.data, model_config, TrainConfig(epochs=10))
         model, seconds = train(seen(train_set.images, all_config), all_config,
                                lambda line: print(f"[all digits] {line}", file=sys.stderr))
-        sets = {name: prepared(images) for name, images in ood_sets(test_set).items()}
+        sets = {name: prepared(images, config) for name, images in ood_sets(test_set).items()}
         ood = out_of_distribution(test_set, {name: scores_by_method(model, x, seed, args.k) for name, x in sets.items()})
         panels["out of distribution: one model of all digits (ELBO)"] = ood.pop("curves")
         result["out_of_distribution"] = {"train_s": round(seconds, 1), "epochs": all_config.train.epochs, **ood}

@@ -54,6 +54,10 @@ CONFIGS = {
     "ctx16-vamp": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(300, 300), latent_dim=40, prior="vamp", pixel_groups=16),
                              TrainConfig(epochs=30, kl_warmup=5, lr=2e-3)),
                    "PixelHVAE + VampPrior 79.78 (Tomczak & Welling 2018, Table 2)"),
+    "ctx16-vamp-f4": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(300, 300), latent_dim=40, prior="vamp", pixel_groups=16,
+                                                     context_features=4),
+                                TrainConfig(epochs=30, kl_warmup=5, lr=2e-3)),
+                      "PixelHVAE + VampPrior 79.78 (Tomczak & Welling 2018, Table 2)"),
 }
 
 

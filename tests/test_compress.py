@@ -45,6 +45,16 @@ def test_pixel_groups_code_group_by_group_at_their_smaller_elbo(thresholded, thr
     assert coded < 0.85 * coded_bits_per_image(plain, bits)  # with a quarter of the plain model's training
 
 
+def test_context_features_code_exactly(thresholded):
+    """A decoder that passes features to the pixel context (untrained here) codes and decodes exactly."""
+    _, bits = thresholded
+    torch.manual_seed(0)
+    model = build_model(RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4, pixel_groups=4,
+                                                    context_features=2))).eval()
+    elbo_bits = evaluate_elbo(model, torch.from_numpy(bits[:8]).float().view(-1, 1, 28, 28), 0)["test_loss"] / np.log(2)
+    assert coded_bits_per_image(model, bits[:8]) == pytest.approx(elbo_bits, rel=0.03)
+
+
 def test_probabilities_and_bytes_are_reproducible(thresholded):
     model, bits = thresholded
     a, b = BitsBackCoder(model), BitsBackCoder(model)

@@ -13,9 +13,10 @@ from vaekit.fit import build_model
 from vaekit.models.context import SCHEMES
 
 
-def context_model(groups: int) -> torch.nn.Module:
+def context_model(groups: int, features: int = 0) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4, pixel_groups=groups))).eval()
+    model = build_model(RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4, pixel_groups=groups,
+                                                    context_features=features))).eval()
     for p in model.context.parameters():  # large weights, so that every input visibly moves the output
         torch.nn.init.normal_(p, std=0.3)
     return model
@@ -33,9 +34,9 @@ def test_schemes_partition_the_image(groups):
     assert torch.equal(covered, torch.ones(28, 28, dtype=torch.int64))
 
 
-@pytest.mark.parametrize("groups", [g for g in SCHEMES if g > 1])
-def test_a_group_sees_only_the_groups_before_it(groups):
-    model = context_model(groups)
+@pytest.mark.parametrize("groups, features", [(g, 0) for g in SCHEMES if g > 1] + [(7, 3)])
+def test_a_group_sees_only_the_groups_before_it(groups, features):
+    model = context_model(groups, features)
     x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.6).float()
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
     logits = model.decode(z, x)
@@ -49,11 +50,13 @@ def test_a_group_sees_only_the_groups_before_it(groups):
             assert bool(changed[..., r::s, c::s].any()) == (j > k), (k, j)
 
 
-def test_teacher_forcing_equals_group_by_group_decoding():
-    model = context_model(7)
+@pytest.mark.parametrize("features", [0, 3])
+def test_teacher_forcing_equals_group_by_group_decoding(features):
+    model = context_model(7, features)
     x = (torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.5).float()
     z = torch.randn(2, 4, generator=torch.Generator().manual_seed(2))
     logits, known = model.decoder(z), torch.zeros_like(x)
+    assert logits.shape == (2, 1 + features, 28, 28)  # the logits, then the features for the context
     for k, (stride, row, col) in enumerate(model.context.lattices):
         group = model.context.group_logits(k, logits, known)
         torch.testing.assert_close(group, model.decode(z, x)[..., row::stride, col::stride])
@@ -86,6 +89,23 @@ def test_pictures_of_a_pixel_group_model_are_its_seeded_binary_draws():
     torch.testing.assert_close(logits, model.decode(z, drawn))
     plain = build_model(RunConfig(model=ModelConfig(hidden_dims=(32,), latent_dim=4))).eval()
     assert torch.equal(plain.pictures(z), torch.sigmoid(plain.decode(z)))  # E[x|z] without pixel groups
+
+
+def test_context_features_widen_the_path_from_z_to_each_pixel():
+    """The features reach the logits only through the context's mixers, and do move them."""
+    model = context_model(4, features=2)
+    x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    decoded = model.decoder(torch.randn(3, 4, generator=torch.Generator().manual_seed(2)))
+    logits = model.context(decoded, x)
+    moved = decoded.clone()
+    moved[:, 1:] += 1.0  # the features only
+    changed = model.context(moved, x) != logits
+    stride, row, col = model.context.lattices[0]
+    assert not changed[..., row::stride, col::stride].any() and changed.any()
+    with pytest.raises(ConfigError, match="context_features needs pixel_groups of 4 or more"):
+        ModelConfig(context_features=2)
+    with pytest.raises(ConfigError, match="context_features must be a non-negative integer"):
+        ModelConfig(pixel_groups=4, context_features=-1)
 
 
 def test_pixel_groups_need_a_bernoulli_likelihood():

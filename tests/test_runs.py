@@ -26,15 +26,17 @@ def test_round_trip(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor)
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["format_version"] == 3 and document["model"]["hidden_dims"] == [16]
+    assert document["format_version"] == 4 and document["model"]["hidden_dims"] == [16]
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_run_reads_with_independent_pixels_and_raw_images(tmp_path, version):
     make_run(tmp_path / "r")
     path = tmp_path / "r" / "config.json"
     document = json.loads(path.read_text())
-    del document["data"]["standardize"]  # formats 1 and 2 had no standardization
+    del document["model"]["context_features"]  # formats 1 to 3 had no context features
+    if version < 3:
+        del document["data"]["standardize"]  # formats 1 and 2 had no standardization
     if version == 1:
         for key in ("pixel_groups", "context_channels"):  # format 1 had no pixel context
             del document["model"][key]

@@ -103,7 +103,8 @@ class BitsBackCoder:
 
     @torch.no_grad()
     def decoder_logits(self, bins: np.ndarray) -> torch.Tensor:
-        """The decoder's logits (1, C, H, W) float64 for z at the bins' medians (before any pixel context)."""
+        """The decoder's output (1, C', H, W) float64 for z at the bins' medians (before any pixel context):
+        its logits, and with model.context_features the features it passes to the context."""
         return self.net.decoder(self.centers[torch.from_numpy(bins.astype(np.int64))][None])
 
     @torch.no_grad()
@@ -111,7 +112,8 @@ class BitsBackCoder:
         """p(x_i = 1 | z, earlier groups) for the pixels of group k, flattened, float64; `known` (1, C, H, W)
         holds the earlier groups' pixels and 0 elsewhere."""
         stride, row, col = self.lattices[k]
-        group = logits[..., row::stride, col::stride] if k == 0 else self.net.context.group_logits(k, logits, known)
+        group = (self.net.context.group_logits(k, logits, known) if self.net.config.pixel_groups > 1 else
+                 logits[..., row::stride, col::stride])
         return torch.sigmoid(group).reshape(-1).numpy()
 
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -138,7 +140,7 @@ class BitsBackCoder:
         for i in reversed(range(count)):
             z = coder.decode(self.uniform, self.latent_dim)
             logits = self.decoder_logits(z)
-            known = torch.zeros_like(logits)
+            known = torch.zeros(1, *self.shape, dtype=logits.dtype)
             for k, (stride, row, col) in enumerate(self.lattices):
                 symbols = coder.decode(self.bernoulli, self.group_probs(k, logits, known))
                 known[..., row::stride, col::stride] = torch.from_numpy(symbols.astype(np.float64)).view_as(

@@ -76,10 +76,12 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # see vaekit.likelihoods for what each one's numbers mean
     prior: str = "normal"  # normal: N(0, I); vamp: mixture of posteriors of learned pseudo-inputs
     prior_components: int = 500  # vamp only
-    # 1: pixels independent given z. 4 or 7: decoded in that many interleaved groups, each conditioned on
+    # 1: pixels independent given z. 4, 7 or 16: decoded in that many interleaved groups, each conditioned on
     # the groups before it through a small convolution of context_channels (vaekit.models.context)
     pixel_groups: int = 1
     context_channels: int = 32
+    # pixel groups: channels per pixel the decoder passes to the context besides its logit (0: the logit only)
+    context_features: int = 0
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3:
@@ -101,6 +103,12 @@ class ModelConfig:
         _positive_int("model.prior_components", self.prior_components)
         _choice("model.pixel_groups", self.pixel_groups, PIXEL_GROUPS)
         _positive_int("model.context_channels", self.context_channels)
+        if isinstance(self.context_features, bool) or not isinstance(self.context_features, int) \
+                or self.context_features < 0:
+            raise ConfigError(f"model.context_features must be a non-negative integer, got {self.context_features!r}")
+        if self.context_features and self.pixel_groups == 1:
+            raise ConfigError("model.context_features needs pixel_groups of 4 or more: without groups there is no "
+                              "context to pass features to")
         if self.pixel_groups > 1 and self.likelihood != "bernoulli":
             raise ConfigError(f"model.pixel_groups {self.pixel_groups} needs the bernoulli likelihood, "
                               f"not {self.likelihood}")

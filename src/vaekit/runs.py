@@ -28,7 +28,7 @@ from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs
 from .errors import ConfigError, RunError
 from .models import VAE
 
-FORMAT_VERSION = 3  # 2 added model.pixel_groups and model.context_channels; 3 data.standardize
+FORMAT_VERSION = 4  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -150,6 +150,8 @@ def migrate_config(document: dict, version: int) -> dict:
         document = {**document, "model": {**document["model"], "pixel_groups": 1, "context_channels": 32}}
     if version < 3 and isinstance(document.get("data"), dict):  # before per-image standardization existed
         document = {**document, "data": {**document["data"], "standardize": False}}
+    if version < 4 and isinstance(document.get("model"), dict):  # before the decoder passed features to the context
+        document = {**document, "model": {**document["model"], "context_features": 0}}
     return document
 
 

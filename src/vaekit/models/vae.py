@@ -30,13 +30,13 @@ class VAE(nn.Module):
         self.config = config
         c, h, w = config.input_shape
         self.encoder, self.decoder = ARCHITECTURES[config.architecture](
-            config.input_shape, config.hidden_dims, config.latent_dim, output_channels(config.likelihood, c),
-            config.conv_channels)
+            config.input_shape, config.hidden_dims, config.latent_dim,
+            output_channels(config.likelihood, c) * (1 + config.context_features), config.conv_channels)
         if config.prior == "vamp":
             # pseudo-inputs live in logit space; sigmoid keeps them images in [0, 1] (the paper's hardtanh)
             self.pseudo_inputs = nn.Parameter(torch.randn(config.prior_components, c, h, w) * 0.1)
         if config.pixel_groups > 1:
-            self.context = PixelContext(config.pixel_groups, c, config.context_channels)
+            self.context = PixelContext(config.pixel_groups, c, config.context_channels, config.context_features)
         if config.likelihood == "gaussian-shared":
             # one log standard deviation for all pixels, learned with the rest; starts at 0.1
             self.log_std = nn.Parameter(torch.full((), math.log(0.1)))

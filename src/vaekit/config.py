@@ -37,6 +37,11 @@ def _number_in(name: str, value: float, low: float, high: float, low_inclusive: 
         raise ConfigError(f"{name} must be a number in {brackets}, got {value!r}")
 
 
+def _non_negative_int(name: str, value: int, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer{unit}, got {value!r}")
+
+
 def _positive_int(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -103,9 +108,7 @@ class ModelConfig:
         _positive_int("model.prior_components", self.prior_components)
         _choice("model.pixel_groups", self.pixel_groups, PIXEL_GROUPS)
         _positive_int("model.context_channels", self.context_channels)
-        if isinstance(self.context_features, bool) or not isinstance(self.context_features, int) \
-                or self.context_features < 0:
-            raise ConfigError(f"model.context_features must be a non-negative integer, got {self.context_features!r}")
+        _non_negative_int("model.context_features", self.context_features)
         if self.context_features and self.pixel_groups == 1:
             raise ConfigError("model.context_features needs pixel_groups of 4 or more: without groups there is no "
                               "context to pass features to")
@@ -158,12 +161,10 @@ class TrainConfig:
         _number_in("train.lr", self.lr, 0, 10)
         _number_in("train.warmup", self.warmup, 0, 1, low_inclusive=True, high_inclusive=False)
         _number_in("train.beta2", self.beta2, 0, 1)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"train.seed must be a non-negative integer, got {self.seed!r}")
+        _non_negative_int("train.seed", self.seed)
         _number_in("train.clip_grad", self.clip_grad, 0, math.inf, low_inclusive=True)
         _number_in("train.beta", self.beta, 0, math.inf, low_inclusive=True)
-        if isinstance(self.kl_warmup, bool) or not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
-            raise ConfigError(f"train.kl_warmup must be a non-negative integer (epochs), got {self.kl_warmup!r}")
+        _non_negative_int("train.kl_warmup", self.kl_warmup, " (epochs)")
         _number_in("train.free_bits", self.free_bits, 0, math.inf, low_inclusive=True)
         _positive_int("train.iw_samples", self.iw_samples)
         if self.free_bits and self.iw_samples > 1:

@@ -16,16 +16,8 @@ from ..atomic import atomic_write_text
 from ..errors import ConfigError
 from ..plots import save_image_grid
 from ..runs import load_run, read_threshold, write_threshold
-from .args import (
-    add_data_dir_argument,
-    add_device_argument,
-    add_run_argument,
-    model_inputs,
-    open_run,
-    png_path,
-    positive_int,
-    test_inputs,
-)
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, model_inputs, open_run, png_path,
+                   positive_int, test_inputs)
 
 SCORE_HELP = """\
 Score images for how anomalous they are under a trained run: per image, a score in nats (higher is

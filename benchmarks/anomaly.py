@@ -30,7 +30,8 @@ import torch
 from common import DATA_DIR, machine, median
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, load_split
-from vaekit.anomaly import MIXTURE_METHODS, MIXTURE_RULES, anomaly_scores, auroc, mixture_scores, roc_curve, typical_scores
+from vaekit.anomaly import (MIXTURE_METHODS, MIXTURE_RULES, anomaly_scores, auroc, mixture_scores, roc_curve,
+                            typical_reference, typical_scores)
 from vaekit.config import ARCHITECTURES, LIKELIHOODS, DataConfig
 from vaekit.data import fixed_binarization, load_train_test, standardize
 from vaekit.fit import build_model
@@ -71,7 +72,7 @@ def combined(members: list[dict], references: list[dict], rule: str) -> dict[str
     references[i][method] are model i's scores of its own held-out images (for the typical rule)."""
     if rule == "density":
         return {method: mixture_scores([m[method] for m in members]) for method in MIXTURE_METHODS}
-    return {method: typical_scores([m[method] for m in members], [r[method] for r in references])
+    return {method: typical_scores([m[method] for m in members], [typical_reference(r[method]) for r in references])
             for method in MIXTURE_METHODS}
 
 

@@ -9,7 +9,7 @@ import torch
 
 from vaekit import VAE, DataConfig, ModelConfig, RunConfig
 from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, roc_curve,
-                            typical_scores)
+                            typical_reference, typical_scores)
 from vaekit.cli import main
 from vaekit.data import fixed_binarization, load_train_test, standardize
 from vaekit.runs import load_run
@@ -86,15 +86,16 @@ def test_typical_scores_measure_each_member_against_its_own_normal_scores():
     simple = torch.tensor([10.0, 12.0, 14.0])  # a member of simple images: low scores, std 2
     complex_ = torch.tensor([100.0, 110.0, 120.0])  # a member of complex ones: std 10
     images = [torch.tensor([12.0, 16.0, 60.0]), torch.tensor([200.0, 110.0, 130.0])]
-    typical = typical_scores(images, [simple, complex_])
+    assert typical_reference(simple) == (12.0, 2.0) and typical_reference(complex_) == (110.0, 10.0)
+    typical = typical_scores(images, [typical_reference(simple), typical_reference(complex_)])
     # (12-12)/2 = 0; min((16-12)/2, (110-110)/10) = 0; min((60-12)/2, (130-110)/10) = 2
     torch.testing.assert_close(typical, torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64))
     # the density rule calls the third image normal: 60 nats is far likelier than any complex image
     assert mixture_scores(images)[2] < 61
     with pytest.raises(ValueError, match="need a spread: got 3 images with standard deviation 0"):
-        typical_scores(images, [simple, torch.full((3,), 5.0)])
+        typical_reference(torch.full((3,), 5.0))
     with pytest.raises(ValueError, match="got 2 and 1"):
-        typical_scores(images, [simple])
+        typical_scores(images, [typical_reference(simple)])
 
 
 def test_runs_mix_only_when_their_scores_are_densities_of_the_same_inputs():
@@ -240,7 +241,8 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
         run = load_run(path)
         _, held_out = load_train_test(run.config.data.name, run.config.data.validation, run.config.train.seed)
         assert len(held_out) == 300  # the validation share of the run's 3,000 images
-        references.append(anomaly_scores(run.model, run.inputs(held_out), "elbo", run.config.train.seed))
+        held_out_scores = anomaly_scores(run.model, run.inputs(held_out), "elbo", run.config.train.seed)
+        references.append(typical_reference(held_out_scores))
     typical = read_scores(tmp_path / "t.csv")[0]
     torch.testing.assert_close(typical, typical_scores([scores["ones"], scores["sevens"]], references), atol=1e-3, rtol=0)
     assert auroc(typical, anomalous) > 0.95, auroc(typical, anomalous)
@@ -248,8 +250,16 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
                  "--quantile", "0.95"]) == 0
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["combine"] == "typical" and 0 < stored["false_positive_rate"] < 0.15
+    assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
+    (tmp_path / "sevens.npy").rename(tmp_path / "moved.npy")  # the stored references need no training data
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "-o", str(tmp_path / "t2.csv")]) == 0
     assert torch.equal(read_scores(tmp_path / "t2.csv")[0], typical)  # the calibrated rule by default
+    capsys.readouterr()
+    assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "--method", "iwae",
+                 "--combine", "typical", "--threshold", "0"]) != 0  # another method needs new references: from the data
+    assert f"--combine typical measures {sevens} against its held-out images, which need its training data" in \
+        capsys.readouterr().err
+    (tmp_path / "moved.npy").rename(tmp_path / "sevens.npy")
     capsys.readouterr()
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "--combine", "density"]) == 2
     assert "calibrated for --combine typical, not density; pass --threshold" in capsys.readouterr().err

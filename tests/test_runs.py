@@ -5,7 +5,7 @@ import torch
 
 from vaekit import VAE, ModelConfig, RunConfig, load_run
 from vaekit.errors import RunError
-from vaekit.runs import create_run, read_metrics, save_weights, write_metrics
+from vaekit.runs import create_run, read_metrics, read_threshold, save_weights, write_metrics, write_threshold
 
 SMALL = RunConfig(model=ModelConfig(hidden_dims=(16,), latent_dim=3))
 
@@ -104,3 +104,15 @@ def test_torn_metrics_line_is_reported(tmp_path):
     (tmp_path / "r" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo')
     with pytest.raises(RunError, match="metrics.jsonl:2: not a JSON line"):
         read_metrics(tmp_path / "r")
+
+
+def test_threshold_round_trip_and_corrupt_threshold_files(tmp_path):
+    calibration = {"threshold": 2.5, "method": "elbo", "references": {"/runs/a": [10.0, 2.0], "/runs/b": [110.0, 10.0]}}
+    write_threshold(tmp_path, calibration)
+    assert read_threshold(tmp_path) == calibration
+    assert read_threshold(tmp_path / "nothing") is None
+    for bad in ({"method": "elbo"}, {**calibration, "threshold": "high"},
+                {**calibration, "references": {"/runs/a": [10.0, 0.0]}}, {**calibration, "references": {"/runs/a": [1.0]}}):
+        write_threshold(tmp_path, bad)
+        with pytest.raises(RunError, match="threshold.json: unreadable .*; run vaekit calibrate again"):
+            read_threshold(tmp_path)

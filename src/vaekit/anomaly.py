@@ -93,25 +93,29 @@ def mixture_scores(member_scores: Sequence[torch.Tensor]) -> torch.Tensor:
     return math.log(len(member_scores)) - torch.logsumexp(-stacked, 0)
 
 
-def typical_scores(member_scores: Sequence[torch.Tensor], reference_scores: Sequence[torch.Tensor]) -> torch.Tensor:
+def typical_reference(reference_scores: torch.Tensor) -> tuple[float, float]:
+    """What the typical rule needs of a member: the mean and standard deviation of its scores of its own
+    held-out normal images. ValueError if they have no spread."""
+    reference = reference_scores.double()
+    spread = reference.std().item() if len(reference) > 1 else 0.0
+    if not spread > 0:
+        raise ValueError(f"a member's reference scores need a spread: got {len(reference)} images "
+                         f"with standard deviation {spread:g}")
+    return reference.mean().item(), spread
+
+
+def typical_scores(member_scores: Sequence[torch.Tensor], references: Sequence[tuple[float, float]]) -> torch.Tensor:
     """Scores under the most typical member: min over members m of (s_m(x) - mean_m) / std_m.
 
-    member_scores[m] are member m's scores of the images; reference_scores[m] its scores of its own
-    held-out normal images, whose mean and standard deviation put its scores in common units. An image
-    is normal if some member finds it as likely as that member's own normal images.
+    member_scores[m] are member m's scores of the images; references[m] is `typical_reference` of its
+    scores of its own held-out normal images, whose mean and standard deviation put its scores in
+    common units. An image is normal if some member finds it as likely as that member's own normal images.
     """
-    if not member_scores or len(member_scores) != len(reference_scores):
-        raise ValueError(f"typical scores need each member's scores and its reference scores, got "
-                         f"{len(member_scores)} and {len(reference_scores)}")
-    standardized = []
-    for scores, reference in zip(member_scores, reference_scores):
-        reference = reference.double()
-        spread = reference.std().item() if len(reference) > 1 else 0.0
-        if not spread > 0:
-            raise ValueError(f"a member's reference scores need a spread: got {len(reference)} images "
-                             f"with standard deviation {spread:g}")
-        standardized.append((scores.double() - reference.mean()) / spread)
-    return torch.stack(standardized).min(0).values
+    if not member_scores or len(member_scores) != len(references):
+        raise ValueError(f"typical scores need each member's scores and its reference, got "
+                         f"{len(member_scores)} and {len(references)}")
+    return torch.stack([(scores.double() - mean) / spread
+                        for scores, (mean, spread) in zip(member_scores, references)]).min(0).values
 
 
 def check_mixable(configs: dict[str, RunConfig], method: str) -> None:

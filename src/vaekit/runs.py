@@ -99,6 +99,9 @@ def read_threshold(path: str | Path) -> dict | None:
         calibration = json.loads(threshold_path.read_text(encoding="utf-8"))
         float(calibration["threshold"])
         str(calibration["method"])
+        for mean, spread in calibration.get("references", {}).values():  # the typical rule's, by run
+            if not float(spread) > 0 or float(mean) != float(mean):
+                raise ValueError(f"a reference needs a mean and a positive spread, got {[mean, spread]}")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunError(f"{threshold_path}: unreadable ({e}); run vaekit calibrate again") from None
     return calibration

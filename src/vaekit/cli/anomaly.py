@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from ..anomaly import (MIXTURE_RULES, SCORE_METHODS, anomaly_scores, calibrate, check_mixable, mixture_scores,
-                       typical_scores)
+                       typical_reference, typical_scores)
 from ..atomic import atomic_write_text
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..plots import save_image_grid
 from ..runs import load_run, read_threshold, write_threshold
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, model_inputs, open_run, png_path,
@@ -34,7 +34,7 @@ normal image (say, per digit) and mix them; they must share RUN's image size, li
 their likelihoods (-log of the mean, in nats); typical measures each run's score in standard
 deviations of the scores it gives its own held-out images and takes the smallest, so an image is
 normal if it is as likely as some run's own normal images (the better detector on the benchmark,
-docs/anomaly-detection.md).
+docs/anomaly-detection.md); calibrate stores those references, else score measures them.
 
 Writes CSV (index, name, label, score, anomaly) to -o FILE.csv, JSON lines to -o FILE.jsonl, or
 CSV to stdout. The threshold is the run's calibrated one (vaekit calibrate) unless --threshold
@@ -124,7 +124,8 @@ def run_score(args) -> int:
                               "pass --threshold or calibrate again")
         threshold = calibration["threshold"]
     x, names, labels = model_inputs(loaded, args.input, args.data_dir)
-    score_tensor = score_images(members, x, method, rule, args)
+    references = typical_references(members, method, args, calibration) if rule == "typical" else None
+    score_tensor = score_images(members, x, method, args, references)
     if args.extremes:
         order = torch.argsort(score_tensor, descending=True)
         n = min(16, len(order) // 2) or 1
@@ -154,14 +155,15 @@ def run_calibrate(args) -> int:
         x, _, _ = model_inputs(loaded, args.data, args.data_dir)
     else:
         x = test_inputs(loaded, args)
-    scores = score_images(members, x, method, rule, args)
+    references = typical_references(members, method, args) if rule == "typical" else None
+    scores = score_images(members, x, method, args, references)
     try:
         result = calibrate(scores.cpu(), args.quantile, loaded.config.train.seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     result.update(method=method, iw_samples=args.iw_samples if method == "iwae" else None,
                   data=args.data or "the run's held-out images", mixture=mixture_names(args),
-                  **({"combine": rule} if args.mixture else {}))
+                  **({"combine": rule} if args.mixture else {}), **({"references": references} if references else {}))
     write_threshold(args.run, result)
     how = f"{method}, {rule} rule" if args.mixture else method
     print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
@@ -190,25 +192,52 @@ def mixture_names(args) -> list[str]:
     return [str(path.resolve()) for path in args.mixture]
 
 
-def score_images(members: list, x: torch.Tensor, method: str, rule: str, args) -> torch.Tensor:
-    """Each member's scores of model inputs x, combined by `rule` (--combine) when there is more than one.
+def member_scores(member, x: torch.Tensor, method: str, args) -> torch.Tensor:
+    """One run's anomaly scores of model inputs x."""
+    return anomaly_scores(member.model, x, method, member.config.train.seed, args.iw_samples,
+                          progress=sys.stderr.isatty())
 
-    The typical rule also scores each member's own held-out images (its dataset's test split, or the
-    validation share of its images), the reference for its scores.
-    """
-    def scores_of(member, inputs: torch.Tensor) -> torch.Tensor:
-        return anomaly_scores(member.model, inputs, method, member.config.train.seed, args.iw_samples,
-                              progress=sys.stderr.isatty())
 
-    scores = [scores_of(m, x) for m in members]
+def score_images(members: list, x: torch.Tensor, method: str, args, references: dict | None = None) -> torch.Tensor:
+    """Each member's scores of model inputs x, combined when there is more than one: by the typical rule
+    when `references` (from `typical_references`) are given, else by the density rule."""
+    scores = [member_scores(m, x, method, args) for m in members]
     if len(scores) == 1:
         return scores[0]
-    if rule == "density":
+    if references is None:
         return mixture_scores(scores)
-    try:
-        return typical_scores(scores, [scores_of(m, test_inputs(m, args)) for m in members])
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return typical_scores(scores, [references[reference_key(m)] for m in members])
+
+
+def typical_references(members: list, method: str, args, calibration: dict | None = None) -> dict[str, list[float]]:
+    """The typical rule's reference of each member, [mean, std] of its scores of its own held-out images
+    (its dataset's test split, or the validation share of its images), by its resolved path.
+
+    Taken from `calibration` when it stored them for the same runs, method and samples, so that scoring
+    needs neither the runs' training data nor the time to score it; measured otherwise.
+    """
+    stored = (calibration or {}).get("references", {})
+    same_method = calibration is not None and calibration["method"] == method and (
+        method != "iwae" or calibration.get("iw_samples") == args.iw_samples)
+    if same_method and all(reference_key(m) in stored for m in members):
+        return {reference_key(m): stored[reference_key(m)] for m in members}
+    references = {}
+    for m in members:
+        try:
+            held_out = test_inputs(m, args)
+        except DataError as e:
+            raise DataError(f"--combine typical measures {m.path} against its held-out images, which need its "
+                            f"training data ({e}); `vaekit calibrate` with this --combine and --method stores "
+                            "what it needs") from None
+        try:
+            references[reference_key(m)] = list(typical_reference(member_scores(m, held_out, method, args)))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return references
+
+
+def reference_key(member) -> str:
+    return str(Path(member.path).resolve())
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS), help="configurations to run (default all)")
     parser.add_argument("--epochs", type=int, help="override every configuration's epochs")
     parser.add_argument("--lr", type=float, help="override every configuration's peak learning rate")
+    parser.add_argument("--batch-size", type=int, help="override every configuration's batch size")
     parser.add_argument("-k", type=int, default=5000, help="importance samples (default 5000)")
     parser.add_argument("--images", type=int, help="evaluate on the first N test images only (default all 10,000)")
     parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="where the runs go")
@@ -85,7 +86,8 @@ def main() -> None:
     results = []
     for name in args.only or CONFIGS:
         config, anchor = CONFIGS[name]
-        overrides = {key: value for key, value in (("epochs", args.epochs), ("lr", args.lr)) if value}
+        overrides = {key: value for key, value in (("epochs", args.epochs), ("lr", args.lr),
+                                                   ("batch_size", args.batch_size)) if value}
         if overrides:
             config = RunConfig(config.data, config.model, TrainConfig(**{**config.train.__dict__, **overrides}))
         path = args.out / name

@@ -102,7 +102,7 @@ def read_threshold(path: str | Path) -> dict | None:
         for mean, spread in calibration.get("references", {}).values():  # the typical rule's, by run
             if not float(spread) > 0 or float(mean) != float(mean):
                 raise ValueError(f"a reference needs a mean and a positive spread, got {[mean, spread]}")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunError(f"{threshold_path}: unreadable ({e}); run vaekit calibrate again") from None
     return calibration
 

@@ -10,6 +10,7 @@ import torch
 from vaekit import VAE, DataConfig, ModelConfig, RunConfig
 from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, roc_curve,
                             typical_reference, typical_scores)
+from vaekit.cli import anomaly as cli_anomaly
 from vaekit.cli import main
 from vaekit.data import fixed_binarization, load_train_test, standardize
 from vaekit.runs import load_run
@@ -198,7 +199,7 @@ def read_scores(path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor([float(r[3]) for r in rows], dtype=torch.float64), torch.tensor([int(r[4]) for r in rows])
 
 
-def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path, capsys, mnist_train, mnist_test):
+def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path, capsys, monkeypatch, mnist_train, mnist_test):
     """A run of 1s and a run of 7s, mixed: both digits are normal to the mixture, the other eight anomalies."""
     np.save(tmp_path / "sevens.npy", mnist_train.images[mnist_train.labels == 7][:3000, 0].numpy())
     sevens = tmp_path / "sevens"
@@ -265,6 +266,14 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     assert "calibrated for --combine typical, not density; pass --threshold" in capsys.readouterr().err
     assert main(["score", str(digit_run), str(first1000), "--combine", "typical", "--threshold", "0"]) == 2
     assert "--combine typical combines the runs of --mixture; give --mixture too" in capsys.readouterr().err
+    calls = []
+    real_member_scores = cli_anomaly.member_scores
+    monkeypatch.setattr(cli_anomaly, "member_scores", lambda m, *a: calls.append(m.path) or real_member_scores(m, *a))
+    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical", "--quantile", "0.95"]) == 0
+    assert calls == [digit_run, sevens, sevens]  # the run's own held-out scores are the images calibrated on: scored once
+    stored = json.loads((digit_run / "threshold.json").read_text())
+    assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
+    monkeypatch.undo()
     assert main(["calibrate", str(digit_run)]) == 0  # back to the run alone, for the other tests
 
     # runs whose scores are not densities of the same inputs do not mix

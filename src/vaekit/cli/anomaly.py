@@ -155,8 +155,12 @@ def run_calibrate(args) -> int:
         x, _, _ = model_inputs(loaded, args.data, args.data_dir)
     else:
         x = test_inputs(loaded, args)
-    references = typical_references(members, method, args) if rule == "typical" else None
-    scores = score_images(members, x, method, args, references)
+    each = [member_scores(m, x, method, args) for m in members]
+    references = None
+    if rule == "typical":  # without --data, x is the run's own held-out set: its scores are its reference's
+        references = typical_references(members, method, args,
+                                        measured={} if args.data else {reference_key(loaded): each[0]})
+    scores = combine_scores(members, each, references)
     try:
         result = calibrate(scores.cpu(), args.quantile, loaded.config.train.seed)
     except ValueError as e:
@@ -199,9 +203,13 @@ def member_scores(member, x: torch.Tensor, method: str, args) -> torch.Tensor:
 
 
 def score_images(members: list, x: torch.Tensor, method: str, args, references: dict | None = None) -> torch.Tensor:
-    """Each member's scores of model inputs x, combined when there is more than one: by the typical rule
-    when `references` (from `typical_references`) are given, else by the density rule."""
-    scores = [member_scores(m, x, method, args) for m in members]
+    """Each member's scores of model inputs x, combined by `combine_scores`."""
+    return combine_scores(members, [member_scores(m, x, method, args) for m in members], references)
+
+
+def combine_scores(members: list, scores: list[torch.Tensor], references: dict | None) -> torch.Tensor:
+    """The members' scores of the same images as one score: by the typical rule when `references`
+    (from `typical_references`) are given, else by the density rule; a lone member's scores as they are."""
     if len(scores) == 1:
         return scores[0]
     if references is None:
@@ -209,12 +217,14 @@ def score_images(members: list, x: torch.Tensor, method: str, args, references: 
     return typical_scores(scores, [references[reference_key(m)] for m in members])
 
 
-def typical_references(members: list, method: str, args, calibration: dict | None = None) -> dict[str, list[float]]:
+def typical_references(members: list, method: str, args, calibration: dict | None = None,
+                       measured: dict | None = None) -> dict[str, list[float]]:
     """The typical rule's reference of each member, [mean, std] of its scores of its own held-out images
     (its dataset's test split, or the validation share of its images), by its resolved path.
 
     Taken from `calibration` when it stored them for the same runs, method and samples, so that scoring
-    needs neither the runs' training data nor the time to score it; measured otherwise.
+    needs neither the runs' training data nor the time to score it; measured otherwise, except for the
+    members whose held-out scores `measured` already holds (by `reference_key`).
     """
     stored = (calibration or {}).get("references", {})
     same_method = calibration is not None and calibration["method"] == method and (
@@ -223,14 +233,17 @@ def typical_references(members: list, method: str, args, calibration: dict | Non
         return {reference_key(m): stored[reference_key(m)] for m in members}
     references = {}
     for m in members:
+        held_out_scores = (measured or {}).get(reference_key(m))
+        if held_out_scores is None:
+            try:
+                held_out = test_inputs(m, args)
+            except DataError as e:
+                raise DataError(f"--combine typical measures {m.path} against its held-out images, which need its "
+                                f"training data ({e}); `vaekit calibrate` with this --combine and --method stores "
+                                "what it needs") from None
+            held_out_scores = member_scores(m, held_out, method, args)
         try:
-            held_out = test_inputs(m, args)
-        except DataError as e:
-            raise DataError(f"--combine typical measures {m.path} against its held-out images, which need its "
-                            f"training data ({e}); `vaekit calibrate` with this --combine and --method stores "
-                            "what it needs") from None
-        try:
-            references[reference_key(m)] = list(typical_reference(member_scores(m, held_out, method, args)))
+            references[reference_key(m)] = list(typical_reference(held_out_scores))
         except ValueError as e:
             raise ConfigError(str(e)) from None
     return references

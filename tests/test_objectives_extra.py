@@ -69,6 +69,22 @@ def test_vamp_prior_is_the_mixture_of_pseudo_input_posteriors():
     assert draws.shape == (4, 3) and torch.equal(draws, model.sample_prior(4, seeded(1)))
 
 
+def test_mixture_log_prob_keeps_its_precision_for_sharp_far_components_and_under_autocast():
+    """The matmul expansion subtracts terms of size sum(z^2 / var): with components at |mu| ~ 8 and
+    std 0.02 those reach 1e7, which float32 would leave with errors of 0.3 nats."""
+    g = seeded(3)
+    mu = 8 * torch.randn(50, 10, generator=g)
+    logvar = torch.full((50, 10), 2 * math.log(0.02))
+    z = (mu[:6] + 0.02 * torch.randn(4, 6, 10, generator=g)).float()  # near components 0-5: (4, 6, 10)
+    direct = torch.logsumexp(DiagonalGaussian(mu.double(), logvar.double()).log_prob(z.double().unsqueeze(-2)), -1)
+    expected = (direct - math.log(50)).float()
+    out = mixture_log_prob(z, mu, logvar)
+    assert out.shape == (4, 6) and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # no bf16 matmuls in the expansion
+        torch.testing.assert_close(mixture_log_prob(z, mu, logvar), expected, atol=1e-4, rtol=0)
+
+
 def test_conv_model_shapes_for_every_likelihood():
     for likelihood, channels in (("bernoulli", 1), ("continuous-bernoulli", 1), ("gaussian", 2)):
         model = VAE(ModelConfig(architecture="conv", hidden_dims=(64,), latent_dim=6, likelihood=likelihood))

@@ -7,7 +7,8 @@ Runs `vaekit eval RUN --iw-samples K --json` as a subprocess, in fp32 and with t
 (where the CPU has native bf16; then it is vaekit's default, --precision auto), and reports each
 one's wall time (start-up, data loading and compilation included), the NLL it printed and its peak
 resident memory; the top-level numbers are the default precision's. Also times the decoder's fp32
-matmuls alone over the same number of samples: the floor for fp32.
+matmuls alone over the same number of samples: the floor for fp32. The run's record of finished
+blocks (RUN/nll-blocks.jsonl) is deleted before each evaluation, so each one is timed from scratch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 from common import DATA_DIR, REPO, machine, matmul_gflops, run_measured
+
+from vaekit.runs import NLL_FILE
 
 N_TEST = 10_000
 
@@ -44,6 +47,7 @@ def main() -> None:
     precisions = ["fp32"] + (["bf16"] if has_native_bf16(torch.device("cpu")) else [])
     timings = {}
     for precision in precisions:
+        (run / NLL_FILE).unlink(missing_ok=True)  # eval would read back blocks a previous run recorded
         start = time.perf_counter()
         code, out, err, peak_mb = run_measured([*vaekit, "eval", str(run), "--iw-samples", str(args.k), "--json",
                                                 "--precision", precision, "--data-dir", str(DATA_DIR)], cwd=REPO)

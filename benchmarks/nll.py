@@ -28,12 +28,10 @@ from vaekit import ModelConfig, RunConfig, TrainConfig, fit, resume
 from vaekit.config import DataConfig
 from vaekit.data import fixed_binarization, load_split
 from vaekit.errors import RunError
-from vaekit.evaluate import evaluate_elbo, importance_weighted_nll, posterior_diagnostics
-from vaekit.rng import derive_seed
-from vaekit.runs import load_checkpoint, load_run
+from vaekit.evaluate import NLL_BLOCK, evaluate_elbo, gather_blocks, nll_blocks, posterior_diagnostics
+from vaekit.runs import append_nll_block, load_checkpoint, load_run, read_nll_blocks
 
 DYNAMIC = DataConfig(binarize="dynamic")
-BLOCK = 1000  # test images per evaluation block: an interrupted evaluation resumes at the first unfinished one
 
 # name -> (config, published anchor for the closest published model)
 CONFIGS = {
@@ -81,40 +79,23 @@ def evaluate(path: Path, k: int, images: int | None, log) -> dict:
 
 
 def blockwise_nll(run, path: Path, test: torch.Tensor, k: int, log) -> tuple[torch.Tensor, float]:
-    """Per-image NLLs of `test` and the seconds they took, BLOCK images at a time.
+    """Per-image NLLs of `test` and the seconds they took, by `nll_blocks` (1,000 images at a time).
 
     Each finished block is appended to OUT/<name>.nll-k<K>.jsonl, so an interrupted evaluation (most of
-    an hour for a pixel-context model on two cores) resumes at the first unfinished block. Each block
-    draws its importance samples from its own seeded stream: as valid an estimate as one call over
-    all the images, not bit-identical to it.
+    an hour for a pixel-context model on two cores) resumes at the first unfinished block.
     """
     record = path.parent / f"{path.name}.nll-k{k}.jsonl"
     key = {"k": k, "epochs": len(run.metrics), "seed": run.config.train.seed}
-    text = record.read_text() if record.exists() else ""
-    if text and not text.endswith("\n"):  # a kill tore the last line: end it so the next one starts clean
-        with open(record, "a") as f:
-            f.write("\n")
-    done = {}
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a kill
-            continue
-        if all(row.get(name) == value for name, value in key.items()):
-            done[row["start"]] = row
-    starts = range(0, len(test), BLOCK)
-    for start in starts:
-        block = test[start:start + BLOCK]
-        if len(done.get(start, {}).get("nll", ())) == len(block):
-            continue
+    rows = read_nll_blocks(record, key)
+    done = {start: row["nll"] for start, row in rows.items()}
+    seconds = {start: row.get("seconds", 0.0) for start, row in rows.items()}
+    began = time.perf_counter()
+    for start, nll in nll_blocks(run.model, test, k, run.config.train.seed, done):
+        done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
+        append_nll_block(record, {**key, "seconds": seconds[start]}, start, done[start])
+        log(f"NLL of test images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
         began = time.perf_counter()
-        nll = importance_weighted_nll(run.model, block, k, derive_seed(run.config.train.seed, "nll-block", start))
-        done[start] = {**key, "start": start, "nll": nll.tolist(), "seconds": round(time.perf_counter() - began, 1)}
-        with open(record, "a") as f:
-            f.write(json.dumps(done[start]) + "\n")
-        log(f"NLL of test images {start}-{start + len(block) - 1}: {nll.mean():.3f} ({done[start]['seconds']} s)")
-    nll = torch.tensor([value for start in starts for value in done[start]["nll"]], dtype=torch.float64)
-    return nll, sum(done[start]["seconds"] for start in starts)
+    return gather_blocks(done, len(test)), sum(seconds[start] for start in range(0, len(test), NLL_BLOCK))
 
 
 def main() -> None:

@@ -60,6 +60,25 @@ def test_eval_with_importance_samples(trained, capsys):
     assert result["iw_samples"] == 20
     assert result["test_loss"] - 8 < result["nll"] < result["test_loss"] - 1  # a tighter bound than the ELBO
 
+    # each finished block of 1,000 test images is recorded; a stopped evaluation goes on from there
+    record = trained / "nll-blocks.jsonl"
+    lines = record.read_text().splitlines()
+    assert len(lines) == 10 and [json.loads(line)["start"] for line in lines] == list(range(0, 10_000, 1000))
+    record.write_text("\n".join(lines[:3]) + "\n" + lines[3][:50])  # three blocks, then a line torn by a kill
+    code, out, err = run_cli(capsys, "eval", trained, "--iw-samples", 20, "--json", *DATA)
+    assert code == 0 and "3 of 10 blocks of 1000 images already estimated" in err
+    assert json.loads(out)["nll"] == result["nll"]  # the blocks redone are the same blocks
+    assert len([json.loads(line) for line in record.read_text().splitlines()[4:]]) == 7  # the torn line left alone
+    code, out, err = run_cli(capsys, "eval", trained, "--iw-samples", 20, "--json", *DATA)
+    assert "10 of 10 blocks" in err and json.loads(out)["nll"] == result["nll"]  # asked again: read back
+    # another K, or other weights, are not mixed in
+    other = [json.dumps({**json.loads(line), "weights": "0" * 64}) for line in record.read_text().splitlines()[4:]]
+    record.write_text("\n".join(other) + "\n")
+    code, out, err = run_cli(capsys, "eval", trained, "--iw-samples", 20, "--json", *DATA)
+    assert "already estimated" not in err and json.loads(out)["nll"] == result["nll"]
+    code, out, err = run_cli(capsys, "eval", trained, "--iw-samples", 10, "--json", *DATA)
+    assert "already estimated" not in err and json.loads(out)["nll"] > result["nll"]  # fewer samples: a looser bound
+
 
 def test_eval_prints_a_table(trained, capsys):
     code, out, _ = run_cli(capsys, "eval", trained, *DATA)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vaekit import VAE, ModelConfig, evaluate_elbo
-from vaekit.evaluate import importance_weighted_nll
+from vaekit.evaluate import gather_blocks, importance_weighted_nll, nll_blocks
 from vaekit.objectives import bernoulli_nll
 
 from .conftest import seeded
@@ -50,6 +50,21 @@ def test_estimate_does_not_depend_on_chunking(tiny):
     large = importance_weighted_nll(model, x, 300, seed=7, rows=100_000)
     torch.testing.assert_close(small, large, atol=1e-4, rtol=0)
     assert not torch.allclose(small, importance_weighted_nll(model, x, 300, seed=8))
+
+
+def test_blocks_resume_where_they_stopped_and_estimate_the_same_likelihood(tiny):
+    model, x = tiny
+    full = dict(nll_blocks(model, x, 2000, seed=4, block=2))
+    assert sorted(full) == [0, 2, 4] and [len(v) for v in full.values()] == [2, 2, 1]
+    # a stopped evaluation: blocks 0 and 4 done, 2 redone because its record is short (a torn line)
+    done = {0: full[0].tolist(), 2: full[2].tolist()[:1], 4: full[4].tolist()}
+    rest = dict(nll_blocks(model, x, 2000, seed=4, done=done, block=2))
+    assert list(rest) == [2] and torch.equal(rest[2], full[2])  # each block has its own seeded stream
+    done[2] = rest[2].tolist()
+    blocked = gather_blocks(done, len(x), block=2)
+    assert blocked.shape == (5,) and torch.equal(blocked[2:4], full[2].double())
+    torch.testing.assert_close(blocked, exact_nll(model, x), atol=0.05, rtol=0)
+    assert not torch.equal(full[2], importance_weighted_nll(model, x[2:4], 2000, seed=4))  # not one call's stream
 
 
 def test_compiled_and_eager_estimates_agree(tiny):

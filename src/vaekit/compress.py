@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
-from .models import VAE
+from .models import VAE, model_fingerprint
 from .models.context import SCHEMES
 
 MAGIC = b"VAEKITBB"
@@ -47,15 +47,6 @@ def require_codable(model: VAE) -> None:
     if model.config.prior != "normal":
         raise ConfigError("bits-back coding here needs the N(0, I) prior (its bins are equal-mass under it); "
                           f"this run's prior is {model.config.prior}")
-
-
-def model_fingerprint(model: VAE) -> str:
-    """SHA-256 of the model's config and weights: a compressed file names the model it needs."""
-    digest = hashlib.sha256(json.dumps(model.config.__dict__, sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass

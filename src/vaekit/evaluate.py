@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from tqdm import tqdm
@@ -121,6 +122,33 @@ def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar
         recon_params = model.decode(z, x)
     log_likelihood = -negative_log_likelihood(recon_params.float(), x, model.config.likelihood)
     return log_likelihood + (prior_log_prob or model.prior_log_prob)(z) - posterior.log_prob(z)
+
+
+NLL_BLOCK = 1000  # images per block of a resumable importance-sampled evaluation (`nll_blocks`)
+
+
+def nll_blocks(model: VAE, x: torch.Tensor, k: int, seed: int, done: dict | None = None, block: int = NLL_BLOCK,
+               precision: str = "auto", progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, -log p(x[start:start + block])) for each block of images that `done` lacks, in order.
+
+    `importance_weighted_nll` a block at a time, each block drawing its samples from its own stream,
+    seeded by `seed` and its first image: a block's estimate does not depend on the blocks before it,
+    so an evaluation that was stopped goes on where it stopped (`done` maps the finished blocks' starts
+    to their per-image values; one of the wrong length is done again). As valid an estimate as one call
+    over all of x, not bit-identical to it.
+    """
+    done = done or {}
+    for start in range(0, len(x), block):
+        images = x[start:start + block]
+        if len(done.get(start, ())) == len(images):
+            continue
+        yield start, importance_weighted_nll(model, images, k, derive_seed(seed, "nll-block", start),
+                                             precision=precision, progress=progress)
+
+
+def gather_blocks(done: dict, n: int, block: int = NLL_BLOCK) -> torch.Tensor:
+    """The per-image values of images 0..n-1 from `nll_blocks`' finished blocks (all of them needed)."""
+    return torch.tensor([value for start in range(0, n, block) for value in done[start]], dtype=torch.float64)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ finished epoch, and resuming rewrites whatever came after it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 THRESHOLD_FILE = "threshold.json"
+NLL_FILE = "nll-blocks.jsonl"  # the finished blocks of `vaekit eval --iw-samples`, so a stopped one resumes
 
 
 def create_run(path: str | Path, config: RunConfig) -> Path:
@@ -105,6 +107,38 @@ def read_threshold(path: str | Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunError(f"{threshold_path}: unreadable ({e}); run vaekit calibrate again") from None
     return calibration
+
+
+def read_nll_blocks(record: str | Path, key: dict) -> dict[int, dict]:
+    """The finished blocks in a record of `evaluate.nll_blocks` whose fields match `key`, by the block's
+    first image: each row as written, its "nll" a list of per-image floats. A line torn by a kill, or
+    not a block, is skipped."""
+    record = Path(record)
+    if not record.is_file():
+        return {}
+    done = {}
+    for line in record.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            if all(row.get(name) == value for name, value in key.items()):
+                done[int(row["start"])] = {**row, "nll": [float(v) for v in row["nll"]]}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return done
+
+
+def append_nll_block(record: str | Path, key: dict, start: int, nll: list[float]) -> None:
+    """Append one finished block to the record (its own line, after ending a line a kill tore)."""
+    record = Path(record)
+    torn = False
+    if record.is_file() and record.stat().st_size > 0:
+        with open(record, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(record, "a", encoding="utf-8") as f:
+        f.write(("\n" if torn else "") + json.dumps({**key, "start": start, "nll": nll}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def remove_stale_temp_files(path: str | Path) -> list[Path]:

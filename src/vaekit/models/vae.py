@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import torch
@@ -121,3 +123,13 @@ class VAE(nn.Module):
         posterior = self.encode(x)
         z = posterior.sample(generator) if eps is None else posterior.rsample(eps)
         return self.decode(z, x), posterior.mu, posterior.logvar
+
+
+def model_fingerprint(model: VAE) -> str:
+    """SHA-256 of the model's config and weights: a compressed file names the model it needs, and a
+    recorded evaluation the weights it measured."""
+    digest = hashlib.sha256(json.dumps(model.config.__dict__, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -21,8 +21,8 @@ reconstruction (-log p(x|z)) and KL, in nats. One posterior sample per image, se
 --iw-samples K adds the negative log-likelihood estimated with K importance samples per image (the
 IWAE bound of Burda et al. 2016; K=5000 is the literature's standard), computed in chunks that keep
 memory bounded. The decoder runs in bf16 where the hardware has it natively (--precision auto, the
-default): on a 2-core Zen 4 CPU, K=5000 over the 10,000 test images then takes under 3 minutes
-instead of 4.5, and the mean NLL moves by 3e-4 nats (BENCHMARKS.md); --precision fp32 gives the
+default): on a 2-core Zen 4 CPU, K=5000 over the 10,000 test images then takes about 3 minutes
+instead of 4.5-5, and the mean NLL moves by 3e-4 nats (BENCHMARKS.md); --precision fp32 gives the
 all-fp32 number. The ELBO terms are always computed in fp32. The estimate is made 1,000 images at a
 time, each finished block recorded in RUN/nll-blocks.jsonl: stopped (Ctrl-C, a lost session), the
 same command goes on from the first unfinished block, and asked again, it answers at once. The record
@@ -83,8 +83,8 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str) -> torch.Tens
     done = {start: row["nll"] for start, row in read_nll_blocks(record, key).items()}
     blocks = -(-len(x) // NLL_BLOCK)
     if done:
-        print(f"{len(done)} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record}); going on",
-              file=sys.stderr)
+        print(f"{len(done)} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
+              + ("; going on" if len(done) < blocks else ""), file=sys.stderr)
     writable = True
     for start, nll in nll_blocks(loaded.model, x, k, loaded.config.train.seed, done, precision=precision,
                                  progress=sys.stderr.isatty()):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,8 +27,8 @@ from vaekit import ModelConfig, RunConfig, TrainConfig, fit, resume
 from vaekit.config import DataConfig
 from vaekit.data import fixed_binarization, load_split
 from vaekit.errors import RunError
-from vaekit.evaluate import NLL_BLOCK, evaluate_elbo, gather_blocks, nll_blocks, posterior_diagnostics
-from vaekit.runs import append_nll_block, load_checkpoint, load_run, read_nll_blocks
+from vaekit.evaluate import evaluate_elbo, posterior_diagnostics
+from vaekit.runs import load_checkpoint, load_run, recorded_nll
 
 DYNAMIC = DataConfig(binarize="dynamic")
 
@@ -79,23 +78,14 @@ def evaluate(path: Path, k: int, images: int | None, log) -> dict:
 
 
 def blockwise_nll(run, path: Path, test: torch.Tensor, k: int, log) -> tuple[torch.Tensor, float]:
-    """Per-image NLLs of `test` and the seconds they took, by `nll_blocks` (1,000 images at a time).
+    """Per-image NLLs of `test` and the seconds they took, by `recorded_nll` (1,000 images at a time).
 
     Each finished block is appended to OUT/<name>.nll-k<K>.jsonl, so an interrupted evaluation (most of
     an hour for a pixel-context model on two cores) resumes at the first unfinished block.
     """
-    record = path.parent / f"{path.name}.nll-k{k}.jsonl"
     key = {"k": k, "epochs": len(run.metrics), "seed": run.config.train.seed}
-    rows = read_nll_blocks(record, key)
-    done = {start: row["nll"] for start, row in rows.items()}
-    seconds = {start: row.get("seconds", 0.0) for start, row in rows.items()}
-    began = time.perf_counter()
-    for start, nll in nll_blocks(run.model, test, k, run.config.train.seed, done):
-        done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
-        append_nll_block(record, {**key, "seconds": seconds[start]}, start, done[start])
-        log(f"NLL of test images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
-        began = time.perf_counter()
-    return gather_blocks(done, len(test)), sum(seconds[start] for start in range(0, len(test), NLL_BLOCK))
+    return recorded_nll(run.model, test, k, run.config.train.seed, path.parent / f"{path.name}.nll-k{k}.jsonl", key,
+                        log=log)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .config import RunConfig
 from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs
 from .errors import ConfigError, RunError
+from .evaluate import NLL_BLOCK, gather_blocks, nll_blocks
 from .models import VAE
 
 FORMAT_VERSION = 4  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features
@@ -139,6 +141,34 @@ def append_nll_block(record: str | Path, key: dict, start: int, nll: list[float]
         f.write(("\n" if torn else "") + json.dumps({**key, "start": start, "nll": nll}) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def recorded_nll(model: VAE, x: torch.Tensor, k: int, seed: int, record: str | Path, key: dict,
+                 precision: str = "auto", progress: bool = False, log=lambda line: None) -> tuple[torch.Tensor, float]:
+    """Per-image NLLs of x by `evaluate.nll_blocks`, and the seconds their blocks took, each finished
+    block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first
+    unfinished block, a finished one is read back. A record that cannot be written is warned of once
+    and the estimate goes on. `log` gets a line for what was read back, each block, and any warning."""
+    rows = read_nll_blocks(record, key)
+    done = {start: row["nll"] for start, row in rows.items()}
+    seconds = {start: float(row.get("seconds", 0.0)) for start, row in rows.items()}
+    blocks = -(-len(x) // NLL_BLOCK)
+    if done:
+        log(f"{len(done)} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
+            + ("; going on" if len(done) < blocks else ""))
+    writable, began = True, time.perf_counter()
+    for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress):
+        done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
+        if writable:
+            try:
+                append_nll_block(record, {**key, "seconds": seconds[start]}, start, done[start])
+            except OSError as e:
+                writable = False
+                log(f"warning: cannot record finished blocks in {record} ({e.strerror}); a stopped evaluation "
+                    "will start over")
+        log(f"NLL of images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
+        began = time.perf_counter()
+    return gather_blocks(done, len(x)), sum(seconds[start] for start in range(0, len(x), NLL_BLOCK))
 
 
 def remove_stale_temp_files(path: str | Path) -> list[Path]:

@@ -9,9 +9,9 @@ import sys
 import torch
 
 from ..config import PRECISIONS
-from ..evaluate import NLL_BLOCK, evaluate_elbo, gather_blocks, nll_blocks, posterior_diagnostics
+from ..evaluate import evaluate_elbo, posterior_diagnostics
 from ..models import model_fingerprint
-from ..runs import NLL_FILE, append_nll_block, read_nll_blocks
+from ..runs import NLL_FILE, recorded_nll
 from .args import add_data_dir_argument, add_device_argument, add_run_argument, open_run, positive_int, test_inputs
 
 HELP = """\
@@ -76,24 +76,9 @@ def run(args) -> int:
 
 
 def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str) -> torch.Tensor:
-    """Per-image NLLs of x by `nll_blocks`, with each finished block recorded in the run directory."""
-    record = loaded.path / NLL_FILE
+    """Per-image NLLs of x by `runs.recorded_nll`, with each finished block recorded in the run directory."""
     key = {"k": k, "precision": precision, "seed": loaded.config.train.seed, "images": len(x),
            "data": dataclasses.asdict(loaded.config.data), "weights": model_fingerprint(loaded.model)}
-    done = {start: row["nll"] for start, row in read_nll_blocks(record, key).items()}
-    blocks = -(-len(x) // NLL_BLOCK)
-    if done:
-        print(f"{len(done)} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
-              + ("; going on" if len(done) < blocks else ""), file=sys.stderr)
-    writable = True
-    for start, nll in nll_blocks(loaded.model, x, k, loaded.config.train.seed, done, precision=precision,
-                                 progress=sys.stderr.isatty()):
-        done[start] = nll.tolist()
-        if writable:
-            try:
-                append_nll_block(record, key, start, done[start])
-            except OSError as e:
-                writable = False
-                print(f"vaekit: warning: cannot record finished blocks in {record} ({e.strerror}); "
-                      "a stopped evaluation will start over", file=sys.stderr)
-    return gather_blocks(done, len(x))
+    nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, loaded.path / NLL_FILE, key, precision,
+                          progress=sys.stderr.isatty(), log=lambda line: print(f"vaekit: {line}", file=sys.stderr))
+    return nll

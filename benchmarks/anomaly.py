@@ -80,12 +80,13 @@ def one_class(train_set, test_set, digits, config: RunConfig, k: int) -> dict:
     x_test = prepared(test_set.images, config)
     rows, curves, models, references = [], {}, {}, {}
     for digit in digits:
-        log = lambda line: print(f"[digit {digit}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+        log = lambda line, digit=digit: print(f"[digit {digit}] {line}", file=sys.stderr, flush=True)  # noqa: E731
         train_part, held_out = load_train_test(f"digit {digit}", config.data.validation, config.train.seed,
                                                images=train_set.subset((train_set.labels == digit).nonzero()[:, 0]))
         model, seconds = train(seen(train_part.images, config), config, log)
         models[digit] = model
-        references[digit] = scores_by_method(model, prepared(held_out.images, config), config.train.seed, k, MIXTURE_METHODS)
+        references[digit] = scores_by_method(model, prepared(held_out.images, config), config.train.seed, k,
+                                             MIXTURE_METHODS)
         is_anomaly = test_set.labels != digit
         scores = scores_by_method(model, x_test, config.train.seed, k)
         row = {"digit": digit, "train_s": round(seconds, 1), "deep_svdd": DEEP_SVDD[digit],
@@ -123,10 +124,12 @@ def out_of_distribution(test_set, scores: dict[str, dict[str, torch.Tensor]]) ->
             rotated = odd["elbo"]
         labels = torch.cat([torch.zeros(len(images)), torch.ones(len(odd["elbo"]))]).bool()
         result[name] = {method: round(auroc(torch.cat([normal[method], odd[method]]), labels), 4) for method in normal}
-        curves[f"{name} (AUROC {result[name]['elbo']:.3f})"] = roc_curve(torch.cat([normal["elbo"], odd["elbo"]]), labels)
+        curves[f"{name} (AUROC {result[name]['elbo']:.3f})"] = roc_curve(torch.cat([normal["elbo"], odd["elbo"]]),
+                                                                         labels)
     result["rotated, per digit (elbo)"] = {
         digit: round(auroc(torch.cat([normal["elbo"], rotated[test_set.labels == digit]]),
-                           torch.cat([torch.zeros(len(images)), torch.ones(int((test_set.labels == digit).sum()))]).bool()), 3)
+                           torch.cat([torch.zeros(len(images)),
+                                      torch.ones(int((test_set.labels == digit).sum()))]).bool()), 3)
         for digit in range(10)}
     return {**result, "curves": curves}
 
@@ -174,7 +177,8 @@ def main() -> None:
         model, seconds = train(seen(train_set.images, all_config), all_config,
                                lambda line: print(f"[all digits] {line}", file=sys.stderr))
         sets = {name: prepared(images, config) for name, images in ood_sets(test_set).items()}
-        ood = out_of_distribution(test_set, {name: scores_by_method(model, x, seed, args.k) for name, x in sets.items()})
+        ood = out_of_distribution(test_set,
+                                  {name: scores_by_method(model, x, seed, args.k) for name, x in sets.items()})
         panels["out of distribution: one model of all digits (ELBO)"] = ood.pop("curves")
         result["out_of_distribution"] = {"train_s": round(seconds, 1), "epochs": all_config.train.epochs, **ood}
         if sorted(oc["models"]) == list(range(10)):

@@ -76,7 +76,8 @@ def measure(run, bits: np.ndarray) -> dict:
             "model_neg_elbo_bits_per_pixel": round(elbo_nats / (784 * math.log(2)), 4),
             "round_trip_exact": bool(np.array_equal(restored, images)),
             "compress_s": round(compress_s, 1), "decompress_s": round(decompress_s, 1),
-            "compress_images_per_s": round(len(bits) / compress_s), "decompress_images_per_s": round(len(bits) / decompress_s)}
+            "compress_images_per_s": round(len(bits) / compress_s),
+            "decompress_images_per_s": round(len(bits) / decompress_s)}
 
 
 def get_run(path: Path | None, binarize: str, out: Path):
@@ -98,7 +99,8 @@ def main() -> None:
     test = load_split("mnist", "test", DATA_DIR).images[:, 0].numpy()
     sets = {
         "thresholded": ((test > 127).reshape(len(test), -1).astype(np.uint8), args.threshold_run, "threshold"),
-        "stochastic": ((np.random.default_rng(0).random(test.shape) < test / 255.0).reshape(len(test), -1).astype(np.uint8),
+        "stochastic": ((np.random.default_rng(0).random(test.shape)
+                        < test / 255.0).reshape(len(test), -1).astype(np.uint8),
                        args.stochastic_run, "dynamic"),
     }
     result = {"benchmark": "compression", "machine": machine()}

@@ -59,8 +59,8 @@ CONFIGS = {
     "ctx16-vamp": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(300, 300), latent_dim=40, prior="vamp", pixel_groups=16),
                              TrainConfig(epochs=30, kl_warmup=5, lr=2e-3)),
                    "PixelHVAE + VampPrior 79.78 (Tomczak & Welling 2018, Table 2)"),
-    "ctx16-vamp-f4": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(300, 300), latent_dim=40, prior="vamp", pixel_groups=16,
-                                                     context_features=4),
+    "ctx16-vamp-f4": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(300, 300), latent_dim=40, prior="vamp",
+                                                     pixel_groups=16, context_features=4),
                                 TrainConfig(epochs=30, kl_warmup=5, lr=2e-3)),
                       "PixelHVAE + VampPrior 79.78 (Tomczak & Welling 2018, Table 2)"),
 }
@@ -106,7 +106,7 @@ def main() -> None:
         if overrides:
             config = RunConfig(config.data, config.model, TrainConfig(**{**config.train.__dict__, **overrides}))
         path = args.out / name
-        log = lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+        log = lambda line, name=name: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
         try:
             checkpoint = load_checkpoint(path)
         except RunError:

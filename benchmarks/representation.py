@@ -27,7 +27,8 @@ from vaekit.representation import posterior_features, probe_accuracy, probe_repo
 DYNAMIC = DataConfig(binarize="dynamic")
 CONFIGS = {
     "seed-mlp": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=50)),
-    "conv": RunConfig(DYNAMIC, ModelConfig(architecture="conv", hidden_dims=(256,), latent_dim=20), TrainConfig(epochs=20)),
+    "conv": RunConfig(DYNAMIC, ModelConfig(architecture="conv", hidden_dims=(256,), latent_dim=20),
+                      TrainConfig(epochs=20)),
     "beta-0.5": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=20, beta=0.5)),
     "beta-1": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=20, beta=1.0)),
     "beta-4": RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=20, beta=4.0)),
@@ -48,7 +49,8 @@ def main() -> None:
     for name in args.only or CONFIGS:
         path = Path(given[name]) if name in given else args.out / name
         if not (path / "model.safetensors").exists():
-            fit(CONFIGS[name], path, data_dir=DATA_DIR, log=lambda line: print(f"[{name}] {line}", file=sys.stderr))
+            fit(CONFIGS[name], path, data_dir=DATA_DIR,
+                log=lambda line, name=name: print(f"[{name}] {line}", file=sys.stderr))
         run = load_run(path)
         start = time.perf_counter()
         binarize, seed = run.config.data.binarize, run.config.train.seed
@@ -57,8 +59,9 @@ def main() -> None:
         report = probe_report(train_f, train.labels, test_f, test.labels, knn_dims=dims)
         report["linear_means_only"] = probe_accuracy(train_f[:, :dims], train.labels, test_f[:, :dims], test.labels)
         last = run.metrics[-1]
-        result["models"][name] = {"run": str(path), "epochs": len(run.metrics), "test_loss": round(last["test_loss"], 3),
-                                  "active_units": last.get("active_units"), "probe_s": round(time.perf_counter() - start, 1),
+        result["models"][name] = {"run": str(path), "epochs": len(run.metrics),
+                                  "test_loss": round(last["test_loss"], 3), "active_units": last.get("active_units"),
+                                  "probe_s": round(time.perf_counter() - start, 1),
                                   "beta": run.config.train.beta, "architecture": run.config.model.architecture,
                                   **report}
         print(json.dumps({name: result["models"][name]}), file=sys.stderr, flush=True)

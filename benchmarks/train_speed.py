@@ -123,8 +123,8 @@ def main() -> None:
         seed = run_seed(1)
         default = run_worker({"recipe": "seed", "overrides": {"epochs": 2}, "skip_eval": True})
         fp32 = run_worker({"recipe": "seed", "overrides": {"epochs": 2, "precision": "fp32"}, "skip_eval": True})
-        rounds.append({"seed_s": seed["s_per_epoch"], "vaekit_s": default["epoch_s"][1], "vaekit_fp32_s": fp32["epoch_s"][1],
-                       "precision": default["precision"]})
+        rounds.append({"seed_s": seed["s_per_epoch"], "vaekit_s": default["epoch_s"][1],
+                       "vaekit_fp32_s": fp32["epoch_s"][1], "precision": default["precision"]})
     seed_s = median([r["seed_s"] for r in rounds])
     result.update({
         "seed_s_per_epoch": round(seed_s, 3),

@@ -62,7 +62,8 @@ def train_thresholded(images: torch.Tensor, epochs: int, pixel_groups: int = 1) 
     from vaekit.config import DataConfig
 
     config = RunConfig(DataConfig(binarize="threshold"),
-                       ModelConfig(hidden_dims=(200,), latent_dim=10, pixel_groups=pixel_groups), TrainConfig(epochs=epochs))
+                       ModelConfig(hidden_dims=(200,), latent_dim=10, pixel_groups=pixel_groups),
+                       TrainConfig(epochs=epochs))
     return train(images, config, epochs)[0].eval()
 
 

@@ -19,8 +19,8 @@ from .conftest import DATA_DIR, seeded
 
 
 def brute_force_auroc(scores, labels):
-    pos = [s for s, l in zip(scores, labels) if l]
-    neg = [s for s, l in zip(scores, labels) if not l]
+    pos = [s for s, label in zip(scores, labels) if label]
+    neg = [s for s, label in zip(scores, labels) if not label]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
     return wins / (len(pos) * len(neg))
 
@@ -127,7 +127,8 @@ def test_score_and_calibrate_end_to_end(digit_run, tmp_path, capsys, mnist_test)
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["method"] == "elbo" and stored["quantile"] == 0.95 and 0 < stored["false_positive_rate"] < 0.2
     capsys.readouterr()
-    assert main(["score", str(digit_run), "mnist:test", "--data-dir", str(DATA_DIR), "-o", str(tmp_path / "s.csv")]) == 0
+    assert main(["score", str(digit_run), "mnist:test", "--data-dir", str(DATA_DIR),
+                 "-o", str(tmp_path / "s.csv")]) == 0
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "index,name,label,score,anomaly" and len(lines) == 10_001
     rows = [line.split(",") for line in lines[1:]]
@@ -199,7 +200,8 @@ def read_scores(path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor([float(r[3]) for r in rows], dtype=torch.float64), torch.tensor([int(r[4]) for r in rows])
 
 
-def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path, capsys, monkeypatch, mnist_train, mnist_test):
+def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path, capsys, monkeypatch, mnist_train,
+                                                            mnist_test):
     """A run of 1s and a run of 7s, mixed: both digits are normal to the mixture, the other eight anomalies."""
     np.save(tmp_path / "sevens.npy", mnist_train.images[mnist_train.labels == 7][:3000, 0].numpy())
     sevens = tmp_path / "sevens"
@@ -216,12 +218,15 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     torch.testing.assert_close(scores["mixture"], mixture_scores([scores["ones"], scores["sevens"]]), atol=2e-4, rtol=0)
     anomalous = (mnist_test.labels[:1000] != 1) & (mnist_test.labels[:1000] != 7)
     aurocs = {name: auroc(s, anomalous) for name, s in scores.items()}
-    assert aurocs["mixture"] > 0.95 and aurocs["mixture"] > max(aurocs["ones"], aurocs["sevens"]) + 0.03, aurocs  # 0.966, 0.911
+    assert aurocs["mixture"] > 0.95 and aurocs["mixture"] > max(aurocs["ones"], aurocs["sevens"]) + 0.03, \
+        aurocs  # 0.966, 0.911
 
     # a threshold calibrated for the mixture is used by the mixture only
     normal = tmp_path / "normal.npy"
-    np.save(normal, mnist_test.images[1000:][(mnist_test.labels[1000:] == 1) | (mnist_test.labels[1000:] == 7), 0].numpy())
-    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--data", str(normal), "--quantile", "0.95"]) == 0
+    np.save(normal,
+            mnist_test.images[1000:][(mnist_test.labels[1000:] == 1) | (mnist_test.labels[1000:] == 7), 0].numpy())
+    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--data", str(normal),
+                 "--quantile", "0.95"]) == 0
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["mixture"] == [str(sevens.resolve())] and 0 < stored["false_positive_rate"] < 0.15
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "-o", str(tmp_path / "m.csv")]) == 0
@@ -245,7 +250,8 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
         held_out_scores = anomaly_scores(run.model, run.inputs(held_out), "elbo", run.config.train.seed)
         references.append(typical_reference(held_out_scores))
     typical = read_scores(tmp_path / "t.csv")[0]
-    torch.testing.assert_close(typical, typical_scores([scores["ones"], scores["sevens"]], references), atol=1e-3, rtol=0)
+    torch.testing.assert_close(typical, typical_scores([scores["ones"], scores["sevens"]], references),
+                               atol=1e-3, rtol=0)
     assert auroc(typical, anomalous) > 0.95, auroc(typical, anomalous)
     assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical", "--data", str(normal),
                  "--quantile", "0.95"]) == 0
@@ -253,7 +259,8 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     assert stored["combine"] == "typical" and 0 < stored["false_positive_rate"] < 0.15
     assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
     (tmp_path / "sevens.npy").rename(tmp_path / "moved.npy")  # the stored references need no training data
-    assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "-o", str(tmp_path / "t2.csv")]) == 0
+    assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens),
+                 "-o", str(tmp_path / "t2.csv")]) == 0
     assert torch.equal(read_scores(tmp_path / "t2.csv")[0], typical)  # the calibrated rule by default
     capsys.readouterr()
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "--method", "iwae",
@@ -269,8 +276,10 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     calls = []
     real_member_scores = cli_anomaly.member_scores
     monkeypatch.setattr(cli_anomaly, "member_scores", lambda m, *a: calls.append(m.path) or real_member_scores(m, *a))
-    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical", "--quantile", "0.95"]) == 0
-    assert calls == [digit_run, sevens, sevens]  # the run's own held-out scores are the images calibrated on: scored once
+    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical",
+                 "--quantile", "0.95"]) == 0
+    # the run's own held-out scores are the images calibrated on: scored once
+    assert calls == [digit_run, sevens, sevens]
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
     monkeypatch.undo()
@@ -289,4 +298,5 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "--method", "mse"]) == 2
     assert "needs a score in nats" in capsys.readouterr().err
     assert main(["score", str(digit_run), "--mixture", str(sevens), str(first1000)]) == 2  # took INPUT as a run
-    assert "required: INPUT (--mixture takes every word up to the next option: put it after INPUT)" in capsys.readouterr().err
+    assert "required: INPUT (--mixture takes every word up to the next option: put it after INPUT)" in \
+        capsys.readouterr().err

@@ -197,7 +197,8 @@ def test_console_script_has_no_traceback(tmp_path):
     argv = [exe] if exe.endswith("vaekit") else [exe, "-m", "vaekit"]
     result = subprocess.run([*argv, "eval", str(tmp_path / "missing")], capture_output=True, text=True)
     assert result.returncode == 4
-    assert result.stderr.strip().splitlines() == [f"vaekit: error: {tmp_path / 'missing'} is not a run directory (no such directory)"]
+    assert result.stderr.strip().splitlines() == [f"vaekit: error: {tmp_path / 'missing'} is not a run directory "
+                                                  "(no such directory)"]
     assert "Traceback" not in result.stderr
 
 

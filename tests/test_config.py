@@ -14,7 +14,8 @@ def test_defaults_are_the_seed_tutorials():
 
 
 def test_round_trip_through_json():
-    config = RunConfig(DataConfig("fashion-mnist", "dynamic", standardize=True), ModelConfig(hidden_dims=(512, 256), latent_dim=32),
+    config = RunConfig(DataConfig("fashion-mnist", "dynamic", standardize=True),
+                       ModelConfig(hidden_dims=(512, 256), latent_dim=32),
                        TrainConfig(epochs=3, batch_size=64, lr=5e-4, seed=9))
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 

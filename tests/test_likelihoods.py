@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, ContinuousBernoulli, Normal
 
-from vaekit.likelihoods import MIN_LOG_STD, continuous_bernoulli_log_norm, negative_log_likelihood, output_channels, pixel_means
+from vaekit.likelihoods import (MIN_LOG_STD, continuous_bernoulli_log_norm, negative_log_likelihood, output_channels,
+                               pixel_means)
 
 from .conftest import seeded, train
 
@@ -21,7 +22,8 @@ def test_continuous_bernoulli_matches_torch_distributions():
     logits = torch.cat([torch.randn(2, 1, 4, 4, generator=g) * 4, torch.full((1, 1, 4, 4), 1e-5)])
     x = torch.rand(3, 1, 4, 4, generator=g)
     expected = -ContinuousBernoulli(logits=logits).log_prob(x).sum((1, 2, 3))
-    torch.testing.assert_close(negative_log_likelihood(logits, x, "continuous-bernoulli"), expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(negative_log_likelihood(logits, x, "continuous-bernoulli"), expected,
+                               rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(pixel_means(logits, "continuous-bernoulli"), ContinuousBernoulli(logits=logits).mean,
                                rtol=1e-4, atol=1e-4)
     assert continuous_bernoulli_log_norm(torch.tensor(0.0)) == pytest.approx(math.log(2))

@@ -38,7 +38,8 @@ def test_knn_and_linear_probes_on_separable_clusters():
 def test_knn_majority_vote_with_ties():
     train = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
     labels = torch.tensor([0, 1, 1, 0])
-    assert knn_accuracy(train, labels, torch.tensor([[0.1]]), torch.tensor([0]), ks=(1, 2, 3)) == {1: 1.0, 2: 1.0, 3: 0.0}
+    assert knn_accuracy(train, labels, torch.tensor([[0.1]]), torch.tensor([0]),
+                        ks=(1, 2, 3)) == {1: 1.0, 2: 1.0, 3: 0.0}
 
 
 def test_balanced_subset_and_label_propagation():
@@ -78,7 +79,8 @@ def test_traverse_and_manifold_shapes_and_values():
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("r") / "seed"
-    fit(RunConfig(model=ModelConfig(hidden_dims=(200,), latent_dim=8), train=TrainConfig(epochs=3)), out, data_dir=DATA_DIR)
+    fit(RunConfig(model=ModelConfig(hidden_dims=(200,), latent_dim=8), train=TrainConfig(epochs=3)), out,
+        data_dir=DATA_DIR)
     return out
 
 

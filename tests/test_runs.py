@@ -59,7 +59,8 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     (lambda p: (p.mkdir(), (p / "config.json").write_text(json.dumps(
         {"format_version": 1, **SMALL.to_dict(), "model": {**SMALL.to_dict()["model"], "latent": 3}}))),
      "unknown key(s): latent"),
-    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"format_version": 1}')), "missing key(s): data, model, train"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"format_version": 1}')),
+     "missing key(s): data, model, train"),
     (lambda p: (p.mkdir(), (p / "config.json").write_text(json.dumps({"format_version": 1, **SMALL.to_dict()}))),
      "no model.safetensors"),
 ])
@@ -112,8 +113,8 @@ def test_threshold_round_trip_and_corrupt_threshold_files(tmp_path):
     assert read_threshold(tmp_path) == calibration
     assert read_threshold(tmp_path / "nothing") is None
     for bad in ({"method": "elbo"}, {**calibration, "threshold": "high"},
-                {**calibration, "references": {"/runs/a": [10.0, 0.0]}}, {**calibration, "references": {"/runs/a": [1.0]}},
-                {**calibration, "references": [[10.0, 2.0]]}):
+                {**calibration, "references": {"/runs/a": [10.0, 0.0]}},
+                {**calibration, "references": {"/runs/a": [1.0]}}, {**calibration, "references": [[10.0, 2.0]]}):
         write_threshold(tmp_path, bad)
         with pytest.raises(RunError, match="threshold.json: unreadable .*; run vaekit calibrate again"):
             read_threshold(tmp_path)

@@ -154,7 +154,8 @@ def test_validation_split_is_seeded_and_disjoint(tmp_path):
     values = lambda s: set(s.images[:, 0, 0, 0].tolist())  # noqa: E731
     assert values(train).isdisjoint(values(held)) and len(values(train) | values(held)) == 50
     again = load_train_test(str(tmp_path / "a.npy"), 0.2, seed=1)[1]
-    assert values(again) == values(held) and values(load_train_test(str(tmp_path / "a.npy"), 0.2, seed=2)[1]) != values(held)
+    assert (values(again) == values(held)
+            and values(load_train_test(str(tmp_path / "a.npy"), 0.2, seed=2)[1]) != values(held))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

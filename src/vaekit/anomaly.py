@@ -60,8 +60,8 @@ def anomaly_scores(model: VAE, x: torch.Tensor, method: str = "elbo", seed: int 
     was_training = model.training
     model.eval()
     # all the noise at once: an image's score then does not depend on the batch it is scored in
-    eps_all = torch.randn(len(x), model.latent_dim, generator=make_generator(derive_seed(seed, "score-noise"), x.device),
-                          device=x.device)
+    eps_all = torch.randn(len(x), model.latent_dim,
+                          generator=make_generator(derive_seed(seed, "score-noise"), x.device), device=x.device)
     prior_log_prob = None if model.analytic_kl else model.frozen_prior_log_prob()
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     for start in tqdm(range(0, len(x), batch_size), desc=f"scoring ({method})", unit="batch", leave=False,
@@ -148,7 +148,8 @@ def calibrate(scores: torch.Tensor, quantile: float, seed: int = 0) -> dict:
     order = torch.randperm(len(scores), generator=make_generator(derive_seed(seed, "calibration-split")))
     fit, check = scores[order[: len(scores) // 2]], scores[order[len(scores) // 2:]]
     threshold = torch.quantile(fit.double(), quantile).item()
-    return {"threshold": threshold, "quantile": quantile, "false_positive_rate": (check > threshold).double().mean().item(),
+    return {"threshold": threshold, "quantile": quantile,
+            "false_positive_rate": (check > threshold).double().mean().item(),
             "fitted_on": len(fit), "measured_on": len(check)}
 
 

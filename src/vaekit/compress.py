@@ -141,7 +141,8 @@ class BitsBackCoder:
             images[i] = image
         left = coder.get_compressed()
         if not np.array_equal(left, self.initial_words()):
-            raise DataError("decoding did not end on the initial bits: the file does not match this model or is corrupt")
+            raise DataError("decoding did not end on the initial bits: "
+                            "the file does not match this model or is corrupt")
         return images
 
 

@@ -16,7 +16,8 @@ from .rng import derive_seed, make_generator
 
 EVAL_BATCH = 1000
 IW_ROWS = {"cpu": 2048, "cuda": 65536}  # decoded samples per chunk: bounds the memory of --iw-samples
-# Below this many decoded samples, compiling costs more than it saves (1M on a 2-core CPU: 10.0 s compiled, 7.9 s eager).
+# Below this many decoded samples, compiling costs more than it saves
+# (1M on a 2-core CPU: 10.0 s compiled, 7.9 s eager).
 COMPILE_MIN_SAMPLES = 2_000_000
 
 

@@ -78,7 +78,8 @@ def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | N
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
                                           progress, images, config.data.standardize)
     if train_set.shape != config.model.input_shape:
-        raise ConfigError(f"{train_set.name} images are {train_set.shape}, the model expects {config.model.input_shape}")
+        raise ConfigError(f"{train_set.name} images are {train_set.shape}, "
+                          f"the model expects {config.model.input_shape}")
     return train_set, test_set
 
 
@@ -155,6 +156,7 @@ def _write_epoch_files(out: Path, model: VAE, metrics: list[dict], sample_seed: 
     runs.write_metrics(out, metrics)
     if images or not (out / f"samples_{epoch}.png").exists() or not (out / f"reconstruction_{epoch}.png").exists():
         inputs = test_x[:N_RECONSTRUCTIONS]
-        save_image_grid(out / f"samples_{epoch}.png", sample(model, N_SAMPLES, make_generator(sample_seed, test_x.device)))
+        save_image_grid(out / f"samples_{epoch}.png",
+                        sample(model, N_SAMPLES, make_generator(sample_seed, test_x.device)))
         save_image_grid(out / f"reconstruction_{epoch}.png", torch.cat([inputs, reconstruct(model, inputs)]),
                         nrow=len(inputs))

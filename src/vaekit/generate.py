@@ -35,7 +35,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int, method: str = "linear") -> torch.Tensor:
+def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int,
+                method: str = "linear") -> torch.Tensor:
     """Decode `steps` points on the path between the posterior means of two images (C, H, W), ends included."""
     if method not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")

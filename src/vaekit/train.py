@@ -99,7 +99,8 @@ class Trainer:
 
     def _eager_loss(self, x: torch.Tensor, eps: torch.Tensor, kl_weight: torch.Tensor) -> torch.Tensor:
         """The objective summed over the batch, in nats (a 0-dim kl_weight tensor keeps compiled graphs reusable)."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
             recon_params, mu, logvar = self.model(x, eps)
         return training_loss(x, recon_params.float(), mu.float(), logvar.float(), eps,
                              likelihood=self.module.config.likelihood,
@@ -135,7 +136,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(self.config, first_step + i, self.total_steps)
             x = prepare(shuffled[i * batch_size:(i + 1) * batch_size], self.binarize, flips)
-            shape = (len(x), self.latent_dim) if self.config.iw_samples == 1 else (self.config.iw_samples, len(x), self.latent_dim)
+            shape = ((len(x), self.latent_dim) if self.config.iw_samples == 1
+                     else (self.config.iw_samples, len(x), self.latent_dim))
             eps = torch.randn(shape, generator=noise, device=self.device)
             kl_weight = torch.tensor(self.kl_weight(first_step + i), device=self.device)
             loss_sum = self._batch_loss(x, eps, kl_weight)
@@ -180,7 +182,8 @@ class Trainer:
             for name, t in state.items():
                 tensors[f"optimizer.{index}.{name}"] = t if torch.is_tensor(t) else torch.tensor(t)
         groups = [{**g, "betas": list(g["betas"])} for g in optimizer["param_groups"]]
-        meta = {"epoch": self.epoch, "param_groups": groups, "next_epoch_seeds": epoch_seeds(self.config.seed, self.epoch + 1)}
+        meta = {"epoch": self.epoch, "param_groups": groups,
+                "next_epoch_seeds": epoch_seeds(self.config.seed, self.epoch + 1)}
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:

@@ -95,10 +95,12 @@ def add_method_arguments(p) -> None:
                    help="elbo (default), iwae or recon; score uses the calibrated method by default")
     p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K", help="for iwae (default 100)")
     p.add_argument("--mixture", type=Path, nargs="+", default=[], metavar="RUN",
-                   help="score with RUN and these runs as one detector (elbo, iwae or recon); after the positional arguments")
+                   help="score with RUN and these runs as one detector (elbo, iwae or recon); "
+                        "after the positional arguments")
     p.add_argument("--combine", choices=MIXTURE_RULES, default=None,
                    help="how --mixture combines the runs' scores: density (default; nats) or typical (standard "
-                        "deviations of each run's own held-out scores, the smallest); score uses the calibrated rule by default")
+                        "deviations of each run's own held-out scores, the smallest); "
+                        "score uses the calibrated rule by default")
 
 
 def run_score(args) -> int:
@@ -137,7 +139,8 @@ def run_score(args) -> int:
     text = to_jsonl(rows) if args.output and args.output.suffix == ".jsonl" else to_csv(rows)
     if args.output:
         atomic_write_text(args.output, text)
-        flagged = "" if threshold is None else f", {sum(r['anomaly'] for r in rows)} above the threshold {threshold:.3f}"
+        flagged = ("" if threshold is None
+                   else f", {sum(r['anomaly'] for r in rows)} above the threshold {threshold:.3f}")
         print(f"scored {len(rows)} images ({method}){flagged}: {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="test-set loss, reconstruction and KL", description=HELP)
     add_run_argument(p)
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object: test_loss, reconstruction, kl, rate, distortion, active_units, kl_per_dim (and nll, iw_samples)")
+                   help="print one JSON object: test_loss, reconstruction, kl, rate, distortion, active_units, "
+                        "kl_per_dim (and nll, iw_samples)")
     p.add_argument("--iw-samples", type=positive_int, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",

@@ -66,7 +66,8 @@ def run_latents(args) -> int:
     points = project_2d(mu.cpu(), args.method, loaded.config.train.seed)
     labels = None if test.labels is None else test.labels[chosen].numpy()
     classes = test.classes or tuple(str(i) for i in range(10))
-    title = f"{args.run.name}: {len(points)} test latents, {args.method.upper() if args.method == 'pca' else args.method}"
+    title = (f"{args.run.name}: {len(points)} test latents, "
+             f"{args.method.upper() if args.method == 'pca' else args.method}")
     save_latent_scatter(args.output, points, labels, classes, title)
     print(f"wrote {args.output}")
     return 0

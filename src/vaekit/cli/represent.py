@@ -114,7 +114,8 @@ def run_embed(args) -> int:
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
     dims = mu.shape[1]
-    writer.writerow(["index", "name", "label", *[f"mu_{i}" for i in range(dims)], *[f"logvar_{i}" for i in range(dims)]])
+    writer.writerow(["index", "name", "label", *[f"mu_{i}" for i in range(dims)],
+                     *[f"logvar_{i}" for i in range(dims)]])
     for i, (name, label) in enumerate(zip(names, labels)):
         writer.writerow([i, name, "" if label is None else label, *np.round(mu[i], 6), *np.round(logvar[i], 6)])
     csv_path = atomic_write_text(args.output.with_suffix(".csv"), table.getvalue())
@@ -149,7 +150,8 @@ def run_probe(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"kNN accuracy       k=1 {result['knn']['1']:.4f}   k=5 {result['knn']['5']:.4f}   k=10 {result['knn']['10']:.4f}")
+    print(f"kNN accuracy       k=1 {result['knn']['1']:.4f}   k=5 {result['knn']['5']:.4f}   "
+          f"k=10 {result['knn']['10']:.4f}")
     print(f"linear probe       {result['linear']:.4f}")
     for n, row in result["few_labels"].items():
         print(f"{n:>5} labels       linear {row['linear']:.4f}   label propagation {row['label_propagation']:.4f}")
@@ -173,7 +175,8 @@ def run_manifold(args) -> int:
     loaded = open_run(args)
     if loaded.model.latent_dim < 2:
         raise ConfigError("the manifold needs at least 2 latent dimensions")
-    dims = (0, 1) if loaded.model.latent_dim == 2 else tuple(dims_by_usage(posterior_diagnostics(loaded.model, test_inputs(loaded, args)))[:2])
+    dims = ((0, 1) if loaded.model.latent_dim == 2
+            else tuple(dims_by_usage(posterior_diagnostics(loaded.model, test_inputs(loaded, args)))[:2]))
     save_image_grid(args.output, manifold(loaded.model, dims, args.n), nrow=args.n, padding=0)
     print(f"wrote the {args.n}x{args.n} manifold of dimensions {dims[0]} and {dims[1]} to {args.output}")
     return 0

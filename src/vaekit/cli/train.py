@@ -52,7 +52,8 @@ TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "see
                "beta", "kl_warmup", "free_bits", "iw_samples")
 MODEL_FLAGS = ("architecture", "conv_channels", "likelihood", "prior", "prior_components", "pixel_groups",
                "context_channels", "context_features")
-CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "standardize", "recipe", *MODEL_FLAGS, *TRAIN_FLAGS)
+CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "standardize", "recipe", *MODEL_FLAGS,
+                *TRAIN_FLAGS)
 
 
 def register(subparsers) -> None:
@@ -79,7 +80,8 @@ def register(subparsers) -> None:
                    help="1 (default): pixels independent given z; 4, 7 or 16: decode pixels in interleaved groups, "
                         "each conditioned on the ones before (lower NLL and smaller compressed files on binary images)")
     p.add_argument("--context-channels", type=positive_int,
-                   help=f"--pixel-groups: channels of the context convolution (default {defaults.model.context_channels})")
+                   help="--pixel-groups: channels of the context convolution "
+                        f"(default {defaults.model.context_channels})")
     p.add_argument("--context-features", type=non_negative_int, metavar="M",
                    help="--pixel-groups: channels per pixel the decoder passes to the context besides its logit, "
                         "a wider path from z to each pixel (default 0; 4 gives a lower NLL, BENCHMARKS.md)")
@@ -98,7 +100,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, help=f"default {recipe.batch_size}")
     p.add_argument("--lr", type=positive_float, help=f"peak Adam learning rate (default {recipe.lr:g})")
     p.add_argument("--schedule", choices=SCHEDULES, help=f"after warm-up (default {recipe.schedule})")
-    p.add_argument("--warmup", type=unit_fraction, help=f"fraction of steps of linear warm-up (default {recipe.warmup:g})")
+    p.add_argument("--warmup", type=unit_fraction,
+                   help=f"fraction of steps of linear warm-up (default {recipe.warmup:g})")
     p.add_argument("--beta2", type=unit_fraction, help=f"Adam's second-moment decay (default {recipe.beta2:g})")
     p.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
                    help="clip the gradients' global L2 norm (default 0: no clipping)")

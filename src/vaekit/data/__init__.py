@@ -9,6 +9,6 @@ from .sources import as_seen, conform, from_array, is_builtin, load_train_test, 
 __all__ = [
     "DATASETS", "FASHION_MNIST", "MNIST", "DataFile", "DatasetSpec", "ImageSet",
     "binarize", "latent_inputs", "encode_idx", "epoch_order", "fixed_binarization", "load_split", "parse_idx",
-    "prepare", "read_idx", "search_dirs", "standardize", "to_unit", "conform", "from_array", "is_builtin", "load_train_test",
-    "read_array", "read_images", "as_seen",
+    "prepare", "read_idx", "search_dirs", "standardize", "to_unit", "conform", "from_array", "is_builtin",
+    "load_train_test", "read_array", "read_images", "as_seen",
 ]

@@ -42,5 +42,6 @@ class ImageSet:
         labels = None if self.labels is None else self.labels[indices]
         names = None
         if self.names is not None:
-            names = self.names[indices] if isinstance(indices, slice) else tuple(self.names[i] for i in indices.tolist())
+            names = (self.names[indices] if isinstance(indices, slice)
+                     else tuple(self.names[i] for i in indices.tolist()))
         return ImageSet(self.images[indices], labels, self.name, self.classes, names)

@@ -116,7 +116,8 @@ class PixelContext(nn.Module):
         """A binary image (..., C, H, W) drawn group by group: a sample of x given the decoder's output."""
         return self._draw_groups(decoded, generator)[1]
 
-    def _draw_groups(self, decoded: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw_groups(self, decoded: torch.Tensor,
+                     generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (*decoded.shape[:-3], self.channels, *decoded.shape[-2:])
         decoded = decoded.reshape(-1, *decoded.shape[-3:])
         out = decoded[:, :self.channels].clone()

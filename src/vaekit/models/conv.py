@@ -19,7 +19,8 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
         self.convs = nn.Sequential(*layers)
         scale = 2 ** len(channels)
-        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * (h // scale) * (w // scale), hidden), nn.ReLU())
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * (h // scale) * (w // scale), hidden),
+                                   nn.ReLU())
         self.head = nn.Linear(hidden, 2 * latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ class VAE(nn.Module):
     a mixture of the posteriors of learned pseudo-inputs (Tomczak & Welling 2018).
     """
 
-    def __init__(self, config: ModelConfig = ModelConfig()):
+    def __init__(self, config: ModelConfig = ModelConfig()):  # noqa: B008  (frozen, so one shared default is safe)
         super().__init__()
         self.config = config
         c, h, w = config.input_shape

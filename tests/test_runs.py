@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from vaekit import VAE, ModelConfig, RunConfig, load_run
+from vaekit import VAE, ModelConfig, RunConfig, TrainConfig, load_run
 from vaekit.errors import RunError
 from vaekit.runs import create_run, read_metrics, read_threshold, save_weights, write_metrics, write_threshold
 
@@ -42,6 +42,27 @@ def test_an_older_run_reads_with_independent_pixels_and_raw_images(tmp_path, ver
             del document["model"][key]
     path.write_text(json.dumps({**document, "format_version": version}))
     assert load_run(tmp_path / "r").config == SMALL
+
+
+# config.json exactly as the first vaekit wrote it (run format 1 before bf16, schedules, conv models and priors):
+# the seed's MLP, Adam at lr 1e-3 with PyTorch's defaults, constant, fp32.
+FIRST_FORMAT_1 = {"format_version": 1, "vaekit_version": "0.1.0", "data": {"name": "mnist", "binarize": "none"},
+                  "model": {"input_shape": [1, 28, 28], "hidden_dims": [16], "latent_dim": 3},
+                  "train": {"epochs": 10, "batch_size": 128, "lr": 0.001, "seed": 1}}
+
+
+def test_a_first_format_1_run_reads_with_the_behaviour_it_was_trained_with(tmp_path):
+    model = make_run(tmp_path / "r")
+    (tmp_path / "r" / "config.json").write_text(json.dumps(FIRST_FORMAT_1))
+    run = load_run(tmp_path / "r")
+    assert run.config == RunConfig(model=ModelConfig(hidden_dims=(16,), latent_dim=3),
+                                   train=TrainConfig.seed_settings(precision="fp32"))
+    assert all(torch.equal(run.model.state_dict()[name], t) for name, t in model.state_dict().items())
+    # a later format-1 document kept what it wrote: only the missing fields take the old behaviour
+    later = {**FIRST_FORMAT_1, "train": {**FIRST_FORMAT_1["train"], "schedule": "cosine", "warmup": 0.05}}
+    (tmp_path / "r" / "config.json").write_text(json.dumps(later))
+    train = load_run(tmp_path / "r").config.train
+    assert (train.schedule, train.warmup, train.beta2, train.precision) == ("cosine", 0.05, 0.999, "fp32")
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):

@@ -211,8 +211,22 @@ def read_config(path: str | Path) -> RunConfig:
         raise RunError(f"{config_path}: {e}") from None
 
 
+# What a run-format-1 config without a field meant: the behaviour vaekit had before the field existed (the Adam
+# defaults, a constant learning rate, fp32, the MLP with a Bernoulli likelihood and the N(0, I) prior, the ELBO).
+FORMAT_1_ABSENT = {
+    "data": {"validation": 0.1},
+    "model": {"architecture": "mlp", "conv_channels": [32, 64], "likelihood": "bernoulli", "prior": "normal",
+              "prior_components": 500},
+    "train": {"schedule": "constant", "warmup": 0.0, "beta2": 0.999, "clip_grad": 0.0, "beta": 1.0, "kl_warmup": 0,
+              "free_bits": 0.0, "iw_samples": 1, "compile": "auto", "precision": "fp32"},
+}
+
+
 def migrate_config(document: dict, version: int) -> dict:
     """A config document of run format `version` brought to the current format, each step explicit."""
+    if version < 2:  # format 1 grew fields as the first features landed; a missing one meant the behaviour before it
+        document = {**document, **{section: {**FORMAT_1_ABSENT[section], **document[section]}
+                                   for section in FORMAT_1_ABSENT if isinstance(document.get(section), dict)}}
     if version < 2 and isinstance(document.get("model"), dict):  # before pixel context existed
         document = {**document, "model": {**document["model"], "pixel_groups": 1, "context_channels": 32}}
     if version < 3 and isinstance(document.get("data"), dict):  # before per-image standardization existed

@@ -211,28 +211,28 @@ def read_config(path: str | Path) -> RunConfig:
         raise RunError(f"{config_path}: {e}") from None
 
 
-# What a run-format-1 config without a field meant: the behaviour vaekit had before the field existed (the Adam
-# defaults, a constant learning rate, fp32, the MLP with a Bernoulli likelihood and the N(0, I) prior, the ELBO).
-FORMAT_1_ABSENT = {
-    "data": {"validation": 0.1},
-    "model": {"architecture": "mlp", "conv_channels": [32, 64], "likelihood": "bernoulli", "prior": "normal",
-              "prior_components": 500},
-    "train": {"schedule": "constant", "warmup": 0.0, "beta2": 0.999, "clip_grad": 0.0, "beta": 1.0, "kl_warmup": 0,
-              "free_bits": 0.0, "iw_samples": 1, "compile": "auto", "precision": "fp32"},
+# The fields each run format added, with what a config written before them meant: the behaviour vaekit had
+# before the field existed. Format 1 grew fields as the first features landed (the Adam defaults, a constant
+# learning rate, fp32, the MLP with a Bernoulli likelihood and the N(0, I) prior, the ELBO came first), so a
+# format-1 config may hold some of its entry's fields and lack others.
+ADDED_BY_FORMAT = {
+    2: {"data": {"validation": 0.1},
+        "model": {"architecture": "mlp", "conv_channels": [32, 64], "likelihood": "bernoulli", "prior": "normal",
+                  "prior_components": 500, "pixel_groups": 1, "context_channels": 32},
+        "train": {"schedule": "constant", "warmup": 0.0, "beta2": 0.999, "clip_grad": 0.0, "beta": 1.0,
+                  "kl_warmup": 0, "free_bits": 0.0, "iw_samples": 1, "compile": "auto", "precision": "fp32"}},
+    3: {"data": {"standardize": False}},  # per-image standardization
+    4: {"model": {"context_features": 0}},  # decoder features passed to the pixel context
 }
 
 
 def migrate_config(document: dict, version: int) -> dict:
-    """A config document of run format `version` brought to the current format, each step explicit."""
-    if version < 2:  # format 1 grew fields as the first features landed; a missing one meant the behaviour before it
-        document = {**document, **{section: {**FORMAT_1_ABSENT[section], **document[section]}
-                                   for section in FORMAT_1_ABSENT if isinstance(document.get(section), dict)}}
-    if version < 2 and isinstance(document.get("model"), dict):  # before pixel context existed
-        document = {**document, "model": {**document["model"], "pixel_groups": 1, "context_channels": 32}}
-    if version < 3 and isinstance(document.get("data"), dict):  # before per-image standardization existed
-        document = {**document, "data": {**document["data"], "standardize": False}}
-    if version < 4 and isinstance(document.get("model"), dict):  # before the decoder passed features to the context
-        document = {**document, "model": {**document["model"], "context_features": 0}}
+    """A config document of run format `version` brought to the current format: each later format's fields
+    that the document lacks take their meaning from before that format."""
+    for added_in, sections in ADDED_BY_FORMAT.items():
+        if version < added_in:
+            document = {**document, **{section: {**fields, **document[section]} for section, fields in sections.items()
+                                       if isinstance(document.get(section), dict)}}
     return document
 
 

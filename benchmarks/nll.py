@@ -39,7 +39,8 @@ CONFIGS = {
     "seed-vamp": (RunConfig(DYNAMIC, ModelConfig(prior="vamp"), TrainConfig(epochs=100, kl_warmup=10, lr=1e-3)),
                   "VAE + VampPrior: 85.57 (Tomczak & Welling 2018; their 2x300 MLP, 40 latents)"),
     # the anchor's own shape (Burda et al.: 2x200, 50 latents; ReLU here, tanh there) at the seed MLP's budget
-    "anchor-vae": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(200, 200), latent_dim=50), TrainConfig(epochs=100, lr=1e-3)),
+    "anchor-vae": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(200, 200), latent_dim=50),
+                             TrainConfig(epochs=100, lr=1e-3)),
                    "VAE k=1: 86.76 (Burda et al. 2016, Table 1; 2x200 tanh MLP, 50 latents, 3280 epochs)"),
     "seed-mlp-long": (RunConfig(DYNAMIC, ModelConfig(), TrainConfig(epochs=400, lr=1e-3)),
                       "VAE k=1: 86.76 (Burda et al. 2016)"),

@@ -98,8 +98,8 @@ def register(subparsers) -> None:
                    help="optimisation defaults: vaekit's (fast, the default) or the seed tutorial's")
     p.add_argument("--epochs", type=positive_int, help=f"default {recipe.epochs}")
     p.add_argument("--batch-size", type=positive_int, help=f"default {recipe.batch_size}")
-    p.add_argument("--lr", type=positive_float, help=f"peak Adam learning rate (default {recipe.lr:g}, for short runs; "
-                                                            "1e-3 for hundreds of epochs)")
+    p.add_argument("--lr", type=positive_float,
+                   help=f"peak Adam learning rate (default {recipe.lr:g}, for short runs; 1e-3 for hundreds of epochs)")
     p.add_argument("--schedule", choices=SCHEDULES, help=f"after warm-up (default {recipe.schedule})")
     p.add_argument("--warmup", type=unit_fraction,
                    help=f"fraction of steps of linear warm-up (default {recipe.warmup:g})")

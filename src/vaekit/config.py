@@ -127,6 +127,8 @@ class ModelConfig:
 
 
 SCHEDULES = ("constant", "cosine")
+# Below MNIST's 23.45 warm-up steps (5% of one epoch of 469 batches), so that no MNIST run at batch 128 changes.
+WARMUP_MIN_STEPS = 20
 COMPILE_MODES = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -144,6 +146,9 @@ class TrainConfig:
     lr: float = 6e-3
     schedule: str = "cosine"  # after warm-up: constant, or cosine decay to 0 at the last step
     warmup: float = 0.05  # fraction of all steps over which the learning rate rises linearly from 0
+    # a warm-up lasts at least this many steps (or all of them, if fewer), so that on small data it is never
+    # shorter than one step (whose rate would overshoot the peak); 0: the fraction alone (runs before format 5)
+    warmup_min_steps: int = WARMUP_MIN_STEPS
     beta2: float = 0.98  # Adam's second-moment decay; the seed's (PyTorch's default) is 0.999
     seed: int = 1
     clip_grad: float = 0.0  # clip the gradients' global L2 norm to this; 0 = no clipping
@@ -160,6 +165,7 @@ class TrainConfig:
         _positive_int("train.batch_size", self.batch_size)
         _number_in("train.lr", self.lr, 0, 10)
         _number_in("train.warmup", self.warmup, 0, 1, low_inclusive=True, high_inclusive=False)
+        _non_negative_int("train.warmup_min_steps", self.warmup_min_steps, " (steps)")
         _number_in("train.beta2", self.beta2, 0, 1)
         _non_negative_int("train.seed", self.seed)
         _number_in("train.clip_grad", self.clip_grad, 0, math.inf, low_inclusive=True)

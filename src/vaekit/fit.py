@@ -9,6 +9,7 @@ loss.png. A resumed run ends with the same weights as an uninterrupted one (bitw
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,22 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None))
 
 
+def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None = None, device: str = "auto",
+            progress: bool = False, log: Log | None = None, images: ImageSet | None = None) -> runs.Run:
+    """Train the run at `path` from scratch with `config`, which replaces its own: only while the run has no
+    finished epoch (its first one failed or was stopped), so that nothing it trained is lost."""
+    path = Path(path)
+    runs.read_config(path)  # a run directory, and one this vaekit reads
+    if runs.has_finished_epoch(path):
+        raise RunError(f"{path} has finished epochs; it continues only with its own config (vaekit train "
+                       f"--resume {shlex.quote(str(path))}), or train a new run with --out")
+    dev = resolve_device(device)
+    data = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
+    runs.remove_stale_temp_files(path)
+    runs.write_config(path, config)
+    return _train(path, config, None, data, dev, progress, log or (lambda line: None))
+
+
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
                                           progress, images, config.data.standardize)
@@ -127,7 +144,12 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
         raise Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "
                           f"continue with: vaekit train --resume {out}") from None
     except TrainingError as e:
-        raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
+        if saved:
+            raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
+        # nothing trained is lost by starting again, so the run takes new settings (vaekit.fit.restart)
+        lower = min(config.train.lr / 10, 1e-3)
+        raise TrainingError(f"{e}; {out} has no finished epoch, so it can start again with new settings: "
+                            f"vaekit train --resume {shlex.quote(str(out))} --lr {lower:g}") from None
     save_loss_curve(out / "loss.png", metrics)
     return runs.Run(out, config, model.eval(), metrics)
 

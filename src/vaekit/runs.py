@@ -31,7 +31,8 @@ from .errors import ConfigError, RunError
 from .evaluate import NLL_BLOCK, gather_blocks, nll_blocks
 from .models import VAE
 
-FORMAT_VERSION = 4  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features
+FORMAT_VERSION = 5  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
+# 5 train.warmup_min_steps
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -69,6 +70,11 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     state = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     metadata = {"format_version": str(FORMAT_VERSION), "vaekit_version": __version__, "meta": json.dumps(meta)}
     return atomic_write_bytes(Path(path) / CHECKPOINT_FILE, save_safetensors(state, metadata=metadata))
+
+
+def has_finished_epoch(path: str | Path) -> bool:
+    """Whether the run at `path` has committed a checkpoint, which its first finished epoch writes first."""
+    return (Path(path) / CHECKPOINT_FILE).exists()
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -223,6 +229,7 @@ ADDED_BY_FORMAT = {
                   "kl_warmup": 0, "free_bits": 0.0, "iw_samples": 1, "compile": "auto", "precision": "fp32"}},
     3: {"data": {"standardize": False}},  # per-image standardization
     4: {"model": {"context_features": 0}},  # decoder features passed to the pixel context
+    5: {"train": {"warmup_min_steps": 0}},  # a warm-up of the fraction alone, even when shorter than one step
 }
 
 

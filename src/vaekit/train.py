@@ -40,12 +40,25 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         return torch.optim.Adam(model.parameters(), foreach=True, **kwargs)
 
 
+def warmup_steps_of(config: TrainConfig, total_steps: int) -> float:
+    """How many of `total_steps` the linear warm-up lasts: the fraction `warmup` of them, and, when there is a
+    warm-up, at least `warmup_min_steps` (all steps, if there are fewer).
+
+    The fraction stays a float (MNIST's default is 93.8 steps) so that runs long enough for it to pass the
+    floor keep their numbers; the floor is a whole number of steps, so a short run never overshoots the peak.
+    """
+    fraction = config.warmup * total_steps
+    if 0 < fraction < config.warmup_min_steps:
+        return min(config.warmup_min_steps, total_steps)
+    return fraction
+
+
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of 0-based `step` of `total_steps`: linear warm-up, then constant or cosine to 0.
 
     Cosine decay: Loshchilov & Hutter 2017 (SGDR), without restarts.
     """
-    warmup_steps = config.warmup * total_steps
+    warmup_steps = warmup_steps_of(config, total_steps)
     if step < warmup_steps:
         return config.lr * (step + 1) / warmup_steps
     if config.schedule == "constant":

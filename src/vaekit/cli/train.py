@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
-                      SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig)
+                      SCHEDULES, DataConfig, RunConfig, TrainConfig)
 from ..data import DATASETS, ImageSet, is_builtin, read_images
 from ..errors import ConfigError
-from ..fit import fit, resume
+from .. import runs
+from ..fit import fit, restart, resume
 from .args import (add_data_dir_argument, add_device_argument, non_negative_float, non_negative_int,
                    positive_float, positive_int, unit_fraction)
 
@@ -127,10 +128,15 @@ def run(args) -> int:
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS
                  if getattr(args, name) is not None and name != "epochs"]
-        if given:
-            raise ConfigError(f"--resume continues a run with its own config; drop {', '.join(given)} "
-                              "(only --epochs, --data-dir and --device may be given)")
-        result = resume(args.resume, epochs=args.epochs, **options)
+        if given and runs.has_finished_epoch(args.resume):
+            raise ConfigError(f"--resume continues a run with its own config once it has finished an epoch; drop "
+                              f"{', '.join(given)} (only --epochs, --data-dir and --device may be given)")
+        if given:  # no finished epoch: nothing is lost by starting again with these settings
+            images = own_images(args.data)
+            config = build_config(args, images, base=runs.read_config(args.resume))
+            result = restart(args.resume, config, images=images, **options)
+        else:
+            result = resume(args.resume, epochs=args.epochs, **options)
     else:
         images = own_images(args.data)
         config = build_config(args, images)
@@ -152,21 +158,26 @@ def own_images(data: str | None) -> ImageSet | None:
     return read_images(Path(data).resolve())  # checks the data before a run directory is made
 
 
-def build_config(args, images: ImageSet | None = None) -> RunConfig:
+def build_config(args, images: ImageSet | None = None, base: RunConfig | None = None) -> RunConfig:
     """The RunConfig the flags describe: the recipe's values, overridden by every flag given. `images`:
-    the user's images read from --data (`own_images`), which set the model's input shape."""
-    defaults = RunConfig()
-    data = str(Path(args.data).resolve()) if images is not None else args.data or defaults.data.name
-    input_shape = images.shape if images is not None else defaults.model.input_shape
-    recipe = TrainConfig.seed_settings() if args.recipe == "seed" else TrainConfig()
+    the user's images read from --data (`own_images`), which set the model's input shape. `base`: the
+    config whose values the flags override (a run's own, to restart it), instead of the defaults."""
+    defaults = base or RunConfig()
+    data = (str(Path(args.data).resolve()) if images is not None
+            else args.data or defaults.data.name)
+    input_shape = (images.shape if images is not None
+                   else defaults.model.input_shape if args.data is None else RunConfig().model.input_shape)
+    recipe = (TrainConfig.seed_settings() if args.recipe == "seed" else TrainConfig() if args.recipe == "vaekit"
+              else defaults.train if base else TrainConfig())
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     return RunConfig(
         data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize,
                         validation=args.validation if args.validation is not None else defaults.data.validation,
-                        standardize=bool(args.standardize)),
-        model=ModelConfig(input_shape=input_shape, hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
-                          latent_dim=args.latent or defaults.model.latent_dim,
-                          **{name: tuple(v) if isinstance(v, list) else v
-                             for name in MODEL_FLAGS if (v := getattr(args, name)) is not None}),
+                        standardize=bool(args.standardize) or (base is not None and base.data.standardize)),
+        model=dataclasses.replace(defaults.model, input_shape=input_shape,
+                                  hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
+                                  latent_dim=args.latent or defaults.model.latent_dim,
+                                  **{name: tuple(v) if isinstance(v, list) else v
+                                     for name in MODEL_FLAGS if (v := getattr(args, name)) is not None}),
         train=dataclasses.replace(recipe, **given),
     )

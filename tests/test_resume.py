@@ -158,7 +158,7 @@ def blobs(path, n=300, side=8):
 
 def test_a_run_whose_first_epoch_failed_restarts_as_its_error_says(tmp_path, capsys):
     data, out = blobs(tmp_path / "blobs.npy"), tmp_path / "my run"
-    code = main(["train", "--data", str(data), "--hidden", "64", "--lr", "9", "--epochs", "2",
+    code = main(["train", "--data", str(data), "--hidden", "64", "--lr", "9", "--batch-size", "128", "--epochs", "2",
                  "--out", str(out), "--compile", "off"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 6 and len(err) == 1 and "became non-finite at epoch 1" in err[0], err
@@ -167,11 +167,14 @@ def test_a_run_whose_first_epoch_failed_restarts_as_its_error_says(tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == ["config.json"] and load_checkpoint(out) is None
 
     assert main(shlex.split(advice)[1:]) == 0  # exactly what the error said to type
+    log = "".join(capsys.readouterr())
+    assert "warning: each epoch is only 3 optimizer steps (270 training images at batch 128; 6 in all), too few" in log
     rows = metrics(out)
     assert [row["epoch"] for row in rows] == [1, 2] and all(math.isfinite(row["test_loss"]) for row in rows)
     assert rows[-1]["test_loss"] < rows[0]["test_loss"]
     config = json.loads((out / "config.json").read_text())
     assert (config["train"]["lr"], config["model"]["hidden_dims"], config["model"]["latent_dim"]) == (0.001, [64], 20)
+    assert (config["train"]["batch_size"], config["train"]["epochs"]) == (128, 2)  # as recorded
     assert config["model"]["input_shape"] == [1, 8, 8] and config["data"]["name"] == str(data)
     assert main(["train", "--resume", str(out), "--lr", "0.01"]) == 2  # now it has finished epochs
     assert "drop --lr" in capsys.readouterr().err

@@ -88,6 +88,21 @@ def test_the_warmup_floor_applies_only_when_there_is_a_warmup():
     assert warmup_steps_of(constant, 5) == 0 and learning_rate(constant, 0, 5) == 0.01
 
 
+def test_an_epoch_of_few_steps_is_warned_of():
+    from vaekit.train import few_steps_warning
+
+    assert few_steps_warning(54_000, TrainConfig()) is None and few_steps_warning(1_280, TrainConfig()) is None
+    assert few_steps_warning(1_152, TrainConfig()) == (
+        "each epoch is only 9 optimizer steps (1152 training images at batch 128; 36 in all), too few to learn much: "
+        "use a smaller --batch-size or more --epochs")
+    assert "only 1 optimizer step (5 training images at batch 8; 3 in all), too few" in few_steps_warning(
+        5, TrainConfig(batch_size=8, epochs=3))
+    # the recipe's own choice for 270 images: enough steps in all, but an epoch of 9
+    assert few_steps_warning(270, TrainConfig.for_data(270, 64)) == (
+        "each epoch is only 9 optimizer steps (270 training images at batch 32; 405 in all), a small training set, "
+        "which a VAE overfits easily: watch the test loss")
+
+
 def epoch_of(images, **train_options):
     """One epoch of a small model; returns the model and the epoch's mean loss."""
     config = RunConfig(model=ModelConfig(hidden_dims=(64,), latent_dim=8),

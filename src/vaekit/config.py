@@ -129,6 +129,11 @@ class ModelConfig:
 SCHEDULES = ("constant", "cosine")
 # Below MNIST's 23.45 warm-up steps (5% of one epoch of 469 batches), so that no MNIST run at batch 128 changes.
 WARMUP_MIN_STEPS = 20
+# TrainConfig.for_data: the recipe on data other than MNIST's 60,000 images of 784 pixels
+RECIPE_MIN_STEPS = 400  # optimizer steps a run takes at least, when a smaller batch or more epochs allow
+RECIPE_MIN_BATCH = 32
+RECIPE_MAX_EPOCHS = 100
+RECIPE_PIXELS = 784  # the input size the peak rate was tuned at
 COMPILE_MODES = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -178,6 +183,27 @@ class TrainConfig:
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.compile", self.compile, COMPILE_MODES)
         _choice("train.precision", self.precision, PRECISIONS)
+
+    @classmethod
+    def for_data(cls, train_images: int, input_dim: int, **overrides: Any) -> TrainConfig:
+        """vaekit's recipe sized for a training set of `train_images` images of `input_dim` values each.
+
+        The recipe was tuned on MNIST (54,000 or more images of 784 values), which gets it unchanged, as
+        does any set of 12,800 or more images of up to 784 values. A smaller set gets a smaller batch
+        (down to 32), then more epochs (up to 100), for at least 400 optimizer steps: the warm-up and the
+        decay need steps, not epochs. A larger image gets a peak rate scaled by sqrt(784 / input_dim):
+        Adam moves every weight by about the rate each step, so a unit that sums D inputs moves by about
+        rate * sqrt(D) when their updates are uncorrelated, and 6e-3 over 49,152 values (128x128 RGB)
+        sends the rate (KL) to infinity.
+        """
+        recipe = cls()
+        batch = recipe.batch_size
+        while batch > RECIPE_MIN_BATCH and recipe.epochs * math.ceil(train_images / batch) < RECIPE_MIN_STEPS:
+            batch //= 2
+        epochs = min(max(recipe.epochs, math.ceil(RECIPE_MIN_STEPS / math.ceil(train_images / batch))),
+                     RECIPE_MAX_EPOCHS)
+        lr = float(f"{recipe.lr * min(1.0, math.sqrt(RECIPE_PIXELS / input_dim)):.2g}")  # 2 digits, as in config.json
+        return dataclasses.replace(recipe, **{"batch_size": batch, "epochs": epochs, "lr": lr, **overrides})
 
     @classmethod
     def seed_settings(cls, **overrides: Any) -> TrainConfig:

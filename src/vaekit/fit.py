@@ -26,7 +26,7 @@ from .generate import reconstruct, sample
 from .models import VAE
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
-from .train import Trainer, epoch_seeds
+from .train import Trainer, epoch_seeds, few_steps_warning
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
 N_RECONSTRUCTIONS = 8  # test images in each reconstruction_<epoch>.png
@@ -116,6 +116,8 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             return runs.Run(out, config, model.eval(), metrics)
         log(f"resuming {out} after epoch {trainer.epoch} of {config.train.epochs}")
 
+    if few_steps := few_steps_warning(len(train_set), config.train):
+        log(f"warning: {few_steps}")
     saved, warned = trainer.epoch, False
     try:
         for epoch in range(trainer.epoch + 1, config.train.epochs + 1):

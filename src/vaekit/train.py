@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .acceleration import autocast_dtype, compile_with_fallback
-from .config import TrainConfig
+from .config import RECIPE_MIN_STEPS, TrainConfig
 from .data.batches import epoch_order, prepare
 from .errors import TrainingError
 from .objectives import training_loss
@@ -29,6 +29,7 @@ from .rng import derive_seed, make_generator
 # On CPU, compiling costs seconds up front (less once Inductor's on-disk cache is warm) and saves a few
 # percent per step: it pays only for longer runs.
 CPU_COMPILE_MIN_STEPS = 10_000
+FEW_STEPS_PER_EPOCH = 10  # fewer optimizer steps than this per epoch are warned of (train.few_steps_warning)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -65,6 +66,18 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
         return config.lr
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def few_steps_warning(n_images: int, config: TrainConfig) -> str | None:
+    """A line warning that an epoch over `n_images` is too few optimizer steps to learn much, or None."""
+    per_epoch = math.ceil(n_images / config.batch_size)
+    if per_epoch >= FEW_STEPS_PER_EPOCH:
+        return None
+    total = per_epoch * config.epochs
+    advice = ("too few to learn much: use a smaller --batch-size or more --epochs" if total < RECIPE_MIN_STEPS
+              else "a small training set, which a VAE overfits easily: watch the test loss")
+    return (f"each epoch is only {per_epoch} optimizer step{'s' * (per_epoch != 1)} ({n_images} training images at "
+            f"batch {config.batch_size}; {total} in all), {advice}")
 
 
 def use_compile(config: TrainConfig, device: torch.device, total_steps: int) -> bool:

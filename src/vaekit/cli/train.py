@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -132,8 +133,9 @@ def run(args) -> int:
             raise ConfigError(f"--resume continues a run with its own config once it has finished an epoch; drop "
                               f"{', '.join(given)} (only --epochs, --data-dir and --device may be given)")
         if given:  # no finished epoch: nothing is lost by starting again with these settings
-            images = own_images(args.data)
-            config = build_config(args, images, base=runs.read_config(args.resume))
+            recorded = runs.read_config(args.resume)
+            images = own_images(args.data or recorded.data.name)
+            config = build_config(args, images, base=recorded)
             result = restart(args.resume, config, images=images, **options)
         else:
             result = resume(args.resume, epochs=args.epochs, **options)
@@ -163,16 +165,21 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     the user's images read from --data (`own_images`), which set the model's input shape. `base`: the
     config whose values the flags override (a run's own, to restart it), instead of the defaults."""
     defaults = base or RunConfig()
-    data = (str(Path(args.data).resolve()) if images is not None
-            else args.data or defaults.data.name)
-    input_shape = (images.shape if images is not None
-                   else defaults.model.input_shape if args.data is None else RunConfig().model.input_shape)
-    recipe = (TrainConfig.seed_settings() if args.recipe == "seed" else TrainConfig() if args.recipe == "vaekit"
-              else defaults.train if base else TrainConfig())
+    source = args.data or defaults.data.name
+    data = str(Path(source).resolve()) if images is not None else source
+    input_shape = images.shape if images is not None else RunConfig().model.input_shape
+    validation = args.validation if args.validation is not None else defaults.data.validation
+    if args.recipe == "seed":
+        recipe = TrainConfig.seed_settings()
+    elif base is not None and args.recipe is None:
+        recipe = base.train
+    elif images is not None:  # vaekit's recipe, sized to the images (about the count that trains)
+        recipe = TrainConfig.for_data(len(images) - round(validation * len(images)), math.prod(images.shape))
+    else:
+        recipe = TrainConfig()
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     return RunConfig(
-        data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize,
-                        validation=args.validation if args.validation is not None else defaults.data.validation,
+        data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize, validation=validation,
                         standardize=bool(args.standardize) or (base is not None and base.data.standardize)),
         model=dataclasses.replace(defaults.model, input_shape=input_shape,
                                   hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),

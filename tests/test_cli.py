@@ -257,7 +257,7 @@ def test_a_split_name_is_not_a_training_set(capsys, tmp_path):
 def test_collapse_warning_is_printed_once(capsys, tmp_path, mnist_train):
     np.save(tmp_path / "digits.npy", mnist_train.images[:4000, 0].numpy())
     code, out, err = run_cli(capsys, "train", "--data", tmp_path / "digits.npy", "--beta", 16, "--epochs", 3,
-                             "--hidden", 128, "--out", tmp_path / "run")
+                             "--hidden", 128, "--batch-size", 128, "--out", tmp_path / "run")
     assert code == 0, err
     assert out.count("warning: posterior collapse: only ") == 1
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -193,8 +193,7 @@ class TrainConfig:
         (down to 32), then more epochs (up to 100), for at least 400 optimizer steps: the warm-up and the
         decay need steps, not epochs. A larger image gets a peak rate scaled by sqrt(784 / input_dim):
         Adam moves every weight by about the rate each step, so a unit that sums D inputs moves by about
-        rate * sqrt(D) when their updates are uncorrelated, and 6e-3 over 49,152 values (128x128 RGB)
-        sends the rate (KL) to infinity.
+        rate * sqrt(D) when their updates are uncorrelated, and by up to rate * D (benchmarks/defaults.py).
         """
         recipe = cls()
         batch = recipe.batch_size

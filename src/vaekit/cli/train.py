@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
-                      SCHEDULES, DataConfig, RunConfig, TrainConfig)
+                      RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, RunConfig, TrainConfig)
 from ..data import DATASETS, ImageSet, is_builtin, read_images
 from ..errors import ConfigError
 from .. import runs
@@ -30,15 +30,20 @@ or a folder of PNG/JPEG images (or of class subfolders). From your own images a 
 
 The model defaults to the seed tutorial's 784-400-20 MLP. The optimisation defaults to vaekit's
 recipe, tuned for time to quality: 4 epochs at batch 128, Adam with lr 6e-3 and beta2 0.98, a 5%
-linear warm-up and cosine decay. It beats the seed's 10-epoch test loss in well under half the time.
---recipe seed gives the tutorial's own (lr 1e-3 constant, Adam defaults, 10 epochs); flags given
-explicitly override either recipe.
+linear warm-up (at least 20 steps) and cosine decay. It beats the seed's 10-epoch test loss in well
+under half the time. On your own images the recipe is sized to them: a small set gets a batch down
+to 32 and more epochs, for at least 400 steps; images of more than 784 values a lower peak rate
+(6e-3 x sqrt(784 / values)). --recipe seed gives the tutorial's own (lr 1e-3 constant, Adam
+defaults, 10 epochs); flags given explicitly override either recipe.
+
+A run whose first epoch failed takes new settings with --resume: until it has finished an epoch,
+`vaekit train --resume RUN --lr 1e-3` (or any other training flag) starts it again.
 
 examples:
   vaekit train --out runs/seed
   vaekit train --recipe seed --out runs/seed-as-written
   vaekit train --data fashion-mnist --epochs 20 --out runs/fashion
-  vaekit train --data my_digits/ --epochs 30 --out runs/mine
+  vaekit train --data my_digits/ --out runs/mine          # the recipe sized to your images
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
   vaekit train --architecture conv --prior vamp --binarize dynamic --epochs 100 --out runs/best
   vaekit train --iwae 50 --binarize dynamic --out runs/iwae
@@ -48,6 +53,7 @@ examples:
                                                      # an anomaly detector (docs/anomaly-detection.md)
   vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
   vaekit train --resume runs/deeper --epochs 40      # or train it longer
+  vaekit train --resume runs/big --lr 1e-3           # start again a run whose first epoch failed
 """
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
@@ -98,13 +104,17 @@ def register(subparsers) -> None:
                    help="train on the IWAE bound with K samples per image (default 1: the ELBO)")
     p.add_argument("--recipe", choices=("vaekit", "seed"),
                    help="optimisation defaults: vaekit's (fast, the default) or the seed tutorial's")
-    p.add_argument("--epochs", type=positive_int, help=f"default {recipe.epochs}")
-    p.add_argument("--batch-size", type=positive_int, help=f"default {recipe.batch_size}")
+    p.add_argument("--epochs", type=positive_int,
+                   help=f"default {recipe.epochs}; on a small set of your own, enough for {RECIPE_MIN_STEPS} steps")
+    p.add_argument("--batch-size", type=positive_int,
+                   help=f"default {recipe.batch_size}; on a small set of your own, down to {RECIPE_MIN_BATCH}")
     p.add_argument("--lr", type=positive_float,
-                   help=f"peak Adam learning rate (default {recipe.lr:g}, for short runs; 1e-3 for hundreds of epochs)")
+                   help=f"peak Adam learning rate (default {recipe.lr:g}, for short runs; 1e-3 for hundreds of epochs; "
+                        "on your own images of more than 784 values, scaled by sqrt(784 / values))")
     p.add_argument("--schedule", choices=SCHEDULES, help=f"after warm-up (default {recipe.schedule})")
     p.add_argument("--warmup", type=unit_fraction,
-                   help=f"fraction of steps of linear warm-up (default {recipe.warmup:g})")
+                   help=f"fraction of steps of linear warm-up (default {recipe.warmup:g}, and at least "
+                        f"{recipe.warmup_min_steps} steps)")
     p.add_argument("--beta2", type=unit_fraction, help=f"Adam's second-moment decay (default {recipe.beta2:g})")
     p.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
                    help="clip the gradients' global L2 norm (default 0: no clipping)")
@@ -120,7 +130,8 @@ def register(subparsers) -> None:
     group.add_argument("--out", type=Path, metavar="RUN_DIR",
                        help="run directory to create (default runs/<data>-<date>-<time>)")
     group.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                       help="continue this run from its last finished epoch (--epochs may raise its total)")
+                       help="continue this run from its last finished epoch (--epochs may raise its total); "
+                            "a run with no finished epoch starts again, taking any training flag given")
     p.set_defaults(func=run)
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/defaults.py                 # about 15 minutes on one thread; prints one JSON object
     python benchmarks/defaults.py --images 500    # a quicker look
+    python benchmarks/defaults.py --shapes gray32 --flags='--epochs 1'   # with train flags beyond --data
 
 Four dataset shapes: the bundled MNIST, and three sets generated here (seeded, saved as .npy): 32x32
 grayscale, 64x64 RGB and 128x128 RGB. Each generated image is a smooth coloured gradient with up to
@@ -20,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -77,11 +79,11 @@ def references(data: str) -> dict:
             "entropy_per_pixel": round(cross_entropy(x.clamp(1e-6, 1 - 1e-6)), 4)}
 
 
-def train(src: Path, data: str, out: Path) -> dict:
-    """`vaekit train --data DATA --out OUT` with the vaekit at `src`, on one thread, from the repository root."""
+def train(src: Path, data: str, out: Path, flags: list[str]) -> dict:
+    """`vaekit train --data DATA --out OUT [FLAGS]` with the vaekit at `src`, on one thread, from the repo root."""
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    process = subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", data, "--out", str(out)],
+    process = subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", data, "--out", str(out), *flags],
                              cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     result = {"exit": process.returncode, "wall_s": round(wall, 1),
@@ -113,6 +115,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="images in each generated set (default 2000)")
     parser.add_argument("--old-rev", default="6a44ccf", help="the commit with the old defaults (default 6a44ccf)")
     parser.add_argument("--shapes", nargs="+", default=["mnist", *SHAPES], choices=["mnist", *SHAPES])
+    parser.add_argument("--flags", default="", help="more train flags for both runs, in one string "
+                        "(the issue's failures: --flags='--epochs 1', --flags='--architecture conv')")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
 
@@ -132,7 +136,7 @@ def main() -> None:
                 np.save(data, make_images(args.images, side, channels, seed=1))
             row = {"references": references(data)}
             for variant, src in (("old", old_src / "src"), ("new", REPO / "src")):
-                row[variant] = train(src, data, work / f"{shape}-{variant}")
+                row[variant] = train(src, data, work / f"{shape}-{variant}", shlex.split(args.flags))
                 if "test_loss" in row[variant]:
                     run = row[variant]
                     per_pixel = run["test_loss"] / row["references"]["pixels"]
@@ -145,8 +149,8 @@ def main() -> None:
             if shape == "mnist" and row["old"]["exit"] == 0 and row["new"]["exit"] == 0:
                 row["bitwise_equal"] = bool(same_run(work / "mnist-old", work / "mnist-new"))
             results[shape] = row
-    print(json.dumps({"machine": machine(), "images": args.images, "old_rev": args.old_rev, "results": results},
-                     indent=1))
+    print(json.dumps({"machine": machine(), "images": args.images, "flags": args.flags, "old_rev": args.old_rev,
+                      "results": results}, indent=1))
 
 
 if __name__ == "__main__":

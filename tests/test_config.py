@@ -69,8 +69,8 @@ def test_values_are_checked_on_construction(make, message):
 def test_the_recipe_sized_for_the_data():
     assert TrainConfig.for_data(54_000, 784) == TrainConfig() == TrainConfig.for_data(12_800, 784)  # MNIST's own
     gray = TrainConfig.for_data(1_800, 32 * 32)  # a smaller batch, then epochs for 400 steps; sqrt(784/1024) x 6e-3
-    assert (gray.batch_size, gray.epochs, gray.lr) == (32, 8, 0.0053)
+    assert (gray.batch_size, gray.epochs, gray.lr) == (64, 14, 0.0053)
     assert TrainConfig.for_data(1_800, 3 * 128 * 128).lr == 0.00076 and TrainConfig.for_data(60_000, 3072).lr == 0.003
     assert (TrainConfig.for_data(10_000, 784).batch_size, TrainConfig.for_data(10_000, 784).epochs) == (64, 4)
     assert TrainConfig.for_data(1, 64).epochs == 100  # capped
-    assert TrainConfig.for_data(1_800, 784, lr=1e-3, epochs=2) == TrainConfig(batch_size=32, lr=1e-3, epochs=2)
+    assert TrainConfig.for_data(1_800, 784, lr=1e-3, epochs=2) == TrainConfig(batch_size=64, lr=1e-3, epochs=2)

@@ -97,9 +97,9 @@ def test_an_epoch_of_few_steps_is_warned_of():
         "use a smaller --batch-size or more --epochs")
     assert "only 1 optimizer step (5 training images at batch 8; 3 in all), too few" in few_steps_warning(
         5, TrainConfig(batch_size=8, epochs=3))
-    # the recipe's own choice for 270 images: enough steps in all, but an epoch of 9
+    # the recipe's own choice for 270 images: enough steps in all, but an epoch of 5
     assert few_steps_warning(270, TrainConfig.for_data(270, 64)) == (
-        "each epoch is only 9 optimizer steps (270 training images at batch 32; 405 in all), a small training set, "
+        "each epoch is only 5 optimizer steps (270 training images at batch 64; 400 in all), a small training set, "
         "which a VAE overfits easily: watch the test loss")
 
 

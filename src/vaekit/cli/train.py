@@ -32,7 +32,7 @@ The model defaults to the seed tutorial's 784-400-20 MLP. The optimisation defau
 recipe, tuned for time to quality: 4 epochs at batch 128, Adam with lr 6e-3 and beta2 0.98, a 5%
 linear warm-up (at least 20 steps) and cosine decay. It beats the seed's 10-epoch test loss in well
 under half the time. On your own images the recipe is sized to them: a small set gets a batch down
-to 32 and more epochs, for at least 400 steps; images of more than 784 values a lower peak rate
+to 64 and more epochs, for at least 400 steps; images of more than 784 values a lower peak rate
 (6e-3 x sqrt(784 / values)). --recipe seed gives the tutorial's own (lr 1e-3 constant, Adam
 defaults, 10 epochs); flags given explicitly override either recipe.
 

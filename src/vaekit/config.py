@@ -188,7 +188,7 @@ class TrainConfig:
     def for_data(cls, train_images: int, input_dim: int, **overrides: Any) -> TrainConfig:
         """vaekit's recipe sized for a training set of `train_images` images of `input_dim` values each.
 
-        The recipe was tuned on MNIST (54,000 or more images of 784 values), which gets it unchanged, as
+        The recipe was tuned on MNIST (60,000 training images of 784 values), which gets it unchanged, as
         does any set of 12,800 or more images of up to 784 values. A smaller set gets a smaller batch
         (down to 64), then more epochs (up to 100), for at least 400 optimizer steps: the warm-up and the
         decay need steps, not epochs. A larger image gets a peak rate scaled by sqrt(784 / input_dim):

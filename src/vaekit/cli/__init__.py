@@ -8,7 +8,7 @@ import sys
 from .. import __version__
 from ..errors import Interrupted, VaekitError
 from . import anomaly, compress, evaluate, generate, plot, report, represent, train
-from .args import Parser
+from .args import Parser, add_threads_argument
 
 DESCRIPTION = """\
 vaekit: variational autoencoders on image data.
@@ -19,6 +19,9 @@ directory, 5 output, 6 training, 130 interrupted, 70 internal error.
 """
 
 INTERNAL_ERROR = 70
+# Subcommands that compute with torch: each takes --threads (tests/test_threads.py checks the list is complete)
+COMPUTE_COMMANDS = ("train", "eval", "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "probe",
+                    "plot", "report", "score", "calibrate", "compress", "decompress")
 
 
 def build_parser() -> Parser:
@@ -28,6 +31,8 @@ def build_parser() -> Parser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (train, evaluate, generate, represent, anomaly, compress, plot, report):
         module.register(subparsers)
+    for name in COMPUTE_COMMANDS:
+        add_threads_argument(subparsers.choices[name])
     return parser
 
 
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 0
+        apply_threads(args)
         return args.func(args)
     except VaekitError as e:
         if debug:
@@ -60,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaekit: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR
+
+
+def apply_threads(args) -> None:
+    """Set torch's CPU threads from --threads (or $VAEKIT_THREADS, or the default policy) for compute commands."""
+    if args.command in COMPUTE_COMMANDS:
+        from ..threads import set_threads
+
+        set_threads(args.threads, warn=lambda line: print(f"vaekit: {line}", file=sys.stderr))
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..devices import DEVICE_CHOICES
 from ..errors import ConfigError
+from ..threads import parse_threads
 
 if TYPE_CHECKING:
     import torch
@@ -86,6 +87,21 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help=f"{', '.join(DEVICE_CHOICES)} (auto: cuda, then mps, then cpu); default auto")
+
+
+def threads_value(text: str) -> int | str:
+    """An argparse type: 'auto' or a thread count (vaekit.threads.parse_threads), naming what was expected."""
+    try:
+        return parse_threads(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--threads: ")) from None
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """--threads N|auto: the CPU threads torch computes with (applied by cli.main before the command runs)."""
+    parser.add_argument("--threads", type=threads_value, default=None, metavar="N",
+                        help="CPU threads to compute with (default: $VAEKIT_THREADS, else $OMP_NUM_THREADS, else "
+                             "auto: one per physical core, idle threads sleeping rather than spinning)")
 
 
 def check_index(name: str, index: int, size: int, what: str) -> None:

@@ -25,6 +25,7 @@ from .generate import reconstruct, sample
 from .models import VAE
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
+from .threads import busy_hint, cpu_is_busy, waits_passively
 from .train import Trainer, epoch_seeds
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
@@ -99,12 +100,14 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             return runs.Run(out, config, model.eval(), metrics)
         log(f"resuming {out} after epoch {trainer.epoch} of {config.train.epochs}")
 
-    saved, warned = trainer.epoch, False
+    saved, warned, best_rate = trainer.epoch, False, 0.0
     try:
         for epoch in range(trainer.epoch + 1, config.train.epochs + 1):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             train_loss = trainer.train_epoch(progress=progress)
             seconds = time.perf_counter() - start
+            busy, best_rate = _busy_note(trainer.steps_per_epoch / seconds, best_rate,
+                                         time.process_time() - cpu_start, seconds, dev)
             test = evaluate_elbo(model, test_x, config.train.seed)
             diagnostics = posterior_diagnostics(model, test_x)
             metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
@@ -117,7 +120,7 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             _write_epoch_files(out, model, metrics, sample_seed, test_x)
             log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
                 f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
-                f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s")
+                f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s{busy}")
             streak = collapse_streak(metrics, config.model.latent_dim, config.train.kl_warmup)
             # a collapse that lasts, or that the run ends in: early epochs often pass through one and recover
             if not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
@@ -130,6 +133,12 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
         raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
     save_loss_curve(out / "loss.png", metrics)
     return runs.Run(out, config, model.eval(), metrics)
+
+
+def _busy_note(rate: float, best_rate: float, cpu_seconds: float, seconds: float, dev: torch.device):
+    """The epoch line's note when the epoch ran on a busy CPU ('' otherwise), and the run's best rate so far."""
+    busy = dev.type == "cpu" and cpu_is_busy(rate, best_rate, cpu_seconds, seconds)
+    return (f"  ({busy_hint(rate, torch.get_num_threads(), waits_passively())})" if busy else ""), max(best_rate, rate)
 
 
 def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list[dict]:

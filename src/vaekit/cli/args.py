@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from ..devices import DEVICE_CHOICES
 from ..errors import ConfigError
-from ..threads import parse_threads
 
 if TYPE_CHECKING:
     import torch
@@ -91,6 +90,8 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 def threads_value(text: str) -> int | str:
     """An argparse type: 'auto' or a thread count (vaekit.threads.parse_threads), naming what was expected."""
+    from ..threads import parse_threads
+
     try:
         return parse_threads(text)
     except ConfigError as e:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from vaekit.cli import main
-from vaekit.data import DATASETS, MNIST, sources
+from vaekit.data import DATASETS, MNIST, datasets, sources
 
 from .conftest import DATA_DIR
 
@@ -137,17 +137,36 @@ def test_bad_arguments(capsys, tmp_path, monkeypatch, argv, code, fragment):
     assert_one_line_error(*run_cli(capsys, *argv)[::2], code, fragment)
 
 
-def test_missing_data_file(capsys, tmp_path, monkeypatch):
+def test_missing_data_file(trained, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./data here, and the test cache is empty
     with socket.socket() as s:  # a loopback port nobody listens on: the mirror refuses the connection
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
     monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(MNIST, mirrors=(dead,)))
+    monkeypatch.setattr(datasets, "BUNDLED_DIR", tmp_path / "not-installed")  # as if the package had no copy
     code, _, err = run_cli(capsys, "train", "--out", tmp_path / "r", "--data-dir", tmp_path / "empty")
-    assert_one_line_error(code, err, 3, "could not download MNIST file train-images-idx3-ubyte.gz")
-    assert "Connection refused" in err
+    assert_one_line_error(code, err, 3, "MNIST files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                          "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz not found in ")
+    assert "could not download MNIST file train-images-idx3-ubyte.gz" in err and "Connection refused" in err
     assert str(tmp_path / "empty" / "mnist") in err
+    assert "pass --data-dir DIR, or set $VAEKIT_DATA_DIR to DIR" in err
     assert not (tmp_path / "r").exists()
+    # eval needs only the test split: only its files are looked for, named, and downloaded
+    code, _, err = run_cli(capsys, "eval", trained)
+    assert_one_line_error(code, err, 3, "MNIST files t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz not found")
+    assert "train-" not in err
+
+
+def test_eval_from_another_directory_reads_only_the_test_split(trained, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data: the copy inside the package serves
+    opened = []
+    real_read_checked = datasets.read_checked
+    monkeypatch.setattr(datasets, "read_checked", lambda path, file: opened.append(path.name) or
+                        real_read_checked(path, file))
+    code, out, _ = run_cli(capsys, "eval", trained, "--json")
+    assert code == 0 and opened == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert json.loads(out)["test_loss"] == pytest.approx(
+        json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])["test_loss"], abs=1e-6)
 
 
 def test_corrupt_data_file(capsys, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,11 +11,13 @@ from PIL import Image
 
 from vaekit import VAE, ModelConfig, RunConfig, TrainConfig
 from vaekit.cli import main
+from vaekit.errors import ConfigError
 from vaekit.fit import fit
 from vaekit.generate import manifold, traverse
-from vaekit.representation import balanced_subset, knn_accuracy, label_propagation, probe_accuracy, project_2d
+from vaekit.representation import (OPTIONAL_PROJECTIONS, balanced_subset, knn_accuracy, label_propagation,
+                                   probe_accuracy, project_2d)
 
-from .conftest import DATA_DIR, seeded
+from .conftest import DATA_DIR, REPO, seeded
 
 DATA = ["--data-dir", str(DATA_DIR)]
 
@@ -114,6 +117,24 @@ def test_traverse_manifold_latents_and_gif(seed_run, tmp_path):
                  "-o", str(tmp_path / "walk.gif"), *DATA]) == 0
     gif = Image.open(tmp_path / "walk.gif")
     assert gif.format == "GIF" and gif.n_frames == 10  # 6 forwards, 4 back
+
+
+@pytest.mark.parametrize("method, module, command", [
+    ("tsne", "sklearn.manifold", "t-SNE needs scikit-learn, which is not installed: pip install 'scikit-learn>=1.3' "),
+    ("umap", "umap", "UMAP needs umap-learn, which is not installed: pip install 'umap-learn>=0.5' "),
+])
+def test_a_missing_projection_library_names_the_pip_command(method, module, command, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ConfigError) as info:
+        project_2d(torch.randn(40, 3, generator=seeded(0)), method)
+    assert str(info.value).startswith(command) and f"pip install -e '.[{method}]'" in str(info.value)
+
+
+def test_each_optional_projection_is_an_extra_of_the_same_name():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for method, (_, _, requirement) in OPTIONAL_PROJECTIONS.items():
+        assert extras[method] == [requirement]
 
 
 def chromium():

@@ -178,6 +178,12 @@ def probe_report(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
 
 
 PROJECTIONS = ("pca", "tsne", "umap")
+# The projections whose library is optional: its name, the module to import, and the requirement of
+# vaekit's extra of the same name (pyproject.toml; a test keeps the two the same).
+OPTIONAL_PROJECTIONS = {
+    "tsne": ("t-SNE", "sklearn.manifold", "scikit-learn>=1.3"),
+    "umap": ("UMAP", "umap", "umap-learn>=0.5"),
+}
 
 
 def project_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -188,15 +194,22 @@ def project_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np
         _, _, v = torch.linalg.svd(x, full_matrices=False)
         return (x @ v[:2].T).numpy()
     if method == "tsne":
-        try:
-            from sklearn.manifold import TSNE
-        except ImportError:
-            raise ConfigError("t-SNE needs scikit-learn: pip install scikit-learn") from None
+        TSNE = optional_module(method).TSNE
         return TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x.numpy())
     if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            raise ConfigError("UMAP needs umap-learn: pip install umap-learn") from None
-        return umap.UMAP(n_components=2, random_state=seed).fit_transform(x.numpy())
+        UMAP = optional_module(method).UMAP
+        return UMAP(n_components=2, random_state=seed).fit_transform(x.numpy())
     raise ConfigError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
+
+
+def optional_module(method: str):
+    """The library an optional projection needs, or a ConfigError that gives the pip command installing it."""
+    import importlib
+
+    title, module, requirement = OPTIONAL_PROJECTIONS[method]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = requirement.partition(">=")[0]
+        raise ConfigError(f"{title} needs {package}, which is not installed: pip install '{requirement}' "
+                          f"(or vaekit's [{method}] extra: pip install -e '.[{method}]' in a clone)") from None

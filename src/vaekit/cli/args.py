@@ -110,10 +110,10 @@ def test_inputs(run, args):
 
 def test_data(run, args, for_latents: bool = False):
     """`test_inputs` (or, for_latents, `latent_inputs`), and the test ImageSet they came from (for its labels)."""
-    from ..data import load_train_test
+    from ..data import load_held_out
 
     data = run.config.data
-    _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
+    test = load_held_out(data.name, data.validation, run.config.train.seed, args.data_dir)  # never the train split
     return run.inputs(test, for_latents), test  # standardizes only the images used, not the training split
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import PROJECTIONS
 from .data import latent_inputs
 from .errors import ConfigError
 from .evaluate import EVAL_BATCH
@@ -175,9 +176,6 @@ def probe_report(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
             "label_propagation": (predicted == test_labels).float().mean().item(),
         }
     return result
-
-
-PROJECTIONS = ("pca", "tsne", "umap")
 
 
 def project_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:

@@ -232,3 +232,10 @@ def test_the_api_still_loads_on_first_use():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_shown_latent_bits_default_is_the_coders():
+    from vaekit.choices import LATENT_BITS
+    from vaekit.compress import DEFAULT_PRECISION
+
+    assert LATENT_BITS == DEFAULT_PRECISION == 8  # compress.py keeps its own name until it imports choices

@@ -225,8 +225,7 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     normal = tmp_path / "normal.npy"
     np.save(normal,
             mnist_test.images[1000:][(mnist_test.labels[1000:] == 1) | (mnist_test.labels[1000:] == 7), 0].numpy())
-    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--data", str(normal),
-                 "--quantile", "0.95"]) == 0
+    assert main(["calibrate", str(digit_run), str(normal), "--mixture", str(sevens), "--quantile", "0.95"]) == 0
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["mixture"] == [str(sevens.resolve())] and 0 < stored["false_positive_rate"] < 0.15
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "-o", str(tmp_path / "m.csv")]) == 0
@@ -253,9 +252,12 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     torch.testing.assert_close(typical, typical_scores([scores["ones"], scores["sevens"]], references),
                                atol=1e-3, rtol=0)
     assert auroc(typical, anomalous) > 0.95, auroc(typical, anomalous)
+    capsys.readouterr()
     assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical", "--data", str(normal),
-                 "--quantile", "0.95"]) == 0
+                 "--quantile", "0.95"]) == 0  # --data: INPUT's former spelling, still accepted
+    assert "vaekit: warning: vaekit calibrate --data is deprecated" in capsys.readouterr().err
     stored = json.loads((digit_run / "threshold.json").read_text())
+    assert stored["data"] == str(normal)
     assert stored["combine"] == "typical" and 0 < stored["false_positive_rate"] < 0.15
     assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
     (tmp_path / "sevens.npy").rename(tmp_path / "moved.npy")  # the stored references need no training data

@@ -46,7 +46,7 @@ def test_train_writes_a_complete_run_and_learns(trained, capsys):
     code, out, err = run_cli(capsys, "eval", trained, "--json", *DATA)
     assert code == 0
     result = json.loads(out)
-    assert {"test_loss", "reconstruction", "kl", "rate", "distortion", "active_units", "kl_per_dim"} == set(result)
+    assert {"test_loss", "reconstruction", "kl", "active_units", "kl_per_dim"} == set(result)  # each value once
     assert result["active_units"] == 20 and len(result["kl_per_dim"]) == 20
     assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-4)
     assert result["test_loss"] == pytest.approx(rows[1]["test_loss"], abs=1e-6)  # same seed, same numbers
@@ -266,6 +266,15 @@ def test_unwritable_run_directory(capsys, tmp_path):
     blocker.write_text("not a directory")
     code, _, err = run_cli(capsys, "train", "--out", blocker / "run", "--epochs", 1, *DATA)
     assert_one_line_error(code, err, 5, "cannot write")
+
+
+@pytest.mark.parametrize("data", [[], ["--data", "mnist"], ["--data", "fashion-mnist"]])
+def test_validation_is_refused_for_a_dataset_with_a_test_split(capsys, tmp_path, data):
+    code, _, err = run_cli(capsys, "train", *data, "--validation", 0.3, "--out", tmp_path / "r")
+    name = data[1] if data else "mnist"
+    assert_one_line_error(code, err, 2, f"--validation holds out a share of your own images; {name} has a test "
+                                        "split of its own: drop --validation")
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_split_name_is_not_a_training_set(capsys, tmp_path):

@@ -106,7 +106,14 @@ def test_probe_reports_real_accuracies(seed_run, capsys):
 def test_traverse_manifold_latents_and_gif(seed_run, tmp_path):
     assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "-o", str(tmp_path / "t.png"), *DATA]) == 0
     assert np.array(Image.open(tmp_path / "t.png")).shape == (2 * (2 + 4 * 30), 2 * (2 + 7 * 30))
-    assert main(["manifold", str(seed_run), "-n", "6", "-o", str(tmp_path / "m.png"), *DATA]) == 0
+    # --image takes what interpolate's ends take: test image 5 by its index or as an image source
+    assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "--image", "5",
+                 "-o", str(tmp_path / "5.png"), *DATA]) == 0
+    assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "--image", "mnist:test@5",
+                 "-o", str(tmp_path / "test5.png"), *DATA]) == 0
+    assert (tmp_path / "5.png").read_bytes() == (tmp_path / "test5.png").read_bytes()
+    assert (tmp_path / "5.png").read_bytes() != (tmp_path / "t.png").read_bytes()
+    assert main(["manifold", str(seed_run), "--side", "6", "-o", str(tmp_path / "m.png"), *DATA]) == 0
     assert np.array(Image.open(tmp_path / "m.png")).shape == (6 * 28, 6 * 28)
     for method in ("pca", "tsne"):
         assert main(["plot", "latents", str(seed_run), "--method", method, "--points", "600",
@@ -150,6 +157,10 @@ def test_report_renders_in_headless_chromium_with_every_image(seed_run, tmp_path
     page = tmp_path / "report.html"
     assert main(["report", str(seed_run), "-o", str(page), "--iw-samples", "20", *DATA]) == 0
     text = page.read_text()
+    # the config table shows what applies to an MLP with the normal prior on MNIST, and nothing else
+    assert "<td>latent_dim</td>" in text and "<td>prior</td>" in text and "<td>pixel_groups</td>" in text
+    for unused in ("validation", "conv_channels", "prior_components", "context_channels", "context_features"):
+        assert f"<td>{unused}</td>" not in text
     assert "<h2>Latent space and probes</h2>" in text and "kNN, k=5" in text and "src=\"http" not in text
     dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                           "--disable-background-networking", "--disable-component-update", "--disable-sync",

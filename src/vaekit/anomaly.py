@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
+from .choices import MIXTURE_RULES, SCORE_METHODS  # noqa: F401 (MIXTURE_RULES: re-exported)
 from .config import RunConfig
 from .evaluate import EVAL_BATCH, importance_weighted_nll
 from .likelihoods import negative_log_likelihood
@@ -41,9 +42,7 @@ from .models import VAE
 from .objectives import negative_elbo
 from .rng import derive_seed, make_generator
 
-SCORE_METHODS = ("elbo", "iwae", "recon", "mse")
 MIXTURE_METHODS = ("elbo", "iwae", "recon")  # scores in nats: -log of a density (mse is not one)
-MIXTURE_RULES = ("density", "typical")  # how several runs' scores combine: mixture_scores, typical_scores
 # what runs scored as one mixture must share: their scores are then densities of the same inputs
 _MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "likelihood": lambda c: c.model.likelihood,
                        "--standardize": lambda c: c.data.standardize, "--binarize": lambda c: c.data.binarize}

@@ -195,6 +195,23 @@ class RunConfig:
         """A JSON-ready dict (tuples become lists)."""
         return dataclasses.asdict(self)
 
+    def in_effect(self) -> dict[str, dict[str, Any]]:
+        """`to_dict()` without the fields that have no effect on this run (config.json keeps them all): the
+        held-out fraction of a built-in dataset (it has a test split), an MLP's conv channels, the VampPrior's
+        components under the normal prior, the context of pixel groups without groups, and free bits where
+        the objective cannot have them (the IWAE bound, a VampPrior)."""
+        from .data import DATASETS  # vaekit.data loads torch: not when the CLI only builds its parser
+
+        unused = {
+            "data": {"validation"} if self.data.name in DATASETS else set(),
+            "model": ({"conv_channels"} if self.model.architecture != "conv" else set())
+            | ({"prior_components"} if self.model.prior != "vamp" else set())
+            | ({"context_channels", "context_features"} if self.model.pixel_groups == 1 else set()),
+            "train": {"free_bits"} if self.train.iw_samples > 1 or self.model.prior != "normal" else set(),
+        }
+        return {section: {key: value for key, value in fields.items() if key not in unused[section]}
+                for section, fields in self.to_dict().items()}
+
     @classmethod
     def from_dict(cls, data: Any) -> RunConfig:
         """Rebuild from `to_dict()` output; unknown keys or wrong types raise ConfigError."""

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .choices import DEVICE_CHOICES
 from .errors import ConfigError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .choices import INTERPOLATIONS
 from .models import VAE
-
-INTERPOLATIONS = ("linear", "slerp")
 
 
 @torch.no_grad()

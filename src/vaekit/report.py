@@ -72,7 +72,7 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     model, config, seed = run.model, run.config, run.config.train.seed
     sections = []
 
-    config_rows = [[section, key, str(value)] for section, fields in config.to_dict().items()
+    config_rows = [[section, key, str(value)] for section, fields in config.in_effect().items()
                    for key, value in fields.items()]
     sections.append(("Configuration", table(config_rows, ["section", "field", "value"])))
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import PROJECTIONS
 from .data import latent_inputs
 from .errors import ConfigError
 from .evaluate import EVAL_BATCH
@@ -177,7 +178,6 @@ def probe_report(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
     return result
 
 
-PROJECTIONS = ("pca", "tsne", "umap")
 # The projections whose library is optional: its name, the module to import, and the requirement of
 # vaekit's extra of the same name (pyproject.toml; a test keeps the two the same).
 OPTIONAL_PROJECTIONS = {

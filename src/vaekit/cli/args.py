@@ -1,13 +1,15 @@
-"""What every subcommand shares: one-line argument errors, checked argument types, common options."""
+"""What every subcommand shares: one-line argument errors, checked argument types, common options,
+image references and deprecated spellings. vaekit.cli.vocabulary lists every option and what it means."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..devices import DEVICE_CHOICES
+from ..choices import DEVICE_CHOICES
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -72,6 +74,60 @@ def file_name(expected: str, *suffixes: str):
 png_path = file_name("a .png file name", ".png")
 png_or_gif_path = file_name("a .png or .gif file name", ".png", ".gif")
 html_path = file_name("an .html file name", ".html", ".htm")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image named on the command line: test-set image `index` (source None), or image `index` of `source`."""
+
+    source: str | None
+    index: int
+
+    def __str__(self) -> str:
+        return str(self.index) if self.source is None else f"{self.source}@{self.index}"
+
+
+IMAGE_HELP = "a test-set index, or an image source (its first image, or image N with SOURCE@N)"
+
+
+def image_reference(text: str) -> ImageRef:
+    """An argparse type: a test-set index (`3`), an image source (`digit.png`, its first image) or image N of a
+    source (`mnist:train@3`); `reference_image` reads it."""
+    if text.isdigit():
+        return ImageRef(None, int(text))
+    source, at, index = text.rpartition("@")
+    if not at:
+        return ImageRef(text, 0)
+    if not source or not index.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a test index, SOURCE or SOURCE@N, got {text!r}")
+    return ImageRef(source, int(index))
+
+
+def reference_image(run, args, flag: str, ref: ImageRef, test_set) -> torch.Tensor:
+    """The image `ref` names (from `image_reference`) as one model input (C, H, W) of `run`.
+
+    test_set() gives the run's test inputs (called only for a test index); flag names the option in errors."""
+    if ref.source is None:
+        x = test_set()
+        check_index(flag, ref.index, len(x), "the test set")
+    else:
+        x, _, _ = model_inputs(run, ref.source, args.data_dir)
+        check_index(f"{flag} {ref.source}@", ref.index, len(x), ref.source)
+    return x[ref.index]
+
+
+class DeprecatedAlias(argparse.Action):
+    """A former spelling of an option, hidden from --help: stores its value where the current spelling
+    (`instead`, as the note names it) does, after a one-line note on stderr."""
+
+    def __init__(self, option_strings, dest, instead: str, **kwargs):
+        self.instead = instead
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"vaekit: warning: {parser.prog} {option_string} is deprecated and will be removed: "
+              f"use {self.instead.format(value=values)}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:

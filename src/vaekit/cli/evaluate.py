@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import PRECISIONS
-from ..evaluate import evaluate_elbo, posterior_diagnostics
-from ..models import model_fingerprint
-from ..runs import NLL_FILE, recorded_nll
 from .args import add_data_dir_argument, add_device_argument, add_run_argument, open_run, positive_int, test_inputs
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = """\
 Evaluate a run on its dataset's test split: the negative ELBO per image and its two terms,
@@ -39,8 +38,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="test-set loss, reconstruction and KL", description=HELP)
     add_run_argument(p)
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object: test_loss, reconstruction, kl, rate, distortion, active_units, "
-                        "kl_per_dim (and nll, iw_samples)")
+                   help="print one JSON object: test_loss, reconstruction (the distortion), kl (the rate), "
+                        "active_units, kl_per_dim (and nll, iw_samples, precision)")
     p.add_argument("--iw-samples", type=positive_int, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -51,12 +50,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..evaluate import evaluate_elbo, posterior_diagnostics
+
     loaded = open_run(args)
     x = test_inputs(loaded, args)
     result = evaluate_elbo(loaded.model, x, loaded.config.train.seed)
     diagnostics = posterior_diagnostics(loaded.model, x)
-    result.update(rate=result["kl"], distortion=result["reconstruction"], active_units=diagnostics["active_units"],
-                  kl_per_dim=diagnostics["kl_per_dim"])
+    result.update(active_units=diagnostics["active_units"], kl_per_dim=diagnostics["kl_per_dim"])
     if args.iw_samples:
         nll = resumable_nll(loaded, x, args.iw_samples, args.precision)
         result.update(nll=nll.mean().item(), iw_samples=args.iw_samples, precision=args.precision)
@@ -78,6 +78,9 @@ def run(args) -> int:
 
 def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str) -> torch.Tensor:
     """Per-image NLLs of x by `runs.recorded_nll`, with each finished block recorded in the run directory."""
+    from ..models import model_fingerprint
+    from ..runs import NLL_FILE, recorded_nll
+
     key = {"k": k, "precision": precision, "seed": loaded.config.train.seed, "images": len(x),
            "data": dataclasses.asdict(loaded.config.data), "weights": model_fingerprint(loaded.model)}
     nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, loaded.path / NLL_FILE, key, precision,

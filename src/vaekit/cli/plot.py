@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
+from ..choices import PROJECTIONS
 from ..errors import RunError
-from ..plots import save_kl_plot, save_latent_scatter, save_loss_curve
-from ..representation import PROJECTIONS, embed, project_2d
-from ..rng import make_generator
-from ..runs import read_config, read_metrics
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, open_run, png_path, positive_int,
                    test_data)
 
@@ -28,12 +23,16 @@ examples:
 """
 
 
+PLOTS = ("kl", "loss", "latents")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("plot", help="pictures of a run's training", description=HELP)
-    p.add_argument("what", choices=("kl", "loss", "latents"), help="what to draw")
+    p.add_argument("what", choices=PLOTS, help=f"what to draw: {', '.join(PLOTS)} (see above)")
     add_run_argument(p)
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
-    p.add_argument("--method", choices=PROJECTIONS, default="pca", help="latents: the 2-D projection (default pca)")
+    p.add_argument("--method", choices=PROJECTIONS, default="pca",
+                   help=f"latents: the 2-D projection, {', '.join(PROJECTIONS)} (default pca)")
     p.add_argument("--points", type=positive_int, default=5000, help="latents: test images shown (default 5000)")
     add_data_dir_argument(p)
     add_device_argument(p)
@@ -43,6 +42,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.what == "latents":
         return run_latents(args)
+    from ..plots import save_kl_plot, save_loss_curve
+    from ..runs import read_config, read_metrics
+
     read_config(args.run)  # a clear error if RUN is not a run directory
     metrics = read_metrics(args.run)
     if not metrics:
@@ -59,6 +61,12 @@ def run(args) -> int:
 
 
 def run_latents(args) -> int:
+    import torch
+
+    from ..plots import save_latent_scatter
+    from ..representation import embed, project_2d
+    from ..rng import make_generator
+
     loaded = open_run(args)
     x, test = test_data(loaded, args, for_latents=True)
     chosen = torch.randperm(len(x), generator=make_generator(loaded.config.train.seed))[: args.points].sort().values

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import time
 
-from ..atomic import atomic_write_text
-from ..data import fixed_binarization, load_train_test
-from ..report import run_report
 from .args import add_data_dir_argument, add_device_argument, add_run_argument, html_path, open_run, positive_int
 
 HELP = """\
@@ -32,6 +29,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..atomic import atomic_write_text
+    from ..data import fixed_binarization, load_train_test
+    from ..report import run_report
+
     start = time.perf_counter()
     loaded = open_run(args)
     data, seed = loaded.config.data, loaded.config.train.seed

@@ -259,6 +259,7 @@ def test_collapse_warning_is_printed_once(capsys, tmp_path, mnist_train):
     code, out, err = run_cli(capsys, "train", "--data", tmp_path / "digits.npy", "--beta", 16, "--epochs", 3,
                              "--hidden", 128, "--out", tmp_path / "run")
     assert code == 0, err
-    assert out.count("warning: posterior collapse: only ") == 1
+    assert err.count("vaekit: warning: posterior collapse: only ") == 1  # a warning: stderr, not the log on stdout
+    assert "posterior collapse" not in out and out.count("epoch ") == 3
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["active_units"] < 10 and len(rows[-1]["kl_per_dim"]) == 20

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vaekit import VAE, DataConfig, ModelConfig, RunConfig
-from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, roc_curve,
-                            typical_reference, typical_scores)
+from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, quantile_support,
+                            roc_curve, typical_reference, typical_scores)
 from vaekit.cli import anomaly as cli_anomaly
 from vaekit.cli import main
 from vaekit.data import fixed_binarization, load_train_test, standardize
@@ -97,6 +97,30 @@ def test_typical_scores_measure_each_member_against_its_own_normal_scores():
         typical_reference(torch.full((3,), 5.0))
     with pytest.raises(ValueError, match="got 2 and 1"):
         typical_scores(images, [typical_reference(simple)])
+
+
+def test_a_quantile_with_few_scores_above_it_is_flagged():
+    assert quantile_support(1000, 0.99) is None and quantile_support(200, 0.95) is None  # 10 scores above each
+    warning = quantile_support(999, 0.99)
+    assert "fitted on 999 normal images" in warning and "only 10 of them lie above it" in warning  # 9.99
+    assert "10 above it take 1,000 (about 2,000 normal images in all)" in quantile_support(7, 0.99)
+    assert "only 0.07 of them" in quantile_support(7, 0.99)
+    assert quantile_support(20, 0.5) is None and "take 20 (about 40" in quantile_support(19, 0.5)
+
+
+def test_calibrating_on_few_images_warns_on_one_line(digit_run, tmp_path, capsys, mnist_train):
+    run = tmp_path / "run"
+    shutil.copytree(digit_run, run)  # the other tests keep digit_run's threshold
+    few = tmp_path / "few.npy"
+    np.save(few, mnist_train.images[mnist_train.labels == 1][-15:, 0].numpy())
+    capsys.readouterr()
+    assert main(["calibrate", str(run), "--data", str(few), "--quantile", "0.99"]) == 0
+    out, err = capsys.readouterr()
+    assert "threshold " in out and json.loads((run / "threshold.json").read_text())["fitted_on"] == 7
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: warning: the 0.99 quantile was fitted on 7 normal images")
+    assert main(["calibrate", str(run), "--quantile", "0.9"]) == 0  # its 300 held-out images: 15 of 150 above
+    assert capsys.readouterr().err == ""
 
 
 def test_runs_mix_only_when_their_scores_are_densities_of_the_same_inputs():

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..anomaly import (MIXTURE_RULES, SCORE_METHODS, anomaly_scores, calibrate, check_mixable, mixture_scores,
-                       typical_reference, typical_scores)
+                       quantile_support, typical_reference, typical_scores)
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 from ..plots import save_image_grid
@@ -172,6 +172,8 @@ def run_calibrate(args) -> int:
                   data=args.data or "the run's held-out images", mixture=mixture_names(args),
                   **({"combine": rule} if args.mixture else {}), **({"references": references} if references else {}))
     write_threshold(args.run, result)
+    if warning := quantile_support(result["fitted_on"], args.quantile):
+        print(f"vaekit: warning: {warning}", file=sys.stderr)
     how = f"{method}, {rule} rule" if args.mixture else method
     print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "

@@ -80,6 +80,28 @@ def test_eval_with_importance_samples(trained, capsys):
     assert "already estimated" not in err and json.loads(out)["nll"] > result["nll"]  # fewer samples: a looser bound
 
 
+def test_eval_of_the_first_images_shares_its_blocks_with_the_whole_test_set(trained, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("nll-blocks.jsonl"))
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--images", 1500, "--json", *DATA)
+    assert code == 0 and "already estimated" not in err
+    quick = json.loads(out)
+    assert quick["images"] == 1500 and quick["iw_samples"] == 20
+    rows = [json.loads(line) for line in (run / "nll-blocks.jsonl").read_text().splitlines()]
+    assert [(r["start"], len(r["nll"]), r["images"]) for r in rows] == [(0, 1000, 10_000), (1000, 500, 10_000)]
+    assert quick["nll"] == pytest.approx(np.mean(rows[0]["nll"] + rows[1]["nll"]), abs=1e-9)
+    whole = json.loads(run_cli(capsys, "eval", trained, "--iw-samples", 20, "--json", *DATA)[1])
+    assert "images" not in whole and whole["test_loss"] != quick["test_loss"]  # the ELBO, too, of 1,500 images
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--json", *DATA)
+    assert "1 of 10 blocks of 1000 images already estimated" in err  # the block of 500 is done again, whole
+    assert json.loads(out)["nll"] == whole["nll"]
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--images", 1200)
+    assert code == 0 and "2 of 2 blocks of 1000 images already estimated" in err  # the whole blocks serve
+    assert out.startswith("on the first 1,200 of the 10,000 test images\n")
+    code, _, err = run_cli(capsys, "eval", run, "--images", 10_001)
+    assert_one_line_error(code, err, 2, "--images 10001 is more than the 10,000 test images")
+
+
 def test_eval_prints_a_table(trained, capsys):
     code, out, _ = run_cli(capsys, "eval", trained, *DATA)
     assert code == 0 and "test loss" in out and "KL" in out

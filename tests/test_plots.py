@@ -1,8 +1,10 @@
+import io
+
 import numpy as np
 import torch
 from PIL import Image
 
-from vaekit.plots import image_grid, save_image_grid, save_loss_curve
+from vaekit.plots import image_grid, kl_plot_figure, kl_plot_png, save_image_grid, save_loss_curve
 
 
 def test_grid_places_each_image_with_padding():
@@ -32,3 +34,19 @@ def test_loss_curve_is_a_png(tmp_path):
     path = save_loss_curve(tmp_path / "loss.png", rows)
     image = Image.open(path)
     assert image.format == "PNG" and image.size == (600, 400)
+
+
+def test_kl_plot_names_dimensions_as_eval_does_and_marks_collapsed_ones():
+    rows = [{"epoch": 1, "kl_per_dim": [0.4, 0.3, 1.0, 0.9, 0.2], "active_units": 5},
+            {"epoch": 2, "kl_per_dim": [0.5, 0.0002, 2.0, 1.0, 0.004], "active_units": 3}]
+    heat_ax, bar_ax, _ = kl_plot_figure(rows).axes  # and the colour bar
+    names = ["z2", "z3", "z0", "z4", "z1"]  # by final KL, by their index in the model, as eval prints them
+    assert [t.get_text() for t in bar_ax.get_xticklabels()] == names
+    assert [t.get_text() for t in heat_ax.get_yticklabels()] == names
+    [markers] = bar_ax.get_lines()  # below 0.01 nats: z4 and z1, whose bars are too short to see
+    assert markers.get_xdata().tolist() == [3, 4] and markers.get_label() == "near zero: collapsed (2 of 5)"
+    assert [t.get_text() for t in bar_ax.texts] == ["2", "1", "0.5", "0.004", "0.0002"]  # each bar's value
+    assert Image.open(io.BytesIO(kl_plot_png(rows))).size == (1000, 420)
+    wide = [{"epoch": 1, "kl_per_dim": [float(d) for d in range(100)]}]
+    bar_ax = kl_plot_figure(wide).axes[1]
+    assert [t.get_text() for t in bar_ax.get_xticklabels()][:3] == ["z99", "z96", "z93"] and not bar_ax.texts

@@ -86,36 +86,63 @@ def save_kl_plot(path: str | Path, metrics: Sequence[dict], title: str = "KL per
 
 
 def kl_plot_png(metrics: Sequence[dict], title: str = "KL per latent dimension") -> bytes:
+    """`kl_plot_figure` as PNG bytes."""
+    return figure_png(kl_plot_figure(metrics, title))
+
+
+# a bar is marked as collapsed below COLLAPSED_KL nats, or below COLLAPSED_SHARE of the largest bar,
+# where it cannot be seen
+COLLAPSED_KL, COLLAPSED_SHARE = 0.01, 0.01
+LABELLED_DIMS = 40  # up to this many dimensions, every one is named and its bar's value written on it
+
+
+def kl_plot_figure(metrics: Sequence[dict], title: str = "KL per latent dimension"):
     """Two panels from a run's metrics: KL per dimension over the epochs (a heat map), and at the end (bars).
 
-    Dimensions are ordered by their final KL; one near zero is collapsed (the decoder ignores it).
+    Dimensions are ordered by their final KL and named as eval prints them (z0 is the first latent
+    dimension); one near zero is collapsed (the decoder ignores it), and its bar gets a marker.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     rows = [row for row in metrics if row.get("kl_per_dim")]
     if not rows:
         raise ValueError("these metrics hold no KL per dimension (a VampPrior's KL has none)")
     kl = np.array([row["kl_per_dim"] for row in rows])  # (epochs, D)
-    order = np.argsort(-kl[-1])
-    fig = Figure(figsize=(10, 3.8), dpi=100)
+    order = np.argsort(-kl[-1], kind="stable")
+    final, dims = kl[-1, order], len(order)
+    names = [f"z{d}" for d in order]
+    shown = range(0, dims, max(1, -(-dims // LABELLED_DIMS)))  # every name, or every n-th of many
+    fig = Figure(figsize=(max(10, 4 + 0.28 * min(dims, LABELLED_DIMS)), 4.2), dpi=100)
     heat_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     image = heat_ax.imshow(kl[:, order].T, aspect="auto", origin="lower", cmap="viridis",
-                           extent=(rows[0]["epoch"] - 0.5, rows[-1]["epoch"] + 0.5, -0.5, kl.shape[1] - 0.5))
+                           extent=(rows[0]["epoch"] - 0.5, rows[-1]["epoch"] + 0.5, -0.5, dims - 0.5))
+    heat_ax.set_yticks(list(shown), [names[i] for i in shown], fontsize=7)
     heat_ax.set_xlabel("epoch")
     heat_ax.set_ylabel("latent dimension (by final KL)")
     heat_ax.set_title(title)
     fig.colorbar(image, ax=heat_ax, label="nats")
-    bar_ax.bar(range(kl.shape[1]), kl[-1, order], color="tab:blue")
-    for ax in (heat_ax.yaxis, bar_ax.xaxis):
-        ax.set_major_locator(MaxNLocator(integer=True))
+    bar_ax.bar(range(dims), final, color="tab:blue")
+    bar_ax.set_xticks(list(shown), [names[i] for i in shown], rotation=90, fontsize=7)
+    top = max(final.max(), 1e-12)
+    collapsed = np.flatnonzero(final < max(COLLAPSED_KL, COLLAPSED_SHARE * top))
+    if len(collapsed):
+        bar_ax.plot(collapsed, np.zeros(len(collapsed)), linestyle="none", marker="^", markersize=6,
+                    color="tab:red", clip_on=False, zorder=3,
+                    label=f"near zero: collapsed ({len(collapsed)} of {dims})")
+        bar_ax.legend(fontsize=8, loc="upper right")
+    if dims <= LABELLED_DIMS:
+        for i, value in enumerate(final):
+            bar_ax.annotate(f"{value:.2g}", (i, value), xytext=(0, 2), textcoords="offset points", ha="center",
+                            va="bottom", rotation=90, fontsize=6)
+    bar_ax.set_ylim(0, top * 1.18)  # room for the values written above the bars
+    bar_ax.set_xlim(-0.7, dims - 0.3)
     bar_ax.set_xlabel("latent dimension (by final KL)")
     bar_ax.set_ylabel("KL (nats), last epoch")
     active = rows[-1].get("active_units")
-    bar_ax.set_title(f"epoch {rows[-1]['epoch']}: {active} of {kl.shape[1]} units active" if active is not None
+    bar_ax.set_title(f"epoch {rows[-1]['epoch']}: {active} of {dims} units active" if active is not None
                      else f"epoch {rows[-1]['epoch']}")
     fig.tight_layout()
-    return figure_png(fig)
+    return fig
 
 
 def save_roc_curves(path: str | Path, panels: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> Path:

@@ -15,8 +15,9 @@ from .args import (add_data_dir_argument, add_device_argument, add_run_argument,
 HELP = """\
 Draw a run: its training (from metrics.jsonl) or its latent space.
 
-  kl       KL per latent dimension over the epochs (heat map) and at the end (bars): collapsed
-           dimensions show as dark rows and short bars
+  kl       KL per latent dimension over the epochs (heat map) and at the end (bars), each dimension
+           named as eval prints it (z0 is the first): collapsed dimensions show as dark rows and
+           bars near zero, marked by a red triangle
   loss     train and test loss per epoch
   latents  the test images' posterior means in 2-D (--method pca, tsne or umap), coloured by label;
            t-SNE needs scikit-learn, UMAP umap-learn

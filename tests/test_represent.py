@@ -100,15 +100,20 @@ def test_probe_reports_real_accuracies(seed_run, capsys):
     assert result["few_labels"]["100"]["label_propagation"] > 0.6
 
 
-def test_traverse_manifold_latents_and_gif(seed_run, tmp_path):
+def test_traverse_manifold_latents_and_gif(seed_run, tmp_path, capsys):
     assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "-o", str(tmp_path / "t.png"), *DATA]) == 0
     assert np.array(Image.open(tmp_path / "t.png")).shape == (2 * (2 + 4 * 30), 2 * (2 + 7 * 30))
     assert main(["manifold", str(seed_run), "-n", "6", "-o", str(tmp_path / "m.png"), *DATA]) == 0
     assert np.array(Image.open(tmp_path / "m.png")).shape == (6 * 28, 6 * 28)
+    capsys.readouterr()
     for method in ("pca", "tsne"):
         assert main(["plot", "latents", str(seed_run), "--method", method, "--points", "600",
                      "-o", str(tmp_path / f"{method}.png"), *DATA]) == 0
         assert Image.open(tmp_path / f"{method}.png").size == (700, 600)
+    stages = [line.split("] ")[1] for line in capsys.readouterr().err.splitlines()]
+    assert stages == ["encoding 600 test images...", "PCA of 600 points in 8 dimensions...", "done",
+                      "encoding 600 test images...",
+                      "t-SNE of 600 points in 8 dimensions (the slow stage; --points sets its size)...", "done"]
     np.save(tmp_path / "two.npy", np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)]))
     assert main(["interpolate", str(seed_run), "--from", "3", "--to", f"{tmp_path / 'two.npy'}@1", "--steps", "6",
                  "-o", str(tmp_path / "walk.gif"), *DATA]) == 0
@@ -127,7 +132,16 @@ def chromium():
 
 def test_report_renders_in_headless_chromium_with_every_image(seed_run, tmp_path, capsys):
     page = tmp_path / "report.html"
+    capsys.readouterr()
     assert main(["report", str(seed_run), "-o", str(page), "--iw-samples", "20", *DATA]) == 0
+    stages = capsys.readouterr().err.splitlines()  # each stage on stderr as it begins, with the time so far
+    assert [line.split("] ")[1] for line in stages] == [
+        "test ELBO and NLL of 10,000 images (20 importance samples each)...",
+        "samples, reconstructions, an interpolation and traversals...",
+        "the latent space of 10,000 test images (PCA)...",
+        "kNN probe on the latents of 60,000 training images...", "linear probe..."]
+    seconds = [float(line.removeprefix("vaekit: [").split(" s]")[0]) for line in stages]
+    assert seconds == sorted(seconds) and seconds[0] > 0
     text = page.read_text()
     assert "<h2>Latent space and probes</h2>" in text and "kNN, k=5" in text and "src=\"http" not in text
     dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,3 +130,14 @@ def model_inputs(run, source: str, data_dir, for_latents: bool = False) -> tuple
     names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
     labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
     return x, names, labels
+
+
+def stage_log(started: float | None = None):
+    """A log for the stages of a long command: each line on stderr as it begins, with the seconds since
+    `started` (default now), as "vaekit: [ 12.3 s] t-SNE of 5,000 points...", so a quiet minute is explained."""
+    began = time.perf_counter() if started is None else started
+
+    def log(line: str) -> None:
+        print(f"vaekit: [{time.perf_counter() - began:5.1f} s] {line}", file=sys.stderr, flush=True)
+
+    return log

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vaekit import VAE, DataConfig, ModelConfig, RunConfig
 from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, quantile_support,
@@ -13,6 +14,7 @@ from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mix
 from vaekit.cli import anomaly as cli_anomaly
 from vaekit.cli import main
 from vaekit.data import fixed_binarization, load_train_test, standardize
+from vaekit.plots import extremes_picture
 from vaekit.runs import load_run
 
 from .conftest import DATA_DIR, seeded
@@ -152,7 +154,7 @@ def test_score_and_calibrate_end_to_end(digit_run, tmp_path, capsys, mnist_test)
     assert stored["method"] == "elbo" and stored["quantile"] == 0.95 and 0 < stored["false_positive_rate"] < 0.2
     capsys.readouterr()
     assert main(["score", str(digit_run), "mnist:test", "--data-dir", str(DATA_DIR),
-                 "-o", str(tmp_path / "s.csv")]) == 0
+                 "-o", str(tmp_path / "s.csv"), "--extremes", str(tmp_path / "e.png")]) == 0
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "index,name,label,score,anomaly" and len(lines) == 10_001
     rows = [line.split(",") for line in lines[1:]]
@@ -162,6 +164,14 @@ def test_score_and_calibrate_end_to_end(digit_run, tmp_path, capsys, mnist_test)
     assert torch.equal(flags, (scores > stored["threshold"]).long())
     assert auroc(scores, labels != 1) > 0.95  # every other digit is an anomaly to a model of 1s
     assert flags[labels == 1].float().mean() < 0.2 and flags[labels != 1].float().mean() > 0.7
+    # the extremes: the 16 highest scores above the 16 lowest, each captioned with its score and name
+    chosen = torch.cat([torch.argsort(scores, descending=True)[:16], torch.argsort(scores)[:16].flip(0)])
+    x = load_run(digit_run).inputs(mnist_test)
+    expected = extremes_picture(x[chosen].float(), [round(s, 4) for s in scores[chosen].tolist()],
+                                [str(i) for i in chosen.tolist()], 16)
+    drawn = np.array(Image.open(tmp_path / "e.png"))
+    assert drawn.shape == expected.shape and (drawn != expected).mean() < 0.01  # scores rounded in the CSV
+    assert (labels[chosen[:16]] != 1).all() and (labels[chosen[16:]] == 1).all()
 
 
 def test_score_jsonl_and_names_from_a_folder(digit_run, tmp_path, mnist_test):

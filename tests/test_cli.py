@@ -111,7 +111,7 @@ def test_sample_grid(trained, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "s.png", "--seed", 3)
     assert code == 0
     image = np.array(Image.open(tmp_path / "s.png"))
-    assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
+    assert image.shape == (4 * (2 + 2 * 30), 4 * (2 + 8 * 30))  # 28-pixel images shown 112 pixels a side
     run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "t.png", "--seed", 3)
     assert (tmp_path / "s.png").read_bytes() == (tmp_path / "t.png").read_bytes()
 
@@ -119,7 +119,7 @@ def test_sample_grid(trained, tmp_path, capsys):
 def test_reconstruct_grid(trained, tmp_path, capsys):
     code, _, _ = run_cli(capsys, "reconstruct", trained, "-n", 8, "-o", tmp_path / "r.png", *DATA)
     assert code == 0
-    image = np.array(Image.open(tmp_path / "r.png")).astype(float)
+    image = np.array(Image.open(tmp_path / "r.png")).astype(float)[::4, ::4]  # the default scale, 4
     assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
     top, bottom = image[2:30, 2:30], image[32:60, 2:30]
     assert np.corrcoef(top.ravel(), bottom.ravel())[0, 1] > 0.8  # the reconstruction looks like the input
@@ -130,7 +130,12 @@ def test_interpolate_strip(trained, tmp_path, capsys, method):
     path = tmp_path / f"{method}.png"
     code, _, _ = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 1, "--steps", 10,
                          "--method", method, "-o", path, *DATA)
-    assert code == 0 and np.array(Image.open(path)).shape == (32, 2 + 10 * 30)
+    assert code == 0 and np.array(Image.open(path)).shape == (4 * 32, 4 * (2 + 10 * 30))  # 302x32 was too small
+    code, _, _ = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 1, "--steps", 10,
+                         "--method", method, "-o", tmp_path / "small.png", "--scale", 1, *DATA)
+    small = np.array(Image.open(tmp_path / "small.png"))
+    assert code == 0 and small.shape == (32, 2 + 10 * 30)
+    np.testing.assert_array_equal(np.array(Image.open(path))[::4, ::4], small)  # each pixel repeated, nearest
 
 
 def assert_one_line_error(code, err, expected_code, fragment):

@@ -102,9 +102,14 @@ def test_probe_reports_real_accuracies(seed_run, capsys):
 
 def test_traverse_manifold_latents_and_gif(seed_run, tmp_path, capsys):
     assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "-o", str(tmp_path / "t.png"), *DATA]) == 0
-    assert np.array(Image.open(tmp_path / "t.png")).shape == (2 * (2 + 4 * 30), 2 * (2 + 7 * 30))
-    assert main(["manifold", str(seed_run), "-n", "6", "-o", str(tmp_path / "m.png"), *DATA]) == 0
-    assert np.array(Image.open(tmp_path / "m.png")).shape == (6 * 28, 6 * 28)
+    picture = np.array(Image.open(tmp_path / "t.png"))
+    grid = (4 * (2 + 4 * 30), 4 * (2 + 7 * 30))  # the images at the default scale, 4, below and right of the labels
+    assert grid[0] + 20 < picture.shape[0] < grid[0] + 100 and grid[1] + 20 < picture.shape[1] < grid[1] + 100
+    left = picture.shape[1] - grid[1]
+    assert [bool((picture[-grid[0]:, :left][r * 120:(r + 1) * 120] < 20).any()) for r in range(4)] == [True] * 4
+    assert main(["manifold", str(seed_run), "-n", "6", "-o", str(tmp_path / "m.png"), "--scale", "2", *DATA]) == 0
+    picture = np.array(Image.open(tmp_path / "m.png"))
+    assert 2 * (1 + 6 * 29) < picture.shape[0] < 2 * (1 + 6 * 29) + 100 and picture.max() == 255
     capsys.readouterr()
     for method in ("pca", "tsne"):
         assert main(["plot", "latents", str(seed_run), "--method", method, "--points", "600",

@@ -18,8 +18,8 @@ import torch
 from . import __version__
 from .data import ImageSet
 from .evaluate import dims_by_usage, evaluate_elbo, importance_weighted_nll, posterior_diagnostics
-from .generate import interpolate, reconstruct, sample, traverse
-from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png
+from .generate import interpolate, reconstruct, sample, traverse, traverse_values
+from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png, png_bytes, traverse_picture
 from .representation import knn_accuracy, posterior_features, probe_accuracy, project_2d
 from .rng import make_generator
 from .runs import Run
@@ -111,8 +111,9 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     path = interpolate(model, x_test[0], x_test[1], 10, "slerp")
     body = image(grid_png(path, nrow=10, scale=2), "Spherical interpolation between test images 0 and 1")
     body += image(gif_bytes(path, scale=4), "The same path, animated", mime="image/gif")
-    body += image(grid_png(traverse(model, x_test[0], order[:8], 9), nrow=9, scale=2),
-                  "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
+    picture = traverse_picture(traverse(model, x_test[0], order[:8], 9), order[:8], traverse_values(9).tolist(),
+                               "test image 0", scale=2)
+    body += image(png_bytes(picture), "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
     sections.append(("Interpolations and traversals", body))
 
     binarize, means = config.data.binarize, slice(0, model.latent_dim)

@@ -14,7 +14,7 @@ from ..anomaly import (MIXTURE_RULES, SCORE_METHODS, anomaly_scores, calibrate, 
                        quantile_support, typical_reference, typical_scores)
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
-from ..plots import save_image_grid
+from ..plots import extremes_picture, save_picture
 from ..runs import load_run, read_threshold, write_threshold
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, model_inputs, open_run, png_path,
                    positive_int, test_inputs)
@@ -131,7 +131,9 @@ def run_score(args) -> int:
     if args.extremes:
         order = torch.argsort(score_tensor, descending=True)
         n = min(16, len(order) // 2) or 1
-        save_image_grid(args.extremes, torch.cat([x[order[:n]], x[order[-n:]]]).float(), nrow=8, scale=2)
+        chosen = torch.cat([order[:n], order[-n:]]).tolist()
+        save_picture(args.extremes, extremes_picture(x[chosen].float(), score_tensor[chosen].tolist(),
+                                                     [names[i] for i in chosen], n))
     scores = score_tensor.tolist()
     rows = [{"index": i, "name": name, "label": label, "score": round(score, 4),
              "anomaly": None if threshold is None else int(score > threshold)}

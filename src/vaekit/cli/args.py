@@ -89,6 +89,12 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"{', '.join(DEVICE_CHOICES)} (auto: cuda, then mps, then cpu); default auto")
 
 
+def add_scale_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=positive_int, default=None, metavar="S",
+                        help="repeat each pixel S times across and down (default: images about 96 pixels a side, "
+                             "the picture at most 1,600)")
+
+
 def check_index(name: str, index: int, size: int, what: str) -> None:
     """ConfigError unless 0 <= index < size."""
     if not 0 <= index < size:

@@ -14,11 +14,11 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..data import load_train_test
 from ..errors import ConfigError, DataError
 from ..evaluate import dims_by_usage, posterior_diagnostics
-from ..generate import manifold, traverse
-from ..plots import save_image_grid
+from ..generate import manifold, manifold_values, traverse, traverse_values
+from ..plots import manifold_picture, save_picture, traverse_picture
 from ..representation import embed, posterior_features, probe_accuracy, probe_report
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, model_inputs,
-                   non_negative_int, open_run, png_path, positive_int, test_inputs)
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, add_scale_argument, check_index,
+                   model_inputs, non_negative_int, open_run, png_path, positive_int, test_inputs)
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
@@ -47,6 +47,7 @@ examples:
 TRAVERSE_HELP = """\
 Latent traversals: each row sweeps one latent dimension over [-3, 3] while the others keep a test
 image's posterior mean; rows are ordered by the dimension's KL on the test set, most used first.
+The picture names each row's dimension (z3, as eval prints it) and each column's value.
 
 examples:
   vaekit traverse runs/seed -o traverse.png
@@ -56,7 +57,9 @@ examples:
 MANIFOLD_HELP = """\
 The learned manifold: decoded images on a grid over the prior's quantiles (5% to 95%) of two latent
 dimensions, the rest at 0, as Kingma & Welling's Figure 4. With more than two latent dimensions, the
-two with the highest KL on the test set.
+two with the highest KL on the test set. Each image is scaled to its own brightest pixel, so that
+faint decodings far from the data still show their shape; rows and columns are labelled with the
+dimensions' values.
 
 example:
   vaekit manifold runs/seed -n 20 -o manifold.png
@@ -88,6 +91,7 @@ def register(subparsers) -> None:
     p.add_argument("--rows", type=positive_int, default=10, help="latent dimensions shown, by KL (default 10)")
     p.add_argument("--steps", type=positive_int, default=9, help="images per row (default 9)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_traverse)
@@ -96,6 +100,7 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=20, help="grid side (default 20)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_manifold)
@@ -166,7 +171,8 @@ def run_traverse(args) -> int:
     check_index("--image", args.image, len(x), "the test set")
     dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
     images = traverse(loaded.model, x[args.image], dims, args.steps)
-    save_image_grid(args.output, images, nrow=args.steps, scale=2)
+    save_picture(args.output, traverse_picture(images, dims, traverse_values(args.steps).tolist(),
+                                               f"test image {args.image}", args.scale))
     print(f"wrote traversals of dimensions {', '.join(map(str, dims))} (by KL) to {args.output}")
     return 0
 
@@ -177,6 +183,7 @@ def run_manifold(args) -> int:
         raise ConfigError("the manifold needs at least 2 latent dimensions")
     dims = ((0, 1) if loaded.model.latent_dim == 2
             else tuple(dims_by_usage(posterior_diagnostics(loaded.model, test_inputs(loaded, args)))[:2]))
-    save_image_grid(args.output, manifold(loaded.model, dims, args.n), nrow=args.n, padding=0)
+    save_picture(args.output, manifold_picture(manifold(loaded.model, dims, args.n), dims,
+                                               manifold_values(args.n).tolist(), args.scale))
     print(f"wrote the {args.n}x{args.n} manifold of dimensions {dims[0]} and {dims[1]} to {args.output}")
     return 0

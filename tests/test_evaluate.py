@@ -85,13 +85,13 @@ def test_blocks_show_one_bar_over_all_images(tiny, capsys):
     assert "block 1 of 3" not in err and "batch" not in err  # block 1 was done: the bar starts at its images
     assert "NLL (K=50), block 2 of 3:  40%" in err and "| 2/5 images [" in err
     assert "NLL (K=50), block 3 of 3:  80%" in err and "| 4/5 images [" in err
-    assert "time left after the first block" in err and " left]" in err.split("block 3 of 3")[1]
+    assert "time left known after the first block" in err and " left]" in err.split("block 3 of 3")[1]
     list(nll_blocks(model, x, 50, seed=4, block=2))
     assert capsys.readouterr().err == ""  # no bar unless asked
 
 
 def test_the_time_left_comes_from_finished_blocks():
-    assert time_left(0.0, 0, 9000) == "time left after the first block"  # not an ETA from a compiling first chunk
+    assert time_left(0.0, 0, 9000) == "time left known after the first block"  # not an ETA from a compiling first chunk
     assert time_left(30.0, 1000, 9000) == "about 04:30 left"
     assert time_left(400.0, 1000, 9000) == "about 1:00:00 left"
 

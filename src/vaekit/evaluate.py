@@ -171,7 +171,7 @@ NLL_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} images [{elapse
 def time_left(seconds: float, images: int, remaining: int) -> str:
     """The bar's estimate of the time left: `remaining` images at the rate of the `images` timed so far."""
     if not images:
-        return "time left after the first block"
+        return "time left known after the first block"
     return f"about {tqdm.format_interval(round(seconds / images * remaining))} left"
 
 
@@ -213,17 +213,17 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
     prior_log_prob = model.frozen_prior_log_prob()
     noise = make_generator(derive_seed(seed, "iw-noise"), x.device)
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    bar = tqdm(total=len(x), desc=f"log-likelihood (K={k})", unit="image", leave=False, disable=not progress)
-    for start in range(0, len(x), batch):
-        images = x[start:start + batch]
-        posterior = model.encode(images)
-        eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device) for _ in images], dim=1)
-        log_w = [log_weights(model, images, posterior.mu, posterior.logvar, eps[first:first + samples], amp_dtype,
-                             prior_log_prob) for first in range(0, k, samples)]
-        out[start:start + batch] = math.log(k) - torch.logsumexp(torch.cat(log_w).double(), dim=0)
-        bar.update(len(images))
-        if advance is not None:
-            advance(len(images))
-    bar.close()
+    with tqdm(total=len(x), desc=f"log-likelihood (K={k})", unit="image", leave=False, disable=not progress) as bar:
+        for start in range(0, len(x), batch):
+            images = x[start:start + batch]
+            posterior = model.encode(images)
+            eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device) for _ in images],
+                              dim=1)
+            log_w = [log_weights(model, images, posterior.mu, posterior.logvar, eps[first:first + samples],
+                                 amp_dtype, prior_log_prob) for first in range(0, k, samples)]
+            out[start:start + batch] = math.log(k) - torch.logsumexp(torch.cat(log_w).double(), dim=0)
+            bar.update(len(images))
+            if advance is not None:
+                advance(len(images))
     model.train(was_training)
     return out

@@ -80,6 +80,28 @@ def test_eval_with_importance_samples(trained, capsys):
     assert "already estimated" not in err and json.loads(out)["nll"] > result["nll"]  # fewer samples: a looser bound
 
 
+def test_eval_of_the_first_images_shares_its_blocks_with_the_whole_test_set(trained, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("nll-blocks.jsonl"))
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--images", 1500, "--json", *DATA)
+    assert code == 0 and "already estimated" not in err
+    quick = json.loads(out)
+    assert quick["images"] == 1500 and quick["iw_samples"] == 20
+    rows = [json.loads(line) for line in (run / "nll-blocks.jsonl").read_text().splitlines()]
+    assert [(r["start"], len(r["nll"]), r["images"]) for r in rows] == [(0, 1000, 10_000), (1000, 500, 10_000)]
+    assert quick["nll"] == pytest.approx(np.mean(rows[0]["nll"] + rows[1]["nll"]), abs=1e-9)
+    whole = json.loads(run_cli(capsys, "eval", trained, "--iw-samples", 20, "--json", *DATA)[1])
+    assert "images" not in whole and whole["test_loss"] != quick["test_loss"]  # the ELBO, too, of 1,500 images
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--json", *DATA)
+    assert "1 of 10 blocks of 1000 images already estimated" in err  # the block of 500 is done again, whole
+    assert json.loads(out)["nll"] == whole["nll"]
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--images", 1200)
+    assert code == 0 and "2 of 2 blocks of 1000 images already estimated" in err  # the whole blocks serve
+    assert out.startswith("on the first 1,200 of the 10,000 test images\n")
+    code, _, err = run_cli(capsys, "eval", run, "--images", 10_001)
+    assert_one_line_error(code, err, 2, "--images 10001 is more than the 10,000 test images")
+
+
 def test_eval_prints_a_table(trained, capsys):
     code, out, _ = run_cli(capsys, "eval", trained, *DATA)
     assert code == 0 and "test loss" in out and "KL" in out
@@ -89,7 +111,7 @@ def test_sample_grid(trained, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "s.png", "--seed", 3)
     assert code == 0
     image = np.array(Image.open(tmp_path / "s.png"))
-    assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
+    assert image.shape == (4 * (2 + 2 * 30), 4 * (2 + 8 * 30))  # 28-pixel images shown 112 pixels a side
     run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "t.png", "--seed", 3)
     assert (tmp_path / "s.png").read_bytes() == (tmp_path / "t.png").read_bytes()
 
@@ -97,7 +119,7 @@ def test_sample_grid(trained, tmp_path, capsys):
 def test_reconstruct_grid(trained, tmp_path, capsys):
     code, _, _ = run_cli(capsys, "reconstruct", trained, "-n", 8, "-o", tmp_path / "r.png", *DATA)
     assert code == 0
-    image = np.array(Image.open(tmp_path / "r.png")).astype(float)
+    image = np.array(Image.open(tmp_path / "r.png")).astype(float)[::4, ::4]  # the default scale, 4
     assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
     top, bottom = image[2:30, 2:30], image[32:60, 2:30]
     assert np.corrcoef(top.ravel(), bottom.ravel())[0, 1] > 0.8  # the reconstruction looks like the input
@@ -108,7 +130,12 @@ def test_interpolate_strip(trained, tmp_path, capsys, method):
     path = tmp_path / f"{method}.png"
     code, _, _ = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 1, "--steps", 10,
                          "--method", method, "-o", path, *DATA)
-    assert code == 0 and np.array(Image.open(path)).shape == (32, 2 + 10 * 30)
+    assert code == 0 and np.array(Image.open(path)).shape == (4 * 32, 4 * (2 + 10 * 30))  # 302x32 was too small
+    code, _, _ = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 1, "--steps", 10,
+                         "--method", method, "-o", tmp_path / "small.png", "--scale", 1, *DATA)
+    small = np.array(Image.open(tmp_path / "small.png"))
+    assert code == 0 and small.shape == (32, 2 + 10 * 30)
+    np.testing.assert_array_equal(np.array(Image.open(path))[::4, ::4], small)  # each pixel repeated, nearest
 
 
 def assert_one_line_error(code, err, expected_code, fragment):
@@ -287,6 +314,7 @@ def test_collapse_warning_is_printed_once(capsys, tmp_path, mnist_train):
     code, out, err = run_cli(capsys, "train", "--data", tmp_path / "digits.npy", "--beta", 16, "--epochs", 3,
                              "--hidden", 128, "--out", tmp_path / "run")
     assert code == 0, err
-    assert out.count("warning: posterior collapse: only ") == 1
+    assert err.count("vaekit: warning: posterior collapse: only ") == 1  # a warning: stderr, not the log on stdout
+    assert "posterior collapse" not in out and out.count("epoch ") == 3
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["active_units"] < 10 and len(rows[-1]["kl_per_dim"]) == 20

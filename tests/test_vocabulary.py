@@ -16,7 +16,7 @@ from vaekit.cli.args import DeprecatedAlias, ImageRef, image_reference
 from vaekit.cli.vocabulary import DEPRECATED, OPTIONS, POSITIONALS, TOP
 
 # options that the threads and polish branches add; until they are merged no parser has them
-NOT_YET_MERGED = {"--threads", "--images", "--scale"}
+NOT_YET_MERGED = {"--threads"}
 HEAVY = ("torch", "numpy", "PIL", "matplotlib", "safetensors", "tqdm", "constriction", "sklearn")
 
 

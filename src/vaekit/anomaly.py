@@ -152,6 +152,21 @@ def calibrate(scores: torch.Tensor, quantile: float, seed: int = 0) -> dict:
             "fitted_on": len(fit), "measured_on": len(check)}
 
 
+TAIL_SCORES = 10  # fitted scores above a quantile for the threshold to be more than the largest few scores
+
+
+def quantile_support(fitted_on: int, quantile: float) -> str | None:
+    """A sentence saying that `calibrate`'s threshold rests on too few scores, if fewer than TAIL_SCORES
+    of the `fitted_on` scores are expected above the `quantile` (fitted_on * (1 - quantile))."""
+    needed = math.ceil(TAIL_SCORES / (1 - quantile) - 1e-9)  # 1e-9: 10 / (1 - 0.99) is 1000.0000000000009
+    if fitted_on >= needed:
+        return None
+    return (f"the {quantile} quantile was fitted on {fitted_on} normal images (half of those given; the other half "
+            f"measure its false-positive rate), and only {fitted_on * (1 - quantile):.2g} of them lie above it, too "
+            f"few to place it reliably; {TAIL_SCORES} above it take {needed:,} (about {2 * needed:,} normal images in "
+            "all): give more, or a lower --quantile")
+
+
 def auroc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> float:
     """Area under the ROC curve: the probability that an anomaly scores above a normal image (ties count 1/2).
 

@@ -149,13 +149,15 @@ def recorded_nll(model: VAE, x: torch.Tensor, k: int, seed: int, record: str | P
     block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first
     unfinished block, a finished one is read back. A record that cannot be written is warned of once
     and the estimate goes on. `log` gets a line for what was read back, each block, and any warning."""
-    rows = read_nll_blocks(record, key)
+    # x may be the first images of those the record was made for (eval --images): its blocks only
+    rows = {start: row for start, row in read_nll_blocks(record, key).items() if start < len(x)}
     done = {start: row["nll"] for start, row in rows.items()}
     seconds = {start: float(row.get("seconds", 0.0)) for start, row in rows.items()}
     blocks = -(-len(x) // NLL_BLOCK)
-    if done:
-        log(f"{len(done)} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
-            + ("; going on" if len(done) < blocks else ""))
+    ready = sum(len(values) >= min(NLL_BLOCK, len(x) - start) for start, values in done.items())
+    if ready:
+        log(f"{ready} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
+            + ("; going on" if ready < blocks else ""))
     writable, began = True, time.perf_counter()
     for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress):
         done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)

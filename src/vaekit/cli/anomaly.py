@@ -117,7 +117,7 @@ def run_score(args) -> int:
     import torch
 
     from ..atomic import atomic_write_text
-    from ..plots import save_image_grid
+    from ..plots import extremes_picture, save_picture
     from ..runs import read_threshold
 
     loaded = open_run(args)
@@ -145,7 +145,9 @@ def run_score(args) -> int:
     if args.extremes:
         order = torch.argsort(score_tensor, descending=True)
         n = min(16, len(order) // 2) or 1
-        save_image_grid(args.extremes, torch.cat([x[order[:n]], x[order[-n:]]]).float(), nrow=8, scale=2)
+        chosen = torch.cat([order[:n], order[-n:]]).tolist()
+        save_picture(args.extremes, extremes_picture(x[chosen].float(), score_tensor[chosen].tolist(),
+                                                     [names[i] for i in chosen], n))
     scores = score_tensor.tolist()
     rows = [{"index": i, "name": name, "label": label, "score": round(score, 4),
              "anomaly": None if threshold is None else int(score > threshold)}
@@ -167,7 +169,7 @@ def run_calibrate(args) -> int:
     if args.input is not None and getattr(args, "data_alias", None) is not None:
         raise ConfigError("give the normal images once: as INPUT (--data is its former spelling)")
     source = args.input if args.input is not None else getattr(args, "data_alias", None)
-    from ..anomaly import calibrate
+    from ..anomaly import calibrate, quantile_support
     from ..runs import write_threshold
 
     loaded = open_run(args)
@@ -192,6 +194,8 @@ def run_calibrate(args) -> int:
                   data=source or "the run's held-out images", mixture=mixture_names(args),
                   **({"combine": rule} if args.mixture else {}), **({"references": references} if references else {}))
     write_threshold(args.run, result)
+    if warning := quantile_support(result["fitted_on"], args.quantile):
+        print(f"vaekit: warning: {warning}", file=sys.stderr)
     how = f"{method}, {rule} rule" if args.mixture else method
     print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "

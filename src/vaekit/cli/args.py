@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,6 +145,12 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"{', '.join(DEVICE_CHOICES)} (auto: cuda, then mps, then cpu); default auto")
 
 
+def add_scale_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=positive_int, default=None, metavar="S",
+                        help="repeat each pixel S times across and down (default: images about 96 pixels a side, "
+                             "the picture at most 1,600)")
+
+
 def check_index(name: str, index: int, size: int, what: str) -> None:
     """ConfigError unless 0 <= index < size."""
     if not 0 <= index < size:
@@ -185,3 +192,14 @@ def model_inputs(run, source: str, data_dir, for_latents: bool = False) -> tuple
     names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
     labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
     return x, names, labels
+
+
+def stage_log(started: float | None = None):
+    """A log for the stages of a long command: each line on stderr as it begins, with the seconds since
+    `started` (default now), as "vaekit: [ 12.3 s] t-SNE of 5,000 points...", so a quiet minute is explained."""
+    began = time.perf_counter() if started is None else started
+
+    def log(line: str) -> None:
+        print(f"vaekit: [{time.perf_counter() - began:5.1f} s] {line}", file=sys.stderr, flush=True)
+
+    return log

@@ -6,8 +6,9 @@ import functools
 
 from ..choices import INTERPOLATIONS
 from ..errors import ConfigError
-from .args import (IMAGE_HELP, add_data_dir_argument, add_device_argument, add_run_argument, image_reference,
-                   non_negative_int, open_run, png_or_gif_path, png_path, positive_int, reference_image, test_inputs)
+from .args import (IMAGE_HELP, add_data_dir_argument, add_device_argument, add_run_argument, add_scale_argument,
+                   image_reference, non_negative_int, open_run, png_or_gif_path, png_path, positive_int,
+                   reference_image, test_inputs)
 
 SAMPLE_HELP = """\
 Draw images from the prior: z ~ N(0, I), decoded to pixel probabilities, as one PNG grid.
@@ -43,6 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("-n", type=positive_int, default=64, help="number of images (default 64)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior draws (default 0)")
+    add_scale_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_sample)
 
@@ -51,6 +53,7 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=8, help="number of test images (default 8)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_reconstruct)
@@ -66,6 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=INTERPOLATIONS, default="linear",
                    help=f"{' or '.join(INTERPOLATIONS)} (default linear)")
     p.add_argument("-o", "--output", type=png_or_gif_path, required=True, metavar="FILE.png|FILE.gif")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_interpolate)
@@ -79,7 +83,7 @@ def run_sample(args) -> int:
     loaded = open_run(args)
     device = next(loaded.model.parameters()).device
     images = sample(loaded.model, args.n, make_generator(args.seed, device))
-    save_image_grid(args.output, images, nrow=8)
+    save_image_grid(args.output, images, nrow=8, scale=args.scale)
     print(f"wrote {args.n} samples to {args.output}")
     return 0
 
@@ -95,7 +99,8 @@ def run_reconstruct(args) -> int:
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} test images")
     inputs = x[: args.n]
-    save_image_grid(args.output, torch.cat([inputs, reconstruct(loaded.model, inputs)]), nrow=args.n)
+    save_image_grid(args.output, torch.cat([inputs, reconstruct(loaded.model, inputs)]), nrow=args.n,
+                    scale=args.scale)
     print(f"wrote {args.n} test images and their reconstructions to {args.output}")
     return 0
 
@@ -112,9 +117,9 @@ def run_interpolate(args) -> int:
             reference_image(loaded, args, "--to", args.image_to, test_set)]
     images = interpolate(loaded.model, ends[0], ends[1], args.steps, args.method)
     if args.output.suffix.lower() == ".gif":
-        save_gif(args.output, images)
+        save_gif(args.output, images, scale=args.scale)
     else:
-        save_image_grid(args.output, images, nrow=args.steps)
+        save_image_grid(args.output, images, nrow=args.steps, scale=args.scale)
     print(f"wrote a {args.steps}-step {args.method} interpolation to {args.output}")
     return 0
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from ..choices import PROJECTIONS
 from ..errors import RunError
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, open_run, png_path, positive_int,
-                   test_data)
+                   stage_log, test_data)
+
+PROJECTION_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 HELP = """\
 Draw a run: its training (from metrics.jsonl) or its latent space.
 
-  kl       KL per latent dimension over the epochs (heat map) and at the end (bars): collapsed
-           dimensions show as dark rows and short bars
+  kl       KL per latent dimension over the epochs (heat map) and at the end (bars), each dimension
+           named as eval prints it (z0 is the first): collapsed dimensions show as dark rows and
+           bars near zero, marked by a red triangle
   loss     train and test loss per epoch
   latents  the test images' posterior means in 2-D (--method pca, tsne or umap), coloured by label;
            t-SNE needs scikit-learn, UMAP umap-learn
@@ -67,15 +70,20 @@ def run_latents(args) -> int:
     from ..representation import embed, project_2d
     from ..rng import make_generator
 
+    log = stage_log()
     loaded = open_run(args)
     x, test = test_data(loaded, args, for_latents=True)
     chosen = torch.randperm(len(x), generator=make_generator(loaded.config.train.seed))[: args.points].sort().values
+    log(f"encoding {len(chosen):,} test images...")
     mu, _ = embed(loaded.model, x[chosen])
+    log(f"{PROJECTION_NAMES[args.method]} of {len(chosen):,} points in {mu.shape[1]} dimensions"
+        + ("..." if args.method == "pca" else " (the slow stage; --points sets its size)..."))
     points = project_2d(mu.cpu(), args.method, loaded.config.train.seed)
     labels = None if test.labels is None else test.labels[chosen].numpy()
     classes = test.classes or tuple(str(i) for i in range(10))
     title = (f"{args.run.name}: {len(points)} test latents, "
              f"{args.method.upper() if args.method == 'pca' else args.method}")
     save_latent_scatter(args.output, points, labels, classes, title)
+    log("done")
     print(f"wrote {args.output}")
     return 0

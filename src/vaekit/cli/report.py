@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
-from .args import add_data_dir_argument, add_device_argument, add_run_argument, html_path, open_run, positive_int
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, html_path, open_run, positive_int,
+                   stage_log)
 
 HELP = """\
 Write one self-contained HTML page (every image inlined) about a run: its config, loss curves and
@@ -38,7 +40,8 @@ def run(args) -> int:
     data, seed = loaded.config.data, loaded.config.train.seed
     train, test = load_train_test(data.name, data.validation, seed, args.data_dir, standardize=data.standardize)
     x_test = fixed_binarization(test.images.to(next(loaded.model.parameters()).device), data.binarize, seed)
-    page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples)
+    page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples, log=stage_log(start),
+                      progress=sys.stderr.isatty())
     atomic_write_text(args.output, page)
     print(f"wrote {args.output} ({len(page) // 1024} KiB) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from .args import (IMAGE_HELP, DeprecatedAlias, ImageRef, add_data_dir_argument, add_device_argument,
-                   add_run_argument, image_reference, model_inputs, open_run, png_path, positive_int, reference_image,
-                   test_inputs)
+                   add_run_argument, add_scale_argument, image_reference, model_inputs, open_run, png_path,
+                   positive_int, reference_image, test_inputs)
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
@@ -42,6 +42,7 @@ Latent traversals: each row sweeps one latent dimension over [-3, 3] while the o
 image's posterior mean; rows are ordered by the dimension's KL on the test set, most used first.
 --image is a test-set index (default 0), or any image source vaekit reads (its first image, or
 image N with SOURCE@N), as interpolate --from and --to take.
+The picture names each row's dimension (z3, as eval prints it) and each column's value.
 
 examples:
   vaekit traverse runs/seed -o traverse.png
@@ -52,7 +53,9 @@ examples:
 MANIFOLD_HELP = """\
 The learned manifold: decoded images on a grid over the prior's quantiles (5% to 95%) of two latent
 dimensions, the rest at 0, as Kingma & Welling's Figure 4. With more than two latent dimensions, the
-two with the highest KL on the test set. --side N draws an N x N grid.
+two with the highest KL on the test set. --side N draws an N x N grid. Each image is scaled to its
+own brightest pixel, so that faint decodings far from the data still show their shape; rows and
+columns are labelled with the dimensions' values.
 
 example:
   vaekit manifold runs/seed --side 20 -o manifold.png
@@ -85,6 +88,7 @@ def register(subparsers) -> None:
     p.add_argument("--rows", type=positive_int, default=10, help="latent dimensions shown, by KL (default 10)")
     p.add_argument("--steps", type=positive_int, default=9, help="images per row (default 9)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_traverse)
@@ -94,6 +98,7 @@ def register(subparsers) -> None:
     p.add_argument("--side", type=positive_int, default=20, help="images per side of the square grid (default 20)")
     p.add_argument("-n", dest="side", type=positive_int, action=DeprecatedAlias, instead="--side {value}")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_manifold)
@@ -170,29 +175,32 @@ def run_probe(args) -> int:
 
 def run_traverse(args) -> int:
     from ..evaluate import dims_by_usage, posterior_diagnostics
-    from ..generate import traverse
-    from ..plots import save_image_grid
+    from ..generate import traverse, traverse_values
+    from ..plots import save_picture, traverse_picture
 
     loaded = open_run(args)
     x = test_inputs(loaded, args)
     base = reference_image(loaded, args, "--image", args.image, lambda: x)
     dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
     images = traverse(loaded.model, base, dims, args.steps)
-    save_image_grid(args.output, images, nrow=args.steps, scale=2)
+    caption = f"test image {args.image}" if args.image.source is None else str(args.image)
+    save_picture(args.output, traverse_picture(images, dims, traverse_values(args.steps).tolist(), caption,
+                                               args.scale))
     print(f"wrote traversals of dimensions {', '.join(map(str, dims))} (by KL) to {args.output}")
     return 0
 
 
 def run_manifold(args) -> int:
     from ..evaluate import dims_by_usage, posterior_diagnostics
-    from ..generate import manifold
-    from ..plots import save_image_grid
+    from ..generate import manifold, manifold_values
+    from ..plots import manifold_picture, save_picture
 
     loaded = open_run(args)
     if loaded.model.latent_dim < 2:
         raise ConfigError("the manifold needs at least 2 latent dimensions")
     dims = ((0, 1) if loaded.model.latent_dim == 2
             else tuple(dims_by_usage(posterior_diagnostics(loaded.model, test_inputs(loaded, args)))[:2]))
-    save_image_grid(args.output, manifold(loaded.model, dims, args.side), nrow=args.side, padding=0)
+    save_picture(args.output, manifold_picture(manifold(loaded.model, dims, args.side), dims,
+                                               manifold_values(args.side).tolist(), args.scale))
     print(f"wrote the {args.side}x{args.side} manifold of dimensions {dims[0]} and {dims[1]} to {args.output}")
     return 0

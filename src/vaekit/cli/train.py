@@ -129,7 +129,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..fit import fit, resume
 
-    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=print)
+    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=log)
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS
                  if getattr(args, name) is not None and name != "epochs"]
@@ -146,6 +146,15 @@ def run(args) -> int:
     print(f"run saved to {result.path}: test loss {last['test_loss']:.3f} nats per image; "
           f"see samples_{last['epoch']}.png, reconstruction_{last['epoch']}.png and loss.png")
     return 0
+
+
+def log(line: str) -> None:
+    """Training's log: epoch lines on stdout, its warnings ("warning: ...", such as a posterior collapse) on
+    stderr, so that stdout stays the run's record and a script sees warnings where it sees errors."""
+    if line.startswith("warning: "):
+        print(f"vaekit: {line}", file=sys.stderr)
+    else:
+        print(line)
 
 
 def own_images(data: str | None) -> ImageSet | None:

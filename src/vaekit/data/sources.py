@@ -114,7 +114,8 @@ def read_image_file(path: Path) -> np.ndarray:
                 array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: unreadable image ({e})") from None
-    return np.ascontiguousarray(array, dtype=np.uint8)
+    # a copy: np.asarray of a grayscale PIL image is a read-only view, which torch.from_numpy warns about
+    return np.array(array, dtype=np.uint8, order="C", copy=True)
 
 
 def _palette_is_gray(image) -> bool:

@@ -5,16 +5,26 @@
 
 __version__ = "0.1.0"
 
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from .data import ImageSet, load_split  # noqa: E402
-from .errors import VaekitError  # noqa: E402
-from .evaluate import evaluate_elbo  # noqa: E402
-from .fit import fit, resume  # noqa: E402
-from .generate import interpolate, reconstruct, sample  # noqa: E402
-from .models import VAE, DiagonalGaussian  # noqa: E402
-from .objectives import ELBOTerms, negative_elbo  # noqa: E402
-from .runs import Run, load_run  # noqa: E402
-from .train import Trainer  # noqa: E402
+# The names below load on first use (PEP 562): `import vaekit`, and so `python -m vaekit`, imports no torch
+# until something needs it, which lets the CLI install its signal handlers first (vaekit.__main__).
+_EXPORTS = {
+    "DataConfig": "config", "ModelConfig": "config", "RunConfig": "config", "TrainConfig": "config",
+    "ImageSet": "data", "load_split": "data", "VaekitError": "errors", "evaluate_elbo": "evaluate",
+    "fit": "fit", "resume": "fit", "interpolate": "generate", "reconstruct": "generate", "sample": "generate",
+    "VAE": "models", "DiagonalGaussian": "models", "ELBOTerms": "objectives", "negative_elbo": "objectives",
+    "Run": "runs", "load_run": "runs", "Trainer": "train",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+
 
 __all__ = [
     "VAE", "DataConfig", "DiagonalGaussian", "ELBOTerms", "ImageSet", "ModelConfig", "Run", "RunConfig",

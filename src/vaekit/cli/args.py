@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import MAX_IW_SAMPLES, MAX_PICTURES, MAX_SEED
 from ..devices import DEVICE_CHOICES
 from ..errors import ConfigError
 
@@ -50,11 +51,30 @@ def _number(parse, expected: str, ok):
     return convert
 
 
-positive_int = _number(int, "a positive integer", lambda v: v > 0)
-non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
+# every integer flag fits torch's int64; sizes have tighter bounds in vaekit.config
+positive_int = _number(int, "a positive integer", lambda v: 0 < v <= MAX_SEED)
+non_negative_int = _number(int, "a non-negative integer", lambda v: 0 <= v <= MAX_SEED)
+seed_int = _number(int, f"a seed from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
+iw_count = _number(int, f"a number of samples from 1 to {MAX_IW_SAMPLES:,}", lambda v: 1 <= v <= MAX_IW_SAMPLES)
+picture_count = _number(int, f"a count from 1 to {MAX_PICTURES:,}", lambda v: 1 <= v <= MAX_PICTURES)
+finite_float = _number(float, "a finite number", lambda v: abs(v) < float("inf"))
 positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
 non_negative_float = _number(float, "a non-negative number", lambda v: 0 <= v < float("inf"))
 unit_fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def non_empty_path(text: str) -> Path:
+    """An argparse type: a Path, refusing the empty string (which would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def non_empty_text(text: str) -> str:
+    """An argparse type: any text but the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name or a path, got an empty string")
+    return text
 
 
 def file_name(expected: str, *suffixes: str):
@@ -75,7 +95,7 @@ html_path = file_name("an .html file name", ".html", ".htm")
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, metavar="RUN", help="a run directory written by `vaekit train`")
+    parser.add_argument("run", type=non_empty_path, metavar="RUN", help="a run directory written by `vaekit train`")
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 
 import torch
@@ -12,7 +13,7 @@ from ..config import PRECISIONS
 from ..evaluate import evaluate_elbo, posterior_diagnostics
 from ..models import model_fingerprint
 from ..runs import NLL_FILE, recorded_nll
-from .args import add_data_dir_argument, add_device_argument, add_run_argument, open_run, positive_int, test_inputs
+from .args import add_data_dir_argument, add_device_argument, add_run_argument, iw_count, open_run, test_inputs
 
 HELP = """\
 Evaluate a run on its dataset's test split: the negative ELBO per image and its two terms,
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: test_loss, reconstruction, kl, rate, distortion, active_units, "
                         "kl_per_dim (and nll, iw_samples)")
-    p.add_argument("--iw-samples", type=positive_int, default=None, metavar="K",
+    p.add_argument("--iw-samples", type=iw_count, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="of the decoder in --iw-samples: auto (bf16 where native, the default), fp32 or bf16")
@@ -61,7 +62,7 @@ def run(args) -> int:
         nll = resumable_nll(loaded, x, args.iw_samples, args.precision)
         result.update(nll=nll.mean().item(), iw_samples=args.iw_samples, precision=args.precision)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(json_ready(result), allow_nan=False))
         return 0
     latent = loaded.model.latent_dim
     print(f"test loss        {result['test_loss']:9.3f} nats per image (negative ELBO)")
@@ -83,3 +84,20 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str) -> torch.Tens
     nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, loaded.path / NLL_FILE, key, precision,
                           progress=sys.stderr.isatty(), log=lambda line: print(f"vaekit: {line}", file=sys.stderr))
     return nll
+
+
+def json_ready(result: dict) -> dict:
+    """`result` with each non-finite number (a NaN or infinite loss) as null, and their names listed under
+    "non_finite" (absent when all are finite): valid JSON, whose reader cannot mistake a null for a value."""
+    bad = []
+
+    def clean(name, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            bad.append(name)
+            return None
+        if isinstance(value, list):
+            return [clean(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        return value
+
+    cleaned = {name: clean(name, value) for name, value in result.items()}
+    return {**cleaned, "non_finite": bad} if bad else cleaned

@@ -11,7 +11,7 @@ from ..generate import INTERPOLATIONS, interpolate, reconstruct, sample
 from ..plots import save_gif, save_image_grid
 from ..rng import make_generator
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, model_inputs,
-                   non_negative_int, open_run, png_or_gif_path, png_path, positive_int, test_inputs)
+                   open_run, picture_count, png_or_gif_path, png_path, positive_int, seed_int, test_inputs)
 
 SAMPLE_HELP = """\
 Draw images from the prior: z ~ N(0, I), decoded to pixel probabilities, as one PNG grid.
@@ -44,9 +44,9 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="a grid of images drawn from the prior", description=SAMPLE_HELP)
     add_run_argument(p)
-    p.add_argument("-n", type=positive_int, default=64, help="number of images (default 64)")
+    p.add_argument("-n", type=picture_count, default=64, help="number of images (default 64)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior draws (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws (default 0)")
     add_device_argument(p)
     p.set_defaults(func=run_sample)
 
@@ -66,7 +66,7 @@ def register(subparsers) -> None:
                    help="the first image: a test-set index, or an image source")
     p.add_argument("--to", dest="index_to", required=True, metavar="J|SOURCE[@N]",
                    help="the last image: a test-set index, or an image source")
-    p.add_argument("--steps", type=positive_int, default=10, help="images on the path, ends included (default 10)")
+    p.add_argument("--steps", type=picture_count, default=10, help="images on the path, ends included (default 10)")
     p.add_argument("--method", choices=INTERPOLATIONS, default="linear", help="default linear")
     p.add_argument("-o", "--output", type=png_or_gif_path, required=True, metavar="FILE.png|FILE.gif")
     add_data_dir_argument(p)
@@ -114,12 +114,12 @@ def endpoint(loaded, args, test_set, flag: str, spec: str) -> torch.Tensor:
     """One end of an interpolation as a model input (C, H, W): a test index, SOURCE, or SOURCE@N.
 
     test_set() gives the run's test inputs."""
-    if spec.isdigit():
+    if spec.isascii() and spec.isdigit():
         x = test_set()
         check_index(flag, int(spec), len(x), "the test set")
         return x[int(spec)]
     source, _, index = spec.rpartition("@") if "@" in spec else (spec, "", "0")
-    if not index.isdigit():
+    if not (index.isascii() and index.isdigit()):
         raise ConfigError(f"{flag} {spec}: expected a test index, SOURCE, or SOURCE@N")
     x, _, _ = model_inputs(loaded, source, args.data_dir)
     check_index(f"{flag} {source}@", int(index), len(x), source)

@@ -3,6 +3,9 @@
     from vaekit import RunConfig, TrainConfig, fit, load_run
 """
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 # The names below load on first use (PEP 562): `import vaekit`, and so `python -m vaekit`, imports no torch
@@ -24,6 +27,17 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps `vaekit.fit` the function: importing the submodule vaekit.fit would otherwise bind its name here."""
+
+    def __setattr__(self, name, value):
+        if not (name in _EXPORTS and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

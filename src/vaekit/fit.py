@@ -145,8 +145,10 @@ def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list
     # shapes of its state, and a checkpoint without that state would resume with a fresh Adam, not exactly.
     parameters = list(trainer.module.parameters())
     try:
-        check_tensors(tensors, {**state_spec(trainer.module.state_dict(), "model."), **adam_spec(parameters)},
-                      "checkpoint tensors")
+        check_tensors({k: t for k, t in tensors.items() if k.startswith("model.")},
+                      state_spec(trainer.module.state_dict(), "model."), "weights")
+        check_tensors({k: t for k, t in tensors.items() if not k.startswith("model.")}, adam_spec(parameters),
+                      "optimizer state")
         check_adam_values(tensors, meta["epoch"] * trainer.steps_per_epoch)
         groups = check_param_groups(meta["param_groups"], trainer.optimizer.state_dict()["param_groups"])
     except ValueError as e:

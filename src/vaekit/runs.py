@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,8 @@ def create_run(path: str | Path, config: RunConfig) -> Path:
     if path.exists() and not path.is_dir():
         raise RunError(f"{path} exists and is not a directory")
     document = {"format_version": FORMAT_VERSION, "vaekit_version": __version__, **config.to_dict()}
-    staged = atomic_write_text(path / f".{CONFIG_FILE}.{os.getpid()}.new", json.dumps(document, indent=2) + "\n")
+    text = json.dumps(document, indent=2) + "\n"
+    staged = atomic_write_text(path / f".{CONFIG_FILE}.{secrets.token_hex(8)}.new", text)  # a name of its own
     try:
         os.link(staged, path / CONFIG_FILE)
     except FileExistsError:

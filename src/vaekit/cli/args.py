@@ -55,7 +55,7 @@ def _number(parse, expected: str, ok):
 positive_int = _number(int, "a positive integer", lambda v: 0 < v <= MAX_SEED)
 non_negative_int = _number(int, "a non-negative integer", lambda v: 0 <= v <= MAX_SEED)
 seed_int = _number(int, f"a seed from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
-iw_count = _number(int, f"a number of samples from 1 to {MAX_IW_SAMPLES:,}", lambda v: 1 <= v <= MAX_IW_SAMPLES)
+iw_count = _number(int, f"a positive integer up to {MAX_IW_SAMPLES:,}", lambda v: 1 <= v <= MAX_IW_SAMPLES)
 picture_count = _number(int, f"a count from 1 to {MAX_PICTURES:,}", lambda v: 1 <= v <= MAX_PICTURES)
 finite_float = _number(float, "a finite number", lambda v: abs(v) < float("inf"))
 positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
@@ -106,6 +106,12 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help=f"{', '.join(DEVICE_CHOICES)} (auto: cuda, then mps, then cpu); default auto")
+
+
+def check_picture_count(name: str, count: int) -> None:
+    """ConfigError if a picture would hold more than MAX_PICTURES images (each one decoded in memory)."""
+    if count > MAX_PICTURES:
+        raise ConfigError(f"{name} asks for {count:,} images in one picture; at most {MAX_PICTURES:,}")
 
 
 def check_index(name: str, index: int, size: int, what: str) -> None:

@@ -116,11 +116,16 @@ def endpoint(loaded, args, test_set, flag: str, spec: str) -> torch.Tensor:
     test_set() gives the run's test inputs."""
     if spec.isascii() and spec.isdigit():
         x = test_set()
-        check_index(flag, int(spec), len(x), "the test set")
+        check_index(flag, _index(spec), len(x), "the test set")
         return x[int(spec)]
     source, _, index = spec.rpartition("@") if "@" in spec else (spec, "", "0")
     if not (index.isascii() and index.isdigit()):
         raise ConfigError(f"{flag} {spec}: expected a test index, SOURCE, or SOURCE@N")
     x, _, _ = model_inputs(loaded, source, args.data_dir)
-    check_index(f"{flag} {source}@", int(index), len(x), source)
+    check_index(f"{flag} {source}@", _index(index), len(x), source)
     return x[int(index)]
+
+
+def _index(digits: str) -> int:
+    """ASCII digits as an index; past any dataset's size (and Python's int-parsing limit) as 10**18."""
+    return int(digits) if len(digits) <= 18 else 10 ** 18

@@ -17,8 +17,8 @@ from ..evaluate import dims_by_usage, posterior_diagnostics
 from ..generate import manifold, traverse
 from ..plots import save_image_grid
 from ..representation import embed, posterior_features, probe_accuracy, probe_report
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, model_inputs,
-                   non_negative_int, open_run, png_path, positive_int, test_inputs)
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, check_picture_count,
+                   model_inputs, non_negative_int, open_run, png_path, positive_int, test_inputs)
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
@@ -161,7 +161,9 @@ def run_probe(args) -> int:
 
 
 def run_traverse(args) -> int:
+    check_picture_count("--steps", args.steps)
     loaded = open_run(args)
+    check_picture_count("--rows x --steps", min(args.rows, loaded.model.latent_dim) * args.steps)
     x = test_inputs(loaded, args)
     check_index("--image", args.image, len(x), "the test set")
     dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
@@ -172,6 +174,7 @@ def run_traverse(args) -> int:
 
 
 def run_manifold(args) -> int:
+    check_picture_count("the manifold's images (-n squared)", args.n ** 2)
     loaded = open_run(args)
     if loaded.model.latent_dim < 2:
         raise ConfigError("the manifold needs at least 2 latent dimensions")

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: test_loss, reconstruction, kl, rate, distortion, active_units, "
-                        "kl_per_dim (and nll, iw_samples)")
+                        "kl_per_dim (and nll, iw_samples); a non-finite value is null and named in non_finite")
     p.add_argument("--iw-samples", type=iw_count, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",

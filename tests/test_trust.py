@@ -334,3 +334,14 @@ def test_an_early_signal_is_one_line_and_exit_130(tmp_path, sig):
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert (process.returncode, err) == (130, "vaekit: interrupted\n")
+
+
+@pytest.mark.parametrize("bad", ['[true, 1.0]', '[NaN]', '"x"', "[" * 5000])
+def test_a_doctored_nll_record_is_estimated_again_not_believed(tmp_path, bad):
+    from vaekit.runs import append_nll_block, read_nll_blocks
+
+    record, key = tmp_path / "nll-blocks.jsonl", {"k": 10}
+    append_nll_block(record, key, 0, [90.0, 91.0])
+    with open(record, "a") as f:
+        f.write(f'{{"k": 10, "start": 1000, "nll": {bad}}}\n')
+    assert {start: row["nll"] for start, row in read_nll_blocks(record, key).items()} == {0: [90.0, 91.0]}

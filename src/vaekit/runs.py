@@ -173,17 +173,24 @@ def check_threshold(calibration) -> dict:
 
 def read_nll_blocks(record: str | Path, key: dict) -> dict[int, dict]:
     """The finished blocks in a record of `evaluate.nll_blocks` whose fields match `key`, by the block's
-    first image: each row as written, its "nll" a list of per-image floats. A line torn by a kill, or
-    not a block, is skipped."""
+    first image: each row as written, its "nll" a list of per-image floats. A line torn by a kill, not a
+    block, or holding anything but finite numbers, is skipped (its block is estimated again)."""
     record = Path(record)
     if not record.is_file():
         return {}
+    try:
+        text = read_bounded(record, MAX_METRICS_BYTES).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return {}  # unreadable: the evaluation starts over
     done = {}
-    for line in record.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
-            row = json.loads(line)
+            row = parse_json(line)
             if all(row.get(name) == value for name, value in key.items()):
-                done[int(row["start"])] = {**row, "nll": [float(v) for v in row["nll"]]}
+                start = row["start"]
+                if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+                    continue
+                done[start] = {**row, "nll": [finite_number(v, "nll") for v in row["nll"]]}
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return done

@@ -119,7 +119,7 @@ def mutate(document, data):
     a value wrapped in deep nesting. Returns the new document (the old one is left alone)."""
     document = json.loads(json.dumps(document))
     path = data.draw(st.sampled_from(list(paths(document))))
-    op = data.draw(st.sampled_from(["replace", "replace", "delete", "add", "nest"]))
+    op = data.draw(st.sampled_from(["replace", "replace", "similar", "delete", "add", "nest"]))
     if not path:
         return data.draw(json_values) if op == "replace" else [document]
     *parent_path, last = path
@@ -128,6 +128,16 @@ def mutate(document, data):
         parent = parent[key]
     if op == "replace":
         parent[last] = data.draw(json_values)
+    elif op == "similar":  # a value of the same type, often a valid one: the command should then work
+        value = parent[last]
+        if isinstance(value, bool):
+            parent[last] = not value
+        elif isinstance(value, int):
+            parent[last] = data.draw(st.integers(0, 2 * abs(value) + 1))
+        elif isinstance(value, float):
+            parent[last] = data.draw(st.floats(0, 2 * abs(value) + 1))
+        elif isinstance(value, str):
+            parent[last] = data.draw(st.sampled_from([value.upper(), value[:-1], value + "x", ""]))
     elif op == "delete":
         del parent[last]
     elif op == "add" and isinstance(parent, dict):

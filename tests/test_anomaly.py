@@ -116,7 +116,7 @@ def test_calibrating_on_few_images_warns_on_one_line(digit_run, tmp_path, capsys
     few = tmp_path / "few.npy"
     np.save(few, mnist_train.images[mnist_train.labels == 1][-15:, 0].numpy())
     capsys.readouterr()
-    assert main(["calibrate", str(run), "--data", str(few), "--quantile", "0.99"]) == 0
+    assert main(["calibrate", str(run), str(few), "--quantile", "0.99"]) == 0
     out, err = capsys.readouterr()
     assert "threshold " in out and json.loads((run / "threshold.json").read_text())["fitted_on"] == 7
     lines = err.strip().splitlines()

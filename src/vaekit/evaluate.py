@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .acceleration import autocast_dtype, compile_with_fallback
+from .config import MAX_IW_SAMPLES  # memory is bounded for any k, time is not: 1,000,000 decodes per image
 from .likelihoods import negative_log_likelihood
 from .models import VAE, DiagonalGaussian
 from .objectives import negative_elbo
@@ -17,6 +18,9 @@ from .rng import derive_seed, make_generator
 
 EVAL_BATCH = 1000
 IW_ROWS = {"cpu": 2048, "cuda": 65536}  # decoded samples per chunk: bounds the memory of --iw-samples
+# Above this many noise values per chunk of images, the noise is drawn chunk by chunk rather than all at once
+# (below it, all at once, as vaekit always has: the same numbers for the same seed).
+IW_NOISE_AT_ONCE = 1 << 24
 # Below this many decoded samples, compiling costs more than it saves
 # (1M on a 2-core CPU: 10.0 s compiled, 7.9 s eager).
 COMPILE_MIN_SAMPLES = 2_000_000
@@ -65,7 +69,8 @@ def posterior_diagnostics(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BA
         means.append(posterior.mu)
         kl_sum += posterior.kl_per_dim().sum(0, dtype=torch.float64)
     model.train(was_training)
-    variance = torch.cat(means).double().var(0)
+    means = torch.cat(means).double()
+    variance = means.var(0) if len(means) > 1 else torch.zeros_like(means[0])  # one image: no spread
     return {
         "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
         "unit_variance": variance.tolist(),
@@ -200,6 +205,8 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if k > MAX_IW_SAMPLES:
+        raise ValueError(f"k must be at most {MAX_IW_SAMPLES:,}, got {k}")
     was_training = model.training
     model.eval()
     rows = rows or IW_ROWS.get(x.device.type, 4096)
@@ -217,11 +224,22 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
         for start in range(0, len(x), batch):
             images = x[start:start + batch]
             posterior = model.encode(images)
-            eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device) for _ in images],
-                              dim=1)
-            log_w = [log_weights(model, images, posterior.mu, posterior.logvar, eps[first:first + samples],
-                                 amp_dtype, prior_log_prob) for first in range(0, k, samples)]
-            out[start:start + batch] = math.log(k) - torch.logsumexp(torch.cat(log_w).double(), dim=0)
+            if k * len(images) * model.latent_dim <= IW_NOISE_AT_ONCE:
+                eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device)
+                                   for _ in images], dim=1)
+                log_w = torch.cat([log_weights(model, images, posterior.mu, posterior.logvar,
+                                               eps[first:first + samples], amp_dtype, prior_log_prob)
+                                   for first in range(0, k, samples)]).double()
+                out[start:start + batch] = math.log(k) - torch.logsumexp(log_w, dim=0)
+            else:  # one image per chunk (k >= rows): its noise drawn a chunk at a time, its weights reduced as they
+                # come
+                total = torch.full((len(images),), -math.inf, dtype=torch.float64, device=x.device)
+                for first in range(0, k, samples):
+                    eps = torch.randn(min(samples, k - first), len(images), model.latent_dim, generator=noise,
+                                      device=x.device)
+                    log_w = log_weights(model, images, posterior.mu, posterior.logvar, eps, amp_dtype, prior_log_prob)
+                    total = torch.logaddexp(total, torch.logsumexp(log_w.double(), dim=0))
+                out[start:start + batch] = math.log(k) - total
             bar.update(len(images))
             if advance is not None:
                 advance(len(images))

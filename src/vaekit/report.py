@@ -17,6 +17,7 @@ import torch
 
 from . import __version__
 from .data import ImageSet
+from .errors import DataError
 from .evaluate import dims_by_usage, evaluate_elbo, importance_weighted_nll, posterior_diagnostics
 from .generate import interpolate, reconstruct, sample, traverse, traverse_values
 from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png, png_bytes, traverse_picture
@@ -71,6 +72,8 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     """The report page for `run`, given its test inputs prepared as for training (`fixed_binarization`),
     the test images (labels, classes) and, for the probes, the training images. `log` is told of each
     stage as it begins; `progress` shows a bar during the NLL, the longest."""
+    if len(x_test) < 2:  # it interpolates between test images 0 and 1, and measures spreads
+        raise DataError(f"{run.path}'s held-out set has {len(x_test)} image(s); a report needs at least 2")
     started = time.perf_counter()
     model, config, seed = run.model, run.config, run.config.train.seed
     sections = []

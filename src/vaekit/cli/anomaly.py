@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import MIXTURE_RULES, SCORE_METHODS
-from ..errors import ConfigError, DataError
-from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_run_argument, model_inputs,
-                   open_run, png_path, positive_int, test_inputs)
+from ..errors import ConfigError, DataError, RunError
+from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_run_argument, finite_float,
+                   iw_count, model_inputs, open_run, png_path, test_inputs)
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +75,7 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("input", metavar="INPUT", help="images to score (a split, file or folder)")
     add_method_arguments(p)
-    p.add_argument("--threshold", type=float, help="flag scores above this (default: the run's calibrated one)")
+    p.add_argument("--threshold", type=finite_float, help="flag scores above this (default: the run's calibrated one)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="FILE.csv or FILE.jsonl (default: CSV on stdout)")
     p.add_argument("--extremes", type=png_path, metavar="FILE.png",
                    help="also draw the 16 most anomalous inputs (top two rows) and the 16 least (bottom two)")
@@ -101,7 +101,7 @@ def add_method_arguments(p) -> None:
     p.add_argument("--method", choices=SCORE_METHODS, default=None,
                    help="; ".join(f"{method}: {METHOD_HELP[method]}" for method in SCORE_METHODS)
                    + " (default elbo; score uses the calibrated method by default)")
-    p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K", help="for iwae (default 100)")
+    p.add_argument("--iw-samples", type=iw_count, default=100, metavar="K", help="for iwae (default 100)")
     p.add_argument("--mixture", type=Path, nargs="+", default=[], metavar="RUN",
                    help="score with RUN and these runs as one detector (elbo, iwae or recon); "
                         "after the positional arguments")
@@ -186,6 +186,9 @@ def run_calibrate(args) -> int:
         references = typical_references(members, method, args,
                                         measured={} if source else {reference_key(loaded): each[0]})
     scores = combine_scores(members, each, references)
+    if not bool(torch.isfinite(scores).all()):
+        raise RunError(f"{args.run} gives {int((~torch.isfinite(scores)).sum())} of {len(scores)} normal images a "
+                       "non-finite score; no threshold can be fitted on them")
     try:
         result = calibrate(scores.cpu(), args.quantile, loaded.config.train.seed)
     except ValueError as e:

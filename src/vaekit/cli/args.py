@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import DEVICE_CHOICES
+from ..config import MAX_IW_SAMPLES, MAX_PICTURES, MAX_SEED
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,11 +54,30 @@ def _number(parse, expected: str, ok):
     return convert
 
 
-positive_int = _number(int, "a positive integer", lambda v: v > 0)
-non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
+# every integer flag fits torch's int64; sizes have tighter bounds in vaekit.config
+positive_int = _number(int, "a positive integer", lambda v: 0 < v <= MAX_SEED)
+non_negative_int = _number(int, "a non-negative integer", lambda v: 0 <= v <= MAX_SEED)
+seed_int = _number(int, f"a seed from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
+iw_count = _number(int, f"a positive integer up to {MAX_IW_SAMPLES:,}", lambda v: 1 <= v <= MAX_IW_SAMPLES)
+picture_count = _number(int, f"a count from 1 to {MAX_PICTURES:,}", lambda v: 1 <= v <= MAX_PICTURES)
+finite_float = _number(float, "a finite number", lambda v: abs(v) < float("inf"))
 positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
 non_negative_float = _number(float, "a non-negative number", lambda v: 0 <= v < float("inf"))
 unit_fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def non_empty_path(text: str) -> Path:
+    """An argparse type: a Path, refusing the empty string (which would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def non_empty_text(text: str) -> str:
+    """An argparse type: any text but the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name or a path, got an empty string")
+    return text
 
 
 def file_name(expected: str, *suffixes: str):
@@ -93,15 +113,24 @@ IMAGE_HELP = "a test-set index, or an image source (its first image, or image N 
 
 def image_reference(text: str) -> ImageRef:
     """An argparse type: a test-set index (`3`), an image source (`digit.png`, its first image) or image N of a
-    source (`mnist:train@3`); `reference_image` reads it."""
-    if text.isdigit():
-        return ImageRef(None, int(text))
+    source (`mnist:train@3`); `reference_image` reads it. Indices are ASCII digits (not `²`); one past any
+    dataset's size (and Python's int-parsing limit) is kept as 10**18, which check_index then refuses."""
+    if _is_index(text):
+        return ImageRef(None, _index(text))
     source, at, index = text.rpartition("@")
     if not at:
         return ImageRef(text, 0)
-    if not source or not index.isdigit():
+    if not source or not _is_index(index):
         raise argparse.ArgumentTypeError(f"expected a test index, SOURCE or SOURCE@N, got {text!r}")
-    return ImageRef(source, int(index))
+    return ImageRef(source, _index(index))
+
+
+def _is_index(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _index(digits: str) -> int:
+    return int(digits) if len(digits) <= 18 else 10 ** 18
 
 
 def reference_image(run, args, flag: str, ref: ImageRef, test_set) -> torch.Tensor:
@@ -132,7 +161,7 @@ class DeprecatedAlias(argparse.Action):
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, metavar="RUN", help="a run directory written by `vaekit train`")
+    parser.add_argument("run", type=non_empty_path, metavar="RUN", help="a run directory written by `vaekit train`")
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +178,10 @@ def add_scale_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=positive_int, default=None, metavar="S",
                         help="repeat each pixel S times across and down (default: images about 96 pixels a side, "
                              "the picture at most 1,600)")
+def check_picture_count(name: str, count: int) -> None:
+    """ConfigError if a picture would hold more than MAX_PICTURES images (each one decoded in memory)."""
+    if count > MAX_PICTURES:
+        raise ConfigError(f"{name} asks for {count:,} images in one picture; at most {MAX_PICTURES:,}")
 
 
 def check_index(name: str, index: int, size: int, what: str) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from typing import TYPE_CHECKING
 
 from ..config import PRECISIONS
 from ..errors import ConfigError
-from .args import add_data_dir_argument, add_device_argument, add_run_argument, open_run, positive_int, test_inputs
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, iw_count, open_run, positive_int,
+                   test_inputs)
 
 if TYPE_CHECKING:
     import torch
@@ -44,8 +46,9 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: test_loss, reconstruction (the distortion), kl (the rate), "
-                        "active_units, kl_per_dim (and nll, iw_samples, precision)")
-    p.add_argument("--iw-samples", type=positive_int, default=None, metavar="K",
+                        "active_units, kl_per_dim (and nll, iw_samples, precision); a non-finite value is null "
+                        "and named in non_finite")
+    p.add_argument("--iw-samples", type=iw_count, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="of the decoder in --iw-samples: auto (bf16 where native, the default), fp32 or bf16")
@@ -75,7 +78,7 @@ def run(args) -> int:
         nll = resumable_nll(loaded, x, args.iw_samples, args.precision, test_images)
         result.update(nll=nll.mean().item(), iw_samples=args.iw_samples, precision=args.precision)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(json_ready(result), allow_nan=False))
         return 0
     latent = loaded.model.latent_dim
     if args.images is not None:
@@ -107,3 +110,20 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: 
                           progress=sys.stderr.isatty(),
                           log=lambda line: tqdm.write(f"vaekit: {line}", file=sys.stderr))  # above the bar
     return nll
+
+
+def json_ready(result: dict) -> dict:
+    """`result` with each non-finite number (a NaN or infinite loss) as null, and their names listed under
+    "non_finite" (absent when all are finite): valid JSON, whose reader cannot mistake a null for a value."""
+    bad = []
+
+    def clean(name, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            bad.append(name)
+            return None
+        if isinstance(value, list):
+            return [clean(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        return value
+
+    cleaned = {name: clean(name, value) for name, value in result.items()}
+    return {**cleaned, "non_finite": bad} if bad else cleaned

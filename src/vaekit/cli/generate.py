@@ -7,8 +7,8 @@ import functools
 from ..choices import INTERPOLATIONS
 from ..errors import ConfigError
 from .args import (IMAGE_HELP, add_data_dir_argument, add_device_argument, add_run_argument, add_scale_argument,
-                   image_reference, non_negative_int, open_run, png_or_gif_path, png_path, positive_int,
-                   reference_image, test_inputs)
+                   image_reference, open_run, picture_count, png_or_gif_path, png_path, positive_int,
+                   reference_image, seed_int, test_inputs)
 
 SAMPLE_HELP = """\
 Draw images from the prior: z ~ N(0, I), decoded to pixel probabilities, as one PNG grid.
@@ -41,9 +41,9 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="a grid of images drawn from the prior", description=SAMPLE_HELP)
     add_run_argument(p)
-    p.add_argument("-n", type=positive_int, default=64, help="number of images (default 64)")
+    p.add_argument("-n", type=picture_count, default=64, help="number of images (default 64)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior draws (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws (default 0)")
     add_scale_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_sample)
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
                    help=f"the first image: {IMAGE_HELP}")
     p.add_argument("--to", dest="image_to", type=image_reference, required=True, metavar="IMAGE",
                    help=f"the last image: {IMAGE_HELP}")
-    p.add_argument("--steps", type=positive_int, default=10, help="images on the path, ends included (default 10)")
+    p.add_argument("--steps", type=picture_count, default=10, help="images on the path, ends included (default 10)")
     p.add_argument("--method", choices=INTERPOLATIONS, default="linear",
                    help=f"{' or '.join(INTERPOLATIONS)} (default linear)")
     p.add_argument("-o", "--output", type=png_or_gif_path, required=True, metavar="FILE.png|FILE.gif")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, html_path, open_run, positive_int,
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, html_path, iw_count, open_run,
                    stage_log)
 
 HELP = """\
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="one HTML page about a run", description=HELP)
     add_run_argument(p)
     p.add_argument("-o", "--output", type=html_path, required=True, metavar="FILE.html")
-    p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K",
+    p.add_argument("--iw-samples", type=iw_count, default=100, metavar="K",
                    help="importance samples of the NLL (default 100; 5000 is the literature's, and slow)")
     add_data_dir_argument(p)
     add_device_argument(p)

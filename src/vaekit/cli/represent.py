@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from .args import (IMAGE_HELP, DeprecatedAlias, ImageRef, add_data_dir_argument, add_device_argument,
-                   add_run_argument, add_scale_argument, image_reference, model_inputs, open_run, png_path,
-                   positive_int, reference_image, test_inputs)
+                   add_run_argument, add_scale_argument, check_picture_count, image_reference, model_inputs,
+                   open_run, png_path, positive_int, reference_image, test_inputs)
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
@@ -174,11 +174,13 @@ def run_probe(args) -> int:
 
 
 def run_traverse(args) -> int:
+    check_picture_count("--steps", args.steps)
     from ..evaluate import dims_by_usage, posterior_diagnostics
     from ..generate import traverse, traverse_values
     from ..plots import save_picture, traverse_picture
 
     loaded = open_run(args)
+    check_picture_count("--rows x --steps", min(args.rows, loaded.model.latent_dim) * args.steps)
     x = test_inputs(loaded, args)
     base = reference_image(loaded, args, "--image", args.image, lambda: x)
     dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
@@ -191,6 +193,7 @@ def run_traverse(args) -> int:
 
 
 def run_manifold(args) -> int:
+    check_picture_count("the manifold's images (--side squared)", args.side ** 2)
     from ..evaluate import dims_by_usage, posterior_diagnostics
     from ..generate import manifold, manifold_values
     from ..plots import manifold_picture, save_picture

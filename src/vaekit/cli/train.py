@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
                       SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig)
 from ..errors import ConfigError
-from .args import (add_data_dir_argument, add_device_argument, non_negative_float, non_negative_int,
-                   positive_float, positive_int, unit_fraction)
+from .args import (add_data_dir_argument, add_device_argument, non_empty_path, non_empty_text, non_negative_float,
+                   non_negative_int, positive_float, positive_int, seed_int, unit_fraction)
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     defaults = RunConfig()
     recipe = defaults.train
     p = subparsers.add_parser("train", help="train a VAE into a run directory", description=HELP)
-    p.add_argument("--data", help="mnist (default), fashion-mnist, or a path to your images")
+    p.add_argument("--data", type=non_empty_text, help="mnist (default), fashion-mnist, or a path to your images")
     add_data_dir_argument(p)
     p.add_argument("--validation", type=unit_fraction, metavar="FRACTION",
                    help=f"fraction of your own images held out as the test set (default "
@@ -110,7 +110,7 @@ def register(subparsers) -> None:
     p.add_argument("--beta2", type=unit_fraction, help=f"Adam's second-moment decay (default {recipe.beta2:g})")
     p.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
                    help="clip the gradients' global L2 norm (default 0: no clipping)")
-    p.add_argument("--seed", type=non_negative_int, help=f"default {recipe.seed}")
+    p.add_argument("--seed", type=seed_int, help=f"default {recipe.seed}")
     p.add_argument("--binarize", choices=BINARIZE_MODES,
                    help="targets: none (grayscale, as the seed; default), dynamic (Bernoulli per epoch) or threshold")
     p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the loss: on, off, or auto (the default: "
@@ -119,9 +119,9 @@ def register(subparsers) -> None:
                    help="default auto: bf16 autocast where the hardware has native bf16, else fp32")
     add_device_argument(p)
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--out", type=Path, metavar="RUN",
+    group.add_argument("--out", type=non_empty_path, metavar="RUN",
                        help="run directory to create (default runs/<data>-<date>-<time>)")
-    group.add_argument("--resume", type=Path, metavar="RUN",
+    group.add_argument("--resume", type=non_empty_path, metavar="RUN",
                        help="continue this run from its last finished epoch (--epochs may raise its total)")
     p.set_defaults(func=run)
 

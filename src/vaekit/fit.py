@@ -22,11 +22,12 @@ from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
 from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterior_diagnostics
 from .generate import reconstruct, sample
-from .models import VAE
+from .models import VAE, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
 from .threads import busy_hint, cpu_is_busy, waits_passively
 from .train import Trainer, epoch_seeds
+from .validation import adam_spec, check_adam_values, check_param_groups, check_tensors, state_spec
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
 N_RECONSTRUCTIONS = 8  # test images in each reconstruction_<epoch>.png
@@ -50,9 +51,11 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
     read again); the run still records the path, which `resume` reads.
     """
     dev = resolve_device(device)
+    check_size(config.model)
     data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
+    model = build_model(config)  # and so does a model that cannot be built
     out = runs.create_run(out, config)
-    return _train(out, config, None, data, dev, progress, log or (lambda line: None))
+    return _train(out, config, None, data, dev, progress, log or (lambda line: None), model)
 
 
 def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
@@ -62,7 +65,8 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     dev = resolve_device(device)
     config = runs.read_config(path)
     runs.remove_stale_temp_files(path)
-    checkpoint = runs.load_checkpoint(path)
+    model_bytes = 4 * parameter_count(config.model)  # fp32
+    checkpoint = runs.load_checkpoint(path, max_bytes=3 * model_bytes + (64 << 20))  # weights, Adam's 2 moments
     done = checkpoint[1]["epoch"] if checkpoint else 0
     new_total = epochs is not None and epochs != config.train.epochs
     if new_total:
@@ -84,9 +88,10 @@ def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | N
     return train_set, test_set
 
 
-def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log) -> runs.Run:
+def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log,
+           model: VAE | None = None) -> runs.Run:
     train_set, test_set = data
-    model = build_model(config).to(dev)
+    model = (model or build_model(config)).to(dev)
     trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize)
     test_x = fixed_binarization(test_set.images.to(dev), config.data.binarize, config.train.seed)
     sample_seed = derive_seed(config.train.seed, "samples")  # the same prior draws every epoch
@@ -143,15 +148,25 @@ def _busy_note(rate: float, best_rate: float, cpu_seconds: float, seconds: float
 
 def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list[dict]:
     """Load a checkpoint into the trainer after checking it belongs to this config and this vaekit."""
-    tensors, meta = checkpoint
+    tensors, meta = checkpoint  # runs.load_checkpoint checked the metadata's form
     source = out / runs.CHECKPOINT_FILE
-    weights = {k.removeprefix("model."): t for k, t in tensors.items() if k.startswith("model.")}
-    runs.check_state_matches(trainer.model, weights, source)
+    # Every tensor by name, shape, dtype and finiteness before torch sees it: Adam's fused kernel trusts the
+    # shapes of its state, and a checkpoint without that state would resume with a fresh Adam, not exactly.
+    parameters = list(trainer.module.parameters())
+    try:
+        check_tensors({k: t for k, t in tensors.items() if k.startswith("model.")},
+                      state_spec(trainer.module.state_dict(), "model."), "weights")
+        check_tensors({k: t for k, t in tensors.items() if not k.startswith("model.")}, adam_spec(parameters),
+                      "optimizer state")
+        check_adam_values(tensors, meta["epoch"] * trainer.steps_per_epoch)
+        groups = check_param_groups(meta["param_groups"], trainer.optimizer.state_dict()["param_groups"])
+    except ValueError as e:
+        raise RunError(f"{source}: {e}; the run cannot be resumed from it") from None
     if meta.get("next_epoch_seeds") != epoch_seeds(config.train.seed, meta["epoch"] + 1):
         raise RunError(f"{source}: written by a vaekit that draws its random streams differently; "
                        "resuming would not repeat the run (train it again, or use the version that wrote it)")
     try:
-        trainer.load_state(tensors, meta)
+        trainer.load_state(tensors, {**meta, "param_groups": groups})
     except (KeyError, ValueError, RuntimeError) as e:
         raise RunError(f"{source}: optimizer state does not fit this run ({e})") from None
     return list(meta["metrics"])

@@ -9,6 +9,7 @@ from .. import __version__
 from ..errors import Interrupted, VaekitError
 from . import anomaly, compress, evaluate, generate, plot, report, represent, train
 from .args import Parser, add_threads_argument
+from .vocabulary import COMPUTE as COMPUTE_COMMANDS  # the subcommands that compute with torch: each takes --threads
 
 DESCRIPTION = """\
 vaekit: variational autoencoders on image data.
@@ -19,9 +20,6 @@ directory, 5 output, 6 training, 130 interrupted, 70 internal error.
 """
 
 INTERNAL_ERROR = 70
-# Subcommands that compute with torch: each takes --threads (tests/test_threads.py checks the list is complete)
-COMPUTE_COMMANDS = ("train", "eval", "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "probe",
-                    "plot", "report", "score", "calibrate", "compress", "decompress")
 
 
 def build_parser() -> Parser:

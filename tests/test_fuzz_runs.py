@@ -31,7 +31,7 @@ from vaekit.cli import args as cli_args
 from vaekit.cli import build_parser, main
 from vaekit.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, THRESHOLD_FILE, WEIGHTS_FILE
 
-from .tiny_run import copy_run, make_tiny_run
+from .tiny_run import copy_run, is_one_error_line, make_tiny_run
 
 DOCUMENTED = {0, 2, 3, 4, 5, 6}
 CASE_SECONDS = 60  # a case running longer counts as a hang
@@ -86,7 +86,7 @@ def run_case(suite: str, args: list, capsys, outputs: tuple[Path, ...] = ()) -> 
     shown = " ".join(str(a)[:40] for a in args)
     assert code in DOCUMENTED, f"{shown}: exit {code}: {err}"
     if code != 0:
-        assert err.count("\n") == 1 and err.startswith("vaekit: "), f"{shown}: not one line: {err!r}"
+        assert is_one_error_line(err), f"{shown}: not one error line: {err!r}"
         for path in outputs:
             assert not path.exists(), f"{shown}: exit {code} but {path} was written"
     return code, out, err

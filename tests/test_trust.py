@@ -28,7 +28,7 @@ from vaekit.evaluate import importance_weighted_nll
 from vaekit.models import check_size, parameter_count
 from vaekit.runs import CHECKPOINT_FILE, WEIGHTS_FILE, create_run, load_run
 
-from .tiny_run import copy_run, make_tiny_run
+from .tiny_run import copy_run, is_one_error_line, make_tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def cli(capsys, *args) -> tuple[int, str]:
 
 def one_line(code: int, err: str, expected: int, match: str = "") -> None:
     assert code == expected, err
-    assert err.count("\n") == 1 and err.startswith("vaekit: "), err
+    assert is_one_error_line(err), err
     assert match in err, err
 
 

@@ -28,3 +28,11 @@ def copy_run(run: Path, destination: Path) -> Path:
     """A copy of `run` at destination, to doctor."""
     shutil.copytree(run, destination)
     return destination
+
+
+def is_one_error_line(err: str) -> bool:
+    """What a refused command may print on stderr: exactly one error line, last; before it only vaekit's own
+    warnings (a deprecated spelling, say) and stage lines (`vaekit: [ 1.2 s] ...`), never a traceback."""
+    lines = err.split("\n")[:-1]
+    return (err.endswith("\n") and bool(lines) and lines[-1].startswith(("vaekit: error: ", "vaekit: interrupted"))
+            and all(line.startswith(("vaekit: warning: ", "vaekit: [")) for line in lines[:-1]))

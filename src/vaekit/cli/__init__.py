@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(e, Interrupted):
             _forget_unhandled_interrupt()
-        print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
+        print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}: {printable(str(e))}",
+              file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         _forget_unhandled_interrupt()
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: say so in one line, with a way to see more
         if debug:
             raise
-        print(f"vaekit: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+        print(f"vaekit: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR
 
@@ -72,6 +73,12 @@ def apply_threads(args) -> None:
         from ..threads import set_threads
 
         set_threads(args.threads, warn=lambda line: print(f"vaekit: {line}", file=sys.stderr))
+
+
+def printable(text: str) -> str:
+    """`text` with every control character escaped (\\x0c, \\n): an error quotes names and values read from untrusted
+    files, and must stay one line that cannot drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _raise_keyboard_interrupt(signum, frame):

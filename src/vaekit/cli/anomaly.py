@@ -169,6 +169,8 @@ def run_calibrate(args) -> int:
     if args.input is not None and getattr(args, "data_alias", None) is not None:
         raise ConfigError("give the normal images once: as INPUT (--data is its former spelling)")
     source = args.input if args.input is not None else getattr(args, "data_alias", None)
+    import torch
+
     from ..anomaly import calibrate, quantile_support
     from ..runs import write_threshold
 

@@ -60,6 +60,8 @@ non_negative_int = _number(int, "a non-negative integer", lambda v: 0 <= v <= MA
 seed_int = _number(int, f"a seed from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
 iw_count = _number(int, f"a positive integer up to {MAX_IW_SAMPLES:,}", lambda v: 1 <= v <= MAX_IW_SAMPLES)
 picture_count = _number(int, f"a count from 1 to {MAX_PICTURES:,}", lambda v: 1 <= v <= MAX_PICTURES)
+MAX_SCALE = 32  # --scale: 32x already makes a 28x28 image 896 pixels a side
+picture_scale = _number(int, f"a scale from 1 to {MAX_SCALE}", lambda v: 1 <= v <= MAX_SCALE)
 finite_float = _number(float, "a finite number", lambda v: abs(v) < float("inf"))
 positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
 non_negative_float = _number(float, "a non-negative number", lambda v: 0 <= v < float("inf"))
@@ -175,7 +177,7 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_scale_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", type=positive_int, default=None, metavar="S",
+    parser.add_argument("--scale", type=picture_scale, default=None, metavar="S",
                         help="repeat each pixel S times across and down (default: images about 96 pixels a side, "
                              "the picture at most 1,600)")
 

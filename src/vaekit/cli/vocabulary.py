@@ -20,8 +20,8 @@ from ..choices import INTERPOLATIONS, MIXTURE_RULES, PROJECTIONS, SCORE_METHODS
 from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
                       SCHEDULES)
 from .args import (finite_float, html_path, image_reference, iw_count, non_empty_path, non_empty_text,
-                   non_negative_float, non_negative_int, picture_count, png_or_gif_path, png_path, positive_float,
-                   positive_int, seed_int, threads_value, unit_fraction)
+                   non_negative_float, non_negative_int, picture_count, picture_scale, png_or_gif_path, png_path,
+                   positive_float, positive_int, seed_int, threads_value, unit_fraction)
 from .plot import PLOTS
 
 TOP = "vaekit"  # the options before the subcommand
@@ -126,7 +126,7 @@ OPTIONS: dict[str, Option] = {
                       "STEPS"),
     "--rows": Option("latent dimensions shown, one per row", ("traverse",), positive_int, "ROWS"),
     "--side": Option("images per side of a square grid", ("manifold",), positive_int, "SIDE"),
-    "--scale": Option("pixel scale of output pictures", PICTURES, positive_int, "S"),
+    "--scale": Option("pixel scale of output pictures", PICTURES, picture_scale, "S"),
     "--points": Option("test images shown in a scatter plot", ("plot",), positive_int, "POINTS"),
     "--labels": Option("label counts of the semi-supervised probes", ("probe",), positive_int, "N", "+"),
     "--no-pixels": Option("skip the raw-pixel reference probe", ("probe",), switch=True),

@@ -25,6 +25,7 @@ from .data.batches import epoch_order, prepare
 from .errors import TrainingError
 from .objectives import training_loss
 from .rng import derive_seed, make_generator
+from .threads import BusyMonitor
 
 # On CPU, compiling costs seconds up front (less once Inductor's on-disk cache is warm) and saves a few
 # percent per step: it pays only for longer runs.
@@ -117,6 +118,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(images) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.epoch = 0  # epochs finished
+        self.busy = BusyMonitor(torch.get_num_threads())  # the progress bar's "the CPU is busy" note (CPU only)
         self.amp_dtype = autocast_dtype(config.precision, self.device)  # bf16 keeps the fp32 learning curve
         # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models on GPU.
         mode = "reduce-overhead" if self.device.type == "cuda" else None
@@ -157,8 +159,10 @@ class Trainer:
         self.model.train()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         first_step = self.epoch * self.steps_per_epoch
-        for i in tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", unit="batch", leave=False,
-                      disable=not progress):
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
+        watch, shown = progress and self.device.type == "cpu", None
+        self.busy.start(torch.get_num_threads())
+        for i in bar:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(self.config, first_step + i, self.total_steps)
             x = prepare(shuffled[i * batch_size:(i + 1) * batch_size], self.binarize, flips)
@@ -179,6 +183,9 @@ class Trainer:
                 first_bad = torch.where((first_bad < 0) & ~finite, i, first_bad)
             self.optimizer.step()
             total += loss_sum.detach()
+            if watch and (hint := self.busy.step()) != shown:
+                bar.set_postfix_str(hint or "", refresh=False)
+                shown = hint
         if not sync_each_step and first_bad.item() >= 0:
             self._stop(epoch, first_bad.item(), parameters)
         if not all(torch.isfinite(p).all() for p in parameters):  # the last step's gradients, before saving

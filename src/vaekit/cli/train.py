@@ -7,15 +7,16 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
                       RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, RunConfig, TrainConfig)
-from ..data import DATASETS, ImageSet, is_builtin, read_images
 from ..errors import ConfigError
-from .. import runs
-from ..fit import fit, restart, resume
-from .args import (add_data_dir_argument, add_device_argument, non_negative_float, non_negative_int,
-                   positive_float, positive_int, unit_fraction)
+from .args import (add_data_dir_argument, add_device_argument, non_empty_path, non_empty_text, non_negative_float,
+                   non_negative_int, positive_float, positive_int, seed_int, unit_fraction)
+
+if TYPE_CHECKING:
+    from ..data import ImageSet
 
 HELP = """\
 Train a VAE and write a run directory: config.json, checkpoint.safetensors, model.safetensors,
@@ -68,10 +69,11 @@ def register(subparsers) -> None:
     defaults = RunConfig()
     recipe = defaults.train
     p = subparsers.add_parser("train", help="train a VAE into a run directory", description=HELP)
-    p.add_argument("--data", help="mnist (default), fashion-mnist, or a path to your images")
+    p.add_argument("--data", type=non_empty_text, help="mnist (default), fashion-mnist, or a path to your images")
     add_data_dir_argument(p)
-    p.add_argument("--validation", type=unit_fraction,
-                   help=f"fraction of your own images held out (default {defaults.data.validation:g})")
+    p.add_argument("--validation", type=unit_fraction, metavar="FRACTION",
+                   help=f"fraction of your own images held out as the test set (default "
+                        f"{defaults.data.validation:g}); a built-in dataset has its own test split")
     p.add_argument("--standardize", action="store_true", default=None,
                    help="see every image at zero mean and unit variance (global contrast normalization); "
                         "the run applies it to everything it scores or encodes later. Best for anomaly detection")
@@ -111,32 +113,36 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=positive_float,
                    help=f"peak Adam learning rate (default {recipe.lr:g}, for short runs; 1e-3 for hundreds of epochs; "
                         "on your own images of more than 784 values, scaled by sqrt(784 / values))")
-    p.add_argument("--schedule", choices=SCHEDULES, help=f"after warm-up (default {recipe.schedule})")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help=f"the learning rate after warm-up: {' or '.join(SCHEDULES)} (default {recipe.schedule})")
     p.add_argument("--warmup", type=unit_fraction,
                    help=f"fraction of steps of linear warm-up (default {recipe.warmup:g}, and at least "
                         f"{recipe.warmup_min_steps} steps)")
     p.add_argument("--beta2", type=unit_fraction, help=f"Adam's second-moment decay (default {recipe.beta2:g})")
     p.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
                    help="clip the gradients' global L2 norm (default 0: no clipping)")
-    p.add_argument("--seed", type=non_negative_int, help=f"default {recipe.seed}")
+    p.add_argument("--seed", type=seed_int, help=f"default {recipe.seed}")
     p.add_argument("--binarize", choices=BINARIZE_MODES,
                    help="targets: none (grayscale, as the seed; default), dynamic (Bernoulli per epoch) or threshold")
-    p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the loss (default auto: on CUDA, "
-                   "and on CPU for runs long enough to repay the compile time)")
+    p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the loss: on, off, or auto (the default: "
+                   "on CUDA, and on CPU for runs long enough to repay the compile time)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="default auto: bf16 autocast where the hardware has native bf16, else fp32")
     add_device_argument(p)
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--out", type=Path, metavar="RUN_DIR",
+    group.add_argument("--out", type=non_empty_path, metavar="RUN",
                        help="run directory to create (default runs/<data>-<date>-<time>)")
-    group.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    group.add_argument("--resume", type=non_empty_path, metavar="RUN",
                        help="continue this run from its last finished epoch (--epochs may raise its total); "
                             "a run with no finished epoch starts again, taking any training flag given")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=print)
+    from .. import runs
+    from ..fit import fit, restart, resume
+
+    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=log)
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS
                  if getattr(args, name) is not None and name != "epochs"]
@@ -161,8 +167,19 @@ def run(args) -> int:
     return 0
 
 
+def log(line: str) -> None:
+    """Training's log: epoch lines on stdout, its warnings ("warning: ...", such as a posterior collapse) on
+    stderr, so that stdout stays the run's record and a script sees warnings where it sees errors."""
+    if line.startswith("warning: "):
+        print(f"vaekit: {line}", file=sys.stderr)
+    else:
+        print(line)
+
+
 def own_images(data: str | None) -> ImageSet | None:
     """The user's images when --data is a path (read here, once: they size the model); None for a built-in."""
+    from ..data import DATASETS, is_builtin, read_images
+
     if data is None or data in DATASETS:
         return None
     if is_builtin(data):
@@ -175,6 +192,9 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     """The RunConfig the flags describe: the recipe's values, overridden by every flag given. `images`:
     the user's images read from --data (`own_images`), which set the model's input shape. `base`: the
     config whose values the flags override (a run's own, to restart it), instead of the defaults."""
+    if images is None and args.validation is not None:
+        raise ConfigError(f"--validation holds out a share of your own images; {args.data or 'mnist'} has a test "
+                          "split of its own: drop --validation")
     defaults = base or RunConfig()
     source = args.data or defaults.data.name
     data = str(Path(source).resolve()) if images is not None else source

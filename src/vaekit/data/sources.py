@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..errors import DataError
 from ..rng import derive_seed, make_generator
 from .batches import standardize as standardize_images
-from .datasets import DATASETS, load_split
+from .datasets import DATASETS, load_split, load_splits
 from .idx import read_idx
 from .imageset import ImageSet
 
@@ -114,7 +114,8 @@ def read_image_file(path: Path) -> np.ndarray:
                 array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: unreadable image ({e})") from None
-    return np.ascontiguousarray(array, dtype=np.uint8)
+    # a copy: np.asarray of a grayscale PIL image is a read-only view, which torch.from_numpy warns about
+    return np.array(array, dtype=np.uint8, order="C", copy=True)
 
 
 def _palette_is_gray(image) -> bool:
@@ -243,15 +244,31 @@ def load_train_test(name: str, validation: float, seed: int, data_dir: str | Pat
     path's images already read (the CLI reads them once, to size the model).
     """
     if name in DATASETS:
-        return (as_seen(load_split(name, "train", data_dir, progress=progress), standardize),
-                as_seen(load_split(name, "test", data_dir, progress=progress), standardize))
+        train, test = load_splits(name, ("train", "test"), data_dir, progress=progress)
+        return as_seen(train, standardize), as_seen(test, standardize)
     images = as_seen(images if images is not None else read_images(name, data_dir), standardize)
-    n = len(images)
+    train_order, held_out_order = validation_split(len(images), validation, seed, images.name)
+    return images.subset(train_order), images.subset(held_out_order)
+
+
+def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
+                  standardize: bool = False) -> ImageSet:
+    """The held-out images of `load_train_test` alone: for a built-in dataset only its test split is
+    read (or downloaded), never the training split."""
+    if name in DATASETS:
+        return as_seen(load_split(name, "test", data_dir), standardize)
+    images = read_images(name, data_dir)
+    return as_seen(images.subset(validation_split(len(images), validation, seed, images.name)[1]), standardize)
+
+
+def validation_split(n: int, validation: float, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted indices of the training and the held-out images: a seeded `validation` share of n held out,
+    at least one image each side."""
     if n < 2:
-        raise DataError(f"{images.name}: needs at least 2 images to hold some out for validation, got {n}")
+        raise DataError(f"{name}: needs at least 2 images to hold some out for validation, got {n}")
     held_out = min(max(1, round(validation * n)), n - 1)
     order = torch.randperm(n, generator=make_generator(derive_seed(seed, "validation-split")))
-    return images.subset(order[held_out:].sort().values), images.subset(order[:held_out].sort().values)
+    return order[held_out:].sort().values, order[:held_out].sort().values
 
 
 def as_seen(images: ImageSet, standardize: bool) -> ImageSet:

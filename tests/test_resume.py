@@ -21,6 +21,7 @@ from vaekit.fit import build_model, restart
 from vaekit.runs import CHECKPOINT_FILE, load_checkpoint
 
 from .conftest import DATA_DIR
+from .tiny_run import is_one_error_line
 
 SMALL = ["--hidden", "64", "--latent", "8", "--data-dir", str(DATA_DIR)]
 SMALL_CONFIG = RunConfig(model=ModelConfig(hidden_dims=(64,), latent_dim=8), train=TrainConfig(epochs=3))
@@ -160,9 +161,10 @@ def test_a_run_whose_first_epoch_failed_restarts_as_its_error_says(tmp_path, cap
     data, out = blobs(tmp_path / "blobs.npy"), tmp_path / "my run"
     code = main(["train", "--data", str(data), "--hidden", "64", "--lr", "9", "--batch-size", "128", "--epochs", "2",
                  "--out", str(out), "--compile", "off"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 6 and len(err) == 1 and "became non-finite at epoch 1" in err[0], err
-    advice = err[0].split("so it can start again with new settings: ")[1]
+    err = capsys.readouterr().err
+    assert code == 6 and is_one_error_line(err) and "became non-finite at epoch 1" in err, err
+    assert err.startswith("vaekit: warning: each epoch is only 3 optimizer steps")  # the warning before it
+    advice = err.strip().splitlines()[-1].split("so it can start again with new settings: ")[1]
     assert advice == f"vaekit train --resume '{out}' --lr 0.001"
     assert sorted(p.name for p in out.iterdir()) == ["config.json"] and load_checkpoint(out) is None
 

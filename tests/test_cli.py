@@ -220,7 +220,7 @@ def test_index_out_of_range(trained, capsys, tmp_path):
     code, _, err = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 10000, "-o", tmp_path / "i.png", *DATA)
     assert_one_line_error(code, err, 2, "--to 10000 is out of range: the test set has 10000 images (0 to 9999)")
     code, _, err = run_cli(capsys, "reconstruct", trained, "-n", 10001, "-o", tmp_path / "i.png", *DATA)
-    assert_one_line_error(code, err, 2, "-n 10001 is more than the 10000 test images")
+    assert_one_line_error(code, err, 2, "argument -n: expected a count from 1 to 10,000, got '10001'")
     assert not (tmp_path / "i.png").exists()
 
 

@@ -4,6 +4,8 @@ written all or none, CSV cells safe from formula injection."""
 import csv
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -114,3 +116,15 @@ def test_a_picture_onto_a_symlink_to_dev_null_is_refused(tiny_run, tmp_path, cap
     assert main(["sample", str(tiny_run), "-o", str(tmp_path / "s.png")]) == 5
     assert "s.png: it is a symbolic link" in capsys.readouterr().err
     assert os.readlink(tmp_path / "s.png") == "/dev/null" and not os.path.isfile("/dev/null")
+
+
+def test_non_utf8_file_names_in_and_out_under_a_strict_utf8_stdout(tiny_run, tmp_path):
+    source = os.fsdecode(os.fsencode(tmp_path) + b"/d\xff.npy")
+    np.save(source, np.zeros((3, 28, 28), np.uint8))
+    target = os.fsdecode(os.fsencode(tmp_path) + b"/e\xfe.npz")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "vaekit", "embed", str(tiny_run), source, "-o", target],
+                          capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert b"e\\udcfe.npz" in done.stdout and os.path.exists(target)
+    assert os.path.exists(target[:-4] + ".csv") and np.load(target)["mu"].shape == (3, 2)

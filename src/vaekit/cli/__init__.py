@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    _print_any_file_name()
     if hasattr(signal, "SIGTERM"):  # a scheduler's SIGTERM stops as cleanly as Ctrl-C
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -60,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaekit: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR
+
+
+def _print_any_file_name() -> None:
+    """A file name that is not UTF-8 reaches Python with lone surrogates, which a strict stdout cannot encode:
+    print them escaped (\\udcff), as stderr already does, instead of failing after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -11,7 +11,8 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..compress import DEFAULT_PRECISION, compress_images, decompress_images
 from ..data import encode_idx, read_array
-from ..errors import ConfigError, DataError
+from ..data.files import display, read_input
+from ..errors import ConfigError
 from .args import add_data_dir_argument, add_run_argument, open_run, positive_int
 
 COMPRESS_HELP = """\
@@ -77,11 +78,7 @@ def run_compress(args) -> int:
 
 def run_decompress(args) -> int:
     loaded = open_run(args)
-    try:
-        data = args.file.read_bytes()
-    except OSError as e:
-        raise DataError(f"{args.file}: cannot read ({e.strerror or e})") from None
-    images, container = decompress_images(loaded.model, data, str(args.file))
+    images, container = decompress_images(loaded.model, read_input(args.file), display(args.file))
     wants_npy = args.output.suffix.lower() == ".npy"
     if (container == "npy") != wants_npy:
         expected = "a .npy name" if container == "npy" else "an IDX name (not .npy)"

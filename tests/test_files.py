@@ -166,3 +166,9 @@ def test_non_utf8_file_names_are_read_and_named_printably(tmp_path):
 
 def test_the_bound_is_large_enough_for_real_datasets():
     assert files_module.MAX_DECODED_BYTES >= 60_000 * 28 * 28 * 4  # MNIST's training set as float32
+
+
+def test_an_empty_idx_whose_other_dimensions_overflow_is_refused(tmp_path):
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (0, 3_036_988_439, 3_037_012_561))
+    (tmp_path / "e-idx").write_bytes(header)
+    refused(tmp_path / "e-idx", "is too large for an array")

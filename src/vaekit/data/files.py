@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import tokenize
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -99,7 +100,8 @@ def read_npy_header(f: BinaryIO, available: int, source: str, limit: int | None 
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         else:  # 3.0 only adds UTF-8 field names of structured dtypes, which are never images
             raise ValueError(f"format version {version[0]}.{version[1]} is not read here")
-    except (ValueError, SyntaxError, TypeError, OverflowError, RecursionError, EOFError, OSError) as e:
+    except (ValueError, SyntaxError, TypeError, OverflowError, RecursionError, EOFError, OSError,
+            tokenize.TokenError) as e:  # numpy parses the header with Python's tokenizer
         raise DataError(f"{source}: not a readable .npy array ({e})") from None
     if dtype.hasobject:
         raise DataError(f"{source}: holds Python objects, which vaekit does not load (pickle is never used)")

@@ -67,7 +67,10 @@ def parse_idx(data: bytes, source: str = "<bytes>", header_only: bool = False) -
         raise DataError(
             f"{source}: IDX data {what}: shape {shape} of {dtype.name} needs {expected} bytes, found {found}"
         )
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    try:
+        values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    except ValueError:  # an empty array whose other dimensions multiply past what numpy can index
+        raise DataError(f"{source}: IDX shape {shape} is too large for an array") from None
     return values.astype(dtype.newbyteorder("="), copy=True)  # writable, native byte order
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,8 @@ def read_npz(path: Path) -> ImageSet:
             images = _npz_member(archive, key, source)
             label_key = next((k for k in ARRAY_LABEL_KEYS if k in keys), None)
             labels = _npz_member(archive, label_key, source) if label_key else None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError, RuntimeError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError, RuntimeError,
+            zlib.error) as e:
         raise DataError(f"{source}: not a readable .npz archive ({e})") from None
     return from_array(images, source, labels)
 
@@ -156,7 +158,7 @@ def read_image_file(path: Path, budget: int = MAX_DECODED_BYTES) -> np.ndarray:
                     array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise DataError(f"{source}: unreadable image ({e})") from None
-    return np.ascontiguousarray(array, dtype=np.uint8)
+    return np.array(array, dtype=np.uint8, order="C")  # a writable copy: PIL's arrays are read-only
 
 
 def _gray_by_range(image, source: str) -> np.ndarray | None:

@@ -172,3 +172,12 @@ def test_an_empty_idx_whose_other_dimensions_overflow_is_refused(tmp_path):
     header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (0, 3_036_988_439, 3_037_012_561))
     (tmp_path / "e-idx").write_bytes(header)
     refused(tmp_path / "e-idx", "is too large for an array")
+
+
+def test_a_single_image_comes_back_writable(tmp_path):
+    """PIL's arrays are read-only, and torch warns (two lines on stderr) when it wraps one."""
+    from vaekit.data.sources import read_image_file
+
+    Image.fromarray(np.full((8, 8), 3, np.uint8)).save(tmp_path / "one.png")
+    assert read_image_file(tmp_path / "one.png").flags.writeable
+    assert read_images(tmp_path / "one.png").images.sum().item() == 3 * 64

@@ -6,13 +6,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vaekit import VAE, DataConfig, ModelConfig, RunConfig
-from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, roc_curve,
-                            typical_reference, typical_scores)
+from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, quantile_support,
+                            roc_curve, typical_reference, typical_scores)
 from vaekit.cli import anomaly as cli_anomaly
 from vaekit.cli import main
 from vaekit.data import fixed_binarization, load_train_test, standardize
+from vaekit.plots import extremes_picture
 from vaekit.runs import load_run
 
 from .conftest import DATA_DIR, seeded
@@ -99,6 +101,30 @@ def test_typical_scores_measure_each_member_against_its_own_normal_scores():
         typical_scores(images, [typical_reference(simple)])
 
 
+def test_a_quantile_with_few_scores_above_it_is_flagged():
+    assert quantile_support(1000, 0.99) is None and quantile_support(200, 0.95) is None  # 10 scores above each
+    warning = quantile_support(999, 0.99)
+    assert "fitted on 999 normal images" in warning and "only 10 of them lie above it" in warning  # 9.99
+    assert "10 above it take 1,000 (about 2,000 normal images in all)" in quantile_support(7, 0.99)
+    assert "only 0.07 of them" in quantile_support(7, 0.99)
+    assert quantile_support(20, 0.5) is None and "take 20 (about 40" in quantile_support(19, 0.5)
+
+
+def test_calibrating_on_few_images_warns_on_one_line(digit_run, tmp_path, capsys, mnist_train):
+    run = tmp_path / "run"
+    shutil.copytree(digit_run, run)  # the other tests keep digit_run's threshold
+    few = tmp_path / "few.npy"
+    np.save(few, mnist_train.images[mnist_train.labels == 1][-15:, 0].numpy())
+    capsys.readouterr()
+    assert main(["calibrate", str(run), str(few), "--quantile", "0.99"]) == 0
+    out, err = capsys.readouterr()
+    assert "threshold " in out and json.loads((run / "threshold.json").read_text())["fitted_on"] == 7
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: warning: the 0.99 quantile was fitted on 7 normal images")
+    assert main(["calibrate", str(run), "--quantile", "0.9"]) == 0  # its 300 held-out images: 15 of 150 above
+    assert capsys.readouterr().err == ""
+
+
 def test_runs_mix_only_when_their_scores_are_densities_of_the_same_inputs():
     base = RunConfig(model=ModelConfig(likelihood="gaussian-shared"), data=DataConfig(standardize=True))
     check_mixable({"a": base, "b": base}, "elbo")
@@ -128,7 +154,7 @@ def test_score_and_calibrate_end_to_end(digit_run, tmp_path, capsys, mnist_test)
     assert stored["method"] == "elbo" and stored["quantile"] == 0.95 and 0 < stored["false_positive_rate"] < 0.2
     capsys.readouterr()
     assert main(["score", str(digit_run), "mnist:test", "--data-dir", str(DATA_DIR),
-                 "-o", str(tmp_path / "s.csv")]) == 0
+                 "-o", str(tmp_path / "s.csv"), "--extremes", str(tmp_path / "e.png")]) == 0
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "index,name,label,score,anomaly" and len(lines) == 10_001
     rows = [line.split(",") for line in lines[1:]]
@@ -138,6 +164,14 @@ def test_score_and_calibrate_end_to_end(digit_run, tmp_path, capsys, mnist_test)
     assert torch.equal(flags, (scores > stored["threshold"]).long())
     assert auroc(scores, labels != 1) > 0.95  # every other digit is an anomaly to a model of 1s
     assert flags[labels == 1].float().mean() < 0.2 and flags[labels != 1].float().mean() > 0.7
+    # the extremes: the 16 highest scores above the 16 lowest, each captioned with its score and name
+    chosen = torch.cat([torch.argsort(scores, descending=True)[:16], torch.argsort(scores)[:16].flip(0)])
+    x = load_run(digit_run).inputs(mnist_test)
+    expected = extremes_picture(x[chosen].float(), [round(s, 4) for s in scores[chosen].tolist()],
+                                [str(i) for i in chosen.tolist()], 16)
+    drawn = np.array(Image.open(tmp_path / "e.png"))
+    assert drawn.shape == expected.shape and (drawn != expected).mean() < 0.01  # scores rounded in the CSV
+    assert (labels[chosen[:16]] != 1).all() and (labels[chosen[16:]] == 1).all()
 
 
 def test_score_jsonl_and_names_from_a_folder(digit_run, tmp_path, mnist_test):
@@ -225,8 +259,7 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     normal = tmp_path / "normal.npy"
     np.save(normal,
             mnist_test.images[1000:][(mnist_test.labels[1000:] == 1) | (mnist_test.labels[1000:] == 7), 0].numpy())
-    assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--data", str(normal),
-                 "--quantile", "0.95"]) == 0
+    assert main(["calibrate", str(digit_run), str(normal), "--mixture", str(sevens), "--quantile", "0.95"]) == 0
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["mixture"] == [str(sevens.resolve())] and 0 < stored["false_positive_rate"] < 0.15
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens), "-o", str(tmp_path / "m.csv")]) == 0
@@ -253,9 +286,12 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     torch.testing.assert_close(typical, typical_scores([scores["ones"], scores["sevens"]], references),
                                atol=1e-3, rtol=0)
     assert auroc(typical, anomalous) > 0.95, auroc(typical, anomalous)
+    capsys.readouterr()
     assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical", "--data", str(normal),
-                 "--quantile", "0.95"]) == 0
+                 "--quantile", "0.95"]) == 0  # --data: INPUT's former spelling, still accepted
+    assert "vaekit: warning: vaekit calibrate --data is deprecated" in capsys.readouterr().err
     stored = json.loads((digit_run / "threshold.json").read_text())
+    assert stored["data"] == str(normal)
     assert stored["combine"] == "typical" and 0 < stored["false_positive_rate"] < 0.15
     assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
     (tmp_path / "sevens.npy").rename(tmp_path / "moved.npy")  # the stored references need no training data

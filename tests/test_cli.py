@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from vaekit.cli import main
-from vaekit.data import DATASETS, MNIST, sources
+from vaekit.data import DATASETS, MNIST, datasets, sources
 
 from .conftest import DATA_DIR
 
@@ -46,7 +46,7 @@ def test_train_writes_a_complete_run_and_learns(trained, capsys):
     code, out, err = run_cli(capsys, "eval", trained, "--json", *DATA)
     assert code == 0
     result = json.loads(out)
-    assert {"test_loss", "reconstruction", "kl", "rate", "distortion", "active_units", "kl_per_dim"} == set(result)
+    assert {"test_loss", "reconstruction", "kl", "active_units", "kl_per_dim"} == set(result)  # each value once
     assert result["active_units"] == 20 and len(result["kl_per_dim"]) == 20
     assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-4)
     assert result["test_loss"] == pytest.approx(rows[1]["test_loss"], abs=1e-6)  # same seed, same numbers
@@ -80,6 +80,28 @@ def test_eval_with_importance_samples(trained, capsys):
     assert "already estimated" not in err and json.loads(out)["nll"] > result["nll"]  # fewer samples: a looser bound
 
 
+def test_eval_of_the_first_images_shares_its_blocks_with_the_whole_test_set(trained, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("nll-blocks.jsonl"))
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--images", 1500, "--json", *DATA)
+    assert code == 0 and "already estimated" not in err
+    quick = json.loads(out)
+    assert quick["images"] == 1500 and quick["iw_samples"] == 20
+    rows = [json.loads(line) for line in (run / "nll-blocks.jsonl").read_text().splitlines()]
+    assert [(r["start"], len(r["nll"]), r["images"]) for r in rows] == [(0, 1000, 10_000), (1000, 500, 10_000)]
+    assert quick["nll"] == pytest.approx(np.mean(rows[0]["nll"] + rows[1]["nll"]), abs=1e-9)
+    whole = json.loads(run_cli(capsys, "eval", trained, "--iw-samples", 20, "--json", *DATA)[1])
+    assert "images" not in whole and whole["test_loss"] != quick["test_loss"]  # the ELBO, too, of 1,500 images
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--json", *DATA)
+    assert "1 of 10 blocks of 1000 images already estimated" in err  # the block of 500 is done again, whole
+    assert json.loads(out)["nll"] == whole["nll"]
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", 20, "--images", 1200)
+    assert code == 0 and "2 of 2 blocks of 1000 images already estimated" in err  # the whole blocks serve
+    assert out.startswith("on the first 1,200 of the 10,000 test images\n")
+    code, _, err = run_cli(capsys, "eval", run, "--images", 10_001)
+    assert_one_line_error(code, err, 2, "--images 10001 is more than the 10,000 test images")
+
+
 def test_eval_prints_a_table(trained, capsys):
     code, out, _ = run_cli(capsys, "eval", trained, *DATA)
     assert code == 0 and "test loss" in out and "KL" in out
@@ -89,7 +111,7 @@ def test_sample_grid(trained, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "s.png", "--seed", 3)
     assert code == 0
     image = np.array(Image.open(tmp_path / "s.png"))
-    assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
+    assert image.shape == (4 * (2 + 2 * 30), 4 * (2 + 8 * 30))  # 28-pixel images shown 112 pixels a side
     run_cli(capsys, "sample", trained, "-n", 16, "-o", tmp_path / "t.png", "--seed", 3)
     assert (tmp_path / "s.png").read_bytes() == (tmp_path / "t.png").read_bytes()
 
@@ -97,7 +119,7 @@ def test_sample_grid(trained, tmp_path, capsys):
 def test_reconstruct_grid(trained, tmp_path, capsys):
     code, _, _ = run_cli(capsys, "reconstruct", trained, "-n", 8, "-o", tmp_path / "r.png", *DATA)
     assert code == 0
-    image = np.array(Image.open(tmp_path / "r.png")).astype(float)
+    image = np.array(Image.open(tmp_path / "r.png")).astype(float)[::4, ::4]  # the default scale, 4
     assert image.shape == (2 + 2 * 30, 2 + 8 * 30)
     top, bottom = image[2:30, 2:30], image[32:60, 2:30]
     assert np.corrcoef(top.ravel(), bottom.ravel())[0, 1] > 0.8  # the reconstruction looks like the input
@@ -108,7 +130,12 @@ def test_interpolate_strip(trained, tmp_path, capsys, method):
     path = tmp_path / f"{method}.png"
     code, _, _ = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 1, "--steps", 10,
                          "--method", method, "-o", path, *DATA)
-    assert code == 0 and np.array(Image.open(path)).shape == (32, 2 + 10 * 30)
+    assert code == 0 and np.array(Image.open(path)).shape == (4 * 32, 4 * (2 + 10 * 30))  # 302x32 was too small
+    code, _, _ = run_cli(capsys, "interpolate", trained, "--from", 0, "--to", 1, "--steps", 10,
+                         "--method", method, "-o", tmp_path / "small.png", "--scale", 1, *DATA)
+    small = np.array(Image.open(tmp_path / "small.png"))
+    assert code == 0 and small.shape == (32, 2 + 10 * 30)
+    np.testing.assert_array_equal(np.array(Image.open(path))[::4, ::4], small)  # each pixel repeated, nearest
 
 
 def assert_one_line_error(code, err, expected_code, fragment):
@@ -137,17 +164,36 @@ def test_bad_arguments(capsys, tmp_path, monkeypatch, argv, code, fragment):
     assert_one_line_error(*run_cli(capsys, *argv)[::2], code, fragment)
 
 
-def test_missing_data_file(capsys, tmp_path, monkeypatch):
+def test_missing_data_file(trained, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./data here, and the test cache is empty
     with socket.socket() as s:  # a loopback port nobody listens on: the mirror refuses the connection
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
     monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(MNIST, mirrors=(dead,)))
+    monkeypatch.setattr(datasets, "BUNDLED_DIR", tmp_path / "not-installed")  # as if the package had no copy
     code, _, err = run_cli(capsys, "train", "--out", tmp_path / "r", "--data-dir", tmp_path / "empty")
-    assert_one_line_error(code, err, 3, "could not download MNIST file train-images-idx3-ubyte.gz")
-    assert "Connection refused" in err
+    assert_one_line_error(code, err, 3, "MNIST files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                          "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz not found in ")
+    assert "could not download MNIST file train-images-idx3-ubyte.gz" in err and "Connection refused" in err
     assert str(tmp_path / "empty" / "mnist") in err
+    assert "pass --data-dir DIR, or set $VAEKIT_DATA_DIR to DIR" in err
     assert not (tmp_path / "r").exists()
+    # eval needs only the test split: only its files are looked for, named, and downloaded
+    code, _, err = run_cli(capsys, "eval", trained)
+    assert_one_line_error(code, err, 3, "MNIST files t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz not found")
+    assert "train-" not in err
+
+
+def test_eval_from_another_directory_reads_only_the_test_split(trained, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data: the copy inside the package serves
+    opened = []
+    real_read_checked = datasets.read_checked
+    monkeypatch.setattr(datasets, "read_checked", lambda path, file: opened.append(path.name) or
+                        real_read_checked(path, file))
+    code, out, _ = run_cli(capsys, "eval", trained, "--json")
+    assert code == 0 and opened == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert json.loads(out)["test_loss"] == pytest.approx(
+        json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])["test_loss"], abs=1e-6)
 
 
 def test_corrupt_data_file(capsys, tmp_path, monkeypatch):
@@ -249,6 +295,15 @@ def test_unwritable_run_directory(capsys, tmp_path):
     assert_one_line_error(code, err, 5, "cannot write")
 
 
+@pytest.mark.parametrize("data", [[], ["--data", "mnist"], ["--data", "fashion-mnist"]])
+def test_validation_is_refused_for_a_dataset_with_a_test_split(capsys, tmp_path, data):
+    code, _, err = run_cli(capsys, "train", *data, "--validation", 0.3, "--out", tmp_path / "r")
+    name = data[1] if data else "mnist"
+    assert_one_line_error(code, err, 2, f"--validation holds out a share of your own images; {name} has a test "
+                                        "split of its own: drop --validation")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_split_name_is_not_a_training_set(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--data", "mnist:test", "--out", tmp_path / "r")
     assert_one_line_error(code, err, 2, "give the dataset's name (mnist)")
@@ -257,8 +312,9 @@ def test_a_split_name_is_not_a_training_set(capsys, tmp_path):
 def test_collapse_warning_is_printed_once(capsys, tmp_path, mnist_train):
     np.save(tmp_path / "digits.npy", mnist_train.images[:4000, 0].numpy())
     code, out, err = run_cli(capsys, "train", "--data", tmp_path / "digits.npy", "--beta", 16, "--epochs", 3,
-                             "--hidden", 128, "--out", tmp_path / "run")
+                             "--hidden", 128, "--batch-size", 128, "--out", tmp_path / "run")
     assert code == 0, err
-    assert out.count("warning: posterior collapse: only ") == 1
+    assert err.count("vaekit: warning: posterior collapse: only ") == 1  # a warning: stderr, not the log on stdout
+    assert "posterior collapse" not in out and out.count("epoch ") == 3
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["active_units"] < 10 and len(rows[-1]["kl_per_dim"]) == 20

@@ -64,3 +64,28 @@ def test_values_are_checked_on_construction(make, message):
     with pytest.raises(ConfigError) as info:
         make()
     assert message in str(info.value)
+
+
+def test_the_recipe_sized_for_the_data():
+    assert TrainConfig.for_data(54_000, 784) == TrainConfig() == TrainConfig.for_data(12_800, 784)  # MNIST's own
+    gray = TrainConfig.for_data(1_800, 32 * 32)  # a smaller batch, then epochs for 400 steps; sqrt(784/1024) x 6e-3
+    assert (gray.batch_size, gray.epochs, gray.lr) == (64, 14, 0.0053)
+    assert TrainConfig.for_data(1_800, 3 * 128 * 128).lr == 0.00076 and TrainConfig.for_data(60_000, 3072).lr == 0.003
+    assert (TrainConfig.for_data(10_000, 784).batch_size, TrainConfig.for_data(10_000, 784).epochs) == (64, 4)
+    assert TrainConfig.for_data(1, 64).epochs == 100  # capped
+    assert TrainConfig.for_data(1_800, 784, lr=1e-3, epochs=2) == TrainConfig(batch_size=64, lr=1e-3, epochs=2)
+def test_in_effect_leaves_out_the_settings_that_do_not_apply():
+    def fields(config):
+        return {section: set(values) for section, values in config.in_effect().items()}
+
+    every = {section: set(values) for section, values in RunConfig().to_dict().items()}
+    plain = fields(RunConfig())  # MNIST, an MLP, the normal prior, no pixel groups
+    assert every["data"] - plain["data"] == {"validation"}
+    assert every["model"] - plain["model"] == {"conv_channels", "prior_components", "context_channels",
+                                               "context_features"}
+    assert plain["train"] == every["train"]
+    rich = fields(RunConfig(DataConfig("/data/mine.npy"),
+                            ModelConfig(architecture="conv", prior="vamp", pixel_groups=4), TrainConfig(iw_samples=5)))
+    assert rich["data"] == every["data"] and rich["model"] == every["model"]
+    assert every["train"] - rich["train"] == {"free_bits"}  # the IWAE bound has no per-dimension KL to floor
+    assert RunConfig().in_effect()["model"]["hidden_dims"] == (400,)  # values as to_dict() has them

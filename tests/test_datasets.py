@@ -1,13 +1,14 @@
 import hashlib
 import http.server
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from vaekit.data import MNIST, load_split, search_dirs
-from vaekit.data.datasets import cache_dir, download_file, get_spec
+from vaekit.data import MNIST, load_held_out, load_split, load_train_test, search_dirs
+from vaekit.data.datasets import BUNDLED_DIR, cache_dir, download_file, get_spec
 from vaekit.errors import DataError
 
 from .conftest import DATA_DIR, gz, write_files
@@ -56,9 +57,61 @@ def test_search_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VAEKIT_DATA_DIR", "/env/dir")
     dirs = search_dirs("/cli/dir")
-    assert [str(d) for d in dirs] == ["/cli/dir", "/env/dir", "data", str(cache_dir())]
+    assert [str(d) for d in dirs] == ["/cli/dir", "/env/dir", "data", str(BUNDLED_DIR), str(cache_dir())]
     monkeypatch.delenv("VAEKIT_DATA_DIR")
-    assert [str(d) for d in search_dirs()] == ["data", str(cache_dir())]
+    assert [str(d) for d in search_dirs()] == ["data", str(BUNDLED_DIR), str(cache_dir())]
+
+
+def test_bundled_mnist_sits_in_the_package_and_is_found_from_any_directory(tmp_path, monkeypatch):
+    import vaekit
+
+    assert BUNDLED_DIR.is_absolute() and BUNDLED_DIR.parent.parent == Path(vaekit.__file__).parent
+    names = sorted(file.name for pair in MNIST.splits.values() for file in pair)
+    assert sorted(p.name for p in (BUNDLED_DIR / "mnist").glob("*.gz")) == names
+    assert (DATA_DIR / "mnist").resolve() == (BUNDLED_DIR / "mnist").resolve()  # data/mnist in a clone links there
+    monkeypatch.chdir(tmp_path)  # no ./data here, an empty cache, no network
+    test = load_split("mnist", "test")
+    assert test.images.shape == (10000, 1, 28, 28) and int(test.images.sum()) == 264_923_200
+
+
+def test_held_out_images_read_only_the_test_split(tmp_path, fake_dataset):
+    fake_dataset()  # no mirrors: a file that is looked for and missing fails
+    write_files(tmp_path / "fake", {k: v for k, v in fake_dataset.raw.items() if k.startswith("t10k")})
+    held_out = load_held_out("fake", 0.1, 0, tmp_path)
+    assert held_out.name == "fake:test" and len(held_out) == 16
+    with pytest.raises(DataError, match="Fake files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz not"):
+        load_train_test("fake", 0.1, 0, tmp_path)
+
+
+def test_held_out_share_of_a_folder_is_the_one_training_held_out(tmp_path):
+    images = np.random.default_rng(3).integers(0, 256, size=(23, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    train, test = load_train_test(str(tmp_path / "x.npy"), 0.3, 5, standardize=True)
+    held_out = load_held_out(str(tmp_path / "x.npy"), 0.3, 5, standardize=True)
+    assert (len(train), len(test)) == (16, 7)
+    assert torch.equal(held_out.images, test.images)
+    plain = load_held_out(str(tmp_path / "x.npy"), 0.3, 5)
+    assert torch.equal(plain.images[:, 0], torch.from_numpy(images[[0, 2, 3, 5, 8, 15, 16]]))
+    assert not torch.equal(plain.images, held_out.images)  # standardized per image, as the run saw them
+
+
+def test_every_missing_file_is_named_with_the_ways_to_point_at_local_copies(tmp_path, fake_dataset):
+    fake_dataset()
+    name = "train-labels-idx1-ubyte.gz"
+    write_files(tmp_path / "mine" / "fake", {name: fake_dataset.raw[name]})
+    with pytest.raises(DataError) as info:
+        load_train_test("fake", 0.1, 0, tmp_path / "mine")
+    message = str(info.value)
+    assert message.startswith("Fake files train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+                              "t10k-labels-idx1-ubyte.gz not found in ")  # the labels file that is there is not
+    assert str(tmp_path / "mine" / "fake") in message and str(cache_dir() / "fake") in message
+    assert "could not download Fake file train-images-idx3-ubyte.gz" in message  # the download tried first
+    assert message.endswith("put the files in DIR/fake/ and pass --data-dir DIR, or set $VAEKIT_DATA_DIR to DIR")
+    assert "\n" not in message
+    name = "t10k-images-idx3-ubyte.gz"
+    write_files(tmp_path / "mine" / "fake", {name: fake_dataset.raw[name]})
+    with pytest.raises(DataError, match=r"^Fake file t10k-labels-idx1-ubyte.gz not found in .*, and downloads are off"):
+        load_split("fake", "test", tmp_path / "mine", download=False)
 
 
 def test_first_directory_with_the_files_wins(tmp_path, monkeypatch, fake_dataset):

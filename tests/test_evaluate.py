@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vaekit import VAE, ModelConfig, evaluate_elbo
-from vaekit.evaluate import gather_blocks, importance_weighted_nll, nll_blocks
+from vaekit.evaluate import gather_blocks, importance_weighted_nll, nll_blocks, time_left
 from vaekit.objectives import bernoulli_nll
 
 from .conftest import seeded
@@ -65,6 +65,35 @@ def test_blocks_resume_where_they_stopped_and_estimate_the_same_likelihood(tiny)
     assert blocked.shape == (5,) and torch.equal(blocked[2:4], full[2].double())
     torch.testing.assert_close(blocked, exact_nll(model, x), atol=0.05, rtol=0)
     assert not torch.equal(full[2], importance_weighted_nll(model, x[2:4], 2000, seed=4))  # not one call's stream
+
+
+def test_a_block_recorded_for_more_images_serves_their_first_images(tiny):
+    model, x = tiny
+    full = {start: nll.tolist() for start, nll in nll_blocks(model, x, 500, seed=4, block=2)}
+    assert list(nll_blocks(model, x[:3], 500, seed=4, done=full, block=2)) == []  # 0-1 and 2 of 2-3: all there
+    gathered = gather_blocks(full, 3, block=2)
+    assert gathered.tolist() == full[0] + full[2][:1]
+    fresh = dict(nll_blocks(model, x[:3], 500, seed=4, block=2))  # the same stream, image by image
+    torch.testing.assert_close(fresh[2].double(), gathered[2:], atol=1e-5, rtol=0)
+    assert list(dict(nll_blocks(model, x, 500, seed=4, done={0: full[0], 2: full[2][:1]}, block=2))) == [2, 4]
+
+
+def test_blocks_show_one_bar_over_all_images(tiny, capsys):
+    model, x = tiny
+    list(nll_blocks(model, x, 50, seed=4, done={0: [1.0, 2.0]}, block=2, progress=True))
+    err = capsys.readouterr().err
+    assert "block 1 of 3" not in err and "batch" not in err  # block 1 was done: the bar starts at its images
+    assert "NLL (K=50), block 2 of 3:  40%" in err and "| 2/5 images [" in err
+    assert "NLL (K=50), block 3 of 3:  80%" in err and "| 4/5 images [" in err
+    assert "time left known after the first block" in err and " left]" in err.split("block 3 of 3")[1]
+    list(nll_blocks(model, x, 50, seed=4, block=2))
+    assert capsys.readouterr().err == ""  # no bar unless asked
+
+
+def test_the_time_left_comes_from_finished_blocks():
+    assert time_left(0.0, 0, 9000) == "time left known after the first block"  # not an ETA from a compiling first chunk
+    assert time_left(30.0, 1000, 9000) == "about 04:30 left"
+    assert time_left(400.0, 1000, 9000) == "about 1:00:00 left"
 
 
 def test_compiled_and_eager_estimates_agree(tiny):

@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,11 +11,13 @@ from PIL import Image
 
 from vaekit import VAE, ModelConfig, RunConfig, TrainConfig
 from vaekit.cli import main
+from vaekit.errors import ConfigError
 from vaekit.fit import fit
 from vaekit.generate import manifold, traverse
-from vaekit.representation import balanced_subset, knn_accuracy, label_propagation, probe_accuracy, project_2d
+from vaekit.representation import (OPTIONAL_PROJECTIONS, balanced_subset, knn_accuracy, label_propagation,
+                                   probe_accuracy, project_2d)
 
-from .conftest import DATA_DIR, seeded
+from .conftest import DATA_DIR, REPO, seeded
 
 DATA = ["--data-dir", str(DATA_DIR)]
 
@@ -100,20 +103,56 @@ def test_probe_reports_real_accuracies(seed_run, capsys):
     assert result["few_labels"]["100"]["label_propagation"] > 0.6
 
 
-def test_traverse_manifold_latents_and_gif(seed_run, tmp_path):
+def test_traverse_manifold_latents_and_gif(seed_run, tmp_path, capsys):
     assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "-o", str(tmp_path / "t.png"), *DATA]) == 0
-    assert np.array(Image.open(tmp_path / "t.png")).shape == (2 * (2 + 4 * 30), 2 * (2 + 7 * 30))
-    assert main(["manifold", str(seed_run), "-n", "6", "-o", str(tmp_path / "m.png"), *DATA]) == 0
-    assert np.array(Image.open(tmp_path / "m.png")).shape == (6 * 28, 6 * 28)
+    picture = np.array(Image.open(tmp_path / "t.png"))
+    grid = (4 * (2 + 4 * 30), 4 * (2 + 7 * 30))  # the images at the default scale, 4, below and right of the labels
+    assert grid[0] + 20 < picture.shape[0] < grid[0] + 100 and grid[1] + 20 < picture.shape[1] < grid[1] + 100
+    left = picture.shape[1] - grid[1]
+    assert [bool((picture[-grid[0]:, :left][r * 120:(r + 1) * 120] < 20).any()) for r in range(4)] == [True] * 4
+    # --image takes what interpolate's ends take: test image 5 by its index or as an image source
+    assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "--image", "5",
+                 "-o", str(tmp_path / "5.png"), *DATA]) == 0
+    assert main(["traverse", str(seed_run), "--rows", "4", "--steps", "7", "--image", "mnist:test@5",
+                 "-o", str(tmp_path / "test5.png"), *DATA]) == 0
+    traversals = [np.array(Image.open(tmp_path / name))[-grid[0]:, -grid[1]:] for name in ("5.png", "test5.png")]
+    assert np.array_equal(*traversals)  # the same images; only the caption names the image differently
+    assert not np.array_equal(traversals[0], picture[-grid[0]:, -grid[1]:])
+    assert main(["manifold", str(seed_run), "--side", "6", "-o", str(tmp_path / "m.png"), "--scale", "2", *DATA]) == 0
+    picture = np.array(Image.open(tmp_path / "m.png"))
+    assert 2 * (1 + 6 * 29) < picture.shape[0] < 2 * (1 + 6 * 29) + 100 and picture.max() == 255
+    capsys.readouterr()
     for method in ("pca", "tsne"):
         assert main(["plot", "latents", str(seed_run), "--method", method, "--points", "600",
                      "-o", str(tmp_path / f"{method}.png"), *DATA]) == 0
         assert Image.open(tmp_path / f"{method}.png").size == (700, 600)
+    stages = [line.split("] ")[1] for line in capsys.readouterr().err.splitlines()]
+    assert stages == ["encoding 600 test images...", "PCA of 600 points in 8 dimensions...", "done",
+                      "encoding 600 test images...",
+                      "t-SNE of 600 points in 8 dimensions (the slow stage; --points sets its size)...", "done"]
     np.save(tmp_path / "two.npy", np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)]))
     assert main(["interpolate", str(seed_run), "--from", "3", "--to", f"{tmp_path / 'two.npy'}@1", "--steps", "6",
                  "-o", str(tmp_path / "walk.gif"), *DATA]) == 0
     gif = Image.open(tmp_path / "walk.gif")
     assert gif.format == "GIF" and gif.n_frames == 10  # 6 forwards, 4 back
+
+
+@pytest.mark.parametrize("method, module, command", [
+    ("tsne", "sklearn.manifold", "t-SNE needs scikit-learn, which is not installed: pip install 'scikit-learn>=1.3' "),
+    ("umap", "umap", "UMAP needs umap-learn, which is not installed: pip install 'umap-learn>=0.5' "),
+])
+def test_a_missing_projection_library_names_the_pip_command(method, module, command, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ConfigError) as info:
+        project_2d(torch.randn(40, 3, generator=seeded(0)), method)
+    assert str(info.value).startswith(command) and f"pip install -e '.[{method}]'" in str(info.value)
+
+
+def test_each_optional_projection_is_an_extra_of_the_same_name():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for method, (_, _, requirement) in OPTIONAL_PROJECTIONS.items():
+        assert extras[method] == [requirement]
 
 
 def chromium():
@@ -127,8 +166,21 @@ def chromium():
 
 def test_report_renders_in_headless_chromium_with_every_image(seed_run, tmp_path, capsys):
     page = tmp_path / "report.html"
+    capsys.readouterr()
     assert main(["report", str(seed_run), "-o", str(page), "--iw-samples", "20", *DATA]) == 0
+    stages = capsys.readouterr().err.splitlines()  # each stage on stderr as it begins, with the time so far
+    assert [line.split("] ")[1] for line in stages] == [
+        "test ELBO and NLL of 10,000 images (20 importance samples each)...",
+        "samples, reconstructions, an interpolation and traversals...",
+        "the latent space of 10,000 test images (PCA)...",
+        "kNN probe on the latents of 60,000 training images...", "linear probe..."]
+    seconds = [float(line.removeprefix("vaekit: [").split(" s]")[0]) for line in stages]
+    assert seconds == sorted(seconds) and seconds[0] > 0
     text = page.read_text()
+    # the config table shows what applies to an MLP with the normal prior on MNIST, and nothing else
+    assert "<td>latent_dim</td>" in text and "<td>prior</td>" in text and "<td>pixel_groups</td>" in text
+    for unused in ("validation", "conv_channels", "prior_components", "context_channels", "context_features"):
+        assert f"<td>{unused}</td>" not in text
     assert "<h2>Latent space and probes</h2>" in text and "kNN, k=5" in text and "src=\"http" not in text
     dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                           "--disable-background-networking", "--disable-component-update", "--disable-sync",

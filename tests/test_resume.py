@@ -1,12 +1,15 @@
 """Interrupted, killed and failing training runs: what survives and how a run continues."""
 
 import json
+import math
 import random
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,10 +17,11 @@ from safetensors.torch import load_file
 from vaekit import ModelConfig, RunConfig, TrainConfig, Trainer, fit, resume
 from vaekit.cli import main
 from vaekit.errors import RunError, TrainingError
-from vaekit.fit import build_model
+from vaekit.fit import build_model, restart
 from vaekit.runs import CHECKPOINT_FILE, load_checkpoint
 
 from .conftest import DATA_DIR
+from .tiny_run import is_one_error_line
 
 SMALL = ["--hidden", "64", "--latent", "8", "--data-dir", str(DATA_DIR)]
 SMALL_CONFIG = RunConfig(model=ModelConfig(hidden_dims=(64,), latent_dim=8), train=TrainConfig(epochs=3))
@@ -133,10 +137,58 @@ def test_resume_of_a_finished_run_and_raising_its_epochs(tmp_path, capsys):
     assert code == 2 and "--epochs 1 is fewer than the 2 epochs" in capsys.readouterr().err
 
 
-def test_resume_refuses_config_flags(tmp_path, capsys):
-    assert main(["train", "--resume", str(tmp_path), "--lr", "0.1", "--hidden", "5"]) == 2
+def test_resume_refuses_config_flags_once_an_epoch_is_finished(tmp_path, capsys):
+    out = tmp_path / "run"
+    fit(RunConfig(model=SMALL_CONFIG.model, train=TrainConfig(epochs=1)), out, data_dir=DATA_DIR)
+    config = (out / "config.json").read_bytes()
+    assert main(["train", "--resume", str(out), "--lr", "0.1", "--hidden", "5"]) == 2
     err = capsys.readouterr().err
     assert "drop --hidden, --lr (only --epochs, --data-dir and --device may be given)" in err
+    assert (out / "config.json").read_bytes() == config
+
+
+def blobs(path, n=300, side=8):
+    """n smooth seeded grayscale images: a bright blob on a dark ground, saved as .npy."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:side, :side] / side
+    centres = rng.uniform(0.2, 0.8, (n, 2, 1, 1))
+    images = np.exp(-((yy - centres[:, 0]) ** 2 + (xx - centres[:, 1]) ** 2) / 0.02)
+    np.save(path, (images * 255).astype(np.uint8))
+    return path
+
+
+def test_a_run_whose_first_epoch_failed_restarts_as_its_error_says(tmp_path, capsys):
+    data, out = blobs(tmp_path / "blobs.npy"), tmp_path / "my run"
+    code = main(["train", "--data", str(data), "--hidden", "64", "--lr", "9", "--batch-size", "128", "--epochs", "2",
+                 "--out", str(out), "--compile", "off"])
+    err = capsys.readouterr().err
+    assert code == 6 and is_one_error_line(err) and "became non-finite at epoch 1" in err, err
+    assert err.startswith("vaekit: warning: each epoch is only 3 optimizer steps")  # the warning before it
+    advice = err.strip().splitlines()[-1].split("so it can start again with new settings: ")[1]
+    assert advice == f"vaekit train --resume '{out}' --lr 0.001"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"] and load_checkpoint(out) is None
+
+    assert main(shlex.split(advice)[1:]) == 0  # exactly what the error said to type
+    log = "".join(capsys.readouterr())
+    assert "warning: each epoch is only 3 optimizer steps (270 training images at batch 128; 6 in all), too few" in log
+    rows = metrics(out)
+    assert [row["epoch"] for row in rows] == [1, 2] and all(math.isfinite(row["test_loss"]) for row in rows)
+    assert rows[-1]["test_loss"] < rows[0]["test_loss"]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["train"]["lr"], config["model"]["hidden_dims"], config["model"]["latent_dim"]) == (0.001, [64], 20)
+    assert (config["train"]["batch_size"], config["train"]["epochs"]) == (128, 2)  # as recorded
+    assert config["model"]["input_shape"] == [1, 8, 8] and config["data"]["name"] == str(data)
+    assert main(["train", "--resume", str(out), "--lr", "0.01"]) == 2  # now it has finished epochs
+    assert "drop --lr" in capsys.readouterr().err
+
+
+def test_only_a_run_without_a_finished_epoch_restarts(tmp_path):
+    out = tmp_path / "run"
+    fit(RunConfig(model=SMALL_CONFIG.model, train=TrainConfig(epochs=1)), out, data_dir=DATA_DIR)
+    with pytest.raises(RunError, match="has finished epochs; it continues only with its own config"):
+        restart(out, RunConfig(), data_dir=DATA_DIR)
+    with pytest.raises(RunError, match="is not a run directory"):
+        restart(tmp_path / "nothing", RunConfig(), data_dir=DATA_DIR)
 
 
 def test_a_checkpoint_that_does_not_match_its_config(tmp_path):

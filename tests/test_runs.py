@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -26,22 +27,25 @@ def test_round_trip(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor)
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["format_version"] == 4 and document["model"]["hidden_dims"] == [16]
+    assert document["format_version"] == 5 and document["model"]["hidden_dims"] == [16]
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_an_older_run_reads_with_independent_pixels_and_raw_images(tmp_path, version):
     make_run(tmp_path / "r")
     path = tmp_path / "r" / "config.json"
     document = json.loads(path.read_text())
-    del document["model"]["context_features"]  # formats 1 to 3 had no context features
+    del document["train"]["warmup_min_steps"]  # formats 1 to 4 warmed up over the fraction of steps alone
+    if version < 4:
+        del document["model"]["context_features"]  # formats 1 to 3 had no context features
     if version < 3:
         del document["data"]["standardize"]  # formats 1 and 2 had no standardization
     if version == 1:
         for key in ("pixel_groups", "context_channels"):  # format 1 had no pixel context
             del document["model"][key]
     path.write_text(json.dumps({**document, "format_version": version}))
-    assert load_run(tmp_path / "r").config == SMALL
+    assert load_run(tmp_path / "r").config == dataclasses.replace(
+        SMALL, train=dataclasses.replace(SMALL.train, warmup_min_steps=0))
 
 
 # config.json exactly as the first vaekit wrote it (run format 1 before bf16, schedules, conv models and priors):
@@ -56,7 +60,7 @@ def test_a_first_format_1_run_reads_with_the_behaviour_it_was_trained_with(tmp_p
     (tmp_path / "r" / "config.json").write_text(json.dumps(FIRST_FORMAT_1))
     run = load_run(tmp_path / "r")
     assert run.config == RunConfig(model=ModelConfig(hidden_dims=(16,), latent_dim=3),
-                                   train=TrainConfig.seed_settings(precision="fp32"))
+                                   train=TrainConfig.seed_settings(precision="fp32", warmup_min_steps=0))
     assert all(torch.equal(run.model.state_dict()[name], t) for name, t in model.state_dict().items())
     # a later format-1 document kept what it wrote: only the missing fields take the old behaviour
     later = {**FIRST_FORMAT_1, "train": {**FIRST_FORMAT_1["train"], "schedule": "cosine", "warmup": 0.05}}

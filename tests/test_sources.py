@@ -1,4 +1,7 @@
 import gzip
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +15,9 @@ from vaekit.data import conform, encode_idx, from_array, load_train_test, read_i
 from vaekit.data.sources import read_image_file, read_npy
 from vaekit.errors import DataError
 
-from .conftest import DATA_DIR
+from .conftest import DATA_DIR, REPO
+
+SRC = REPO / "src"
 
 
 def save_png(path, array):
@@ -105,6 +110,17 @@ def test_rgb_and_gray_files(tmp_path):
     assert read_image_file(rgb).shape == (3, 8, 8) and read_image_file(rgb)[:, 0, 0].tolist() == [10, 20, 30]
     mixed = read_images(tmp_path)
     assert mixed.images.shape == (2, 3, 8, 8)  # grayscale is repeated into RGB beside colour images
+
+
+def test_a_single_grayscale_image_is_writable_and_converts_without_a_warning(tmp_path):
+    gray = save_png(tmp_path / "one.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    assert read_image_file(gray).flags.writeable  # np.asarray of a PIL image alone is a read-only view
+    # torch warns once per process, so a fresh one, with every warning an error, reads the file
+    code = ("import sys; from vaekit.data import read_images; "
+            "x = read_images(sys.argv[1]).images; print(x.shape[0], int(x.sum()))")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code, str(gray)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert done.returncode == 0 and done.stderr == "" and done.stdout.split() == ["1", str(sum(range(64)))]
 
 
 @pytest.mark.parametrize("content, message", [

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -44,7 +46,7 @@ def test_a_real_mnist_slice_is_learned(mnist_train, mnist_test):
 def test_learning_rate_schedule():
     from vaekit.train import learning_rate
 
-    config = TrainConfig(lr=1.0, warmup=0.1, schedule="cosine")
+    config = TrainConfig(lr=1.0, warmup=0.1, warmup_min_steps=10, schedule="cosine")
     rates = [learning_rate(config, s, 100) for s in range(100)]
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
     assert rates[10] == pytest.approx(1.0)
@@ -52,6 +54,53 @@ def test_learning_rate_schedule():
     assert 0 < rates[-1] < 0.001 and all(a >= b for a, b in zip(rates[10:], rates[11:]))
     constant = TrainConfig.seed_settings(lr=0.01)
     assert {learning_rate(constant, s, 100) for s in range(100)} == {0.01}
+
+
+@pytest.mark.parametrize("total_steps", [1, 10])
+def test_a_short_run_warms_up_over_whole_steps_and_never_passes_the_peak(total_steps):
+    from vaekit.train import learning_rate
+
+    rates = [learning_rate(TrainConfig(lr=1.0), s, total_steps) for s in range(total_steps)]
+    # the 20-step floor, capped by the run: the rate climbs in whole steps to the peak at the last one
+    assert rates == pytest.approx([(s + 1) / total_steps for s in range(total_steps)], abs=1e-12)
+    # before run format 5 (no floor), the warm-up was 5% of a step and its first step 20x the peak
+    old = TrainConfig(lr=1.0, warmup_min_steps=0)
+    assert learning_rate(old, 0, 1) == pytest.approx(20.0) and learning_rate(old, 0, 10) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("total_steps", [469, 4 * 469, 10 * 469])
+def test_the_warmup_floor_leaves_mnist_schedules_bit_for_bit(total_steps):
+    from vaekit.train import learning_rate, warmup_steps_of
+
+    config = TrainConfig()
+    assert warmup_steps_of(config, total_steps) == 0.05 * total_steps > config.warmup_min_steps
+    no_floor = dataclasses.replace(config, warmup_min_steps=0)
+    assert all(learning_rate(config, s, total_steps) == learning_rate(no_floor, s, total_steps)
+               for s in range(total_steps))
+
+
+def test_the_warmup_floor_applies_only_when_there_is_a_warmup():
+    from vaekit.train import learning_rate, warmup_steps_of
+
+    assert warmup_steps_of(TrainConfig(), 100) == 20 and warmup_steps_of(TrainConfig(), 1000) == 50
+    assert [learning_rate(TrainConfig(lr=1.0), s, 100) for s in (0, 9, 19)] == pytest.approx([0.05, 0.5, 1.0])
+    constant = TrainConfig.seed_settings(lr=0.01)
+    assert warmup_steps_of(constant, 5) == 0 and learning_rate(constant, 0, 5) == 0.01
+
+
+def test_an_epoch_of_few_steps_is_warned_of():
+    from vaekit.train import few_steps_warning
+
+    assert few_steps_warning(54_000, TrainConfig()) is None and few_steps_warning(1_280, TrainConfig()) is None
+    assert few_steps_warning(1_152, TrainConfig()) == (
+        "each epoch is only 9 optimizer steps (1152 training images at batch 128; 36 in all), too few to learn much: "
+        "use a smaller --batch-size or more --epochs")
+    assert "only 1 optimizer step (5 training images at batch 8; 3 in all), too few" in few_steps_warning(
+        5, TrainConfig(batch_size=8, epochs=3))
+    # the recipe's own choice for 270 images: enough steps in all, but an epoch of 5
+    assert few_steps_warning(270, TrainConfig.for_data(270, 64)) == (
+        "each epoch is only 5 optimizer steps (270 training images at batch 64; 400 in all), a small training set, "
+        "which a VAE overfits easily: watch the test loss")
 
 
 def epoch_of(images, **train_options):

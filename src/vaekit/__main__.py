@@ -1,3 +1,29 @@
-from .cli import main
+"""`python -m vaekit`: the CLI, with Ctrl-C and SIGTERM handled from the first instant.
 
-raise SystemExit(main())
+The handlers go in before anything heavy is imported: a signal while torch loads (the first second
+of any command) ends in one line and exit 130, as it does later, not in a traceback or a bare -15.
+"""
+
+import signal
+import sys
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    """Run the CLI (the `vaekit` console command too); returns the exit code."""
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        from .cli import main as cli_main
+    except KeyboardInterrupt:
+        exec("")  # see cli._forget_unhandled_interrupt: keep exit code 130 under `python -m`
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+    return cli_main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
+from .choices import MIXTURE_RULES, SCORE_METHODS  # noqa: F401 (MIXTURE_RULES: re-exported)
 from .config import RunConfig
 from .evaluate import EVAL_BATCH, importance_weighted_nll
 from .likelihoods import negative_log_likelihood
@@ -41,9 +42,7 @@ from .models import VAE
 from .objectives import negative_elbo
 from .rng import derive_seed, make_generator
 
-SCORE_METHODS = ("elbo", "iwae", "recon", "mse")
 MIXTURE_METHODS = ("elbo", "iwae", "recon")  # scores in nats: -log of a density (mse is not one)
-MIXTURE_RULES = ("density", "typical")  # how several runs' scores combine: mixture_scores, typical_scores
 # what runs scored as one mixture must share: their scores are then densities of the same inputs
 _MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "likelihood": lambda c: c.model.likelihood,
                        "--standardize": lambda c: c.data.standardize, "--binarize": lambda c: c.data.binarize}
@@ -151,6 +150,21 @@ def calibrate(scores: torch.Tensor, quantile: float, seed: int = 0) -> dict:
     return {"threshold": threshold, "quantile": quantile,
             "false_positive_rate": (check > threshold).double().mean().item(),
             "fitted_on": len(fit), "measured_on": len(check)}
+
+
+TAIL_SCORES = 10  # fitted scores above a quantile for the threshold to be more than the largest few scores
+
+
+def quantile_support(fitted_on: int, quantile: float) -> str | None:
+    """A sentence saying that `calibrate`'s threshold rests on too few scores, if fewer than TAIL_SCORES
+    of the `fitted_on` scores are expected above the `quantile` (fitted_on * (1 - quantile))."""
+    needed = math.ceil(TAIL_SCORES / (1 - quantile) - 1e-9)  # 1e-9: 10 / (1 - 0.99) is 1000.0000000000009
+    if fitted_on >= needed:
+        return None
+    return (f"the {quantile} quantile was fitted on {fitted_on} normal images (half of those given; the other half "
+            f"measure its false-positive rate), and only {fitted_on * (1 - quantile):.2g} of them lie above it, too "
+            f"few to place it reliably; {TAIL_SCORES} above it take {needed:,} (about {2 * needed:,} normal images in "
+            "all): give more, or a lower --quantile")
 
 
 def auroc(scores: torch.Tensor, is_anomaly: torch.Tensor) -> float:

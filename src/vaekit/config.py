@@ -21,6 +21,27 @@ LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared
 PIXEL_GROUPS = (1, 4, 7, 16)  # see vaekit.models.context
 PRIORS = ("normal", "vamp")
 
+# Upper bounds on every size a config can ask for: a config.json from anywhere, or a flag such as
+# `--hidden 1000000000`, is refused here, before any memory is allocated, with a message naming the bound.
+# Each is far above any VAE vaekit is meant for (the seed's model: 784-400-20, 650k parameters).
+MAX_LAYERS = 32  # hidden_dims, conv_channels
+MAX_WIDTH = 65_536  # a hidden layer
+MAX_CONV_CHANNELS = 4_096
+MAX_LATENT = 4_096
+MAX_PRIOR_COMPONENTS = 10_000  # VampPrior pseudo-inputs (each one an image of parameters)
+MAX_CONTEXT_CHANNELS = 1_024
+MAX_CONTEXT_FEATURES = 64
+MAX_CHANNELS = 64  # image channels
+MAX_SIDE = 16_384  # image height or width
+MAX_INPUT_DIM = 2 ** 24  # pixels times channels
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 65_536
+MAX_IW_ROWS = 2 ** 18  # train.iw_samples x train.batch_size: the decoded samples of one training step
+MAX_SEED = 2 ** 63 - 1  # seeds are int64 in torch
+MAX_IW_SAMPLES = 1_000_000  # importance samples per image in an estimate (memory is bounded for any; time is not)
+MAX_PICTURES = 10_000  # images in one picture: samples, interpolation steps, grid sides
+MAX_PARAMETERS = 100_000_000  # the whole model (400 MB in fp32; Adam's state triples it), vaekit.models.check_size
+
 
 def _choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
@@ -42,9 +63,15 @@ def _non_negative_int(name: str, value: int, unit: str = "") -> None:
         raise ConfigError(f"{name} must be a non-negative integer{unit}, got {value!r}")
 
 
-def _positive_int(name: str, value: int) -> None:
+def _positive_int(name: str, value: int, most: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    _at_most(name, value, most)
+
+
+def _at_most(name: str, value: int, most: int | None, why: str = "") -> None:
+    if most is not None and value > most:
+        raise ConfigError(f"{name} must be at most {most:,}{why}, got {value:,}")
 
 
 @dataclass(frozen=True)
@@ -92,23 +119,27 @@ class ModelConfig:
         if len(self.input_shape) != 3:
             raise ConfigError(f"model.input_shape must be (channels, height, width), got {self.input_shape!r}")
         for i, size in enumerate(self.input_shape):
-            _positive_int(f"model.input_shape[{i}]", size)
+            _positive_int(f"model.input_shape[{i}]", size, MAX_CHANNELS if i == 0 else MAX_SIDE)
+        _at_most("model's input (channels x height x width)", self.input_dim, MAX_INPUT_DIM)
         _choice("model.architecture", self.architecture, ARCHITECTURES)
         if not self.hidden_dims:
             raise ConfigError("model.hidden_dims needs at least one size")
+        _at_most("the number of model.hidden_dims", len(self.hidden_dims), MAX_LAYERS)
         for i, size in enumerate(self.hidden_dims):
-            _positive_int(f"model.hidden_dims[{i}]", size)
+            _positive_int(f"model.hidden_dims[{i}]", size, MAX_WIDTH)
         if not self.conv_channels:
             raise ConfigError("model.conv_channels needs at least one size")
+        _at_most("the number of model.conv_channels", len(self.conv_channels), MAX_LAYERS)
         for i, size in enumerate(self.conv_channels):
-            _positive_int(f"model.conv_channels[{i}]", size)
-        _positive_int("model.latent_dim", self.latent_dim)
+            _positive_int(f"model.conv_channels[{i}]", size, MAX_CONV_CHANNELS)
+        _positive_int("model.latent_dim", self.latent_dim, MAX_LATENT)
         _choice("model.likelihood", self.likelihood, LIKELIHOODS)
         _choice("model.prior", self.prior, PRIORS)
-        _positive_int("model.prior_components", self.prior_components)
+        _positive_int("model.prior_components", self.prior_components, MAX_PRIOR_COMPONENTS)
         _choice("model.pixel_groups", self.pixel_groups, PIXEL_GROUPS)
-        _positive_int("model.context_channels", self.context_channels)
+        _positive_int("model.context_channels", self.context_channels, MAX_CONTEXT_CHANNELS)
         _non_negative_int("model.context_features", self.context_features)
+        _at_most("model.context_features", self.context_features, MAX_CONTEXT_FEATURES)
         if self.context_features and self.pixel_groups == 1:
             raise ConfigError("model.context_features needs pixel_groups of 4 or more: without groups there is no "
                               "context to pass features to")
@@ -127,6 +158,13 @@ class ModelConfig:
 
 
 SCHEDULES = ("constant", "cosine")
+# Below MNIST's 23.45 warm-up steps (5% of one epoch of 469 batches), so that no MNIST run at batch 128 changes.
+WARMUP_MIN_STEPS = 20
+# TrainConfig.for_data: the recipe on data other than MNIST's 60,000 images of 784 pixels
+RECIPE_MIN_STEPS = 400  # optimizer steps a run takes at least, when a smaller batch or more epochs allow
+RECIPE_MIN_BATCH = 64  # not 32: bf16 autocast on an AVX512-BF16 CPU dies of SIGFPE on a 32 x 49,152 matmul (torch 2.13)
+RECIPE_MAX_EPOCHS = 100
+RECIPE_PIXELS = 784  # the input size the peak rate was tuned at
 COMPILE_MODES = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -144,6 +182,9 @@ class TrainConfig:
     lr: float = 6e-3
     schedule: str = "cosine"  # after warm-up: constant, or cosine decay to 0 at the last step
     warmup: float = 0.05  # fraction of all steps over which the learning rate rises linearly from 0
+    # a warm-up lasts at least this many steps (or all of them, if fewer), so that on small data it is never
+    # shorter than one step (whose rate would overshoot the peak); 0: the fraction alone (runs before format 5)
+    warmup_min_steps: int = WARMUP_MIN_STEPS
     beta2: float = 0.98  # Adam's second-moment decay; the seed's (PyTorch's default) is 0.999
     seed: int = 1
     clip_grad: float = 0.0  # clip the gradients' global L2 norm to this; 0 = no clipping
@@ -156,22 +197,47 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, else fp32), fp32, bf16
 
     def __post_init__(self) -> None:
-        _positive_int("train.epochs", self.epochs)
-        _positive_int("train.batch_size", self.batch_size)
+        _positive_int("train.epochs", self.epochs, MAX_EPOCHS)
+        _positive_int("train.batch_size", self.batch_size, MAX_BATCH)
         _number_in("train.lr", self.lr, 0, 10)
         _number_in("train.warmup", self.warmup, 0, 1, low_inclusive=True, high_inclusive=False)
+        _non_negative_int("train.warmup_min_steps", self.warmup_min_steps, " (steps)")
         _number_in("train.beta2", self.beta2, 0, 1)
         _non_negative_int("train.seed", self.seed)
+        _at_most("train.seed", self.seed, MAX_SEED)
         _number_in("train.clip_grad", self.clip_grad, 0, math.inf, low_inclusive=True)
         _number_in("train.beta", self.beta, 0, math.inf, low_inclusive=True)
         _non_negative_int("train.kl_warmup", self.kl_warmup, " (epochs)")
+        _at_most("train.kl_warmup", self.kl_warmup, MAX_EPOCHS)
         _number_in("train.free_bits", self.free_bits, 0, math.inf, low_inclusive=True)
         _positive_int("train.iw_samples", self.iw_samples)
+        _at_most("train.iw_samples", self.iw_samples, MAX_IW_ROWS // self.batch_size,
+                 f" at batch size {self.batch_size} (samples x batch size at most {MAX_IW_ROWS:,}, for memory)")
         if self.free_bits and self.iw_samples > 1:
             raise ConfigError("train.free_bits applies to the ELBO; it cannot combine with iw_samples > 1")
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.compile", self.compile, COMPILE_MODES)
         _choice("train.precision", self.precision, PRECISIONS)
+
+    @classmethod
+    def for_data(cls, train_images: int, input_dim: int, **overrides: Any) -> TrainConfig:
+        """vaekit's recipe sized for a training set of `train_images` images of `input_dim` values each.
+
+        The recipe was tuned on MNIST (60,000 training images of 784 values), which gets it unchanged, as
+        does any set of 12,800 or more images of up to 784 values. A smaller set gets a smaller batch
+        (down to 64), then more epochs (up to 100), for at least 400 optimizer steps: the warm-up and the
+        decay need steps, not epochs. A larger image gets a peak rate scaled by sqrt(784 / input_dim):
+        Adam moves every weight by about the rate each step, so a unit that sums D inputs moves by about
+        rate * sqrt(D) when their updates are uncorrelated, and by up to rate * D (benchmarks/defaults.py).
+        """
+        recipe = cls()
+        batch = recipe.batch_size
+        while batch > RECIPE_MIN_BATCH and recipe.epochs * math.ceil(train_images / batch) < RECIPE_MIN_STEPS:
+            batch //= 2
+        epochs = min(max(recipe.epochs, math.ceil(RECIPE_MIN_STEPS / math.ceil(train_images / batch))),
+                     RECIPE_MAX_EPOCHS)
+        lr = float(f"{recipe.lr * min(1.0, math.sqrt(RECIPE_PIXELS / input_dim)):.2g}")  # 2 digits, as in config.json
+        return dataclasses.replace(recipe, **{"batch_size": batch, "epochs": epochs, "lr": lr, **overrides})
 
     @classmethod
     def seed_settings(cls, **overrides: Any) -> TrainConfig:
@@ -194,6 +260,23 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
         return dataclasses.asdict(self)
+
+    def in_effect(self) -> dict[str, dict[str, Any]]:
+        """`to_dict()` without the fields that have no effect on this run (config.json keeps them all): the
+        held-out fraction of a built-in dataset (it has a test split), an MLP's conv channels, the VampPrior's
+        components under the normal prior, the context of pixel groups without groups, and free bits where
+        the objective cannot have them (the IWAE bound, a VampPrior)."""
+        from .data import DATASETS  # vaekit.data loads torch: not when the CLI only builds its parser
+
+        unused = {
+            "data": {"validation"} if self.data.name in DATASETS else set(),
+            "model": ({"conv_channels"} if self.model.architecture != "conv" else set())
+            | ({"prior_components"} if self.model.prior != "vamp" else set())
+            | ({"context_channels", "context_features"} if self.model.pixel_groups == 1 else set()),
+            "train": {"free_bits"} if self.train.iw_samples > 1 or self.model.prior != "normal" else set(),
+        }
+        return {section: {key: value for key, value in fields.items() if key not in unused[section]}
+                for section, fields in self.to_dict().items()}
 
     @classmethod
     def from_dict(cls, data: Any) -> RunConfig:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .choices import DEVICE_CHOICES
 from .errors import ConfigError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -23,4 +22,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
     if not available[kind]:
         raise ConfigError(f"device {name!r} is not available on this machine")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # "cpu:abc", "cuda:-1"
+        raise ConfigError(f"invalid device {name!r}; give one of {', '.join(DEVICE_CHOICES)}, "
+                          "optionally with an index (cuda:1)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} is not available: this machine has {torch.cuda.device_count()} "
+                          "CUDA device(s)")
+    return device

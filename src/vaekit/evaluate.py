@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import torch
 from tqdm import tqdm
 
 from .acceleration import autocast_dtype, compile_with_fallback
+from .config import MAX_IW_SAMPLES  # memory is bounded for any k, time is not: 1,000,000 decodes per image
 from .likelihoods import negative_log_likelihood
 from .models import VAE, DiagonalGaussian
 from .objectives import negative_elbo
@@ -16,6 +18,9 @@ from .rng import derive_seed, make_generator
 
 EVAL_BATCH = 1000
 IW_ROWS = {"cpu": 2048, "cuda": 65536}  # decoded samples per chunk: bounds the memory of --iw-samples
+# Above this many noise values per chunk of images, the noise is drawn chunk by chunk rather than all at once
+# (below it, all at once, as vaekit always has: the same numbers for the same seed).
+IW_NOISE_AT_ONCE = 1 << 24
 # Below this many decoded samples, compiling costs more than it saves
 # (1M on a 2-core CPU: 10.0 s compiled, 7.9 s eager).
 COMPILE_MIN_SAMPLES = 2_000_000
@@ -64,7 +69,8 @@ def posterior_diagnostics(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BA
         means.append(posterior.mu)
         kl_sum += posterior.kl_per_dim().sum(0, dtype=torch.float64)
     model.train(was_training)
-    variance = torch.cat(means).double().var(0)
+    means = torch.cat(means).double()
+    variance = means.var(0) if len(means) > 1 else torch.zeros_like(means[0])  # one image: no spread
     return {
         "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
         "unit_variance": variance.tolist(),
@@ -135,27 +141,55 @@ def nll_blocks(model: VAE, x: torch.Tensor, k: int, seed: int, done: dict | None
     `importance_weighted_nll` a block at a time, each block drawing its samples from its own stream,
     seeded by `seed` and its first image: a block's estimate does not depend on the blocks before it,
     so an evaluation that was stopped goes on where it stopped (`done` maps the finished blocks' starts
-    to their per-image values; one of the wrong length is done again). As valid an estimate as one call
-    over all of x, not bit-identical to it.
+    to their per-image values; one too short, torn by a kill, is done again; one longer, from an
+    evaluation of more images, serves by its first values, as the stream is drawn image by image).
+    As valid an estimate as one call over all of x, not bit-identical to it. `progress` shows one bar
+    on stderr over all of x, in images, naming the block, with the time left once a block has finished.
     """
     done = done or {}
-    for start in range(0, len(x), block):
-        images = x[start:start + block]
-        if len(done.get(start, ())) == len(images):
-            continue
-        yield start, importance_weighted_nll(model, images, k, derive_seed(seed, "nll-block", start),
-                                             precision=precision, progress=progress)
+    starts = range(0, len(x), block)
+    todo = [start for start in starts if len(done.get(start, ())) < len(x[start:start + block])]
+    with tqdm(total=len(x), initial=len(x) - sum(len(x[start:start + block]) for start in todo), unit="image",
+              desc=f"NLL (K={k})", leave=False, disable=not progress, bar_format=NLL_BAR) as bar:
+        timed = [0.0, 0]  # seconds and images of the blocks finished here
+
+        def advance(n: int) -> None:
+            bar.set_postfix_str(time_left(*timed, bar.total - bar.n - n), refresh=False)
+            bar.update(n)
+
+        for start in todo:
+            images = x[start:start + block]
+            bar.set_postfix_str(time_left(*timed, bar.total - bar.n), refresh=False)
+            bar.set_description_str(f"NLL (K={k}), block {start // block + 1} of {len(starts)}")  # drawn now
+            began = time.perf_counter()
+            nll = importance_weighted_nll(model, images, k, derive_seed(seed, "nll-block", start),
+                                          precision=precision, advance=advance)
+            timed = [timed[0] + time.perf_counter() - began, timed[1] + len(images)]
+            yield start, nll
+
+
+# tqdm's own ETA extrapolates from the first chunks, slowed by compiling and warm-up (3:32:32 for a
+# 12-minute job): the time left comes from finished blocks instead, in the postfix
+NLL_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} images [{elapsed}{postfix}]"
+
+
+def time_left(seconds: float, images: int, remaining: int) -> str:
+    """The bar's estimate of the time left: `remaining` images at the rate of the `images` timed so far."""
+    if not images:
+        return "time left known after the first block"
+    return f"about {tqdm.format_interval(round(seconds / images * remaining))} left"
 
 
 def gather_blocks(done: dict, n: int, block: int = NLL_BLOCK) -> torch.Tensor:
     """The per-image values of images 0..n-1 from `nll_blocks`' finished blocks (all of them needed)."""
-    return torch.tensor([value for start in range(0, n, block) for value in done[start]], dtype=torch.float64)
+    return torch.tensor([value for start in range(0, n, block) for value in done[start][:min(block, n - start)]],
+                        dtype=torch.float64)
 
 
 @torch.no_grad()
 def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows: int | None = None,
                             compile: bool | None = None, precision: str = "auto",
-                            progress: bool = False) -> torch.Tensor:
+                            progress: bool = False, advance: Callable[[int], object] | None = None) -> torch.Tensor:
     """-log p(x) per image (N,), estimated by the importance-weighted bound with k posterior samples.
 
     log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2016, Eq. 8): the
@@ -166,10 +200,13 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
     chunk's elementwise work with torch.compile. `precision` "auto" (bf16 where the hardware has it
     natively) or "bf16" runs the decoder's matmuls in bf16 with fp32 accumulation: 1.6x faster on a
     Zen 4 CPU, moving the mean NLL of MNIST's test set by 3e-4 nats (benchmarks/eval_speed.py
-    measures both); "fp32" keeps everything in fp32.
+    measures both); "fp32" keeps everything in fp32. `progress` shows a bar in images on stderr;
+    `advance(n)` is told of each n images done (an outer bar's update).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if k > MAX_IW_SAMPLES:
+        raise ValueError(f"k must be at most {MAX_IW_SAMPLES:,}, got {k}")
     was_training = model.training
     model.eval()
     rows = rows or IW_ROWS.get(x.device.type, 4096)
@@ -183,13 +220,28 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
     prior_log_prob = model.frozen_prior_log_prob()
     noise = make_generator(derive_seed(seed, "iw-noise"), x.device)
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    for start in tqdm(range(0, len(x), batch), desc=f"log-likelihood (k={k})", unit="batch", leave=False,
-                      disable=not progress):
-        images = x[start:start + batch]
-        posterior = model.encode(images)
-        eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device) for _ in images], dim=1)
-        log_w = [log_weights(model, images, posterior.mu, posterior.logvar, eps[first:first + samples], amp_dtype,
-                             prior_log_prob) for first in range(0, k, samples)]
-        out[start:start + batch] = math.log(k) - torch.logsumexp(torch.cat(log_w).double(), dim=0)
+    with tqdm(total=len(x), desc=f"log-likelihood (K={k})", unit="image", leave=False, disable=not progress) as bar:
+        for start in range(0, len(x), batch):
+            images = x[start:start + batch]
+            posterior = model.encode(images)
+            if k * len(images) * model.latent_dim <= IW_NOISE_AT_ONCE:
+                eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device)
+                                   for _ in images], dim=1)
+                log_w = torch.cat([log_weights(model, images, posterior.mu, posterior.logvar,
+                                               eps[first:first + samples], amp_dtype, prior_log_prob)
+                                   for first in range(0, k, samples)]).double()
+                out[start:start + batch] = math.log(k) - torch.logsumexp(log_w, dim=0)
+            else:  # one image per chunk (k >= rows): its noise drawn a chunk at a time, its weights reduced as they
+                # come
+                total = torch.full((len(images),), -math.inf, dtype=torch.float64, device=x.device)
+                for first in range(0, k, samples):
+                    eps = torch.randn(min(samples, k - first), len(images), model.latent_dim, generator=noise,
+                                      device=x.device)
+                    log_w = log_weights(model, images, posterior.mu, posterior.logvar, eps, amp_dtype, prior_log_prob)
+                    total = torch.logaddexp(total, torch.logsumexp(log_w.double(), dim=0))
+                out[start:start + batch] = math.log(k) - total
+            bar.update(len(images))
+            if advance is not None:
+                advance(len(images))
     model.train(was_training)
     return out

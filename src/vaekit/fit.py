@@ -9,6 +9,7 @@ loss.png. A resumed run ends with the same weights as an uninterrupted one (bitw
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +23,12 @@ from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
 from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterior_diagnostics
 from .generate import reconstruct, sample
-from .models import VAE
+from .models import VAE, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
-from .train import Trainer, epoch_seeds
+from .threads import busy_hint, cpu_is_busy, waits_passively
+from .train import Trainer, epoch_seeds, few_steps_warning
+from .validation import adam_spec, check_adam_values, check_param_groups, check_tensors, state_spec
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
 N_RECONSTRUCTIONS = 8  # test images in each reconstruction_<epoch>.png
@@ -49,9 +52,11 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
     read again); the run still records the path, which `resume` reads.
     """
     dev = resolve_device(device)
+    check_size(config.model)
     data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
+    model = build_model(config)  # and so does a model that cannot be built
     out = runs.create_run(out, config)
-    return _train(out, config, None, data, dev, progress, log or (lambda line: None))
+    return _train(out, config, None, data, dev, progress, log or (lambda line: None), model)
 
 
 def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
@@ -61,7 +66,8 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     dev = resolve_device(device)
     config = runs.read_config(path)
     runs.remove_stale_temp_files(path)
-    checkpoint = runs.load_checkpoint(path)
+    model_bytes = 4 * parameter_count(config.model)  # fp32
+    checkpoint = runs.load_checkpoint(path, max_bytes=3 * model_bytes + (64 << 20))  # weights, Adam's 2 moments
     done = checkpoint[1]["epoch"] if checkpoint else 0
     new_total = epochs is not None and epochs != config.train.epochs
     if new_total:
@@ -74,6 +80,22 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None))
 
 
+def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None = None, device: str = "auto",
+            progress: bool = False, log: Log | None = None, images: ImageSet | None = None) -> runs.Run:
+    """Train the run at `path` from scratch with `config`, which replaces its own: only while the run has no
+    finished epoch (its first one failed or was stopped), so that nothing it trained is lost."""
+    path = Path(path)
+    runs.read_config(path)  # a run directory, and one this vaekit reads
+    if runs.has_finished_epoch(path):
+        raise RunError(f"{path} has finished epochs; it continues only with its own config (vaekit train "
+                       f"--resume {shlex.quote(str(path))}), or train a new run with --out")
+    dev = resolve_device(device)
+    data = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
+    runs.remove_stale_temp_files(path)
+    runs.write_config(path, config)
+    return _train(path, config, None, data, dev, progress, log or (lambda line: None))
+
+
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
                                           progress, images, config.data.standardize)
@@ -83,9 +105,10 @@ def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | N
     return train_set, test_set
 
 
-def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log) -> runs.Run:
+def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log,
+           model: VAE | None = None) -> runs.Run:
     train_set, test_set = data
-    model = build_model(config).to(dev)
+    model = (model or build_model(config)).to(dev)
     trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize)
     test_x = fixed_binarization(test_set.images.to(dev), config.data.binarize, config.train.seed)
     sample_seed = derive_seed(config.train.seed, "samples")  # the same prior draws every epoch
@@ -99,12 +122,16 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             return runs.Run(out, config, model.eval(), metrics)
         log(f"resuming {out} after epoch {trainer.epoch} of {config.train.epochs}")
 
-    saved, warned = trainer.epoch, False
+    if few_steps := few_steps_warning(len(train_set), config.train):
+        log(f"warning: {few_steps}")
+    saved, warned, best_rate = trainer.epoch, False, 0.0
     try:
         for epoch in range(trainer.epoch + 1, config.train.epochs + 1):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             train_loss = trainer.train_epoch(progress=progress)
             seconds = time.perf_counter() - start
+            busy, best_rate = _busy_note(trainer.steps_per_epoch / seconds, best_rate,
+                                         time.process_time() - cpu_start, seconds, dev)
             test = evaluate_elbo(model, test_x, config.train.seed)
             diagnostics = posterior_diagnostics(model, test_x)
             metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
@@ -117,7 +144,7 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             _write_epoch_files(out, model, metrics, sample_seed, test_x)
             log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
                 f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
-                f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s")
+                f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s{busy}")
             streak = collapse_streak(metrics, config.model.latent_dim, config.train.kl_warmup)
             # a collapse that lasts, or that the run ends in: early epochs often pass through one and recover
             if not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
@@ -127,22 +154,43 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
         raise Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "
                           f"continue with: vaekit train --resume {out}") from None
     except TrainingError as e:
-        raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
+        if saved:
+            raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
+        # nothing trained is lost by starting again, so the run takes new settings (vaekit.fit.restart)
+        lower = min(config.train.lr / 10, 1e-3)
+        raise TrainingError(f"{e}; {out} has no finished epoch, so it can start again with new settings: "
+                            f"vaekit train --resume {shlex.quote(str(out))} --lr {lower:g}") from None
     save_loss_curve(out / "loss.png", metrics)
     return runs.Run(out, config, model.eval(), metrics)
 
 
+def _busy_note(rate: float, best_rate: float, cpu_seconds: float, seconds: float, dev: torch.device):
+    """The epoch line's note when the epoch ran on a busy CPU ('' otherwise), and the run's best rate so far."""
+    busy = dev.type == "cpu" and cpu_is_busy(rate, best_rate, cpu_seconds, seconds)
+    return (f"  ({busy_hint(rate, torch.get_num_threads(), waits_passively())})" if busy else ""), max(best_rate, rate)
+
+
 def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list[dict]:
     """Load a checkpoint into the trainer after checking it belongs to this config and this vaekit."""
-    tensors, meta = checkpoint
+    tensors, meta = checkpoint  # runs.load_checkpoint checked the metadata's form
     source = out / runs.CHECKPOINT_FILE
-    weights = {k.removeprefix("model."): t for k, t in tensors.items() if k.startswith("model.")}
-    runs.check_state_matches(trainer.model, weights, source)
+    # Every tensor by name, shape, dtype and finiteness before torch sees it: Adam's fused kernel trusts the
+    # shapes of its state, and a checkpoint without that state would resume with a fresh Adam, not exactly.
+    parameters = list(trainer.module.parameters())
+    try:
+        check_tensors({k: t for k, t in tensors.items() if k.startswith("model.")},
+                      state_spec(trainer.module.state_dict(), "model."), "weights")
+        check_tensors({k: t for k, t in tensors.items() if not k.startswith("model.")}, adam_spec(parameters),
+                      "optimizer state")
+        check_adam_values(tensors, meta["epoch"] * trainer.steps_per_epoch)
+        groups = check_param_groups(meta["param_groups"], trainer.optimizer.state_dict()["param_groups"])
+    except ValueError as e:
+        raise RunError(f"{source}: {e}; the run cannot be resumed from it") from None
     if meta.get("next_epoch_seeds") != epoch_seeds(config.train.seed, meta["epoch"] + 1):
         raise RunError(f"{source}: written by a vaekit that draws its random streams differently; "
                        "resuming would not repeat the run (train it again, or use the version that wrote it)")
     try:
-        trainer.load_state(tensors, meta)
+        trainer.load_state(tensors, {**meta, "param_groups": groups})
     except (KeyError, ValueError, RuntimeError) as e:
         raise RunError(f"{source}: optimizer state does not fit this run ({e})") from None
     return list(meta["metrics"])

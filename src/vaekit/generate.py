@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .choices import INTERPOLATIONS
 from .models import VAE
-
-INTERPOLATIONS = ("linear", "slerp")
 
 
 @torch.no_grad()
@@ -52,10 +51,20 @@ def traverse(model: VAE, x: torch.Tensor, dims: list[int], steps: int = 9, span:
     the posterior mean of image x (C, H, W). Returns (len(dims) * steps, C, H, W)."""
     mu = model.encode(x[None]).mode()[0]
     z = mu.repeat(len(dims) * steps, 1)
-    values = torch.linspace(-span, span, steps, device=mu.device)
+    values = traverse_values(steps, span).to(mu.device)
     for row, dim in enumerate(dims):
         z[row * steps:(row + 1) * steps, dim] = values
     return model.pictures(z)
+
+
+def traverse_values(steps: int = 9, span: float = 3.0) -> torch.Tensor:
+    """The values a `traverse` row gives its dimension, left to right: (steps,) evenly over [-span, span]."""
+    return torch.linspace(-span, span, steps)
+
+
+def manifold_values(n: int = 20) -> torch.Tensor:
+    """The values of each `manifold` dimension, ascending: the prior's 5% to 95% quantiles, (n,)."""
+    return torch.special.ndtri(torch.linspace(0.05, 0.95, n))
 
 
 @torch.no_grad()
@@ -63,7 +72,7 @@ def manifold(model: VAE, dims: tuple[int, int] = (0, 1), n: int = 20) -> torch.T
     """The decoded grid over the prior's quantiles in two latent dimensions, the rest at 0 (Kingma &
     Welling 2014, Fig. 4): (n * n, C, H, W), row by row, the first dimension across, the second down."""
     device = next(model.parameters()).device
-    values = torch.special.ndtri(torch.linspace(0.05, 0.95, n, device=device))
+    values = manifold_values(n).to(device)
     z = torch.zeros(n * n, model.latent_dim, device=device)
     z[:, dims[0]] = values.repeat(n)
     z[:, dims[1]] = values.flip(0).repeat_interleave(n)  # top row: the highest value

@@ -11,14 +11,16 @@ import base64
 import datetime
 import html
 import time
+from collections.abc import Callable
 
 import torch
 
 from . import __version__
 from .data import ImageSet
+from .errors import DataError
 from .evaluate import dims_by_usage, evaluate_elbo, importance_weighted_nll, posterior_diagnostics
-from .generate import interpolate, reconstruct, sample, traverse
-from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png
+from .generate import interpolate, reconstruct, sample, traverse, traverse_values
+from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png, png_bytes, traverse_picture
 from .representation import knn_accuracy, posterior_features, probe_accuracy, project_2d
 from .rng import make_generator
 from .runs import Run
@@ -65,14 +67,18 @@ def table(rows: list[list], header: list[str]) -> str:
 
 @torch.no_grad()
 def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet | None = None, iw_samples: int = 100,
-               scatter_points: int = 3000) -> str:
+               scatter_points: int = 3000, log: Callable[[str], object] = lambda line: None,
+               progress: bool = False) -> str:
     """The report page for `run`, given its test inputs prepared as for training (`fixed_binarization`),
-    the test images (labels, classes) and, for the probes, the training images."""
+    the test images (labels, classes) and, for the probes, the training images. `log` is told of each
+    stage as it begins; `progress` shows a bar during the NLL, the longest."""
+    if len(x_test) < 2:  # it interpolates between test images 0 and 1, and measures spreads
+        raise DataError(f"{run.path}'s held-out set has {len(x_test)} image(s); a report needs at least 2")
     started = time.perf_counter()
     model, config, seed = run.model, run.config, run.config.train.seed
     sections = []
 
-    config_rows = [[section, key, str(value)] for section, fields in config.to_dict().items()
+    config_rows = [[section, key, str(value)] for section, fields in config.in_effect().items()
                    for key, value in fields.items()]
     sections.append(("Configuration", table(config_rows, ["section", "field", "value"])))
 
@@ -84,8 +90,9 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
         body += table(rows, ["epoch", "train loss", "test loss", "rate (KL)", "distortion", "active units", "seconds"])
         sections.append(("Training", body))
 
+    log(f"test ELBO and NLL of {len(x_test):,} images ({iw_samples} importance samples each)...")
     elbo = evaluate_elbo(model, x_test, seed)
-    nll = importance_weighted_nll(model, x_test, iw_samples, seed).mean().item()
+    nll = importance_weighted_nll(model, x_test, iw_samples, seed, progress=progress).mean().item()
     diagnostics = posterior_diagnostics(model, x_test)
     rows = [["negative ELBO", elbo["test_loss"]], ["reconstruction (distortion)", elbo["reconstruction"]],
             ["KL (rate)", elbo["kl"]], [f"NLL, {iw_samples} importance samples", nll],
@@ -95,6 +102,7 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
         body += image(kl_plot_png(run.metrics), "KL per latent dimension over training; near-zero rows are collapsed")
     sections.append(("Evaluation and collapse diagnostics", body))
 
+    log("samples, reconstructions, an interpolation and traversals...")
     generator = make_generator(seed)
     inputs = x_test[:10]
     body = image(grid_png(sample(model, 64, generator), nrow=8, scale=2), "64 samples from the prior")
@@ -106,11 +114,13 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     path = interpolate(model, x_test[0], x_test[1], 10, "slerp")
     body = image(grid_png(path, nrow=10, scale=2), "Spherical interpolation between test images 0 and 1")
     body += image(gif_bytes(path, scale=4), "The same path, animated", mime="image/gif")
-    body += image(grid_png(traverse(model, x_test[0], order[:8], 9), nrow=9, scale=2),
-                  "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
+    picture = traverse_picture(traverse(model, x_test[0], order[:8], 9), order[:8], traverse_values(9).tolist(),
+                               "test image 0", scale=2)
+    body += image(png_bytes(picture), "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
     sections.append(("Interpolations and traversals", body))
 
     binarize, means = config.data.binarize, slice(0, model.latent_dim)
+    log(f"the latent space of {len(test):,} test images (PCA)...")
     test_features = posterior_features(model, test.images, binarize, seed)
     chosen = torch.randperm(len(test_features), generator=make_generator(seed))[:scatter_points]
     labels = None if test.labels is None else test.labels[chosen].numpy()
@@ -118,8 +128,10 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     body = image(latent_scatter_png(points, labels, test.classes or tuple(map(str, range(10))),
                                     f"{len(points)} test latents (PCA of the posterior means)"), "Latent space")
     if train is not None and train.labels is not None and test.labels is not None:
+        log(f"kNN probe on the latents of {len(train):,} training images...")
         train_features = posterior_features(model, train.images, binarize, seed)
         knn = knn_accuracy(train_features[:, means], train.labels, test_features[:, means], test.labels, ks=(1, 5, 10))
+        log("linear probe...")
         linear = probe_accuracy(train_features, train.labels, test_features, test.labels)
         rows = [[f"kNN, k={k}", acc] for k, acc in knn.items()] + [["linear probe (means and log-variances)", linear]]
         body += table(rows, ["probe (test accuracy)", "value"])

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import PROJECTIONS
 from .data import latent_inputs
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .evaluate import EVAL_BATCH
 from .models import VAE
 from .rng import make_generator
@@ -52,6 +53,7 @@ def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
     """Accuracy of k-nearest-neighbour majority votes for each k; ties go to the nearer neighbours' label."""
     train, test = train.float(), test.float()
     k_max = max(ks)
+    train_labels, test_labels = dense_labels(train_labels, test_labels)
     n_classes = int(max(train_labels.max(), test_labels.max())) + 1
     neighbours = []
     for start in range(0, len(test), chunk):
@@ -95,6 +97,7 @@ def logistic_regression(features: torch.Tensor, labels: torch.Tensor, n_classes:
 def probe_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor,
                    l2: float = 1e-4) -> float:
     """Test accuracy of a linear probe fitted on (train, train_labels)."""
+    train_labels, test_labels = dense_labels(train_labels, test_labels)
     n_classes = int(max(train_labels.max(), test_labels.max())) + 1
     weight, bias, mean, std = logistic_regression(train, train_labels, n_classes, l2)
     predicted = (((test.double() - mean) / std) @ weight.T + bias).argmax(1)
@@ -164,6 +167,7 @@ def probe_report(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
     kNN uses the first `knn_dims` features (the posterior means, when features are means and
     log-variances side by side); the linear probe and label propagation use all of them.
     """
+    train_labels, test_labels = dense_labels(train_labels, test_labels)
     near_train, near_test = train[:, :knn_dims], test[:, :knn_dims]
     result = {"knn": {str(k): v for k, v in knn_accuracy(near_train, train_labels, near_test, test_labels).items()},
               "linear": probe_accuracy(train, train_labels, test, test_labels), "few_labels": {}}
@@ -177,26 +181,52 @@ def probe_report(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
     return result
 
 
-PROJECTIONS = ("pca", "tsne", "umap")
+def dense_labels(train_labels: torch.Tensor, test_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels as they are when they are class indices (0 <= label < number of images), else renumbered
+    0, 1, 2... in sorted order: a negative label or one of 10^9 would index, or size, one-hot tables."""
+    both = torch.cat([train_labels, test_labels])
+    if len(both) == 0 or (both.min() >= 0 and both.max() < len(both)):
+        return train_labels, test_labels
+    dense = torch.unique(both, return_inverse=True)[1]
+    return dense[:len(train_labels)], dense[len(train_labels):]
+
+
+
+# The projections whose library is optional: its name, the module to import, and the requirement of
+# vaekit's extra of the same name (pyproject.toml; a test keeps the two the same).
+OPTIONAL_PROJECTIONS = {
+    "tsne": ("t-SNE", "sklearn.manifold", "scikit-learn>=1.3"),
+    "umap": ("UMAP", "umap", "umap-learn>=0.5"),
+}
 
 
 def project_2d(features: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:
     """Two coordinates per row of `features` (N, F): PCA, t-SNE (scikit-learn) or UMAP (umap-learn)."""
+    if len(features) < 2:
+        raise DataError(f"a 2-D projection needs at least 2 images, got {len(features)}")
     x = features.double()
     x = x - x.mean(0)  # centred, not standardized: an unused dimension should not count as much as a used one
     if method == "pca":
         _, _, v = torch.linalg.svd(x, full_matrices=False)
         return (x @ v[:2].T).numpy()
     if method == "tsne":
-        try:
-            from sklearn.manifold import TSNE
-        except ImportError:
-            raise ConfigError("t-SNE needs scikit-learn: pip install scikit-learn") from None
-        return TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x.numpy())
+        TSNE = optional_module(method).TSNE
+        perplexity = min(30, len(x) - 1)  # t-SNE needs fewer neighbours than points
+        return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(x.numpy())
     if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            raise ConfigError("UMAP needs umap-learn: pip install umap-learn") from None
-        return umap.UMAP(n_components=2, random_state=seed).fit_transform(x.numpy())
+        UMAP = optional_module(method).UMAP
+        return UMAP(n_components=2, random_state=seed).fit_transform(x.numpy())
     raise ConfigError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
+
+
+def optional_module(method: str):
+    """The library an optional projection needs, or a ConfigError that gives the pip command installing it."""
+    import importlib
+
+    title, module, requirement = OPTIONAL_PROJECTIONS[method]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = requirement.partition(">=")[0]
+        raise ConfigError(f"{title} needs {package}, which is not installed: pip install '{requirement}' "
+                          f"(or vaekit's [{method}] extra: pip install -e '.[{method}]' in a clone)") from None

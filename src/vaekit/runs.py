@@ -13,7 +13,9 @@ finished epoch, and resuming rewrites whatever came after it.
 from __future__ import annotations
 
 import json
+import math
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +27,16 @@ from safetensors.torch import save as save_safetensors
 
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
-from .config import RunConfig
+from .config import MAX_EPOCHS, RunConfig
 from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs
 from .errors import ConfigError, RunError
-from .evaluate import NLL_BLOCK, gather_blocks, nll_blocks
-from .models import VAE
+from .evaluate import MAX_IW_SAMPLES, NLL_BLOCK, gather_blocks, nll_blocks
+from .models import VAE, check_size
+from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
+                         is_number, parse_json, read_bounded, state_spec)
 
-FORMAT_VERSION = 4  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features
+FORMAT_VERSION = 5  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
+# 5 train.warmup_min_steps
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -41,13 +46,28 @@ NLL_FILE = "nll-blocks.jsonl"  # the finished blocks of `vaekit eval --iw-sample
 
 
 def create_run(path: str | Path, config: RunConfig) -> Path:
-    """Start a run directory at `path` by writing its config; refuses to overwrite an existing run."""
+    """Start a run directory at `path` by writing its config; refuses to overwrite an existing run.
+
+    The config is written to a temp file and hard-linked into place, which fails if config.json exists:
+    of two processes creating the same run at once, exactly one gets it and the other a RunError.
+    """
     path = Path(path)
+    taken = RunError(f"{path} already holds a run; choose another --out, or continue it with --resume {path}")
     if (path / CONFIG_FILE).exists():
-        raise RunError(f"{path} already holds a run; choose another --out, or continue it with --resume {path}")
+        raise taken
     if path.exists() and not path.is_dir():
         raise RunError(f"{path} exists and is not a directory")
-    write_config(path, config)
+    document = {"format_version": FORMAT_VERSION, "vaekit_version": __version__, **config.to_dict()}
+    text = json.dumps(document, indent=2) + "\n"
+    staged = atomic_write_text(path / f".{CONFIG_FILE}.{secrets.token_hex(8)}.new", text)  # a name of its own
+    try:
+        os.link(staged, path / CONFIG_FILE)
+    except FileExistsError:
+        raise taken from None
+    except OSError as e:
+        raise RunError(f"cannot create the run {path}: {e.strerror or e}") from None
+    finally:
+        staged.unlink(missing_ok=True)
     return path
 
 
@@ -71,22 +91,43 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     return atomic_write_bytes(Path(path) / CHECKPOINT_FILE, save_safetensors(state, metadata=metadata))
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """The checkpoint of the run at `path` (tensors, metadata), or None if it has none yet."""
+def has_finished_epoch(path: str | Path) -> bool:
+    """Whether the run at `path` has committed a checkpoint, which its first finished epoch writes first."""
+    return (Path(path) / CHECKPOINT_FILE).exists()
+
+
+def load_checkpoint(path: str | Path, max_bytes: int = 4 << 30) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The checkpoint of the run at `path` (tensors, metadata), or None if it has none yet.
+
+    The metadata is checked here (an epoch count, its metrics, the optimizer's param groups); the tensors,
+    which need the model and optimizer to check, by `vaekit.fit` before it loads them. `max_bytes`: the
+    largest file read (the caller knows the model's size).
+    """
     checkpoint = Path(path) / CHECKPOINT_FILE
     if not checkpoint.is_file():
         return None
     try:
-        data = checkpoint.read_bytes()
+        data = read_bounded(checkpoint, max_bytes)
         tensors = load_safetensors(data)
         header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {})
-        meta = json.loads(metadata["meta"])
-    except (OSError, SafetensorError, ValueError, KeyError) as e:
+        metadata = parse_json(data[8:8 + header_len]).get("__metadata__", {})
+        version = metadata.get("format_version", "0")
+        if not isinstance(version, str) or not version.isascii() or not version.isdigit():
+            raise ValueError(f"format_version must be a number, got {version!r}")
+        if int(version) > FORMAT_VERSION:
+            raise RunError(f"{checkpoint} was written by vaekit {metadata.get('vaekit_version')}; upgrade vaekit")
+        meta = parse_json(metadata["meta"])
+        if not isinstance(meta, dict):
+            raise ValueError("its meta must be a JSON object")
+        epoch = check_epoch(meta.get("epoch"), MAX_EPOCHS, "meta.epoch")
+        if len(check_metrics(meta.get("metrics"), "meta.metrics")) != epoch:
+            raise ValueError(f"meta.metrics must have a row for each of its {epoch} epochs")
+        if not isinstance(meta.get("param_groups"), list) or not isinstance(meta.get("next_epoch_seeds"), dict):
+            raise ValueError("meta needs param_groups (a list) and next_epoch_seeds (an object)")
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunError(f"{checkpoint}: unreadable ({e}); the run cannot be resumed from it") from None
-    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
-        raise RunError(f"{checkpoint} was written by vaekit {metadata.get('vaekit_version')}; upgrade vaekit")
     return tensors, meta
+
 
 
 def write_threshold(path: str | Path, calibration: dict) -> Path:
@@ -100,30 +141,62 @@ def read_threshold(path: str | Path) -> dict | None:
     if not threshold_path.is_file():
         return None
     try:
-        calibration = json.loads(threshold_path.read_text(encoding="utf-8"))
-        float(calibration["threshold"])
-        str(calibration["method"])
-        for mean, spread in calibration.get("references", {}).values():  # the typical rule's, by run
-            if not float(spread) > 0 or float(mean) != float(mean):
-                raise ValueError(f"a reference needs a mean and a positive spread, got {[mean, spread]}")
+        calibration = check_threshold(parse_json(read_bounded(threshold_path, MAX_JSON_BYTES)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunError(f"{threshold_path}: unreadable ({e}); run vaekit calibrate again") from None
     return calibration
 
 
+def check_threshold(calibration) -> dict:
+    """A threshold.json document, checked field by field; ValueError naming the first bad one."""
+    from .anomaly import MIXTURE_RULES, SCORE_METHODS
+
+    if not isinstance(calibration, dict):
+        raise ValueError("expected a JSON object")
+    finite_number(calibration.get("threshold"), "threshold")
+    if calibration.get("method") not in SCORE_METHODS:
+        raise ValueError(f"method must be one of {', '.join(SCORE_METHODS)}, got {calibration.get('method')!r}")
+    if calibration.get("combine", "density") not in MIXTURE_RULES:
+        raise ValueError(f"combine must be one of {', '.join(MIXTURE_RULES)}, got {calibration.get('combine')!r}")
+    mixture = calibration.get("mixture", [])
+    if not isinstance(mixture, list) or not all(isinstance(name, str) for name in mixture):
+        raise ValueError(f"mixture must be a list of run paths, got {mixture!r}")
+    k = calibration.get("iw_samples")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_IW_SAMPLES):
+        raise ValueError(f"iw_samples must be null or an integer from 1 to {MAX_IW_SAMPLES:,}, got {k!r}")
+    for name in ("quantile", "false_positive_rate"):
+        if name in calibration and not 0 <= finite_number(calibration[name], name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {calibration[name]!r}")
+    references = calibration.get("references", {})
+    if not isinstance(references, dict):
+        raise ValueError(f"references must be an object, got {references!r}")
+    for pair in references.values():  # the typical rule's, by run
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(is_number(v) for v in pair)
+                or not all(math.isfinite(v) for v in pair) or not pair[1] > 0):
+            raise ValueError(f"a reference needs a finite mean and a positive spread, got {pair!r}")
+    return calibration
+
+
 def read_nll_blocks(record: str | Path, key: dict) -> dict[int, dict]:
     """The finished blocks in a record of `evaluate.nll_blocks` whose fields match `key`, by the block's
-    first image: each row as written, its "nll" a list of per-image floats. A line torn by a kill, or
-    not a block, is skipped."""
+    first image: each row as written, its "nll" a list of per-image floats. A line torn by a kill, not a
+    block, or holding anything but finite numbers, is skipped (its block is estimated again)."""
     record = Path(record)
     if not record.is_file():
         return {}
+    try:
+        text = read_bounded(record, MAX_METRICS_BYTES).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return {}  # unreadable: the evaluation starts over
     done = {}
-    for line in record.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
-            row = json.loads(line)
+            row = parse_json(line)
             if all(row.get(name) == value for name, value in key.items()):
-                done[int(row["start"])] = {**row, "nll": [float(v) for v in row["nll"]]}
+                start = row["start"]
+                if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+                    continue
+                done[start] = {**row, "nll": [finite_number(v, "nll") for v in row["nll"]]}
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return done
@@ -149,13 +222,15 @@ def recorded_nll(model: VAE, x: torch.Tensor, k: int, seed: int, record: str | P
     block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first
     unfinished block, a finished one is read back. A record that cannot be written is warned of once
     and the estimate goes on. `log` gets a line for what was read back, each block, and any warning."""
-    rows = read_nll_blocks(record, key)
+    # x may be the first images of those the record was made for (eval --images): its blocks only
+    rows = {start: row for start, row in read_nll_blocks(record, key).items() if start < len(x)}
     done = {start: row["nll"] for start, row in rows.items()}
     seconds = {start: float(row.get("seconds", 0.0)) for start, row in rows.items()}
     blocks = -(-len(x) // NLL_BLOCK)
-    if done:
-        log(f"{len(done)} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
-            + ("; going on" if len(done) < blocks else ""))
+    ready = sum(len(values) >= min(NLL_BLOCK, len(x) - start) for start, values in done.items())
+    if ready:
+        log(f"{ready} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
+            + ("; going on" if ready < blocks else ""))
     writable, began = True, time.perf_counter()
     for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress):
         done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
@@ -175,7 +250,11 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
     """Delete the temp files a killed process left in a run directory (never a finished file)."""
     stale = [p for p in Path(path).glob(".*.tmp") if p.is_file()]
     for p in stale:
-        p.unlink(missing_ok=True)
+        try:
+            p.unlink(missing_ok=True)
+        except OSError as e:  # a read-only run: resuming it cannot write anything either
+            raise RunError(f"cannot clear the stale temp file {p} ({e.strerror or e}); "
+                           "is the run directory read-only?") from None
     return stale
 
 
@@ -193,22 +272,24 @@ def read_config(path: str | Path) -> RunConfig:
     if not config_path.is_file():
         raise RunError(f"{path} is not a run directory (no {CONFIG_FILE})")
     try:
-        document = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        document = parse_json(read_bounded(config_path, MAX_JSON_BYTES))
+    except (OSError, ValueError) as e:
         raise RunError(f"{config_path}: unreadable ({e})") from None
     if not isinstance(document, dict):
         raise RunError(f"{config_path}: expected a JSON object")
     version = document.pop("format_version", None)
     written_by = document.pop("vaekit_version", "an unknown version")
-    if not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise RunError(f"{config_path}: missing or invalid format_version")
     if version > FORMAT_VERSION:
         raise RunError(f"{path} was written by vaekit {written_by} (run format {version}); "
                        f"this vaekit {__version__} reads run format {FORMAT_VERSION} or older; upgrade vaekit")
     try:
-        return RunConfig.from_dict(migrate_config(document, version))
+        config = RunConfig.from_dict(migrate_config(document, version))
+        check_size(config.model)  # before anything builds it
     except ConfigError as e:
         raise RunError(f"{config_path}: {e}") from None
+    return config
 
 
 # The fields each run format added, with what a config written before them meant: the behaviour vaekit had
@@ -223,6 +304,7 @@ ADDED_BY_FORMAT = {
                   "kl_warmup": 0, "free_bits": 0.0, "iw_samples": 1, "compile": "auto", "precision": "fp32"}},
     3: {"data": {"standardize": False}},  # per-image standardization
     4: {"model": {"context_features": 0}},  # decoder features passed to the pixel context
+    5: {"train": {"warmup_min_steps": 0}},  # a warm-up of the fraction alone, even when shorter than one step
 }
 
 
@@ -241,13 +323,20 @@ def read_metrics(path: str | Path) -> list[dict]:
     metrics_path = Path(path) / METRICS_FILE
     if not metrics_path.is_file():
         return []
+    try:
+        text = read_bounded(metrics_path, MAX_METRICS_BYTES).decode("utf-8")
+    except (OSError, ValueError) as e:
+        raise RunError(f"{metrics_path}: unreadable ({e})") from None
     rows = []
-    for number, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(parse_json(line, allow_nan=True))
+        except ValueError:
             raise RunError(f"{metrics_path}:{number}: not a JSON line") from None
-    return rows
+    try:
+        return check_metrics(rows)
+    except ValueError as e:
+        raise RunError(f"{metrics_path}: {e}") from None
 
 
 def load_model(path: str | Path, config: RunConfig, device: torch.device | str = "cpu") -> VAE:
@@ -255,29 +344,24 @@ def load_model(path: str | Path, config: RunConfig, device: torch.device | str =
     weights_path = Path(path) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise RunError(f"{path} has no {WEIGHTS_FILE} (training has not finished an epoch)")
+    model = VAE(config.model)  # its size is bounded (read_config checked it)
+    expected_bytes = sum(t.nbytes for t in model.state_dict().values())
     try:
-        state = load_safetensors(weights_path.read_bytes())
-    except (OSError, SafetensorError) as e:
+        state = load_safetensors(read_bounded(weights_path, expected_bytes + (1 << 20)))
+    except (OSError, SafetensorError, ValueError) as e:
         raise RunError(f"{weights_path}: unreadable ({e})") from None
-    model = VAE(config.model)
     check_state_matches(model, state, weights_path)
     model.load_state_dict(state)
     return model.to(device).eval()
 
 
 def check_state_matches(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """RunError naming the first difference between saved weights and the model the config describes."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise RunError(f"{source}: weights do not match the run's config "
-                       f"(missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'})")
-    for name, tensor in expected.items():
-        if state[name].shape != tensor.shape or state[name].dtype != tensor.dtype:
-            raise RunError(f"{source}: weights do not match the run's config ({name} is "
-                           f"{state[name].dtype} {tuple(state[name].shape)}, config gives "
-                           f"{tensor.dtype} {tuple(tensor.shape)})")
+    """RunError naming the first difference between saved weights and the model the config describes, or
+    the first non-finite weight (`validation.check_tensors`)."""
+    try:
+        check_tensors(state, state_spec(model.state_dict()), "weights")
+    except ValueError as e:
+        raise RunError(f"{source}: {e}") from None
 
 
 @dataclass

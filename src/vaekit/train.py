@@ -20,15 +20,17 @@ from torch import nn
 from tqdm import tqdm
 
 from .acceleration import autocast_dtype, compile_with_fallback
-from .config import TrainConfig
+from .config import RECIPE_MIN_STEPS, TrainConfig
 from .data.batches import epoch_order, prepare
 from .errors import TrainingError
 from .objectives import training_loss
 from .rng import derive_seed, make_generator
+from .threads import BusyMonitor
 
 # On CPU, compiling costs seconds up front (less once Inductor's on-disk cache is warm) and saves a few
 # percent per step: it pays only for longer runs.
 CPU_COMPILE_MIN_STEPS = 10_000
+FEW_STEPS_PER_EPOCH = 10  # fewer optimizer steps than this per epoch are warned of (train.few_steps_warning)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -40,18 +42,43 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         return torch.optim.Adam(model.parameters(), foreach=True, **kwargs)
 
 
+def warmup_steps_of(config: TrainConfig, total_steps: int) -> float:
+    """How many of `total_steps` the linear warm-up lasts: the fraction `warmup` of them, and, when there is a
+    warm-up, at least `warmup_min_steps` (all steps, if there are fewer).
+
+    The fraction stays a float (MNIST's default is 93.8 steps) so that runs long enough for it to pass the
+    floor keep their numbers; the floor is a whole number of steps, so a short run never overshoots the peak.
+    """
+    fraction = config.warmup * total_steps
+    if 0 < fraction < config.warmup_min_steps:
+        return min(config.warmup_min_steps, total_steps)
+    return fraction
+
+
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of 0-based `step` of `total_steps`: linear warm-up, then constant or cosine to 0.
 
     Cosine decay: Loshchilov & Hutter 2017 (SGDR), without restarts.
     """
-    warmup_steps = config.warmup * total_steps
+    warmup_steps = warmup_steps_of(config, total_steps)
     if step < warmup_steps:
         return config.lr * (step + 1) / warmup_steps
     if config.schedule == "constant":
         return config.lr
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def few_steps_warning(n_images: int, config: TrainConfig) -> str | None:
+    """A line warning that an epoch over `n_images` is too few optimizer steps to learn much, or None."""
+    per_epoch = math.ceil(n_images / config.batch_size)
+    if per_epoch >= FEW_STEPS_PER_EPOCH:
+        return None
+    total = per_epoch * config.epochs
+    advice = ("too few to learn much: use a smaller --batch-size or more --epochs" if total < RECIPE_MIN_STEPS
+              else "a small training set, which a VAE overfits easily: watch the test loss")
+    return (f"each epoch is only {per_epoch} optimizer step{'s' * (per_epoch != 1)} ({n_images} training images at "
+            f"batch {config.batch_size}; {total} in all), {advice}")
 
 
 def use_compile(config: TrainConfig, device: torch.device, total_steps: int) -> bool:
@@ -91,6 +118,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(images) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.epoch = 0  # epochs finished
+        self.busy = BusyMonitor(torch.get_num_threads())  # the progress bar's "the CPU is busy" note (CPU only)
         self.amp_dtype = autocast_dtype(config.precision, self.device)  # bf16 keeps the fp32 learning curve
         # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models on GPU.
         mode = "reduce-overhead" if self.device.type == "cuda" else None
@@ -131,8 +159,10 @@ class Trainer:
         self.model.train()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         first_step = self.epoch * self.steps_per_epoch
-        for i in tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", unit="batch", leave=False,
-                      disable=not progress):
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
+        watch, shown = progress and self.device.type == "cpu", None
+        self.busy.start(torch.get_num_threads())
+        for i in bar:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(self.config, first_step + i, self.total_steps)
             x = prepare(shuffled[i * batch_size:(i + 1) * batch_size], self.binarize, flips)
@@ -153,6 +183,9 @@ class Trainer:
                 first_bad = torch.where((first_bad < 0) & ~finite, i, first_bad)
             self.optimizer.step()
             total += loss_sum.detach()
+            if watch and (hint := self.busy.step()) != shown:
+                bar.set_postfix_str(hint or "", refresh=False)
+                shown = hint
         if not sync_each_step and first_bad.item() >= 0:
             self._stop(epoch, first_bad.item(), parameters)
         if not all(torch.isfinite(p).all() for p in parameters):  # the last step's gradients, before saving

@@ -8,7 +8,8 @@ import sys
 from .. import __version__
 from ..errors import Interrupted, VaekitError
 from . import anomaly, compress, evaluate, generate, plot, report, represent, train
-from .args import Parser
+from .args import Parser, add_threads_argument
+from .vocabulary import COMPUTE as COMPUTE_COMMANDS  # the subcommands that compute with torch: each takes --threads
 
 DESCRIPTION = """\
 vaekit: variational autoencoders on image data.
@@ -28,6 +29,8 @@ def build_parser() -> Parser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (train, evaluate, generate, represent, anomaly, compress, plot, report):
         module.register(subparsers)
+    for name in COMPUTE_COMMANDS:
+        add_threads_argument(subparsers.choices[name])
     return parser
 
 
@@ -43,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 0
+        apply_threads(args)
         return args.func(args)
     except VaekitError as e:
         if debug:
             raise
         if isinstance(e, Interrupted):
             _forget_unhandled_interrupt()
-        print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
+        print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}: {printable(str(e))}",
+              file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         _forget_unhandled_interrupt()
@@ -58,9 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: say so in one line, with a way to see more
         if debug:
             raise
-        print(f"vaekit: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+        print(f"vaekit: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR
+
+
+def apply_threads(args) -> None:
+    """Set torch's CPU threads from --threads (or $VAEKIT_THREADS, or the default policy) for compute commands."""
+    if args.command in COMPUTE_COMMANDS:
+        from ..threads import set_threads
+
+        set_threads(args.threads, warn=lambda line: print(f"vaekit: {line}", file=sys.stderr))
+
+
+def printable(text: str) -> str:
+    """`text` with every control character escaped (\\x0c, \\n): an error quotes names and values read from untrusted
+    files, and must stay one line that cannot drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _print_any_file_name() -> None:

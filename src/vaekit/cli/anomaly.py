@@ -5,23 +5,27 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..anomaly import (MIXTURE_RULES, SCORE_METHODS, anomaly_scores, calibrate, check_mixable, mixture_scores,
-                       typical_reference, typical_scores)
-from ..atomic import atomic_write_text
-from ..errors import ConfigError, DataError
-from ..plots import save_image_grid
-from ..runs import load_run, read_threshold, write_threshold
+from ..choices import MIXTURE_RULES, SCORE_METHODS
+from ..errors import ConfigError, DataError, RunError
 from ..tables import csv_text
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, model_inputs, open_run, png_path,
-                   positive_int, test_inputs)
+from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_run_argument, finite_float,
+                   iw_count, model_inputs, open_run, png_path, test_inputs)
+
+if TYPE_CHECKING:
+    import torch
+
+METHOD_HELP = {  # what each of SCORE_METHODS scores, for --help
+    "elbo": "the negative ELBO", "iwae": "the importance-sampled NLL", "recon": "the reconstruction term",
+    "mse": "the squared error of the reconstruction, not in nats",
+}
 
 SCORE_HELP = """\
-Score images for how anomalous they are under a trained run: per image, a score in nats (higher is
-more anomalous: the negative ELBO, the importance-sampled NLL, or the reconstruction term) and, if
-a threshold is known, the decision. INPUT is a built-in split (mnist:test), an IDX, .npy or .npz
+Score images for how anomalous they are under a trained run: per image, a score (higher is more
+anomalous: --method elbo, the negative ELBO; iwae, the importance-sampled NLL; recon, the
+reconstruction term, all in nats; or mse, the squared error of the reconstruction) and, if a
+threshold is known, the decision. INPUT is a built-in split (mnist:test), an IDX, .npy or .npz
 file, an image, or a folder of images; images are converted to the run's size and channels, then
 standardized (if the run was trained with --standardize) and binarized as in its training.
 For the best detector, train with --likelihood gaussian-shared --standardize
@@ -52,16 +56,16 @@ CALIBRATE_HELP = """\
 Fit an anomaly threshold on held-out normal images and store it in the run (threshold.json): the
 score at --quantile of half of them, with the false-positive rate measured on the other half. The
 normal images are the run's held-out set (its dataset's test split, or the validation share of your
-own images) unless --data names others. With --mixture, the threshold is for that mixture's scores
-(score then needs the same --mixture and --combine); calibrate it with --data on normal images of
-every kind.
+own images) unless INPUT names others (any image source, as score's INPUT). With --mixture, the
+threshold is for that mixture's scores (score then needs the same --mixture and --combine);
+calibrate it on an INPUT of normal images of every kind.
 
 examples:
   vaekit calibrate runs/digits
   vaekit calibrate runs/digits --quantile 0.995 --method iwae
-  vaekit calibrate runs/digits --data normal_batch.npy
-  vaekit calibrate runs/digit0 --mixture runs/digit1 runs/digit2 --data normal_batch.npy
-  vaekit calibrate runs/digit0 --combine typical --mixture runs/digit1 runs/digit2 --data normal_batch.npy
+  vaekit calibrate runs/digits normal_batch.npy
+  vaekit calibrate runs/digit0 normal_batch.npy --mixture runs/digit1 runs/digit2
+  vaekit calibrate runs/digit0 normal_batch.npy --combine typical --mixture runs/digit1 runs/digit2
 """
 
 
@@ -70,7 +74,7 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("input", metavar="INPUT", help="images to score (a split, file or folder)")
     add_method_arguments(p)
-    p.add_argument("--threshold", type=float, help="flag scores above this (default: the run's calibrated one)")
+    p.add_argument("--threshold", type=finite_float, help="flag scores above this (default: the run's calibrated one)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE",
                    help="FILE.csv, FILE.jsonl or - (CSV on stdout, the default)")
     p.add_argument("--extremes", type=png_path, metavar="FILE.png",
@@ -82,9 +86,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("calibrate", help="fit an anomaly threshold on normal images",
                               description=CALIBRATE_HELP)
     add_run_argument(p)
+    p.add_argument("input", metavar="INPUT", nargs="?", default=None,
+                   help="normal images to calibrate on, a split, file or folder (default: the run's held-out set)")
     p.add_argument("--quantile", type=float, default=0.99, help="of the normal scores (default 0.99)")
     add_method_arguments(p)
-    p.add_argument("--data", metavar="INPUT", help="normal images to calibrate on (default: the run's held-out set)")
+    p.add_argument("--data", dest="data_alias", action=DeprecatedAlias, instead="the positional INPUT: "
+                   "vaekit calibrate RUN {value}")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_calibrate)
@@ -92,8 +99,9 @@ def register(subparsers) -> None:
 
 def add_method_arguments(p) -> None:
     p.add_argument("--method", choices=SCORE_METHODS, default=None,
-                   help="elbo (default), iwae or recon; score uses the calibrated method by default")
-    p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K", help="for iwae (default 100)")
+                   help="; ".join(f"{method}: {METHOD_HELP[method]}" for method in SCORE_METHODS)
+                   + " (default elbo; score uses the calibrated method by default)")
+    p.add_argument("--iw-samples", type=iw_count, default=100, metavar="K", help="for iwae (default 100)")
     p.add_argument("--mixture", type=Path, nargs="+", default=[], metavar="RUN",
                    help="score with RUN and these runs as one detector (elbo, iwae or recon); "
                         "after the positional arguments")
@@ -108,6 +116,12 @@ def run_score(args) -> int:
         args.output = None  # -o -: CSV on stdout, as without -o
     if args.output and args.output.suffix not in (".csv", ".jsonl"):
         raise ConfigError(f"-o must end in .csv or .jsonl (or - for CSV on stdout), got {args.output}")
+    import torch
+
+    from ..atomic import atomic_write_text
+    from ..plots import extremes_picture, save_picture
+    from ..runs import read_threshold
+
     loaded = open_run(args)
     calibration = read_threshold(args.run)
     method = args.method or (calibration["method"] if calibration else "elbo")
@@ -133,7 +147,9 @@ def run_score(args) -> int:
     if args.extremes:
         order = torch.argsort(score_tensor, descending=True)
         n = min(16, len(order) // 2) or 1
-        save_image_grid(args.extremes, torch.cat([x[order[:n]], x[order[-n:]]]).float(), nrow=8, scale=2)
+        chosen = torch.cat([order[:n], order[-n:]]).tolist()
+        save_picture(args.extremes, extremes_picture(x[chosen].float(), score_tensor[chosen].tolist(),
+                                                     [names[i] for i in chosen], n))
     scores = score_tensor.tolist()
     rows = [{"index": i, "name": name, "label": label, "score": round(score, 4),
              "anomaly": None if threshold is None else int(score > threshold)}
@@ -152,28 +168,41 @@ def run_score(args) -> int:
 def run_calibrate(args) -> int:
     if not 0 < args.quantile < 1:
         raise ConfigError(f"--quantile must be between 0 and 1, got {args.quantile}")
+    if args.input is not None and getattr(args, "data_alias", None) is not None:
+        raise ConfigError("give the normal images once: as INPUT (--data is its former spelling)")
+    source = args.input if args.input is not None else getattr(args, "data_alias", None)
+    import torch
+
+    from ..anomaly import calibrate, quantile_support
+    from ..runs import write_threshold
+
     loaded = open_run(args)
     method = args.method or "elbo"
     rule = args.combine or "density"
     members = open_mixture(args, loaded, method, rule)
-    if args.data:
-        x, _, _ = model_inputs(loaded, args.data, args.data_dir)
+    if source:
+        x, _, _ = model_inputs(loaded, source, args.data_dir)
     else:
         x = test_inputs(loaded, args)
     each = [member_scores(m, x, method, args) for m in members]
     references = None
-    if rule == "typical":  # without --data, x is the run's own held-out set: its scores are its reference's
+    if rule == "typical":  # without INPUT, x is the run's own held-out set: its scores are its reference's
         references = typical_references(members, method, args,
-                                        measured={} if args.data else {reference_key(loaded): each[0]})
+                                        measured={} if source else {reference_key(loaded): each[0]})
     scores = combine_scores(members, each, references)
+    if not bool(torch.isfinite(scores).all()):
+        raise RunError(f"{args.run} gives {int((~torch.isfinite(scores)).sum())} of {len(scores)} normal images a "
+                       "non-finite score; no threshold can be fitted on them")
     try:
         result = calibrate(scores.cpu(), args.quantile, loaded.config.train.seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     result.update(method=method, iw_samples=args.iw_samples if method == "iwae" else None,
-                  data=args.data or "the run's held-out images", mixture=mixture_names(args),
+                  data=source or "the run's held-out images", mixture=mixture_names(args),
                   **({"combine": rule} if args.mixture else {}), **({"references": references} if references else {}))
     write_threshold(args.run, result)
+    if warning := quantile_support(result["fitted_on"], args.quantile):
+        print(f"vaekit: warning: {warning}", file=sys.stderr)
     how = f"{method}, {rule} rule" if args.mixture else method
     print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "
@@ -187,6 +216,9 @@ def open_mixture(args, run, method: str, rule: str) -> list:
         if rule != "density":
             raise ConfigError(f"--combine {rule} combines the runs of --mixture; give --mixture too")
         return [run]
+    from ..anomaly import check_mixable
+    from ..runs import load_run
+
     device = next(run.model.parameters()).device
     members = [run, *(load_run(path, device) for path in args.mixture)]
     try:
@@ -203,6 +235,8 @@ def mixture_names(args) -> list[str]:
 
 def member_scores(member, x: torch.Tensor, method: str, args) -> torch.Tensor:
     """One run's anomaly scores of model inputs x."""
+    from ..anomaly import anomaly_scores
+
     return anomaly_scores(member.model, x, method, member.config.train.seed, args.iw_samples,
                           progress=sys.stderr.isatty())
 
@@ -217,6 +251,8 @@ def combine_scores(members: list, scores: list[torch.Tensor], references: dict |
     (from `typical_references`) are given, else by the density rule; a lone member's scores as they are."""
     if len(scores) == 1:
         return scores[0]
+    from ..anomaly import mixture_scores, typical_scores
+
     if references is None:
         return mixture_scores(scores)
     return typical_scores(scores, [references[reference_key(m)] for m in members])
@@ -231,6 +267,8 @@ def typical_references(members: list, method: str, args, calibration: dict | Non
     needs neither the runs' training data nor the time to score it; measured otherwise, except for the
     members whose held-out scores `measured` already holds (by `reference_key`).
     """
+    from ..anomaly import typical_reference
+
     stored = (calibration or {}).get("references", {})
     same_method = calibration is not None and calibration["method"] == method and (
         method != "iwae" or calibration.get("iw_samples") == args.iw_samples)

@@ -1,13 +1,17 @@
-"""What every subcommand shares: one-line argument errors, checked argument types, common options."""
+"""What every subcommand shares: one-line argument errors, checked argument types, common options,
+image references and deprecated spellings. vaekit.cli.vocabulary lists every option and what it means."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..devices import DEVICE_CHOICES
+from ..choices import DEVICE_CHOICES
+from ..config import MAX_IW_SAMPLES, MAX_PICTURES, MAX_SEED
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,11 +54,32 @@ def _number(parse, expected: str, ok):
     return convert
 
 
-positive_int = _number(int, "a positive integer", lambda v: v > 0)
-non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
+# every integer flag fits torch's int64; sizes have tighter bounds in vaekit.config
+positive_int = _number(int, "a positive integer", lambda v: 0 < v <= MAX_SEED)
+non_negative_int = _number(int, "a non-negative integer", lambda v: 0 <= v <= MAX_SEED)
+seed_int = _number(int, f"a seed from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
+iw_count = _number(int, f"a positive integer up to {MAX_IW_SAMPLES:,}", lambda v: 1 <= v <= MAX_IW_SAMPLES)
+picture_count = _number(int, f"a count from 1 to {MAX_PICTURES:,}", lambda v: 1 <= v <= MAX_PICTURES)
+MAX_SCALE = 32  # --scale: 32x already makes a 28x28 image 896 pixels a side
+picture_scale = _number(int, f"a scale from 1 to {MAX_SCALE}", lambda v: 1 <= v <= MAX_SCALE)
+finite_float = _number(float, "a finite number", lambda v: abs(v) < float("inf"))
 positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
 non_negative_float = _number(float, "a non-negative number", lambda v: 0 <= v < float("inf"))
 unit_fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def non_empty_path(text: str) -> Path:
+    """An argparse type: a Path, refusing the empty string (which would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def non_empty_text(text: str) -> str:
+    """An argparse type: any text but the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name or a path, got an empty string")
+    return text
 
 
 def file_name(expected: str, *suffixes: str):
@@ -74,8 +99,71 @@ png_or_gif_path = file_name("a .png or .gif file name", ".png", ".gif")
 html_path = file_name("an .html file name", ".html", ".htm")
 
 
+@dataclass(frozen=True)
+class ImageRef:
+    """One image named on the command line: test-set image `index` (source None), or image `index` of `source`."""
+
+    source: str | None
+    index: int
+
+    def __str__(self) -> str:
+        return str(self.index) if self.source is None else f"{self.source}@{self.index}"
+
+
+IMAGE_HELP = "a test-set index, or an image source (its first image, or image N with SOURCE@N)"
+
+
+def image_reference(text: str) -> ImageRef:
+    """An argparse type: a test-set index (`3`), an image source (`digit.png`, its first image) or image N of a
+    source (`mnist:train@3`); `reference_image` reads it. Indices are ASCII digits (not `²`); one past any
+    dataset's size (and Python's int-parsing limit) is kept as 10**18, which check_index then refuses."""
+    if _is_index(text):
+        return ImageRef(None, _index(text))
+    source, at, index = text.rpartition("@")
+    if not at:
+        return ImageRef(text, 0)
+    if not source or not _is_index(index):
+        raise argparse.ArgumentTypeError(f"expected a test index, SOURCE or SOURCE@N, got {text!r}")
+    return ImageRef(source, _index(index))
+
+
+def _is_index(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _index(digits: str) -> int:
+    return int(digits) if len(digits) <= 18 else 10 ** 18
+
+
+def reference_image(run, args, flag: str, ref: ImageRef, test_set) -> torch.Tensor:
+    """The image `ref` names (from `image_reference`) as one model input (C, H, W) of `run`.
+
+    test_set() gives the run's test inputs (called only for a test index); flag names the option in errors."""
+    if ref.source is None:
+        x = test_set()
+        check_index(flag, ref.index, len(x), "the test set")
+    else:
+        x, _, _ = model_inputs(run, ref.source, args.data_dir)
+        check_index(f"{flag} {ref.source}@", ref.index, len(x), ref.source)
+    return x[ref.index]
+
+
+class DeprecatedAlias(argparse.Action):
+    """A former spelling of an option, hidden from --help: stores its value where the current spelling
+    (`instead`, as the note names it) does, after a one-line note on stderr."""
+
+    def __init__(self, option_strings, dest, instead: str, **kwargs):
+        self.instead = instead
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"vaekit: warning: {parser.prog} {option_string} is deprecated and will be removed: "
+              f"use {self.instead.format(value=values)}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, metavar="RUN", help="a run directory written by `vaekit train`")
+    parser.add_argument("run", type=non_empty_path, metavar="RUN", help="a run directory written by `vaekit train`")
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +174,35 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help=f"{', '.join(DEVICE_CHOICES)} (auto: cuda, then mps, then cpu); default auto")
+
+
+def add_scale_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=picture_scale, default=None, metavar="S",
+                        help="repeat each pixel S times across and down (default: images about 96 pixels a side, "
+                             "the picture at most 1,600)")
+
+
+def check_picture_count(name: str, count: int) -> None:
+    """ConfigError if a picture would hold more than MAX_PICTURES images (each one decoded in memory)."""
+    if count > MAX_PICTURES:
+        raise ConfigError(f"{name} asks for {count:,} images in one picture; at most {MAX_PICTURES:,}")
+
+
+def threads_value(text: str) -> int | str:
+    """An argparse type: 'auto' or a thread count (vaekit.threads.parse_threads), naming what was expected."""
+    from ..threads import parse_threads
+
+    try:
+        return parse_threads(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--threads: ")) from None
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """--threads N|auto: the CPU threads torch computes with (applied by cli.main before the command runs)."""
+    parser.add_argument("--threads", type=threads_value, default=None, metavar="N",
+                        help="CPU threads to compute with (default: $VAEKIT_THREADS, else $OMP_NUM_THREADS, else "
+                             "auto: one per physical core, idle threads sleeping rather than spinning)")
 
 
 def check_index(name: str, index: int, size: int, what: str) -> None:
@@ -110,10 +227,10 @@ def test_inputs(run, args):
 
 def test_data(run, args, for_latents: bool = False):
     """`test_inputs` (or, for_latents, `latent_inputs`), and the test ImageSet they came from (for its labels)."""
-    from ..data import load_train_test
+    from ..data import load_held_out
 
     data = run.config.data
-    _, test = load_train_test(data.name, data.validation, run.config.train.seed, args.data_dir)
+    test = load_held_out(data.name, data.validation, run.config.train.seed, args.data_dir)  # never the train split
     return run.inputs(test, for_latents), test  # standardizes only the images used, not the training split
 
 
@@ -129,3 +246,14 @@ def model_inputs(run, source: str, data_dir, for_latents: bool = False) -> tuple
     names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
     labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
     return x, names, labels
+
+
+def stage_log(started: float | None = None):
+    """A log for the stages of a long command: each line on stderr as it begins, with the seconds since
+    `started` (default now), as "vaekit: [ 12.3 s] t-SNE of 5,000 points...", so a quiet minute is explained."""
+    began = time.perf_counter() if started is None else started
+
+    def log(line: str) -> None:
+        print(f"vaekit: [{time.perf_counter() - began:5.1f} s] {line}", file=sys.stderr, flush=True)
+
+    return log

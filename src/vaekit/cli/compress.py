@@ -5,15 +5,14 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..atomic import atomic_write_bytes
-from ..compress import DEFAULT_PRECISION, compress_images, decompress_images
-from ..data import encode_idx, read_array
-from ..data.files import display, read_input
+from ..choices import LATENT_BITS
 from ..errors import ConfigError
-from .args import add_data_dir_argument, add_run_argument, open_run, positive_int
+from .args import DeprecatedAlias, add_data_dir_argument, add_run_argument, open_run, positive_int
+
+if TYPE_CHECKING:
+    import numpy as np
 
 COMPRESS_HELP = """\
 Compress binary images losslessly with bits-back coding (BB-ANS): each image costs about its negative
@@ -29,6 +28,7 @@ never wrong output.
 examples:
   vaekit compress runs/thresholded mnist:test -o test.vkbb
   vaekit compress runs/thresholded digits.npy -o digits.vkbb
+  vaekit compress runs/thresholded mnist:test --latent-bits 10 -o test.vkbb
 """
 
 DECOMPRESS_HELP = """\
@@ -47,8 +47,10 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("input", metavar="INPUT", help="images to compress")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
-    p.add_argument("--precision", type=positive_int, default=DEFAULT_PRECISION,
-                   help=f"bits per latent dimension of the discretized latent (default {DEFAULT_PRECISION})")
+    p.add_argument("--latent-bits", type=positive_int, default=LATENT_BITS, metavar="BITS",
+                   help=f"bits per latent dimension of the discretized latent, at most 16 (default {LATENT_BITS})")
+    p.add_argument("--precision", dest="latent_bits", type=positive_int, action=DeprecatedAlias,
+                   instead="--latent-bits {value}")
     add_data_dir_argument(p)
     p.set_defaults(func=run_compress, device="cpu")
 
@@ -60,15 +62,19 @@ def register(subparsers) -> None:
 
 
 def run_compress(args) -> int:
-    if args.precision > 16:
-        raise ConfigError(f"--precision must be at most 16, got {args.precision}")
+    if args.latent_bits > 16:
+        raise ConfigError(f"--latent-bits must be at most 16, got {args.latent_bits}")
+    from ..atomic import atomic_write_bytes
+    from ..compress import compress_images
+    from ..data import read_array
+
     loaded = open_run(args)
     if loaded.config.data.standardize:
         raise ConfigError(f"{args.run} was trained on standardized images (--standardize); compression codes "
                           "the pixels themselves: use a run trained without it")
     array, container = read_array(args.input, args.data_dir)
     data, stats = compress_images(loaded.model, array, container, loaded.config.data.binarize,
-                                  loaded.config.train.seed, args.precision, source=str(args.input))
+                                  loaded.config.train.seed, args.latent_bits, source=str(args.input))
     atomic_write_bytes(args.output, data)
     note = "" if stats["exact"] else " (grayscale input: its binarization by the run's rule was compressed)"
     print(f"compressed {stats['images']} images to {args.output}: {stats['bytes']} bytes, "
@@ -77,6 +83,11 @@ def run_compress(args) -> int:
 
 
 def run_decompress(args) -> int:
+    from ..atomic import atomic_write_bytes
+    from ..compress import decompress_images
+    from ..data import encode_idx
+    from ..data.files import display, read_input
+
     loaded = open_run(args)
     images, container = decompress_images(loaded.model, read_input(args.file), display(args.file))
     wants_npy = args.output.suffix.lower() == ".npy"
@@ -90,6 +101,8 @@ def run_decompress(args) -> int:
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
+    import numpy as np
+
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import functools
 
-import torch
-
+from ..choices import INTERPOLATIONS
 from ..errors import ConfigError
-from ..generate import INTERPOLATIONS, interpolate, reconstruct, sample
-from ..plots import save_gif, save_image_grid
-from ..rng import make_generator
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, model_inputs,
-                   non_negative_int, open_run, png_or_gif_path, png_path, positive_int, test_inputs)
+from .args import (IMAGE_HELP, add_data_dir_argument, add_device_argument, add_run_argument, add_scale_argument,
+                   image_reference, open_run, picture_count, png_or_gif_path, png_path, reference_image, seed_int,
+                   test_inputs)
 
 SAMPLE_HELP = """\
 Draw images from the prior: z ~ N(0, I), decoded to pixel probabilities, as one PNG grid.
@@ -31,8 +28,8 @@ example:
 INTERPOLATE_HELP = """\
 Walk the latent space between two images, decoding each step, as a strip (-o FILE.png) or an
 animated GIF (-o FILE.gif). Each end is a test-set index, or any image source vaekit reads (its
-first image, or image N with SOURCE@N). slerp follows the great circle, which keeps intermediate
-codes at a typical distance from the origin.
+first image, or image N with SOURCE@N), as traverse --image takes. slerp follows the great circle,
+which keeps intermediate codes at a typical distance from the origin.
 
 examples:
   vaekit interpolate runs/seed --from 0 --to 1 --steps 10 -o interpolation.png
@@ -44,52 +41,66 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="a grid of images drawn from the prior", description=SAMPLE_HELP)
     add_run_argument(p)
-    p.add_argument("-n", type=positive_int, default=64, help="number of images (default 64)")
+    p.add_argument("-n", type=picture_count, default=64, help="number of images (default 64)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior draws (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws (default 0)")
+    add_scale_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_sample)
 
     p = subparsers.add_parser("reconstruct", help="test images above their reconstructions",
                               description=RECONSTRUCT_HELP)
     add_run_argument(p)
-    p.add_argument("-n", type=positive_int, default=8, help="number of test images (default 8)")
+    p.add_argument("-n", type=picture_count, default=8, help="number of test images (default 8)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_reconstruct)
 
-    p = subparsers.add_parser("interpolate", help="decode a path between two test images",
+    p = subparsers.add_parser("interpolate", help="decode a path between two images",
                               description=INTERPOLATE_HELP)
     add_run_argument(p)
-    p.add_argument("--from", dest="index_from", required=True, metavar="I|SOURCE[@N]",
-                   help="the first image: a test-set index, or an image source")
-    p.add_argument("--to", dest="index_to", required=True, metavar="J|SOURCE[@N]",
-                   help="the last image: a test-set index, or an image source")
-    p.add_argument("--steps", type=positive_int, default=10, help="images on the path, ends included (default 10)")
-    p.add_argument("--method", choices=INTERPOLATIONS, default="linear", help="default linear")
+    p.add_argument("--from", dest="image_from", type=image_reference, required=True, metavar="IMAGE",
+                   help=f"the first image: {IMAGE_HELP}")
+    p.add_argument("--to", dest="image_to", type=image_reference, required=True, metavar="IMAGE",
+                   help=f"the last image: {IMAGE_HELP}")
+    p.add_argument("--steps", type=picture_count, default=10, help="images on the path, ends included (default 10)")
+    p.add_argument("--method", choices=INTERPOLATIONS, default="linear",
+                   help=f"{' or '.join(INTERPOLATIONS)} (default linear)")
     p.add_argument("-o", "--output", type=png_or_gif_path, required=True, metavar="FILE.png|FILE.gif")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_interpolate)
 
 
 def run_sample(args) -> int:
+    from ..generate import sample
+    from ..plots import save_image_grid
+    from ..rng import make_generator
+
     loaded = open_run(args)
     device = next(loaded.model.parameters()).device
     images = sample(loaded.model, args.n, make_generator(args.seed, device))
-    save_image_grid(args.output, images, nrow=8)
+    save_image_grid(args.output, images, nrow=8, scale=args.scale)
     print(f"wrote {args.n} samples to {args.output}")
     return 0
 
 
 def run_reconstruct(args) -> int:
+    import torch
+
+    from ..generate import reconstruct
+    from ..plots import save_image_grid
+
     loaded = open_run(args)
     x = test_inputs(loaded, args)
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} test images")
     inputs = x[: args.n]
-    save_image_grid(args.output, torch.cat([inputs, reconstruct(loaded.model, inputs)]), nrow=args.n)
+    save_image_grid(args.output, torch.cat([inputs, reconstruct(loaded.model, inputs)]), nrow=args.n,
+                    scale=args.scale)
     print(f"wrote {args.n} test images and their reconstructions to {args.output}")
     return 0
 
@@ -97,30 +108,18 @@ def run_reconstruct(args) -> int:
 def run_interpolate(args) -> int:
     if args.steps < 2:
         raise ConfigError(f"--steps must be at least 2 (the two ends), got {args.steps}")
+    from ..generate import interpolate
+    from ..plots import save_gif, save_image_grid
+
     loaded = open_run(args)
     test_set = functools.cache(lambda: test_inputs(loaded, args))  # read once, and only if an end needs it
-    ends = [endpoint(loaded, args, test_set, "--from", args.index_from),
-            endpoint(loaded, args, test_set, "--to", args.index_to)]
+    ends = [reference_image(loaded, args, "--from", args.image_from, test_set),
+            reference_image(loaded, args, "--to", args.image_to, test_set)]
     images = interpolate(loaded.model, ends[0], ends[1], args.steps, args.method)
     if args.output.suffix.lower() == ".gif":
-        save_gif(args.output, images)
+        save_gif(args.output, images, scale=args.scale)
     else:
-        save_image_grid(args.output, images, nrow=args.steps)
+        save_image_grid(args.output, images, nrow=args.steps, scale=args.scale)
     print(f"wrote a {args.steps}-step {args.method} interpolation to {args.output}")
     return 0
 
-
-def endpoint(loaded, args, test_set, flag: str, spec: str) -> torch.Tensor:
-    """One end of an interpolation as a model input (C, H, W): a test index, SOURCE, or SOURCE@N.
-
-    test_set() gives the run's test inputs."""
-    if spec.isdigit():
-        x = test_set()
-        check_index(flag, int(spec), len(x), "the test set")
-        return x[int(spec)]
-    source, _, index = spec.rpartition("@") if "@" in spec else (spec, "", "0")
-    if not index.isdigit():
-        raise ConfigError(f"{flag} {spec}: expected a test index, SOURCE, or SOURCE@N")
-    x, _, _ = model_inputs(loaded, source, args.data_dir)
-    check_index(f"{flag} {source}@", int(index), len(x), source)
-    return x[int(index)]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
-from ..atomic import atomic_write_text
-from ..data import fixed_binarization, load_train_test
-from ..report import run_report
-from .args import add_data_dir_argument, add_device_argument, add_run_argument, html_path, open_run, positive_int
+from .args import (add_data_dir_argument, add_device_argument, add_run_argument, html_path, iw_count, open_run,
+                   stage_log)
 
 HELP = """\
 Write one self-contained HTML page (every image inlined) about a run: its config, loss curves and
@@ -24,7 +23,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="one HTML page about a run", description=HELP)
     add_run_argument(p)
     p.add_argument("-o", "--output", type=html_path, required=True, metavar="FILE.html")
-    p.add_argument("--iw-samples", type=positive_int, default=100, metavar="K",
+    p.add_argument("--iw-samples", type=iw_count, default=100, metavar="K",
                    help="importance samples of the NLL (default 100; 5000 is the literature's, and slow)")
     add_data_dir_argument(p)
     add_device_argument(p)
@@ -32,12 +31,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..atomic import atomic_write_text
+    from ..data import fixed_binarization, load_train_test
+    from ..report import run_report
+
     start = time.perf_counter()
     loaded = open_run(args)
     data, seed = loaded.config.data, loaded.config.train.seed
     train, test = load_train_test(data.name, data.validation, seed, args.data_dir, standardize=data.standardize)
     x_test = fixed_binarization(test.images.to(next(loaded.model.parameters()).device), data.binarize, seed)
-    page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples)
+    page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples, log=stage_log(start),
+                      progress=sys.stderr.isatty())
     atomic_write_text(args.output, page)
     print(f"wrote {args.output} ({len(page) // 1024} KiB) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -7,18 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..atomic import atomic_write_files
-from ..data import load_train_test
 from ..errors import ConfigError, DataError
-from ..evaluate import dims_by_usage, posterior_diagnostics
-from ..generate import manifold, traverse
-from ..plots import save_image_grid
-from ..representation import embed, posterior_features, probe_accuracy, probe_report
-from ..tables import csv_text
-from .args import (add_data_dir_argument, add_device_argument, add_run_argument, check_index, model_inputs,
-                   non_negative_int, open_run, png_path, positive_int, test_inputs)
+from .args import (IMAGE_HELP, DeprecatedAlias, ImageRef, add_data_dir_argument, add_device_argument,
+                   add_run_argument, add_scale_argument, check_picture_count, image_reference, model_inputs,
+                   open_run, picture_count, png_path, positive_int, reference_image, test_inputs)
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
@@ -45,21 +37,27 @@ examples:
 """
 
 TRAVERSE_HELP = """\
-Latent traversals: each row sweeps one latent dimension over [-3, 3] while the others keep a test
+Latent traversals: each row sweeps one latent dimension over [-3, 3] while the others keep an
 image's posterior mean; rows are ordered by the dimension's KL on the test set, most used first.
+--image is a test-set index (default 0), or any image source vaekit reads (its first image, or
+image N with SOURCE@N), as interpolate --from and --to take.
+The picture names each row's dimension (z3, as eval prints it) and each column's value.
 
 examples:
   vaekit traverse runs/seed -o traverse.png
   vaekit traverse runs/seed --image 7 --rows 8 --steps 11 -o traverse.png
+  vaekit traverse runs/seed --image my_seven.png -o mine.png
 """
 
 MANIFOLD_HELP = """\
 The learned manifold: decoded images on a grid over the prior's quantiles (5% to 95%) of two latent
 dimensions, the rest at 0, as Kingma & Welling's Figure 4. With more than two latent dimensions, the
-two with the highest KL on the test set.
+two with the highest KL on the test set. --side N draws an N x N grid. Each image is scaled to its
+own brightest pixel, so that faint decodings far from the data still show their shape; rows and
+columns are labelled with the dimensions' values.
 
 example:
-  vaekit manifold runs/seed -n 20 -o manifold.png
+  vaekit manifold runs/seed --side 20 -o manifold.png
 """
 
 
@@ -84,18 +82,22 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("traverse", help="sweep each latent dimension", description=TRAVERSE_HELP)
     add_run_argument(p)
-    p.add_argument("--image", type=non_negative_int, default=0, help="test-set index of the base image (default 0)")
+    p.add_argument("--image", type=image_reference, default=ImageRef(None, 0), metavar="IMAGE",
+                   help=f"the image whose code the rows start from: {IMAGE_HELP} (default 0)")
     p.add_argument("--rows", type=positive_int, default=10, help="latent dimensions shown, by KL (default 10)")
-    p.add_argument("--steps", type=positive_int, default=9, help="images per row (default 9)")
+    p.add_argument("--steps", type=picture_count, default=9, help="images per row (default 9)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_traverse)
 
     p = subparsers.add_parser("manifold", help="decoded grid over two latent dimensions", description=MANIFOLD_HELP)
     add_run_argument(p)
-    p.add_argument("-n", type=positive_int, default=20, help="grid side (default 20)")
+    p.add_argument("--side", type=positive_int, default=20, help="images per side of the square grid (default 20)")
+    p.add_argument("-n", dest="side", type=positive_int, action=DeprecatedAlias, instead="--side {value}")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_manifold)
@@ -104,6 +106,12 @@ def register(subparsers) -> None:
 def run_embed(args) -> int:
     if args.output.suffix != ".npz":
         raise ConfigError(f"-o must end in .npz, got {args.output}")
+    import numpy as np
+
+    from ..atomic import atomic_write_files
+    from ..representation import embed
+    from ..tables import csv_text
+
     loaded = open_run(args)
     x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
     mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x))
@@ -124,6 +132,9 @@ def run_embed(args) -> int:
 
 def labelled_latents(loaded, args):
     """Posterior features (means and log-variances side by side) and labels of the run's train and test images."""
+    from ..data import load_train_test
+    from ..representation import posterior_features
+
     data = loaded.config.data
     train, test = load_train_test(data.name, data.validation, loaded.config.train.seed, args.data_dir,
                                   standardize=data.standardize)
@@ -136,6 +147,8 @@ def labelled_latents(loaded, args):
 
 
 def run_probe(args) -> int:
+    from ..representation import probe_accuracy, probe_report
+
     loaded = open_run(args)
     train, test, train_features, test_features = labelled_latents(loaded, args)
     print(f"probing {len(train)} training and {len(test)} test latents...", file=sys.stderr)
@@ -159,22 +172,36 @@ def run_probe(args) -> int:
 
 
 def run_traverse(args) -> int:
+    check_picture_count("--steps", args.steps)
+    from ..evaluate import dims_by_usage, posterior_diagnostics
+    from ..generate import traverse, traverse_values
+    from ..plots import save_picture, traverse_picture
+
     loaded = open_run(args)
+    check_picture_count("--rows x --steps", min(args.rows, loaded.model.latent_dim) * args.steps)
     x = test_inputs(loaded, args)
-    check_index("--image", args.image, len(x), "the test set")
+    base = reference_image(loaded, args, "--image", args.image, lambda: x)
     dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
-    images = traverse(loaded.model, x[args.image], dims, args.steps)
-    save_image_grid(args.output, images, nrow=args.steps, scale=2)
+    images = traverse(loaded.model, base, dims, args.steps)
+    caption = f"test image {args.image}" if args.image.source is None else str(args.image)
+    save_picture(args.output, traverse_picture(images, dims, traverse_values(args.steps).tolist(), caption,
+                                               args.scale))
     print(f"wrote traversals of dimensions {', '.join(map(str, dims))} (by KL) to {args.output}")
     return 0
 
 
 def run_manifold(args) -> int:
+    check_picture_count("the manifold's images (--side squared)", args.side ** 2)
+    from ..evaluate import dims_by_usage, posterior_diagnostics
+    from ..generate import manifold, manifold_values
+    from ..plots import manifold_picture, save_picture
+
     loaded = open_run(args)
     if loaded.model.latent_dim < 2:
         raise ConfigError("the manifold needs at least 2 latent dimensions")
     dims = ((0, 1) if loaded.model.latent_dim == 2
             else tuple(dims_by_usage(posterior_diagnostics(loaded.model, test_inputs(loaded, args)))[:2]))
-    save_image_grid(args.output, manifold(loaded.model, dims, args.n), nrow=args.n, padding=0)
-    print(f"wrote the {args.n}x{args.n} manifold of dimensions {dims[0]} and {dims[1]} to {args.output}")
+    save_picture(args.output, manifold_picture(manifold(loaded.model, dims, args.side), dims,
+                                               manifold_values(args.side).tolist(), args.scale))
+    print(f"wrote the {args.side}x{args.side} manifold of dimensions {dims[0]} and {dims[1]} to {args.output}")
     return 0

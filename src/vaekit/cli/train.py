@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
-                      SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig)
-from ..data import DATASETS, ImageSet, is_builtin, read_images
+                      RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, RunConfig, TrainConfig)
 from ..errors import ConfigError
-from ..fit import fit, resume
-from .args import (add_data_dir_argument, add_device_argument, non_negative_float, non_negative_int,
-                   positive_float, positive_int, unit_fraction)
+from .args import (add_data_dir_argument, add_device_argument, non_empty_path, non_empty_text, non_negative_float,
+                   non_negative_int, positive_float, positive_int, seed_int, unit_fraction)
+
+if TYPE_CHECKING:
+    from ..data import ImageSet
 
 HELP = """\
 Train a VAE and write a run directory: config.json, checkpoint.safetensors, model.safetensors,
@@ -28,15 +31,20 @@ or a folder of PNG/JPEG images (or of class subfolders). From your own images a 
 
 The model defaults to the seed tutorial's 784-400-20 MLP. The optimisation defaults to vaekit's
 recipe, tuned for time to quality: 4 epochs at batch 128, Adam with lr 6e-3 and beta2 0.98, a 5%
-linear warm-up and cosine decay. It beats the seed's 10-epoch test loss in well under half the time.
---recipe seed gives the tutorial's own (lr 1e-3 constant, Adam defaults, 10 epochs); flags given
-explicitly override either recipe.
+linear warm-up (at least 20 steps) and cosine decay. It beats the seed's 10-epoch test loss in well
+under half the time. On your own images the recipe is sized to them: a small set gets a batch down
+to 64 and more epochs, for at least 400 steps; images of more than 784 values a lower peak rate
+(6e-3 x sqrt(784 / values)). --recipe seed gives the tutorial's own (lr 1e-3 constant, Adam
+defaults, 10 epochs); flags given explicitly override either recipe.
+
+A run whose first epoch failed takes new settings with --resume: until it has finished an epoch,
+`vaekit train --resume RUN --lr 1e-3` (or any other training flag) starts it again.
 
 examples:
   vaekit train --out runs/seed
   vaekit train --recipe seed --out runs/seed-as-written
   vaekit train --data fashion-mnist --epochs 20 --out runs/fashion
-  vaekit train --data my_digits/ --epochs 30 --out runs/mine
+  vaekit train --data my_digits/ --out runs/mine          # the recipe sized to your images
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
   vaekit train --architecture conv --prior vamp --binarize dynamic --epochs 100 --out runs/best
   vaekit train --iwae 50 --binarize dynamic --out runs/iwae
@@ -46,6 +54,7 @@ examples:
                                                      # an anomaly detector (docs/anomaly-detection.md)
   vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
   vaekit train --resume runs/deeper --epochs 40      # or train it longer
+  vaekit train --resume runs/big --lr 1e-3           # start again a run whose first epoch failed
 """
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
@@ -60,10 +69,11 @@ def register(subparsers) -> None:
     defaults = RunConfig()
     recipe = defaults.train
     p = subparsers.add_parser("train", help="train a VAE into a run directory", description=HELP)
-    p.add_argument("--data", help="mnist (default), fashion-mnist, or a path to your images")
+    p.add_argument("--data", type=non_empty_text, help="mnist (default), fashion-mnist, or a path to your images")
     add_data_dir_argument(p)
-    p.add_argument("--validation", type=unit_fraction,
-                   help=f"fraction of your own images held out (default {defaults.data.validation:g})")
+    p.add_argument("--validation", type=unit_fraction, metavar="FRACTION",
+                   help=f"fraction of your own images held out as the test set (default "
+                        f"{defaults.data.validation:g}); a built-in dataset has its own test split")
     p.add_argument("--standardize", action="store_true", default=None,
                    help="see every image at zero mean and unit variance (global contrast normalization); "
                         "the run applies it to everything it scores or encodes later. Best for anomaly detection")
@@ -96,41 +106,56 @@ def register(subparsers) -> None:
                    help="train on the IWAE bound with K samples per image (default 1: the ELBO)")
     p.add_argument("--recipe", choices=("vaekit", "seed"),
                    help="optimisation defaults: vaekit's (fast, the default) or the seed tutorial's")
-    p.add_argument("--epochs", type=positive_int, help=f"default {recipe.epochs}")
-    p.add_argument("--batch-size", type=positive_int, help=f"default {recipe.batch_size}")
+    p.add_argument("--epochs", type=positive_int,
+                   help=f"default {recipe.epochs}; on a small set of your own, enough for {RECIPE_MIN_STEPS} steps")
+    p.add_argument("--batch-size", type=positive_int,
+                   help=f"default {recipe.batch_size}; on a small set of your own, down to {RECIPE_MIN_BATCH}")
     p.add_argument("--lr", type=positive_float,
-                   help=f"peak Adam learning rate (default {recipe.lr:g}, for short runs; 1e-3 for hundreds of epochs)")
-    p.add_argument("--schedule", choices=SCHEDULES, help=f"after warm-up (default {recipe.schedule})")
+                   help=f"peak Adam learning rate (default {recipe.lr:g}, for short runs; 1e-3 for hundreds of epochs; "
+                        "on your own images of more than 784 values, scaled by sqrt(784 / values))")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help=f"the learning rate after warm-up: {' or '.join(SCHEDULES)} (default {recipe.schedule})")
     p.add_argument("--warmup", type=unit_fraction,
-                   help=f"fraction of steps of linear warm-up (default {recipe.warmup:g})")
+                   help=f"fraction of steps of linear warm-up (default {recipe.warmup:g}, and at least "
+                        f"{recipe.warmup_min_steps} steps)")
     p.add_argument("--beta2", type=unit_fraction, help=f"Adam's second-moment decay (default {recipe.beta2:g})")
     p.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
                    help="clip the gradients' global L2 norm (default 0: no clipping)")
-    p.add_argument("--seed", type=non_negative_int, help=f"default {recipe.seed}")
+    p.add_argument("--seed", type=seed_int, help=f"default {recipe.seed}")
     p.add_argument("--binarize", choices=BINARIZE_MODES,
                    help="targets: none (grayscale, as the seed; default), dynamic (Bernoulli per epoch) or threshold")
-    p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the loss (default auto: on CUDA, "
-                   "and on CPU for runs long enough to repay the compile time)")
+    p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the loss: on, off, or auto (the default: "
+                   "on CUDA, and on CPU for runs long enough to repay the compile time)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="default auto: bf16 autocast where the hardware has native bf16, else fp32")
     add_device_argument(p)
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--out", type=Path, metavar="RUN_DIR",
+    group.add_argument("--out", type=non_empty_path, metavar="RUN",
                        help="run directory to create (default runs/<data>-<date>-<time>)")
-    group.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                       help="continue this run from its last finished epoch (--epochs may raise its total)")
+    group.add_argument("--resume", type=non_empty_path, metavar="RUN",
+                       help="continue this run from its last finished epoch (--epochs may raise its total); "
+                            "a run with no finished epoch starts again, taking any training flag given")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=print)
+    from .. import runs
+    from ..fit import fit, restart, resume
+
+    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=log)
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS
                  if getattr(args, name) is not None and name != "epochs"]
-        if given:
-            raise ConfigError(f"--resume continues a run with its own config; drop {', '.join(given)} "
-                              "(only --epochs, --data-dir and --device may be given)")
-        result = resume(args.resume, epochs=args.epochs, **options)
+        if given and runs.has_finished_epoch(args.resume):
+            raise ConfigError(f"--resume continues a run with its own config once it has finished an epoch; drop "
+                              f"{', '.join(given)} (only --epochs, --data-dir and --device may be given)")
+        if given:  # no finished epoch: nothing is lost by starting again with these settings
+            recorded = runs.read_config(args.resume)
+            images = own_images(args.data or recorded.data.name)
+            config = build_config(args, images, base=recorded)
+            result = restart(args.resume, config, images=images, **options)
+        else:
+            result = resume(args.resume, epochs=args.epochs, **options)
     else:
         images = own_images(args.data)
         config = build_config(args, images)
@@ -142,8 +167,19 @@ def run(args) -> int:
     return 0
 
 
+def log(line: str) -> None:
+    """Training's log: epoch lines on stdout, its warnings ("warning: ...", such as a posterior collapse) on
+    stderr, so that stdout stays the run's record and a script sees warnings where it sees errors."""
+    if line.startswith("warning: "):
+        print(f"vaekit: {line}", file=sys.stderr)
+    else:
+        print(line)
+
+
 def own_images(data: str | None) -> ImageSet | None:
     """The user's images when --data is a path (read here, once: they size the model); None for a built-in."""
+    from ..data import DATASETS, is_builtin, read_images
+
     if data is None or data in DATASETS:
         return None
     if is_builtin(data):
@@ -152,21 +188,34 @@ def own_images(data: str | None) -> ImageSet | None:
     return read_images(Path(data).resolve())  # checks the data before a run directory is made
 
 
-def build_config(args, images: ImageSet | None = None) -> RunConfig:
+def build_config(args, images: ImageSet | None = None, base: RunConfig | None = None) -> RunConfig:
     """The RunConfig the flags describe: the recipe's values, overridden by every flag given. `images`:
-    the user's images read from --data (`own_images`), which set the model's input shape."""
-    defaults = RunConfig()
-    data = str(Path(args.data).resolve()) if images is not None else args.data or defaults.data.name
-    input_shape = images.shape if images is not None else defaults.model.input_shape
-    recipe = TrainConfig.seed_settings() if args.recipe == "seed" else TrainConfig()
+    the user's images read from --data (`own_images`), which set the model's input shape. `base`: the
+    config whose values the flags override (a run's own, to restart it), instead of the defaults."""
+    if images is None and args.validation is not None:
+        raise ConfigError(f"--validation holds out a share of your own images; {args.data or 'mnist'} has a test "
+                          "split of its own: drop --validation")
+    defaults = base or RunConfig()
+    source = args.data or defaults.data.name
+    data = str(Path(source).resolve()) if images is not None else source
+    input_shape = images.shape if images is not None else RunConfig().model.input_shape
+    validation = args.validation if args.validation is not None else defaults.data.validation
+    if args.recipe == "seed":
+        recipe = TrainConfig.seed_settings()
+    elif base is not None and args.recipe is None:
+        recipe = base.train
+    elif images is not None:  # vaekit's recipe, sized to the images (about the count that trains)
+        recipe = TrainConfig.for_data(len(images) - round(validation * len(images)), math.prod(images.shape))
+    else:
+        recipe = TrainConfig()
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
     return RunConfig(
-        data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize,
-                        validation=args.validation if args.validation is not None else defaults.data.validation,
-                        standardize=bool(args.standardize)),
-        model=ModelConfig(input_shape=input_shape, hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
-                          latent_dim=args.latent or defaults.model.latent_dim,
-                          **{name: tuple(v) if isinstance(v, list) else v
-                             for name in MODEL_FLAGS if (v := getattr(args, name)) is not None}),
+        data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize, validation=validation,
+                        standardize=bool(args.standardize) or (base is not None and base.data.standardize)),
+        model=dataclasses.replace(defaults.model, input_shape=input_shape,
+                                  hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
+                                  latent_dim=args.latent or defaults.model.latent_dim,
+                                  **{name: tuple(v) if isinstance(v, list) else v
+                                     for name in MODEL_FLAGS if (v := getattr(args, name)) is not None}),
         train=dataclasses.replace(recipe, **given),
     )

@@ -1,9 +1,10 @@
 """Built-in datasets: their files, checksums and mirrors; where they are looked for; the download.
 
 Each data directory holds one folder per dataset (DIR/mnist/, DIR/fashion-mnist/). Directories are
-searched in order: --data-dir, $VAEKIT_DATA_DIR, ./data, then the user cache dir, which is also
-where downloads go. Every file is checked against the MD5 of its uncompressed bytes, so the gzipped
-and the raw form of a file are both accepted, however they were compressed.
+searched in order: --data-dir, $VAEKIT_DATA_DIR, ./data, the copy bundled inside the package (MNIST,
+found beside this module, so from any working directory and from a wheel), then the user cache dir,
+which is also where downloads go. Every file is checked against the MD5 of its uncompressed bytes, so
+the gzipped and the raw form of a file are both accepted, however they were compressed.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ FASHION_MNIST = DatasetSpec(
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 
 DATA_DIR_ENV = "VAEKIT_DATA_DIR"
+BUNDLED_DIR = Path(__file__).parent / "bundled"  # package data (pyproject.toml); data/mnist links here
 DOWNLOAD_TIMEOUT_S = 30
 
 Opener = Callable[..., object]  # urllib.request.urlopen's signature; tests pass their own
@@ -114,7 +116,7 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
     dirs = [Path(data_dir)] if data_dir else []
     if os.environ.get(DATA_DIR_ENV):
         dirs.append(Path(os.environ[DATA_DIR_ENV]))
-    dirs += [Path("data"), cache_dir()]
+    dirs += [Path("data"), BUNDLED_DIR, cache_dir()]
     return dirs
 
 
@@ -201,33 +203,57 @@ def _fetch(url: str, out, opener: Opener, progress: bool) -> None:
                 bar.update(len(chunk))
 
 
-def locate(spec: DatasetSpec, file: DataFile, data_dir: str | Path | None = None, download: bool = True,
-           progress: bool = False) -> Path:
-    """Find `file` in the search dirs, or download it into the cache dir."""
+def locate_files(spec: DatasetSpec, files: Sequence[DataFile], data_dir: str | Path | None = None,
+                 download: bool = True, progress: bool = False) -> list[Path]:
+    """The paths of `files`, found in the search dirs or downloaded into the cache dir, in order.
+
+    A file that cannot be had fails with every file still missing named at once (not just the
+    first), where vaekit looked, and how to point it at local copies.
+    """
     dirs = search_dirs(data_dir)
-    found = find_file(spec, file, dirs)
-    if found is not None:
-        return found
+    paths = [find_file(spec, file, dirs) for file in files]
+    for i, file in enumerate(files):
+        if paths[i] is not None:
+            continue
+        if not download:
+            raise DataError(missing_files(spec, files, paths, dirs, "downloads are off"))
+        try:
+            paths[i] = download_file(spec, file, cache_dir() / spec.name, progress=progress)
+        except DataError as e:
+            raise DataError(missing_files(spec, files, paths, dirs, str(e))) from None
+    return paths
+
+
+def missing_files(spec: DatasetSpec, files: Sequence[DataFile], paths: Sequence[Path | None],
+                  dirs: Sequence[Path], reason: str) -> str:
+    """One line: the files with no path yet, where they were looked for, why they were not downloaded,
+    and how to point vaekit at local copies."""
+    missing = [file.name for file, path in zip(files, paths) if path is None]
     where = ", ".join(str(d / spec.name) for d in dirs)
-    if not download:
-        raise DataError(f"{spec.title} file {file.name} not found; put it in one of: {where}")
-    try:
-        return download_file(spec, file, cache_dir() / spec.name, progress=progress)
-    except DataError as e:
-        raise DataError(f"{e}; put the {spec.title} files in one of: {where}") from None
+    return (f"{spec.title} file{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found in {where}, and "
+            f"{reason}; put the files in DIR/{spec.name}/ and pass --data-dir DIR, or set ${DATA_DIR_ENV} to DIR")
+
+
+def load_splits(name: str, splits: Sequence[str], data_dir: str | Path | None = None, download: bool = True,
+                progress: bool = False) -> list[ImageSet]:
+    """Several built-in splits, each as `load_split` gives it; only their files are looked for or downloaded."""
+    spec = get_spec(name)
+    for split in splits:
+        if split not in spec.splits:
+            raise DataError(f"{spec.title} has no split {split!r}; splits: {', '.join(spec.splits)}")
+    files = [file for split in splits for file in spec.splits[split]]
+    paths = dict(zip(files, locate_files(spec, files, data_dir, download, progress)))
+    return [_read_split(spec, split, paths) for split in splits]
 
 
 def load_split(name: str, split: str, data_dir: str | Path | None = None, download: bool = True,
                progress: bool = False) -> ImageSet:
     """Load a built-in split (e.g. `load_split("mnist", "test")`) as one uint8 tensor plus labels."""
-    spec = get_spec(name)
-    if split not in spec.splits:
-        raise DataError(f"{spec.title} has no split {split!r}; splits: {', '.join(spec.splits)}")
-    arrays = []
-    for file in spec.splits[split]:
-        path = locate(spec, file, data_dir, download, progress)
-        arrays.append(parse_idx(read_checked(path, file), str(path)))
-    images, labels = arrays
+    return load_splits(name, (split,), data_dir, download, progress)[0]
+
+
+def _read_split(spec: DatasetSpec, split: str, paths: dict[DataFile, Path]) -> ImageSet:
+    images, labels = (parse_idx(read_checked(paths[file], file), str(paths[file])) for file in spec.splits[split])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{spec.title} {split}: images {images.shape} do not match labels {labels.shape}")
     return ImageSet(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..errors import DataError
 from ..rng import derive_seed, make_generator
 from .batches import standardize as standardize_images
-from .datasets import DATASETS, load_split
+from .datasets import DATASETS, load_split, load_splits
 from .files import MAX_DECODED_BYTES, MAX_IMAGE_PIXELS, display, open_input, read_npy_header
 from .idx import read_idx
 from .imageset import ImageSet
@@ -311,15 +311,31 @@ def load_train_test(name: str, validation: float, seed: int, data_dir: str | Pat
     path's images already read (the CLI reads them once, to size the model).
     """
     if name in DATASETS:
-        return (as_seen(load_split(name, "train", data_dir, progress=progress), standardize),
-                as_seen(load_split(name, "test", data_dir, progress=progress), standardize))
+        train, test = load_splits(name, ("train", "test"), data_dir, progress=progress)
+        return as_seen(train, standardize), as_seen(test, standardize)
     images = as_seen(images if images is not None else read_images(name, data_dir), standardize)
-    n = len(images)
+    train_order, held_out_order = validation_split(len(images), validation, seed, images.name)
+    return images.subset(train_order), images.subset(held_out_order)
+
+
+def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
+                  standardize: bool = False) -> ImageSet:
+    """The held-out images of `load_train_test` alone: for a built-in dataset only its test split is
+    read (or downloaded), never the training split."""
+    if name in DATASETS:
+        return as_seen(load_split(name, "test", data_dir), standardize)
+    images = read_images(name, data_dir)
+    return as_seen(images.subset(validation_split(len(images), validation, seed, images.name)[1]), standardize)
+
+
+def validation_split(n: int, validation: float, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted indices of the training and the held-out images: a seeded `validation` share of n held out,
+    at least one image each side."""
     if n < 2:
-        raise DataError(f"{images.name}: needs at least 2 images to hold some out for validation, got {n}")
+        raise DataError(f"{name}: needs at least 2 images to hold some out for validation, got {n}")
     held_out = min(max(1, round(validation * n)), n - 1)
     order = torch.randperm(n, generator=make_generator(derive_seed(seed, "validation-split")))
-    return images.subset(order[held_out:].sort().values), images.subset(order[:held_out].sort().values)
+    return order[held_out:].sort().values, order[:held_out].sort().values
 
 
 def as_seen(images: ImageSet, standardize: bool) -> ImageSet:

@@ -3,7 +3,7 @@
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import Decoder, Encoder
 from .posterior import DiagonalGaussian, mixture_log_prob, standard_normal_log_prob
-from .vae import ARCHITECTURES, VAE, model_fingerprint
+from .vae import ARCHITECTURES, VAE, check_size, model_fingerprint, parameter_count
 
 __all__ = ["ARCHITECTURES", "VAE", "ConvDecoder", "ConvEncoder", "Decoder", "DiagonalGaussian", "Encoder",
-           "mixture_log_prob", "model_fingerprint", "standard_normal_log_prob"]
+           "check_size", "mixture_log_prob", "model_fingerprint", "parameter_count", "standard_normal_log_prob"]

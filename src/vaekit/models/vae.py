@@ -9,7 +9,8 @@ import math
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import MAX_PARAMETERS, ModelConfig
+from ..errors import ConfigError
 from ..likelihoods import output_channels, pixel_means
 from ..rng import make_generator
 from . import conv, mlp
@@ -133,3 +134,17 @@ def model_fingerprint(model: VAE) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """How many parameters the VAE of `config` has, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in VAE(config).parameters())
+
+
+def check_size(config: ModelConfig) -> None:
+    """ConfigError if the VAE of `config` would have more than MAX_PARAMETERS parameters: checked before it is built."""
+    count = parameter_count(config)
+    if count > MAX_PARAMETERS:
+        raise ConfigError(f"the model would have {count:,} parameters, more than vaekit's bound of {MAX_PARAMETERS:,} "
+                          "(about 400 MB); make --hidden, --latent, --prior-components or the images smaller")

@@ -1,0 +1,12 @@
+"""The named choices of vaekit's options outside the run config (vaekit.config holds those), and the defaults
+the command line shows, in a module that imports nothing heavy: the CLI builds its parser, and answers
+--help, without loading torch. The modules that act on a choice import it from here."""
+
+from __future__ import annotations
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # vaekit.devices.resolve_device
+INTERPOLATIONS = ("linear", "slerp")  # vaekit.generate.interpolate
+PROJECTIONS = ("pca", "tsne", "umap")  # vaekit.representation.project_2d
+SCORE_METHODS = ("elbo", "iwae", "recon", "mse")  # vaekit.anomaly.anomaly_scores
+MIXTURE_RULES = ("density", "typical")  # how several runs' scores combine: anomaly.mixture_scores, typical_scores
+LATENT_BITS = 8  # vaekit.compress: bits per latent dimension (256 bins), the default of compress --latent-bits

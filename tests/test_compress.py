@@ -1,4 +1,6 @@
 import gzip
+import hashlib
+import json
 import subprocess
 import sys
 
@@ -8,7 +10,8 @@ import torch
 
 from vaekit import ModelConfig, RunConfig, TrainConfig
 from vaekit.cli import main
-from vaekit.compress import BitsBackCoder, compress_images, decompress_images, model_fingerprint, unpack
+from vaekit.compress import (MAGIC, BitsBackCoder, compress_images, decompress_images, model_fingerprint, pack,
+                             unpack)
 from vaekit.config import DataConfig
 from vaekit.data import encode_idx
 from vaekit.errors import ConfigError, DataError
@@ -99,10 +102,11 @@ def test_wrong_model_truncation_and_corruption_are_errors(thresholded):
         decompress_images(other, data)
     with pytest.raises(DataError, match="truncated"):
         decompress_images(model, data[:-7])
-    corrupt = bytearray(data)
-    corrupt[-5] ^= 0x10
-    with pytest.raises(DataError, match="payload is corrupt"):
-        decompress_images(model, bytes(corrupt))
+    for where, message in ((-5, "SHA-256 does not match"), (-40, "SHA-256 does not match"), (20, "corrupt")):
+        corrupt = bytearray(data)  # the file's digest, the payload, the header
+        corrupt[where] ^= 0x10
+        with pytest.raises(DataError, match=message):
+            decompress_images(model, bytes(corrupt))
     with pytest.raises(DataError, match="not a vaekit compressed file"):
         unpack(b"PK\x03\x04" + data[4:], "x")
     with pytest.raises(DataError, match="corrupt or truncated header"):
@@ -175,3 +179,139 @@ def test_cli_errors(threshold_run, tmp_path, capsys):
     assert main(["decompress", str(threshold_run), str(tmp_path / "junk.vkbb"), "-o", str(tmp_path / "o.npy")]) == 3
     assert "corrupt or truncated header" in capsys.readouterr().err
     assert not (tmp_path / "o.npy").exists()
+
+
+# --- the file format: version 1 still read, every header field checked, lossless means lossless -----
+
+
+def v1_file(model, images: np.ndarray, **extra) -> bytes:
+    """A compressed file as vaekit wrote it before format 2: no file digest, no initial_words."""
+    bits = (images != 0).astype(np.uint8).reshape(len(images), -1)
+    words = BitsBackCoder(model).encode(bits)
+    payload = words.astype("<u4").tobytes()
+    one = images[images != 0].flat[0].item()
+    header = {"format_version": 1, "model_fingerprint": model_fingerprint(model), "precision": 8,
+              "count": len(bits), "shape": [1, 28, 28],
+              "layout": {"container": "npy", "shape": list(images.shape), "dtype": images.dtype.str, "one": one},
+              "images_sha256": hashlib.sha256(bits.tobytes()).hexdigest(), "payload_bytes": len(payload),
+              "payload_sha256": hashlib.sha256(payload).hexdigest(), **extra}
+    encoded = json.dumps(header, sort_keys=True).encode()
+    return MAGIC + len(encoded).to_bytes(4, "little") + encoded + payload
+
+
+def repack(data: bytes, change) -> bytes:
+    """`data` with its header changed by `change(header)` and every checksum recomputed: a forged file."""
+    header, words = unpack(data, "x")
+    header = {k: v for k, v in header.items() if k not in ("payload_bytes", "payload_sha256")}
+    change(header)
+    return pack(words, header)
+
+
+def test_format_1_files_still_decompress_and_their_headers_are_checked(thresholded):
+    model, bits = thresholded
+    images = bits[:12].reshape(-1, 28, 28) * np.uint8(255)
+    old = v1_file(model, images)
+    out, container = decompress_images(model, old)
+    assert container == "npy" and out.dtype == np.uint8 and np.array_equal(out, images)
+    # the flips the issue found in format 1, which its payload checksum does not cover, are now refused
+    for before, after, field in ((b'"one": 255', b'"one": 355', "layout.one"), (b'"|u1"', b'"|U1"', "layout.dtype"),
+                                 (b'"count": 12', b'"count": 92', "layout.shape")):
+        assert before in old
+        with pytest.raises(DataError, match=f"corrupt header: {field} must be"):
+            decompress_images(model, old.replace(before, after))
+    with pytest.raises(DataError, match="corrupt header: fields extra missing or unknown"):
+        decompress_images(model, v1_file(model, images, extra=1))
+
+
+def test_a_small_file_claiming_millions_of_images_is_refused_at_once(thresholded):
+    model, bits = thresholded
+    data, _ = compress_images(model, bits[:20].reshape(-1, 28, 28), "npy", "threshold", 0)
+    assert len(data) < 2500
+
+    def claim(header):
+        header["count"] = 10**7
+        header["layout"]["shape"][0] = 10**7
+
+    forged = repack(data, claim)  # checksums recomputed: only the count check stands in the way
+    with pytest.raises(DataError, match="claims 10000000 images, but its payload of [0-9]+ bytes holds at most"):
+        decompress_images(model, forged)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("format_version", "2"), ("format_version", 2.0), ("format_version", True), ("format_version", 0),
+    ("model_fingerprint", 7), ("model_fingerprint", "ab"), ("precision", "8"), ("precision", 0), ("precision", 17),
+    ("precision", 8.0), ("count", -3), ("count", "20"), ("count", None), ("shape", [1, 28]), ("shape", "1x28x28"),
+    ("shape", [1, 28, 28.0]), ("images_sha256", None), ("initial_words", -1), ("initial_words", 1.5),
+    ("initial_words", 10**9), ("layout", []), ("layout.container", "png"), ("layout.container", 3),
+    ("layout.dtype", "|U1"), ("layout.dtype", "|O"), ("layout.dtype", "<c16"), ("layout.dtype", "<f16"),
+    ("layout.dtype", ["u1"]), ("layout.shape", [20, 783]), ("layout.shape", [20, 28, -28]),
+    ("layout.shape", [20] + [1] * 40 + [784]), ("layout.one", 355), ("layout.one", "255"), ("layout.one", 0),
+    ("layout.one", None), ("layout.one", 1.5), ("shape", [1, 28, 28, 1]),
+])
+def test_every_wrongly_typed_header_field_is_refused(thresholded, field, value):
+    model, bits = thresholded
+    data, _ = compress_images(model, bits[:20].reshape(-1, 28, 28) * np.uint8(255), "npy", "threshold", 0)
+
+    def change(header):
+        *parents, key = field.split(".")
+        (header[parents[0]] if parents else header)[key] = value
+
+    with pytest.raises(DataError):
+        decompress_images(model, repack(data, change))
+
+
+@pytest.mark.parametrize("values,dtype", [
+    ([0, 2**64 - 1], np.uint64), ([0, 2**53 + 1], np.int64), ([0, -(2**63)], np.int64), ([0, -1], np.int8),
+    ([0.0, 0.1], np.float16), ([0.0, 3e38], np.float32), ([0.0, -7.25], np.float64), ([0, 1], ">i4"),
+])
+def test_binary_arrays_of_any_value_come_back_bit_for_bit(thresholded, values, dtype):
+    model, bits = thresholded
+    images = np.where(bits[:10].reshape(-1, 28, 28) != 0, np.array(values[1], dtype), np.array(values[0], dtype))
+    data, stats = compress_images(model, images, "npy", "threshold", 0)
+    out, _ = decompress_images(model, data)
+    assert stats["exact"] and out.dtype == images.dtype and out.tobytes() == images.tobytes()
+
+
+@pytest.mark.parametrize("make,found", [
+    (lambda b: np.where(b, np.nan, 0.0), "NaN or infinite"),
+    (lambda b: np.where(b, np.inf, 0.0), "NaN or infinite"),
+    (lambda b: np.where(b, 1.0, -0.0), "negative zeros"),
+    (lambda b: b.astype(np.complex128), "dtype complex128"),
+    (lambda b: b.astype(np.longdouble), "dtype float128"),
+    (lambda b: b.astype("U1"), "dtype <U1"),
+    (lambda b: b.astype("S1"), "dtype |S1"),
+    (lambda b: b.astype(object), "dtype object"),
+    (lambda b: b.astype("M8[s]"), "dtype datetime64"),
+    (lambda b: b.astype(np.int8) * np.int8(3) + b[::-1].astype(np.int8), "in a dtype that holds 255"),
+])
+def test_arrays_compress_could_not_restore_are_refused_in_one_line(thresholded, make, found):
+    model, bits = thresholded
+    images = make(bits[:10].reshape(-1, 28, 28).astype(bool))
+    with pytest.raises(DataError, match=f"{found}") as error:
+        compress_images(model, images, "npy", "threshold", 0)
+    assert "\n" not in str(error.value)
+
+
+def test_cli_refuses_a_complex_array_with_exit_3(threshold_run, tmp_path, capsys):
+    np.save(tmp_path / "c.npy", np.zeros((3, 28, 28), np.complex64))
+    assert main(["compress", str(threshold_run), str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.vkbb")]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compress takes bool, integer or float arrays" in err
+    assert not (tmp_path / "c.vkbb").exists()
+
+
+def test_images_cheaper_than_a_bit_still_keep_the_files_promise():
+    """A model sure that every pixel is 0, with q = p(z): blank images cost almost nothing, so compress pads
+    the stack's initial words until the payload holds a bit per image, and the file still decodes."""
+    model = build_model(RunConfig(model=ModelConfig(hidden_dims=(8,), latent_dim=2))).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.decoder.head.bias.fill_(-30.0)
+    blank = np.zeros((3000, 28, 28), np.uint8)
+    data, _ = compress_images(model, blank, "npy", "threshold", 0)
+    header, words = unpack(data, "x")
+    assert header["initial_words"] > BitsBackCoder(model).base_initial_words()
+    assert 32 * words.size >= 3000
+    out, _ = decompress_images(model, data)
+    assert np.array_equal(out, blank) and out.dtype == np.uint8

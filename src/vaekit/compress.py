@@ -35,7 +35,10 @@ from .models import VAE, model_fingerprint
 from .models.context import SCHEMES
 
 MAGIC = b"VAEKITBB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a SHA-256 of every byte before it ends the file; initial_words in the header
+READS_VERSIONS = (1, 2)
+DIGEST_BYTES = 32
+MAX_HEADER_BYTES = 1 << 16  # a real header is under 1 KB
 DEFAULT_PRECISION = 8  # bits per latent dimension: 256 bins
 INITIAL_WORDS_SEED = 20190214  # the seed of the stack's initial random words (BB-ANS's arXiv date)
 
@@ -78,9 +81,13 @@ class BitsBackCoder:
         self.shape = self.model.config.input_shape
         self.lattices = SCHEMES[self.model.config.pixel_groups]  # (stride, row, col), in decoding order
 
-    def initial_words(self) -> np.ndarray:
-        """Seeded random words the first image's posterior draw pops: enough for D bins of `precision` bits."""
-        count = math.ceil(self.latent_dim * self.precision / 32) + 2
+    def base_initial_words(self) -> int:
+        """How many initial words the first image's posterior draw needs: D bins of `precision` bits, and 2 more."""
+        return math.ceil(self.latent_dim * self.precision / 32) + 2
+
+    def initial_words(self, count: int | None = None) -> np.ndarray:
+        """Seeded random words the first image's posterior draw pops (`base_initial_words` unless more are asked)."""
+        count = self.base_initial_words() if count is None else count
         return np.random.default_rng(INITIAL_WORDS_SEED).integers(0, 2**32, size=count, dtype=np.uint32)
 
     @torch.no_grad()
@@ -107,9 +114,9 @@ class BitsBackCoder:
                  logits[..., row::stride, col::stride])
         return torch.sigmoid(group).reshape(-1).numpy()
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
+    def encode(self, images: np.ndarray, initial_words: int | None = None) -> np.ndarray:
         """Compress binary images (N, C*H*W) of 0/1 into ANS words (uint32)."""
-        coder = self._stack.AnsCoder(self.initial_words())
+        coder = self._stack.AnsCoder(self.initial_words(initial_words))
         for image in images:
             z = coder.decode(self.categorical, self.posterior_probs(image))  # pop: bits back
             logits = self.decoder_logits(z)
@@ -124,7 +131,7 @@ class BitsBackCoder:
             coder.encode_reverse(z.astype(np.int32), self.uniform)
         return coder.get_compressed()
 
-    def decode(self, words: np.ndarray, count: int) -> np.ndarray:
+    def decode(self, words: np.ndarray, count: int, initial_words: int | None = None) -> np.ndarray:
         """Decompress `count` images (count, C*H*W) of 0/1 from ANS words; checks the initial words come back."""
         coder = self._stack.AnsCoder(words)
         images = np.empty((count, math.prod(self.shape)), dtype=np.uint8)
@@ -140,7 +147,7 @@ class BitsBackCoder:
             coder.encode_reverse(z.astype(np.int32), self.categorical, self.posterior_probs(image))  # bits back
             images[i] = image
         left = coder.get_compressed()
-        if not np.array_equal(left, self.initial_words()):
+        if not np.array_equal(left, self.initial_words(initial_words)):
             raise DataError("decoding did not end on the initial bits: "
                             "the file does not match this model or is corrupt")
         return images
@@ -157,39 +164,154 @@ def _float64_copy(model: VAE) -> VAE:
 #   8 bytes   magic b"VAEKITBB"
 #   4 bytes   header length L, uint32 little-endian
 #   L bytes   header, UTF-8 JSON: format_version, model_fingerprint, precision, count, shape (C, H, W),
-#             layout (how to write the images back out), payload_bytes, payload_sha256, images_sha256
-#   rest      payload: the ANS words, uint32 little-endian
+#             layout (how to write the images back out), initial_words, payload_bytes, payload_sha256,
+#             images_sha256
+#   P bytes   payload: the ANS words, uint32 little-endian
+#   32 bytes  SHA-256 of every byte before it (format 2; format 1 files end with the payload)
+#
+# Every header field is checked (type, range, allow-list) before it is used, and the image count
+# against the payload: each image costs at least one bit of payload (`pack_images` pads the stack's
+# initial words in the rare case it would not), so a small file cannot claim millions of images.
+
+HEADER_KEYS = {1: {"format_version", "model_fingerprint", "precision", "count", "shape", "layout", "images_sha256",
+                   "payload_bytes", "payload_sha256"}}
+HEADER_KEYS[2] = HEADER_KEYS[1] | {"initial_words"}
+LAYOUT_KEYS = {"container", "shape", "dtype", "one"}
+CONTAINERS = ("idx", "npy")
+# the dtypes compress accepts (bool, integers, floats up to 64 bits), in either byte order
+ACCEPTED_DTYPES = frozenset(np.dtype(code).newbyteorder(order).str for code in "?bBhHiIlLqQefd" for order in "<>")
+IDX_DTYPES = frozenset(np.dtype(code).newbyteorder(order).str for code in "bBhifd" for order in "<>")
+MAX_DIMS = 32
 
 
 def pack(words: np.ndarray, header: dict) -> bytes:
-    """The file bytes for ANS `words` and a header (payload length and checksum are added here)."""
+    """The file bytes for ANS `words` and a header (payload length and checksums are added here)."""
     payload = words.astype("<u4").tobytes()
     header = {"format_version": FORMAT_VERSION, **header, "payload_bytes": len(payload),
               "payload_sha256": hashlib.sha256(payload).hexdigest()}
     encoded = json.dumps(header, sort_keys=True).encode()
-    return MAGIC + len(encoded).to_bytes(4, "little") + encoded + payload
+    body = MAGIC + len(encoded).to_bytes(4, "little") + encoded + payload
+    return body + hashlib.sha256(body).digest()
 
 
 def unpack(data: bytes, source: str) -> tuple[dict, np.ndarray]:
-    """Header and ANS words of a compressed file; DataError for anything truncated, corrupt or too new."""
+    """Checked header and ANS words of a compressed file; DataError for anything truncated, corrupt or too new."""
     if not data.startswith(MAGIC):
         raise DataError(f"{source}: not a vaekit compressed file (bad magic number)")
     if len(data) < len(MAGIC) + 4:
         raise DataError(f"{source}: truncated (no header)")
     length = int.from_bytes(data[8:12], "little")
-    try:
-        header = json.loads(data[12:12 + length])
-        version, size, checksum = header["format_version"], header["payload_bytes"], header["payload_sha256"]
-    except (ValueError, KeyError, TypeError):
-        raise DataError(f"{source}: corrupt or truncated header") from None
-    if version > FORMAT_VERSION:
+    if length > MAX_HEADER_BYTES or 12 + length > len(data):
+        raise DataError(f"{source}: corrupt or truncated header (it claims {length} bytes)")
+    header = _parse_header(data[12:12 + length], source)
+    version = header.get("format_version")
+    if type(version) is int and version > FORMAT_VERSION:
         raise DataError(f"{source}: compressed-file format {version} is newer than this vaekit's {FORMAT_VERSION}")
-    payload = data[12 + length:]
-    if len(payload) != size:
-        raise DataError(f"{source}: truncated: the payload has {len(payload)} of {size} bytes")
-    if hashlib.sha256(payload).hexdigest() != checksum or size % 4:
+    if type(version) is not int or version not in READS_VERSIONS:
+        raise DataError(f"{source}: corrupt header (format_version {version!r} is not one of {READS_VERSIONS})")
+    end = len(data)
+    if version >= 2:
+        end -= DIGEST_BYTES
+        if end < 12 + length or hashlib.sha256(data[:end]).digest() != data[end:]:
+            raise DataError(f"{source}: corrupt or truncated (the file's SHA-256 does not match its content)")
+    check_header(header, version, source)
+    payload = data[12 + length:end]
+    if len(payload) != header["payload_bytes"]:
+        raise DataError(f"{source}: truncated: the payload has {len(payload)} of {header['payload_bytes']} bytes")
+    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
         raise DataError(f"{source}: the payload is corrupt (checksum mismatch)")
-    return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    if header["count"] > 32 * words.size:  # every image costs at least a bit (see above)
+        raise DataError(f"{source}: corrupt header: it claims {header['count']} images, but its payload of "
+                        f"{len(payload)} bytes holds at most {32 * words.size}")
+    if header.get("initial_words", 0) > words.size:
+        raise DataError(f"{source}: corrupt header: {header['initial_words']} initial words in a payload of "
+                        f"{words.size}")
+    return header, words
+
+
+def _parse_header(raw: bytes, source: str) -> dict:
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a key appears twice")
+        return dict(pairs)
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not a number")
+
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except (ValueError, RecursionError):
+        raise DataError(f"{source}: corrupt or truncated header") from None
+    if not isinstance(header, dict):
+        raise DataError(f"{source}: corrupt or truncated header (not a JSON object)")
+    return header
+
+
+def check_header(header: dict, version: int, source: str) -> None:
+    """DataError naming the first header field of the wrong type, out of range or unknown."""
+
+    def bad(field: str, expected: str):
+        value = repr(header.get(field) if "." not in field else layout.get(field.split(".")[1]))
+        raise DataError(f"{source}: corrupt header: {field} must be {expected}, found {value[:60]}")
+
+    keys = set(header)
+    if keys != HEADER_KEYS[version]:
+        wrong = sorted(keys ^ HEADER_KEYS[version])
+        raise DataError(f"{source}: corrupt header: fields {', '.join(map(str, wrong))} missing or unknown")
+    layout = header["layout"] if isinstance(header["layout"], dict) else {}
+    if set(layout) != LAYOUT_KEYS:
+        bad("layout", f"an object with keys {', '.join(sorted(LAYOUT_KEYS))}")
+    for field in ("model_fingerprint", "payload_sha256", "images_sha256"):
+        if not _is_hex_digest(header[field]):
+            bad(field, "64 hex digits")
+    if not _is_int(header["precision"], 1, 16):
+        bad("precision", "an integer from 1 to 16")
+    if not _is_int(header["count"], 1, 2**40):
+        bad("count", "a positive integer")
+    if not _is_int(header["payload_bytes"], 0, 2**48) or header["payload_bytes"] % 4:
+        bad("payload_bytes", "a multiple of 4")
+    if version >= 2 and not _is_int(header["initial_words"], 1, 2**40):
+        bad("initial_words", "a positive integer")
+    shape = header["shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(n, 1, 2**16) for n in shape)):
+        bad("shape", "3 positive integers (C, H, W)")
+    if layout["container"] not in CONTAINERS:
+        bad("layout.container", " or ".join(CONTAINERS))
+    dtype = layout["dtype"]
+    if not isinstance(dtype, str) or dtype not in (IDX_DTYPES if layout["container"] == "idx" else ACCEPTED_DTYPES):
+        bad("layout.dtype", f"a dtype {layout['container']} stores as bool, integers or floats")
+    out_shape = layout["shape"]
+    if not (isinstance(out_shape, list) and 2 <= len(out_shape) <= MAX_DIMS
+            and all(_is_int(n, 1, 2**40) for n in out_shape)
+            and out_shape[0] == header["count"] and math.prod(out_shape[1:]) == math.prod(shape)):
+        bad("layout.shape", f"{header['count']} images of {math.prod(shape)} pixels")
+    if exact_one(layout["one"], np.dtype(dtype)) is None:
+        bad("layout.one", f"a nonzero value {np.dtype(dtype).name} holds exactly")
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _is_hex_digest(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def exact_one(value, dtype: np.dtype) -> np.ndarray | None:
+    """`value` as a 0-d array of `dtype` if it is nonzero and the dtype holds it exactly, else None."""
+    if type(value) not in (bool, int, float) or (dtype.kind == "b") != (type(value) is bool):
+        return None
+    if dtype.kind in "iu" and type(value) is not int:
+        return None
+    if dtype.kind == "f" and not math.isfinite(value):
+        return None
+    if dtype.kind in "iu" and not np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
+        return None
+    with np.errstate(over="ignore"):
+        one = np.array(value, dtype=dtype)
+    return one if one.item() == value and value != 0 else None
 
 
 def images_digest(bits: np.ndarray) -> str:
@@ -198,6 +320,22 @@ def images_digest(bits: np.ndarray) -> str:
 
 
 # --- arrays in, bytes out, and back ----------------------------------------------------------------
+
+ACCEPTED = "bool, integer or float arrays (up to 64 bits) with finite values"
+
+
+def require_restorable(array: np.ndarray, source: str) -> None:
+    """DataError unless compress can give this array back exactly: what ACCEPTED says."""
+    dtype = array.dtype
+    if dtype.str not in ACCEPTED_DTYPES:
+        raise DataError(f"{source}: compress takes {ACCEPTED}; got dtype {dtype} ({dtype.str}), which it could not "
+                        "restore exactly")
+    if dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise DataError(f"{source}: compress takes {ACCEPTED}; this array holds NaN or infinite values")
+        if np.signbit(array[array == 0]).any():
+            raise DataError(f"{source}: compress takes {ACCEPTED}; this array holds negative zeros (-0.0), "
+                            "which would come back as 0.0")
 
 
 def binary_bits(array: np.ndarray, rule: str, seed: int, source: str) -> tuple[np.ndarray, float | int | bool, bool]:
@@ -209,6 +347,7 @@ def binary_bits(array: np.ndarray, rule: str, seed: int, source: str) -> tuple[n
     """
     if array.size == 0:
         raise DataError(f"{source}: no images to compress")
+    require_restorable(array, source)
     values = np.unique(array)
     nonzero = values[values != 0]
     if len(nonzero) <= 1:
@@ -216,6 +355,9 @@ def binary_bits(array: np.ndarray, rule: str, seed: int, source: str) -> tuple[n
         return (array != 0).astype(np.uint8), one, True
     if array.dtype.kind == "f" and (values.min() < 0 or values.max() > 1):
         raise DataError(f"{source}: float images must be in [0, 1] to be binarized")
+    if array.dtype.kind in "iu" and (values.min() < 0 or values.max() > 255 or exact_one(255, array.dtype) is None):
+        raise DataError(f"{source}: grayscale integer images must be in [0, 255], in a dtype that holds 255, to be "
+                        f"binarized; got {array.dtype} from {values.min()} to {values.max()}")
     scaled = array.astype(np.float64) / (255.0 if array.dtype.kind in "iu" else 1.0)
     if rule == "dynamic":
         bits = np.random.default_rng(seed).random(scaled.shape) < scaled
@@ -233,12 +375,18 @@ def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, se
     if array.ndim < 2 or math.prod(array.shape[1:]) != pixels:
         raise DataError(f"{source}: images of shape {tuple(array.shape[1:])} do not match the model's "
                         f"{model.config.input_shape} ({pixels} pixels); bits-back coding cannot resize losslessly")
+    if array.ndim > MAX_DIMS:
+        raise DataError(f"{source}: arrays of more than {MAX_DIMS} dimensions are not supported")
     bits, one, exact = binary_bits(array, rule, seed, source)
     flat = bits.reshape(len(bits), pixels)
     coder = BitsBackCoder(model, precision)
-    words = coder.encode(flat)
+    initial = coder.base_initial_words()
+    words = coder.encode(flat, initial)
+    while 32 * words.size < len(flat):  # keep the file's promise of at least a bit per image (see unpack)
+        initial += math.ceil(len(flat) / 32) - words.size
+        words = coder.encode(flat, initial)
     header = {"model_fingerprint": model_fingerprint(model), "precision": precision, "count": len(flat),
-              "shape": list(model.config.input_shape),
+              "shape": list(model.config.input_shape), "initial_words": initial,
               "layout": {"container": container, "shape": list(array.shape), "dtype": array.dtype.str, "one": one},
               "images_sha256": images_digest(flat)}
     data = pack(words, header)
@@ -250,18 +398,23 @@ def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, se
 def decompress_images(model: VAE, data: bytes, source: str = "<file>") -> tuple[np.ndarray, str]:
     """The images of a compressed file, in their original layout and dtype, and their container (idx or npy)."""
     header, words = unpack(data, source)
-    try:
-        fingerprint, count, precision = header["model_fingerprint"], header["count"], header["precision"]
-        layout, digest = header["layout"], header["images_sha256"]
-        shape, dtype = tuple(layout["shape"]), np.dtype(layout["dtype"])
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{source}: corrupt header ({e})") from None
+    fingerprint, count, precision = header["model_fingerprint"], header["count"], header["precision"]
+    layout, digest = header["layout"], header["images_sha256"]
     if fingerprint != model_fingerprint(model):
         raise DataError(f"{source} was compressed with another model (fingerprint {fingerprint[:12]}...); "
                         f"this run's is {model_fingerprint(model)[:12]}...; decompress it with the run that made it")
-    bits = BitsBackCoder(model, precision).decode(words, count)
+    if tuple(header["shape"]) != tuple(model.config.input_shape):
+        raise DataError(f"{source}: corrupt header: images of shape {tuple(header['shape'])}, but the model that "
+                        f"made it takes {tuple(model.config.input_shape)}")
+    coder = BitsBackCoder(model, precision)
+    initial = header.get("initial_words", coder.base_initial_words())
+    if initial < coder.base_initial_words():
+        raise DataError(f"{source}: corrupt header: initial_words {initial} is below the "
+                        f"{coder.base_initial_words()} this model needs")
+    bits = coder.decode(words, count, initial)
     if images_digest(bits) != digest:
         raise DataError(f"{source}: the decoded images fail their checksum (a different platform or torch build "
                         "computed different probabilities); nothing was written")
-    images = (bits.astype(np.float64) * float(layout["one"])).astype(dtype).reshape(shape)
-    return images, layout["container"]
+    dtype = np.dtype(layout["dtype"])
+    images = np.where(bits.reshape(layout["shape"]) != 0, exact_one(layout["one"], dtype), np.zeros((), dtype))
+    return images.astype(dtype, copy=False), layout["container"]

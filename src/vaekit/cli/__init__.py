@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    _print_any_file_name()
     if hasattr(signal, "SIGTERM"):  # a scheduler's SIGTERM stops as cleanly as Ctrl-C
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -79,6 +80,14 @@ def printable(text: str) -> str:
     """`text` with every control character escaped (\\x0c, \\n): an error quotes names and values read from untrusted
     files, and must stay one line that cannot drive the terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _print_any_file_name() -> None:
+    """A file name that is not UTF-8 reaches Python with lone surrogates, which a strict stdout cannot encode:
+    print them escaped (\\udcff), as stderr already does, instead of failing after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -11,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..choices import MIXTURE_RULES, SCORE_METHODS
 from ..errors import ConfigError, DataError, RunError
+from ..tables import csv_text
 from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_run_argument, finite_float,
                    iw_count, model_inputs, open_run, png_path, test_inputs)
 
@@ -76,7 +75,8 @@ def register(subparsers) -> None:
     p.add_argument("input", metavar="INPUT", help="images to score (a split, file or folder)")
     add_method_arguments(p)
     p.add_argument("--threshold", type=finite_float, help="flag scores above this (default: the run's calibrated one)")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="FILE.csv or FILE.jsonl (default: CSV on stdout)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="FILE.csv, FILE.jsonl or - (CSV on stdout, the default)")
     p.add_argument("--extremes", type=png_path, metavar="FILE.png",
                    help="also draw the 16 most anomalous inputs (top two rows) and the 16 least (bottom two)")
     add_data_dir_argument(p)
@@ -112,8 +112,10 @@ def add_method_arguments(p) -> None:
 
 
 def run_score(args) -> int:
+    if args.output and str(args.output) == "-":
+        args.output = None  # -o -: CSV on stdout, as without -o
     if args.output and args.output.suffix not in (".csv", ".jsonl"):
-        raise ConfigError(f"-o must end in .csv or .jsonl, got {args.output}")
+        raise ConfigError(f"-o must end in .csv or .jsonl (or - for CSV on stdout), got {args.output}")
     import torch
 
     from ..atomic import atomic_write_text
@@ -295,11 +297,8 @@ def reference_key(member) -> str:
 
 
 def to_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["index", "name", "label", "score", "anomaly"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
+    fields = ["index", "name", "label", "score", "anomaly"]
+    return csv_text(fields, [["" if row[k] is None else row[k] for k in fields] for row in rows])
 
 
 def to_jsonl(rows: list[dict]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import LATENT_BITS
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from .args import DeprecatedAlias, add_data_dir_argument, add_run_argument, open_run, positive_int
 
 if TYPE_CHECKING:
@@ -86,13 +86,10 @@ def run_decompress(args) -> int:
     from ..atomic import atomic_write_bytes
     from ..compress import decompress_images
     from ..data import encode_idx
+    from ..data.files import display, read_input
 
     loaded = open_run(args)
-    try:
-        data = args.file.read_bytes()
-    except OSError as e:
-        raise DataError(f"{args.file}: cannot read ({e.strerror or e})") from None
-    images, container = decompress_images(loaded.model, data, str(args.file))
+    images, container = decompress_images(loaded.model, read_input(args.file), display(args.file))
     wants_npy = args.output.suffix.lower() == ".npy"
     if (container == "npy") != wants_npy:
         expected = "a .npy name" if container == "npy" else "an IDX name (not .npy)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -109,8 +108,9 @@ def run_embed(args) -> int:
         raise ConfigError(f"-o must end in .npz, got {args.output}")
     import numpy as np
 
-    from ..atomic import atomic_write_bytes, atomic_write_text
+    from ..atomic import atomic_write_files
     from ..representation import embed
+    from ..tables import csv_text
 
     loaded = open_run(args)
     x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
@@ -118,15 +118,13 @@ def run_embed(args) -> int:
     label_array = np.array([-1 if label is None else label for label in labels], dtype=np.int64)
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, logvar=logvar, labels=label_array, names=np.array(names))
-    atomic_write_bytes(args.output, buffer.getvalue())
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
     dims = mu.shape[1]
-    writer.writerow(["index", "name", "label", *[f"mu_{i}" for i in range(dims)],
-                     *[f"logvar_{i}" for i in range(dims)]])
-    for i, (name, label) in enumerate(zip(names, labels)):
-        writer.writerow([i, name, "" if label is None else label, *np.round(mu[i], 6), *np.round(logvar[i], 6)])
-    csv_path = atomic_write_text(args.output.with_suffix(".csv"), table.getvalue())
+    table = csv_text(["index", "name", "label", *[f"mu_{i}" for i in range(dims)],
+                      *[f"logvar_{i}" for i in range(dims)]],
+                     ([i, name, "" if label is None else label, *np.round(mu[i], 6), *np.round(logvar[i], 6)]
+                      for i, (name, label) in enumerate(zip(names, labels))))
+    csv_path = args.output.with_suffix(".csv")
+    atomic_write_files({args.output: buffer.getvalue(), csv_path: table.encode("utf-8")})  # both or neither
     print(f"embedded {len(mu)} images into {dims} dimensions: {args.output} and {csv_path} "
           f"(labels: {'yes' if labels[0] is not None else 'none'})")
     return 0

@@ -6,14 +6,13 @@ dimension, then the values in row-major order, big-endian. Files may be gzipped.
 
 from __future__ import annotations
 
-import gzip
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from .files import GZIP_MAGIC, MAX_DECODED_BYTES, display, gunzip, read_input
 
 # type code -> big-endian dtype of the stored values
 IDX_TYPES: dict[int, np.dtype] = {
@@ -24,21 +23,27 @@ IDX_TYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-GZIP_MAGIC = b"\x1f\x8b"
+MAX_HEADER_BYTES = 4 + 4 * 255
 
 
-def decompress_if_gzipped(data: bytes, source: str) -> bytes:
-    """Return `data` gunzipped if it starts with the gzip magic, else unchanged."""
-    if not data.startswith(GZIP_MAGIC):
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{source}: corrupt or truncated gzip data ({e})") from None
+def decompress_if_gzipped(data: bytes, source: str, limit: int = MAX_DECODED_BYTES) -> bytes:
+    """Return `data` gunzipped (to at most `limit` bytes) if it starts with the gzip magic, else unchanged."""
+    return gunzip(data, source, limit) if data.startswith(GZIP_MAGIC) else data
 
 
-def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode raw (not gzipped) IDX bytes into a native-endian array; malformed input raises DataError."""
+def declared_bytes(head: bytes, source: str) -> int:
+    """The size of the IDX file whose first bytes are `head`, as its header declares it (checked as parse_idx does)."""
+    parse_idx(head[:4], source, header_only=True)
+    header = 4 + 4 * head[3]
+    if len(head) < header:
+        raise DataError(f"{source}: truncated IDX header ({len(head)} bytes, header needs {header})")
+    shape = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(head[3]))
+    return header + math.prod(shape) * IDX_TYPES[head[2]].itemsize
+
+
+def parse_idx(data: bytes, source: str = "<bytes>", header_only: bool = False) -> np.ndarray | None:
+    """Decode raw (not gzipped) IDX bytes into a native-endian array; malformed input raises DataError.
+    With `header_only`, check just the first 4 bytes (magic, type code, dimensions) and return None."""
     if len(data) < 4:
         raise DataError(f"{source}: not an IDX file (only {len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
@@ -48,6 +53,8 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{source}: unknown IDX type code 0x{type_code:02x}")
     if ndim == 0:
         raise DataError(f"{source}: IDX header declares 0 dimensions")
+    if header_only:
+        return None
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{source}: truncated IDX header ({len(data)} bytes, header needs {header})")
@@ -60,18 +67,24 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise DataError(
             f"{source}: IDX data {what}: shape {shape} of {dtype.name} needs {expected} bytes, found {found}"
         )
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    try:
+        values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    except ValueError:  # an empty array whose other dimensions multiply past what numpy can index
+        raise DataError(f"{source}: IDX shape {shape} is too large for an array") from None
     return values.astype(dtype.newbyteorder("="), copy=True)  # writable, native byte order
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzipped or raw."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    return parse_idx(decompress_if_gzipped(data, str(path)), str(path))
+    """Read an IDX file, gzipped or raw; a gzipped one is decoded only as far as its header declares."""
+    source = display(path)
+    data = read_input(path)
+    if data.startswith(GZIP_MAGIC):
+        needed = declared_bytes(gunzip(data, source, MAX_HEADER_BYTES, prefix=True), source)
+        if needed > MAX_DECODED_BYTES:
+            raise DataError(f"{source}: its IDX header declares {needed} bytes, more than {MAX_DECODED_BYTES}, the "
+                            "most vaekit decodes from a compressed file")
+        data = gunzip(data, source, limit=needed)
+    return parse_idx(data, source)
 
 
 def encode_idx(array: np.ndarray) -> bytes:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from ..errors import DataError
 from ..rng import derive_seed, make_generator
 from .batches import standardize as standardize_images
 from .datasets import DATASETS, load_split, load_splits
+from .files import MAX_DECODED_BYTES, MAX_IMAGE_PIXELS, display, open_input, read_npy_header
 from .idx import read_idx
 from .imageset import ImageSet
 
@@ -45,8 +49,8 @@ def read_images(source: str | Path, data_dir: str | Path | None = None) -> Image
     path = Path(source)
     if not path.exists():
         hint = ", ".join(f"{name}:train, {name}:test" for name in DATASETS)
-        raise DataError(f"{path}: no such file or directory (expected a built-in split such as {hint}, an IDX, "
-                        ".npy or .npz file, an image, or a folder of images)")
+        raise DataError(f"{display(path)}: no such file or directory (expected a built-in split such as {hint}, an "
+                        "IDX, .npy or .npz file, an image, or a folder of images)")
     if path.is_dir():
         return read_folder(path)
     suffix = path.suffix.lower()
@@ -56,26 +60,30 @@ def read_images(source: str | Path, data_dir: str | Path | None = None) -> Image
         return read_npz(path)
     if suffix in IMAGE_SUFFIXES:
         image = read_image_file(path)
-        return ImageSet(torch.from_numpy(image)[None], None, str(path), names=(path.name,))
-    return from_array(read_idx(path), str(path))
+        return ImageSet(torch.from_numpy(image)[None], None, display(path), names=(display(path.name),))
+    return from_array(read_idx(path), display(path))
 
 
 def read_npy(path: Path) -> ImageSet:
-    return from_array(load_npy(path), str(path))
+    return from_array(load_npy(path), display(path))
 
 
 def load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npy array ({e})") from None
+    """A .npy file's array, its header checked against the file's size before the array is allocated."""
+    with open_input(path) as f:
+        read_npy_header(f, os.fstat(f.fileno()).st_size, display(path))
+        f.seek(0)
+        try:
+            return np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(f"{display(path)}: not a readable .npy array ({e})") from None
 
 
 def read_array(source: str | Path, data_dir: str | Path | None = None) -> tuple[np.ndarray, str]:
     """Images as the array they were stored as, and the container to write them back in: "idx" for IDX
     files and built-in splits, "npy" for everything else (as N x H x W, or N x C x H x W in colour)."""
     path = Path(source)
-    if not is_builtin(str(source)) and path.is_file():
+    if not is_builtin(str(source)) and path.exists() and not path.is_dir():
         if path.suffix.lower() == ".npy":
             return load_npy(path), "npy"
         if path.suffix.lower() not in (".npz", *IMAGE_SUFFIXES):
@@ -86,36 +94,92 @@ def read_array(source: str | Path, data_dir: str | Path | None = None) -> tuple[
 
 
 def read_npz(path: Path) -> ImageSet:
+    source = display(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open_input(path) as f, np.load(f, allow_pickle=False) as archive:
             keys = list(archive.keys())
             key = next((k for k in ARRAY_IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
             if key is None:
-                raise DataError(f"{path}: holds arrays {', '.join(keys) or '(none)'}; name the images "
+                raise DataError(f"{source}: holds arrays {', '.join(keys) or '(none)'}; name the images "
                                 f"one of {', '.join(ARRAY_IMAGE_KEYS)}")
-            images = archive[key]
+            images = _npz_member(archive, key, source)
             label_key = next((k for k in ARRAY_LABEL_KEYS if k in keys), None)
-            labels = archive[label_key] if label_key else None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DataError(f"{path}: not a readable .npz archive ({e})") from None
-    return from_array(images, str(path), labels)
+            labels = _npz_member(archive, label_key, source) if label_key else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError, RuntimeError,
+            zlib.error) as e:
+        raise DataError(f"{source}: not a readable .npz archive ({e})") from None
+    return from_array(images, source, labels)
 
 
-def read_image_file(path: Path) -> np.ndarray:
-    """One image file as a uint8 array (C, H, W): grayscale stays one channel, colour becomes RGB."""
+def _npz_member(archive, key: str, source: str) -> np.ndarray:
+    """One array of an .npz, after checking its size (declared by the zip and by the .npy header) against
+    MAX_DECODED_BYTES: a compressed member cannot decode to gigabytes."""
+    name = key if key in archive.zip.namelist() else f"{key}.npy"
+    size = archive.zip.getinfo(name).file_size
+    where = f"{source}[{key}]"
+    if size > MAX_DECODED_BYTES:
+        raise DataError(f"{where}: decodes to {size} bytes, more than {MAX_DECODED_BYTES}, the most vaekit decodes "
+                        "from a compressed file")
+    with archive.zip.open(name) as member:
+        read_npy_header(member, size, where, limit=MAX_DECODED_BYTES)
+    return archive[key]
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def read_image_file(path: Path, budget: int = MAX_DECODED_BYTES) -> np.ndarray:
+    """One image file as a uint8 array (C, H, W): grayscale stays one channel, colour becomes RGB.
+
+    16-bit images are scaled by their range (65535 -> 255), float images (TIFF) must be in [0, 1], as
+    float arrays must. The size in the file's header is checked against MAX_IMAGE_PIXELS and `budget`
+    (bytes still allowed) before anything is decoded.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    source = display(path)
     try:
-        with Image.open(path) as image:
+        # the bounds below replace PIL's decompression-bomb warning
+        with (open_input(path) as f, warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
+              Image.open(f) as image):
+            width, height = image.size
+            channels = 1 if image.mode in ("1", "L", "I", "F", *SIXTEEN_BIT_MODES) else 3
+            if width * height > MAX_IMAGE_PIXELS or width * height * channels > budget:
+                limit = (f"more than {MAX_IMAGE_PIXELS} pixels, the most vaekit decodes from one image"
+                         if width * height > MAX_IMAGE_PIXELS else
+                         f"more than the {MAX_DECODED_BYTES} bytes vaekit decodes from images at once")
+                raise DataError(f"{source}: a {width}x{height} image is {limit}")
             image.load()  # decode now: a truncated file fails here, not later
-            if image.mode in ("1", "L", "I", "I;16", "F") or (image.mode == "P" and _palette_is_gray(image)):
-                array = np.asarray(image.convert("L"))[None]
-            else:
-                array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: unreadable image ({e})") from None
-    # a copy: np.asarray of a grayscale PIL image is a read-only view, which torch.from_numpy warns about
-    return np.array(array, dtype=np.uint8, order="C", copy=True)
+            array = _gray_by_range(image, source)
+            if array is None:
+                if image.mode in ("1", "L") or (image.mode == "P" and _palette_is_gray(image)):
+                    array = np.asarray(image.convert("L"))[None]
+                else:
+                    array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise DataError(f"{source}: unreadable image ({e})") from None
+    return np.array(array, dtype=np.uint8, order="C")  # a writable copy: PIL's arrays are read-only
+
+
+def _gray_by_range(image, source: str) -> np.ndarray | None:
+    """A 16-bit, 32-bit integer or float grayscale image as uint8 (1, H, W), scaled by its format's range;
+    None for other modes."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return np.rint(np.asarray(image).astype(np.float64) * (255 / 65535))[None]
+    if image.mode == "I":  # 32-bit integers: no range to scale by, so they must already be 8-bit values
+        values = np.asarray(image)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 255:
+            raise DataError(f"{source}: a 32-bit integer image must hold values in [0, 255], found {low} to {high}; "
+                            "save it as an 8- or 16-bit image")
+        return values[None]
+    if image.mode == "F":  # floats, as float arrays: [0, 1]
+        values = np.asarray(image).astype(np.float64)
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise DataError(f"{source}: a float image must hold finite values in [0, 1], found "
+                            f"{values.min():g} to {values.max():g}")
+        return np.rint(values * 255)[None]
+    return None
 
 
 def _palette_is_gray(image) -> bool:
@@ -134,20 +198,23 @@ def read_folder(path: Path) -> ImageSet:
                      for d in folders]
         files = [f for group in per_class for f in group]
         labels = torch.tensor([i for i, group in enumerate(per_class) for _ in group], dtype=torch.long)
-        classes = tuple(d.name for d in folders)
+        classes = tuple(display(d.name) for d in folders)
     if not files:
-        raise DataError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
+        raise DataError(f"{display(path)}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
                         "directly or in class subfolders)")
-    arrays = [read_image_file(f) for f in files]
+    arrays, budget = [], MAX_DECODED_BYTES
+    for f in files:
+        arrays.append(read_image_file(f, budget))
+        budget -= arrays[-1].nbytes
     channels = 3 if any(a.shape[0] == 3 for a in arrays) else 1
     arrays = [np.repeat(a, 3, axis=0) if a.shape[0] != channels else a for a in arrays]
     size = arrays[0].shape[1:]
     for f, a in zip(files, arrays):
         if a.shape[1:] != size:
-            raise DataError(f"{path}: images in one folder must share a size: {files[0].name} is "
-                            f"{size[1]}x{size[0]}, {f.relative_to(path)} is {a.shape[2]}x{a.shape[1]}")
-    names = tuple(str(f.relative_to(path)) for f in files)
-    return ImageSet(torch.from_numpy(np.stack(arrays)), labels, str(path), classes, names)
+            raise DataError(f"{display(path)}: images in one folder must share a size: {display(files[0].name)} is "
+                            f"{size[1]}x{size[0]}, {display(f.relative_to(path))} is {a.shape[2]}x{a.shape[1]}")
+    names = tuple(display(f.relative_to(path)) for f in files)
+    return ImageSet(torch.from_numpy(np.stack(arrays)), labels, display(path), classes, names)
 
 
 def from_array(array: np.ndarray, source: str, labels: np.ndarray | None = None) -> ImageSet:

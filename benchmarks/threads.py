@@ -38,7 +38,9 @@ from pathlib import Path
 
 from common import DATA_DIR, REPO, machine, median
 
-SETTINGS = ("torch-default", "physical-cores", "one", "passive", "load-aware", "load-aware-passive")
+SETTINGS = ("torch-default", "physical-cores", "one", "passive", "load-aware", "load-aware-passive", "spin-1k",
+            "spin-10k", "spin-100k", "load-aware-spin-10k")
+SPIN_COUNTS = {"spin-1k": 1_000, "spin-10k": 10_000, "spin-100k": 100_000}  # GOMP_SPINCOUNT (libgomp's is 300,000)
 EPOCH_IMAGES = 60_000
 WARM_UP_SECONDS = 5.0  # the competitor's import and data loading, before it competes
 IDLE_THRESHOLD = 0.5  # load-aware: a CPU at least this idle over a 0.1 s sample counts as free
@@ -72,7 +74,7 @@ def worker(setting: str, images: int) -> dict:
     from vaekit.threads import physical_cores, usable_cpus
 
     cores = physical_cores(usable_cpus())
-    if setting in ("physical-cores", "passive"):  # passive: vaekit's default, `vaekit.set_threads()`
+    if setting in ("physical-cores", "passive") or setting.startswith("spin-"):
         torch.set_num_threads(cores)
     elif setting == "one":
         torch.set_num_threads(1)
@@ -118,6 +120,8 @@ def measure(setting: str, images: int) -> dict:
     env = _clean_env()
     if setting.endswith("passive"):
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if (spin := setting.removeprefix("load-aware-")) in SPIN_COUNTS:
+        env["GOMP_SPINCOUNT"] = str(SPIN_COUNTS[spin])
     argv = [sys.executable, __file__, "--worker", setting, "--images", str(images)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:

@@ -11,9 +11,12 @@ scaled to a 60,000-image epoch, with its CPU time. The settings:
   physical-cores  one thread per physical core (the same as torch-default without hyper-threading)
   one             a single thread
   passive         physical-cores with OMP_WAIT_POLICY=PASSIVE set before torch loads (waiting threads
-                  sleep): vaekit's default (vaekit.threads)
+                  sleep)
   load-aware      one thread per CPU at least half idle over 0.1 s when the command starts (/proc/stat),
-                  at most one per physical core, at least one
+                  at most one per physical core, at least one: vaekit's default (vaekit.threads)
+  spin-1k, spin-10k, spin-100k  physical-cores with libgomp's spin before sleeping shortened to
+                  GOMP_SPINCOUNT 1,000, 10,000 or 100,000 (libgomp's own is 300,000)
+  load-aware-spin-10k  both
   load-aware-passive  both
 
 "loaded" runs the same measurements while a competing process, which this script starts and stops,
@@ -34,7 +37,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from common import DATA_DIR, REPO, machine, median
 
@@ -43,26 +45,6 @@ SETTINGS = ("torch-default", "physical-cores", "one", "passive", "load-aware", "
 SPIN_COUNTS = {"spin-1k": 1_000, "spin-10k": 10_000, "spin-100k": 100_000}  # GOMP_SPINCOUNT (libgomp's is 300,000)
 EPOCH_IMAGES = 60_000
 WARM_UP_SECONDS = 5.0  # the competitor's import and data loading, before it competes
-IDLE_THRESHOLD = 0.5  # load-aware: a CPU at least this idle over a 0.1 s sample counts as free
-
-
-def idle_cpus(cpus: list[int], sample_seconds: float = 0.1) -> int:
-    """The load-aware candidate: how many of `cpus` were at least half idle over `sample_seconds` (/proc/stat)."""
-
-    def ticks() -> dict[int, tuple[int, int]]:  # per CPU: (idle + iowait, total) since boot
-        times = {}
-        for line in Path("/proc/stat").read_text().splitlines():
-            name, *fields = line.split()
-            if name.startswith("cpu") and name != "cpu":
-                values = [int(f) for f in fields[:8]]
-                times[int(name[3:])] = (values[3] + values[4], sum(values))
-        return times
-
-    before = ticks()
-    time.sleep(sample_seconds)
-    after = ticks()
-    return sum(1 for cpu in cpus if after[cpu][1] > before[cpu][1]
-               and (after[cpu][0] - before[cpu][0]) / (after[cpu][1] - before[cpu][1]) >= IDLE_THRESHOLD)
 
 
 def worker(setting: str, images: int) -> dict:
@@ -71,7 +53,7 @@ def worker(setting: str, images: int) -> dict:
 
     from vaekit import RunConfig, Trainer, load_split
     from vaekit.fit import build_model
-    from vaekit.threads import physical_cores, usable_cpus
+    from vaekit.threads import idle_cpus, physical_cores, usable_cpus
 
     cores = physical_cores(usable_cpus())
     if setting in ("physical-cores", "passive") or setting.startswith("spin-"):

@@ -1,16 +1,15 @@
 """vaekit.threads: --threads on every compute command, the default policy, and the busy-CPU detector."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 
+import numpy as np
 import pytest
 import torch
 
 from vaekit import threads
 from vaekit.cli import COMPUTE_COMMANDS, build_parser, main
 from vaekit.errors import ConfigError
+from vaekit.runs import load_checkpoint
 
 # The fewest arguments each compute command parses with (files need not exist: parsing only).
 MINIMAL_ARGS = {
@@ -27,6 +26,7 @@ def restore_threads(monkeypatch):
     """Each test starts without thread settings in the environment and leaves torch's thread count as it was."""
     for name in (threads.ENV_VAR, "OMP_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "_chosen_by_user", False)
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -118,11 +118,46 @@ def test_parse_threads():
         threads.parse_threads("0", "$VAEKIT_THREADS")
 
 
-def test_default_is_one_thread_per_physical_core(monkeypatch, tmp_path, capsys):
-    assert threads.default_threads() == threads.physical_cores(threads.usable_cpus())
-    monkeypatch.setattr(threads, "usable_cpus", lambda: [0])
+def test_default_is_one_thread_per_idle_physical_core(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(threads, "physical_cores", lambda cpus: 2)
+    for idle, expected in ((2, 2), (1, 1), (0, 1), (5, 2), (None, 2)):  # None: /proc/stat unreadable
+        monkeypatch.setattr(threads, "idle_cpus", lambda cpus, idle=idle: idle)
+        assert threads.default_threads() == expected
+    monkeypatch.setattr(threads, "idle_cpus", lambda cpus: 1)
     main(["eval", str(tmp_path / "missing")])
-    assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 1 and not threads.threads_chosen_by_user()
+    main(["eval", str(tmp_path / "missing"), "--threads", "2"])
+    assert torch.get_num_threads() == 2 and threads.threads_chosen_by_user()
+    capsys.readouterr()
+
+
+def test_resume_goes_on_with_the_thread_count_the_run_was_trained_with(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(threads, "idle_cpus", lambda cpus: 1)  # busy when the run starts: auto picks one thread
+    monkeypatch.setattr(threads, "physical_cores", lambda cpus: 2)
+    data = tmp_path / "small.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (200, 8, 8), dtype=np.uint8))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--hidden", "16", "--epochs", "1", "--out", str(run)]) == 0
+    assert load_checkpoint(run)[1]["threads"] == 1
+    monkeypatch.setattr(threads, "idle_cpus", lambda cpus: 2)  # quiet now: auto would pick two
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert "(1 CPU thread(s))" in capsys.readouterr().out and torch.get_num_threads() == 1
+    assert load_checkpoint(run)[1]["threads"] == 1
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--threads", "2"]) == 0  # the user's choice wins
+    assert "(2 CPU thread(s))" in capsys.readouterr().out and load_checkpoint(run)[1]["threads"] == 2
+
+
+def test_idle_cpus_reads_proc_stat(monkeypatch):
+    samples = iter([  # cpu0 stays idle, cpu1 is busy for the whole sample, cpu2 is not ours
+        "cpu  1 2 3 4 5 6 7 8\ncpu0 100 0 0 900 0 0 0 0\ncpu1 100 0 0 900 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0\n",
+        "cpu  1 2 3 4 5 6 7 8\ncpu0 101 0 0 909 0 0 0 0\ncpu1 110 0 0 900 0 0 0 0\ncpu2 5 0 0 5 0 0 0 0\n",
+    ])
+    real_path = threads.Path
+    monkeypatch.setattr(threads, "Path", lambda p: type("Stat", (), {"read_text": lambda self: next(samples)})()
+                        if p == "/proc/stat" else real_path(p))
+    assert threads.idle_cpus([0, 1], sample_seconds=0) == 1
+    monkeypatch.setattr(threads, "Path", lambda p: real_path("/nonexistent/stat"))
+    assert threads.idle_cpus([0, 1], sample_seconds=0) is None
 
 
 def test_physical_cores_counts_hyper_threads_once(monkeypatch, tmp_path):
@@ -136,28 +171,6 @@ def test_physical_cores_counts_hyper_threads_once(monkeypatch, tmp_path):
     assert threads.physical_cores([0, 1, 2, 3]) == 2
     assert threads.physical_cores([0, 2]) == 1
     assert threads.physical_cores([0, 7]) == 2  # no topology for cpu7: count the CPUs
-
-
-def test_passive_wait_is_set_before_torch_loads_unless_the_user_chose(monkeypatch):
-    for name in threads.WAIT_SETTINGS:
-        monkeypatch.delenv(name, raising=False)
-    assert threads.prefer_passive_wait() is False  # torch is loaded in this process: too late to matter
-    assert "OMP_WAIT_POLICY" not in __import__("os").environ
-    monkeypatch.delitem(sys.modules, "torch")
-    assert threads.prefer_passive_wait() is True
-    assert __import__("os").environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
-    assert threads.prefer_passive_wait() is False
-    monkeypatch.delenv("OMP_WAIT_POLICY")
-    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
-    assert threads.prefer_passive_wait() is False and "OMP_WAIT_POLICY" not in __import__("os").environ
-
-
-def test_import_vaekit_makes_waiting_passive():
-    env = {k: v for k, v in os.environ.items() if k not in threads.WAIT_SETTINGS}
-    code = "import os, vaekit, torch; print(os.environ.get('OMP_WAIT_POLICY'), vaekit.threads.waits_passively())"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["PASSIVE", "True"]
 
 
 @pytest.mark.parametrize(("rate", "best", "cpu", "wall", "busy"), [

@@ -11,10 +11,6 @@ import types
 
 __version__ = "0.1.0"
 
-from .threads import prefer_passive_wait  # noqa: E402
-
-prefer_passive_wait()  # before anything loads torch: OpenMP reads its wait policy once (vaekit.threads)
-
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from .errors import VaekitError  # noqa: E402
 

@@ -26,7 +26,7 @@ from .generate import reconstruct, sample
 from .models import VAE, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
-from .threads import busy_hint, cpu_is_busy, waits_passively
+from .threads import MAX_THREADS, busy_hint, cpu_is_busy, threads_chosen_by_user, waits_passively
 from .train import Trainer, epoch_seeds, few_steps_warning
 from .validation import adam_spec, check_adam_values, check_param_groups, check_tensors, state_spec
 
@@ -120,7 +120,8 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             save_loss_curve(out / "loss.png", metrics)
             log(f"{out} has already finished its {config.train.epochs} epochs; pass --epochs N to train longer")
             return runs.Run(out, config, model.eval(), metrics)
-        log(f"resuming {out} after epoch {trainer.epoch} of {config.train.epochs}")
+        log(f"resuming {out} after epoch {trainer.epoch} of {config.train.epochs} "
+            f"({torch.get_num_threads()} CPU thread(s))")
 
     if few_steps := few_steps_warning(len(train_set), config.train):
         log(f"warning: {few_steps}")
@@ -189,10 +190,16 @@ def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list
     if meta.get("next_epoch_seeds") != epoch_seeds(config.train.seed, meta["epoch"] + 1):
         raise RunError(f"{source}: written by a vaekit that draws its random streams differently; "
                        "resuming would not repeat the run (train it again, or use the version that wrote it)")
+    recorded = meta.get("threads")  # absent in checkpoints older than the load-aware default
+    if recorded is not None and (type(recorded) is not int or not 1 <= recorded <= MAX_THREADS):
+        raise RunError(f"{source}: meta.threads must be a thread count from 1 to {MAX_THREADS}, got {recorded!r}; "
+                       "the run cannot be resumed from it")
     try:
         trainer.load_state(tensors, {**meta, "param_groups": groups})
     except (KeyError, ValueError, RuntimeError) as e:
         raise RunError(f"{source}: optimizer state does not fit this run ({e})") from None
+    if recorded and not threads_chosen_by_user():  # go on as it was trained: float32 sums depend on the count
+        torch.set_num_threads(recorded)
     return list(meta["metrics"])
 
 

@@ -5,14 +5,19 @@ other. On a machine where anything else runs, a descheduled thread stalls the re
 barrier: the issue #20 measurement was 43 s per MNIST epoch against 4.9 s with one thread.
 BENCHMARKS.md ("Threads") compares the candidates quiet and under a competing job.
 
-The default ("auto"): one thread per physical core among the CPUs this process may use, with
-OpenMP's waiting made passive (`prefer_passive_wait`, OMP_WAIT_POLICY=PASSIVE, set by `import
-vaekit` before torch loads): a waiting thread sleeps instead of spinning, so it neither burns a
-CPU another job needs nor stalls when that job holds the CPU. It had the best worst case of the
-candidates measured, and a fixed count keeps a run's numbers independent of the machine's load
-(one and two threads differ in the last float32 digits: tests/test_threads.py).
+The default ("auto") is load-aware: one thread per physical core that was at least half idle over
+0.1 s when the command started (/proc/stat), at least one. On a quiet 2-core machine that is two
+threads (torch's own speed); beside another job, one. It had the best worst case of the candidates
+measured (BENCHMARKS.md): torch's default was 16-21x slower beside a competing training, and
+OpenMP's passive waiting cost 2.2x on a quiet machine. A job that starts competing later is caught
+by the progress line's "the CPU is busy" note (`BusyMonitor`).
 
-Nothing here imports torch at module level: `import vaekit` calls `prefer_passive_wait` before it.
+In float32 the thread count moves results in their last digits (tests/test_threads.py), so a
+checkpoint records the count it was trained with and `vaekit train --resume` goes on with it
+unless the user chose one (`threads_chosen_by_user`); pass --threads N for runs that must match
+bit for bit across machines and loads.
+
+Nothing here imports torch at module level: the CLI's --help stays instant.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from .errors import ConfigError
 ENV_VAR = "VAEKIT_THREADS"
 AUTO = "auto"
 MAX_THREADS = 1024  # a sanity bound on what anyone could mean; larger values are typos
-WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # a user's own choice of OpenMP waiting
+IDLE_SAMPLE_SECONDS = 0.1  # the load-aware default looks at the CPUs this long when a command starts
+IDLE_FRACTION = 0.5  # a CPU at least this idle over that time counts as free
+_chosen_by_user = False  # set_threads was given a count
 # Throughput has collapsed when it falls below this fraction of the run's best so far, or when the process
 # got less than this fraction of one CPU (even its main thread waits for other jobs).
 BUSY_RATE_FRACTION = 0.5
@@ -69,19 +76,41 @@ def physical_cores(cpus: list[int]) -> int:
     return len(cores) or len(cpus)
 
 
+def idle_cpus(cpus: list[int], sample_seconds: float = IDLE_SAMPLE_SECONDS) -> int | None:
+    """How many of `cpus` were at least IDLE_FRACTION idle over `sample_seconds` (/proc/stat); None where the
+    kernel does not say."""
+
+    def ticks() -> dict[int, tuple[int, int]]:  # per CPU: (idle + iowait, total) since boot
+        times = {}
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu" and name[3:].isdigit():
+                values = [int(f) for f in fields[:8]]
+                times[int(name[3:])] = (values[3] + values[4], sum(values))
+        return times
+
+    try:
+        before = ticks()
+        time.sleep(sample_seconds)
+        after = ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    return sum(1 for cpu in cpus if cpu in before and cpu in after and after[cpu][1] > before[cpu][1]
+               and (after[cpu][0] - before[cpu][0]) / (after[cpu][1] - before[cpu][1]) >= IDLE_FRACTION)
+
+
 def default_threads() -> int:
-    """The "auto" thread count: one per physical core among the CPUs this process may use."""
-    return physical_cores(usable_cpus())
+    """The "auto" thread count: one per physical core among the usable CPUs that are idle now, at least one."""
+    cpus = usable_cpus()
+    cores = physical_cores(cpus)
+    idle = idle_cpus(cpus)
+    return cores if idle is None else max(1, min(cores, idle))
 
 
-def prefer_passive_wait() -> bool:
-    """Make OpenMP's idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE), unless the user chose a
-    wait policy or torch is already loaded (OpenMP reads the setting once, when torch loads). Returns
-    whether waiting is passive. Call it before importing torch; `import vaekit` does.
-    """
-    if "torch" not in sys.modules and not any(os.environ.get(name) for name in WAIT_SETTINGS):
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return waits_passively()
+def threads_chosen_by_user() -> bool:
+    """Whether the thread count in use was chosen by the user (--threads N, $VAEKIT_THREADS or $OMP_NUM_THREADS)
+    rather than by the default policy, which may pick another count another time."""
+    return _chosen_by_user or bool(os.environ.get(ENV_VAR, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip())
 
 
 def waits_passively() -> bool:
@@ -110,6 +139,8 @@ def set_threads(threads: int | str | None = None, warn=None) -> int:
         threads = parse_threads(threads, "threads")
     elif threads is not None and (type(threads) is not int or not 1 <= threads <= MAX_THREADS):
         raise ConfigError(f"threads: expected a thread count from 1 to {MAX_THREADS} or 'auto', got {threads!r}")
+    global _chosen_by_user
+    _chosen_by_user = type(threads) is int
     count = choose_threads(threads)
     if count is None:
         return torch.get_num_threads()

@@ -216,7 +216,8 @@ class Trainer:
                 tensors[f"optimizer.{index}.{name}"] = t if torch.is_tensor(t) else torch.tensor(t)
         groups = [{**g, "betas": list(g["betas"])} for g in optimizer["param_groups"]]
         meta = {"epoch": self.epoch, "param_groups": groups,
-                "next_epoch_seeds": epoch_seeds(self.config.seed, self.epoch + 1)}
+                "next_epoch_seeds": epoch_seeds(self.config.seed, self.epoch + 1),
+                "threads": torch.get_num_threads()}  # float32 sums depend on it: a resume goes on with it
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:

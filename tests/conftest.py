@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,11 @@ def isolated(tmp_path_factory, monkeypatch):
     """Every test gets its own cache dir, no $VAEKIT_DATA_DIR, and no network beyond loopback."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("VAEKIT_DATA_DIR", raising=False)
+    # The CLI's default thread count follows the machine's load (vaekit.threads); tests that compare a CLI
+    # run, often in a subprocess, with one in this process pin it to this process's count, so that float32
+    # sums are split alike (tests/test_threads.py clears it to test the default).
+    if not os.environ.get("OMP_NUM_THREADS"):
+        monkeypatch.setenv("VAEKIT_THREADS", str(torch.get_num_threads()))
     real_urlopen = urllib.request.urlopen
 
     def loopback_only(url, *args, **kwargs):

@@ -299,8 +299,9 @@ VALUES = ["0", "-1", "-0", "+5", "١٢", "²", "1e3", "0x10", "nan", "inf", "-in
           "9" * 5000, ""]
 NUMERIC_TYPES = {int, float, cli_args.positive_int, cli_args.non_negative_int, cli_args.positive_float,
                  cli_args.non_negative_float, cli_args.unit_fraction,
-                 *(getattr(cli_args, name) for name in ("seed_int", "iw_count", "picture_count", "finite_float"))}
-INDEX_FLAGS = {"interpolate": ("--from", "--to")}  # text flags that take a number among other things
+                 *(getattr(cli_args, name) for name in ("seed_int", "iw_count", "picture_count", "finite_float",
+                                                        "picture_scale", "threads_value"))}
+INDEX_FLAGS = {"interpolate": ("--from", "--to"), "traverse": ("--image",)}  # text flags that take a number too
 
 
 def base_commands(run: Path, data: Path, tmp: Path) -> dict[str, tuple[list, tuple[Path, ...]]]:

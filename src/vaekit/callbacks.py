@@ -12,8 +12,8 @@ only from generators seeded per epoch, so torch's global generator is theirs to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
 import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from .config import RunConfig
 from .errors import ConfigError, TrainingError, VaekitError
 from .generate import reconstruct, sample
 from .models import VAE
+from .plots import image_grid
 from .rng import make_generator
 
 N_SAMPLES = 64  # images in each samples_<epoch>.png
@@ -36,7 +37,7 @@ TENSORBOARD_INSTALL = "pip install tensorboard (or pip install 'vaekit[tensorboa
 Callback = Callable[["Epoch"], Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: compared by identity, never tensor by tensor
 class Epoch:
     """What a callback sees after a committed epoch: read it, never change it (the model is the one training goes
     on with)."""
@@ -170,8 +171,6 @@ class TensorBoardCallback:
         self.writer = None
 
     def __call__(self, state: Epoch) -> None:
-        from .plots import image_grid
-
         if self.writer is None:
             self.writer = self._writer_class(str(self.log_dir or state.run / TENSORBOARD_DIR), purge_step=state.epoch)
         for tag, value in epoch_scalars(state).items():

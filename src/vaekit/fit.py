@@ -2,8 +2,9 @@
 
 `fit` starts a run, `resume` continues one from its checkpoint. Both end in the same loop, which
 after every epoch commits a checkpoint (model, optimizer, epoch, metrics) and then writes
-model.safetensors, metrics.jsonl, samples_<epoch>.png and reconstruction_<epoch>.png; at the end,
-loss.png. A resumed run ends with the same weights as an uninterrupted one (bitwise, on CPU).
+model.safetensors, metrics.jsonl, samples_<epoch>.png and reconstruction_<epoch>.png, and calls the
+callbacks (vaekit.callbacks); at the end, loss.png. A resumed run ends with the same weights as an
+uninterrupted one (bitwise, on CPU).
 """
 
 from __future__ import annotations
@@ -11,27 +12,26 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
 from . import runs
+from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closing, notify, read_only,
+                        with_tensorboard)
 from .config import RunConfig
 from .data import ImageSet, fixed_binarization, load_train_test
 from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
 from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterior_diagnostics
-from .generate import reconstruct, sample
 from .models import VAE, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
-from .rng import derive_seed, make_generator
+from .rng import derive_seed
 from .threads import MAX_THREADS, busy_hint, cpu_is_busy, threads_chosen_by_user, waits_passively
 from .train import Trainer, epoch_seeds, few_steps_warning
 from .validation import adam_spec, check_adam_values, check_param_groups, check_tensors, state_spec
 
-N_SAMPLES = 64  # images in each samples_<epoch>.png
-N_RECONSTRUCTIONS = 8  # test images in each reconstruction_<epoch>.png
 COLLAPSE_PATIENCE = 5  # epochs in a row a posterior collapse lasts (after the KL warm-up) before training warns
 
 Log = Callable[[str], None]
@@ -45,23 +45,30 @@ def build_model(config: RunConfig) -> VAE:
 
 
 def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = None, device: str = "auto",
-        progress: bool = False, log: Log | None = None, images: ImageSet | None = None) -> runs.Run:
+        progress: bool = False, log: Log | None = None, images: ImageSet | None = None,
+        callbacks: Iterable[Callback] | None = None, tensorboard: bool = False) -> runs.Run:
     """Train `config` into a new run directory `out`; returns the finished run.
 
     `images`: the images at `config.data.name` when the caller has already read them (they are not
-    read again); the run still records the path, which `resume` reads.
+    read again); the run still records the path, which `resume` reads. `callbacks`: called after every
+    epoch (vaekit.callbacks); `tensorboard`: log to out/tensorboard (a TensorBoardCallback).
     """
+    callbacks = with_tensorboard(callbacks, tensorboard)  # a missing tensorboard fails before anything else
     dev = resolve_device(device)
     check_size(config.model)
     data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
     model = build_model(config)  # and so does a model that cannot be built
     out = runs.create_run(out, config)
-    return _train(out, config, None, data, dev, progress, log or (lambda line: None), model)
+    with closing(callbacks):
+        return _train(out, config, None, data, dev, progress, log or (lambda line: None), callbacks, model)
 
 
 def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
-           device: str = "auto", progress: bool = False, log: Log | None = None) -> runs.Run:
-    """Continue the run at `path` from its last finished epoch; `epochs` may raise its total."""
+           device: str = "auto", progress: bool = False, log: Log | None = None,
+           callbacks: Iterable[Callback] | None = None, tensorboard: bool = False) -> runs.Run:
+    """Continue the run at `path` from its last finished epoch; `epochs` may raise its total. `callbacks` and
+    `tensorboard` as for `fit`; each callback's `resumed` sees the last finished epoch first."""
+    callbacks = with_tensorboard(callbacks, tensorboard)
     path = Path(path)
     dev = resolve_device(device)
     config = runs.read_config(path)
@@ -77,13 +84,16 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
     if new_total:
         runs.write_config(path, config)
-    return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None))
+    with closing(callbacks):
+        return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None), callbacks)
 
 
 def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None = None, device: str = "auto",
-            progress: bool = False, log: Log | None = None, images: ImageSet | None = None) -> runs.Run:
+            progress: bool = False, log: Log | None = None, images: ImageSet | None = None,
+            callbacks: Iterable[Callback] | None = None, tensorboard: bool = False) -> runs.Run:
     """Train the run at `path` from scratch with `config`, which replaces its own: only while the run has no
     finished epoch (its first one failed or was stopped), so that nothing it trained is lost."""
+    callbacks = with_tensorboard(callbacks, tensorboard)
     path = Path(path)
     runs.read_config(path)  # a run directory, and one this vaekit reads
     if runs.has_finished_epoch(path):
@@ -93,7 +103,8 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
     data = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
     runs.remove_stale_temp_files(path)
     runs.write_config(path, config)
-    return _train(path, config, None, data, dev, progress, log or (lambda line: None))
+    with closing(callbacks):
+        return _train(path, config, None, data, dev, progress, log or (lambda line: None), callbacks)
 
 
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
@@ -106,16 +117,24 @@ def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | N
 
 
 def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log,
-           model: VAE | None = None) -> runs.Run:
+           callbacks: list[Callback], model: VAE | None = None) -> runs.Run:
     train_set, test_set = data
     model = (model or build_model(config)).to(dev)
     trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize)
     test_x = fixed_binarization(test_set.images.to(dev), config.data.binarize, config.train.seed)
     sample_seed = derive_seed(config.train.seed, "samples")  # the same prior draws every epoch
     metrics: list[dict] = []
+
+    def epoch_state() -> Epoch:  # what the callbacks see of the last committed epoch
+        return Epoch(metrics[-1]["epoch"], read_only(metrics[-1]), tuple(map(read_only, metrics)),
+                     trainer.optimizer.param_groups[0]["lr"], model, out, config, sample_seed,
+                     test_x[:N_RECONSTRUCTIONS])
+
     if checkpoint is not None:
         metrics = _restore(out, config, trainer, checkpoint)
-        _write_epoch_files(out, model, metrics, sample_seed, test_x, images=False)
+        state = epoch_state()
+        _write_epoch_files(out, state, metrics, images=False)
+        notify(callbacks, state, "resumed")  # issue #23: the main process only, as below
         if trainer.epoch >= config.train.epochs:
             save_loss_curve(out / "loss.png", metrics)
             log(f"{out} has already finished its {config.train.epochs} epochs; pass --epochs N to train longer")
@@ -142,7 +161,8 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             tensors, meta = trainer.state()
             runs.save_checkpoint(out, tensors, {**meta, "metrics": metrics})  # the commit point
             saved = epoch
-            _write_epoch_files(out, model, metrics, sample_seed, test_x)
+            state = epoch_state()
+            _write_epoch_files(out, state, metrics)
             log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
                 f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
                 f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s{busy}")
@@ -151,9 +171,12 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             if not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
                 log(f"warning: {collapse_warning(diagnostics, config.model.latent_dim, config.model.pixel_groups)}")
                 warned = True
+            notify(callbacks, state)  # the one call after an epoch; issue #23: on the main process only
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "
                           f"continue with: vaekit train --resume {out}") from None
+    except CallbackError:
+        raise  # its message says what the run keeps
     except TrainingError as e:
         if saved:
             raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
@@ -203,15 +226,11 @@ def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list
     return list(meta["metrics"])
 
 
-def _write_epoch_files(out: Path, model: VAE, metrics: list[dict], sample_seed: int, test_x: torch.Tensor,
-                       images: bool = True) -> None:
+def _write_epoch_files(out: Path, state: Epoch, metrics: list[dict], images: bool = True) -> None:
     """What follows the checkpoint each epoch: the weights, the metrics and, unless told not to, the images."""
-    epoch = metrics[-1]["epoch"]
-    runs.save_weights(out, model, epoch)
+    epoch = state.epoch
+    runs.save_weights(out, state.model, epoch)
     runs.write_metrics(out, metrics)
     if images or not (out / f"samples_{epoch}.png").exists() or not (out / f"reconstruction_{epoch}.png").exists():
-        inputs = test_x[:N_RECONSTRUCTIONS]
-        save_image_grid(out / f"samples_{epoch}.png",
-                        sample(model, N_SAMPLES, make_generator(sample_seed, test_x.device)))
-        save_image_grid(out / f"reconstruction_{epoch}.png", torch.cat([inputs, reconstruct(model, inputs)]),
-                        nrow=len(inputs))
+        save_image_grid(out / f"samples_{epoch}.png", state.samples())
+        save_image_grid(out / f"reconstruction_{epoch}.png", state.reconstructions(), nrow=len(state.test_inputs))

@@ -37,6 +37,10 @@ to 64 and more epochs, for at least 400 steps; images of more than 784 values a 
 (6e-3 x sqrt(784 / values)). --recipe seed gives the tutorial's own (lr 1e-3 constant, Adam
 defaults, 10 epochs); flags given explicitly override either recipe.
 
+--tensorboard also logs every epoch to RUN/tensorboard (`tensorboard --logdir RUN`): the losses,
+rate, distortion, KL per latent dimension, learning rate, active units and epoch time, and the
+samples and reconstruction grids. It needs the tensorboard package (pip install tensorboard).
+
 A run whose first epoch failed takes new settings with --resume: until it has finished an epoch,
 `vaekit train --resume RUN --lr 1e-3` (or any other training flag) starts it again.
 
@@ -52,6 +56,7 @@ examples:
   vaekit train --kl-warmup 10 --free-bits 0.25 --out runs/no-collapse
   vaekit train --data normal_parts/ --likelihood gaussian-shared --standardize --epochs 50 --out runs/parts
                                                      # an anomaly detector (docs/anomaly-detection.md)
+  vaekit train --tensorboard --out runs/watched      # then: tensorboard --logdir runs/watched
   vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
   vaekit train --resume runs/deeper --epochs 40      # or train it longer
   vaekit train --resume runs/big --lr 1e-3           # start again a run whose first epoch failed
@@ -129,6 +134,9 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="default auto: bf16 autocast where the hardware has native bf16, else fp32")
     add_device_argument(p)
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log every epoch to RUN/tensorboard: scalars and image grids (needs: pip install "
+                        "tensorboard); with --resume, the log goes on from the run's last finished epoch")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--out", type=non_empty_path, metavar="RUN",
                        help="run directory to create (default runs/<data>-<date>-<time>)")
@@ -142,13 +150,15 @@ def run(args) -> int:
     from .. import runs
     from ..fit import fit, restart, resume
 
-    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=log)
+    options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=log,
+                   tensorboard=args.tensorboard)
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS
                  if getattr(args, name) is not None and name != "epochs"]
         if given and runs.has_finished_epoch(args.resume):
             raise ConfigError(f"--resume continues a run with its own config once it has finished an epoch; drop "
-                              f"{', '.join(given)} (only --epochs, --data-dir and --device may be given)")
+                              f"{', '.join(given)} (only --epochs, --data-dir, --device and --tensorboard may be "
+                              "given)")
         if given:  # no finished epoch: nothing is lost by starting again with these settings
             recorded = runs.read_config(args.resume)
             images = own_images(args.data or recorded.data.name)

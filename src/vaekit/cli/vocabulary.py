@@ -92,6 +92,7 @@ OPTIONS: dict[str, Option] = {
     "--seed": Option("the seed of the command's random draws", ("train", "sample"), seed_int, "SEED"),
     "--out": Option("the run directory to create", ("train",), non_empty_path, "RUN"),
     "--resume": Option("the run directory to continue", ("train",), non_empty_path, "RUN"),
+    "--tensorboard": Option("also log every epoch to RUN/tensorboard", ("train",), switch=True),
     # how the numbers are computed
     "--compile": Option("torch.compile the loss", ("train",), choices=COMPILE_MODES),
     "--precision": Option("the arithmetic of the network's passes: fp32, or bf16 where native", ("train", "eval"),

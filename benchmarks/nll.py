@@ -27,8 +27,8 @@ from vaekit import ModelConfig, RunConfig, TrainConfig, fit, resume
 from vaekit.config import DataConfig
 from vaekit.data import fixed_binarization, load_split
 from vaekit.errors import RunError
-from vaekit.evaluate import evaluate_elbo, posterior_diagnostics
-from vaekit.runs import load_checkpoint, load_run, recorded_nll
+from vaekit.evaluate import evaluate_elbo, posterior_diagnostics, recorded_nll
+from vaekit.runs import load_checkpoint, load_run
 
 DYNAMIC = DataConfig(binarize="dynamic")
 

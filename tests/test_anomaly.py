@@ -11,7 +11,7 @@ from PIL import Image
 from vaekit import VAE, DataConfig, ModelConfig, RunConfig
 from vaekit.anomaly import (anomaly_scores, auroc, calibrate, check_mixable, mixture_scores, quantile_support,
                             roc_curve, typical_reference, typical_scores)
-from vaekit.cli import anomaly as cli_anomaly
+from vaekit import detector
 from vaekit.cli import main
 from vaekit.data import fixed_binarization, load_train_test, standardize
 from vaekit.plots import extremes_picture
@@ -310,8 +310,8 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     assert main(["score", str(digit_run), str(first1000), "--combine", "typical", "--threshold", "0"]) == 2
     assert "--combine typical combines the runs of --mixture; give --mixture too" in capsys.readouterr().err
     calls = []
-    real_member_scores = cli_anomaly.member_scores
-    monkeypatch.setattr(cli_anomaly, "member_scores", lambda m, *a: calls.append(m.path) or real_member_scores(m, *a))
+    real_member_scores = detector.member_scores
+    monkeypatch.setattr(detector, "member_scores", lambda m, *a: calls.append(m.path) or real_member_scores(m, *a))
     assert main(["calibrate", str(digit_run), "--mixture", str(sevens), "--combine", "typical",
                  "--quantile", "0.95"]) == 0
     # the run's own held-out scores are the images calibrated on: scored once

@@ -143,3 +143,18 @@ def test_threshold_round_trip_and_corrupt_threshold_files(tmp_path):
         write_threshold(tmp_path, bad)
         with pytest.raises(RunError, match="threshold.json: unreadable .*; run vaekit calibrate again"):
             read_threshold(tmp_path)
+
+
+def test_the_run_store_loads_without_evaluation_or_scoring():
+    # runs.py holds files, formats and migration; the evaluation drivers (recorded_nll) live in evaluate.py
+    import subprocess
+    import sys
+
+    code = ("import sys, vaekit.runs; "
+            "print(sorted(m for m in sys.modules if m in ('vaekit.evaluate', 'vaekit.anomaly')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import vaekit.evaluate
+    import vaekit.runs
+
+    assert not hasattr(vaekit.runs, "recorded_nll") and callable(vaekit.evaluate.recorded_nll)

@@ -20,10 +20,11 @@ _LAZY = {
     "interpolate": "generate", "reconstruct": "generate", "sample": "generate", "VAE": "models",
     "DiagonalGaussian": "models", "ELBOTerms": "objectives", "negative_elbo": "objectives", "Run": "runs",
     "load_run": "runs", "set_threads": "threads", "Trainer": "train",
+    "Detector": "detector",
 }
 
 __all__ = [
-    "VAE", "DataConfig", "DiagonalGaussian", "ELBOTerms", "ImageSet", "ModelConfig", "Run", "RunConfig",
+    "VAE", "DataConfig", "Detector", "DiagonalGaussian", "ELBOTerms", "ImageSet", "ModelConfig", "Run", "RunConfig",
     "TrainConfig", "Trainer", "VaekitError", "__version__", "evaluate_elbo", "fit", "interpolate",
     "load_run", "load_split", "negative_elbo", "reconstruct", "resume", "sample", "set_threads",
 ]

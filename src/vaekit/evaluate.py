@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -15,6 +16,7 @@ from .likelihoods import negative_log_likelihood
 from .models import VAE, DiagonalGaussian
 from .objectives import negative_elbo
 from .rng import derive_seed, make_generator
+from .runs import append_nll_block, read_nll_blocks
 
 EVAL_BATCH = 1000
 IW_ROWS = {"cpu": 2048, "cuda": 65536}  # decoded samples per chunk: bounds the memory of --iw-samples
@@ -245,3 +247,33 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
                 advance(len(images))
     model.train(was_training)
     return out
+
+
+def recorded_nll(model: VAE, x: torch.Tensor, k: int, seed: int, record: str | Path, key: dict,
+                 precision: str = "auto", progress: bool = False, log=lambda line: None) -> tuple[torch.Tensor, float]:
+    """Per-image NLLs of x by `nll_blocks`, and the seconds their blocks took, each finished
+    block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first
+    unfinished block, a finished one is read back. A record that cannot be written is warned of once
+    and the estimate goes on. `log` gets a line for what was read back, each block, and any warning."""
+    # x may be the first images of those the record was made for (eval --images): its blocks only
+    rows = {start: row for start, row in read_nll_blocks(record, key).items() if start < len(x)}
+    done = {start: row["nll"] for start, row in rows.items()}
+    seconds = {start: float(row.get("seconds", 0.0)) for start, row in rows.items()}
+    blocks = -(-len(x) // NLL_BLOCK)
+    ready = sum(len(values) >= min(NLL_BLOCK, len(x) - start) for start, values in done.items())
+    if ready:
+        log(f"{ready} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
+            + ("; going on" if ready < blocks else ""))
+    writable, began = True, time.perf_counter()
+    for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress):
+        done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
+        if writable:
+            try:
+                append_nll_block(record, {**key, "seconds": seconds[start]}, start, done[start])
+            except OSError as e:
+                writable = False
+                log(f"warning: cannot record finished blocks in {record} ({e.strerror}); a stopped evaluation "
+                    "will start over")
+        log(f"NLL of images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
+        began = time.perf_counter()
+    return gather_blocks(done, len(x)), sum(seconds[start] for start in range(0, len(x), NLL_BLOCK))

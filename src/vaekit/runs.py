@@ -16,7 +16,6 @@ import json
 import math
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from safetensors.torch import save as save_safetensors
 
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
-from .config import MAX_EPOCHS, RunConfig
+from .config import MAX_EPOCHS, MAX_IW_SAMPLES, RunConfig
 from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs
 from .errors import ConfigError, RunError
-from .evaluate import MAX_IW_SAMPLES, NLL_BLOCK, gather_blocks, nll_blocks
 from .models import VAE, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
                          is_number, parse_json, read_bounded, state_spec)
@@ -149,7 +147,7 @@ def read_threshold(path: str | Path) -> dict | None:
 
 def check_threshold(calibration) -> dict:
     """A threshold.json document, checked field by field; ValueError naming the first bad one."""
-    from .anomaly import MIXTURE_RULES, SCORE_METHODS
+    from .choices import MIXTURE_RULES, SCORE_METHODS
 
     if not isinstance(calibration, dict):
         raise ValueError("expected a JSON object")
@@ -214,36 +212,6 @@ def append_nll_block(record: str | Path, key: dict, start: int, nll: list[float]
         f.write(("\n" if torn else "") + json.dumps({**key, "start": start, "nll": nll}) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def recorded_nll(model: VAE, x: torch.Tensor, k: int, seed: int, record: str | Path, key: dict,
-                 precision: str = "auto", progress: bool = False, log=lambda line: None) -> tuple[torch.Tensor, float]:
-    """Per-image NLLs of x by `evaluate.nll_blocks`, and the seconds their blocks took, each finished
-    block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first
-    unfinished block, a finished one is read back. A record that cannot be written is warned of once
-    and the estimate goes on. `log` gets a line for what was read back, each block, and any warning."""
-    # x may be the first images of those the record was made for (eval --images): its blocks only
-    rows = {start: row for start, row in read_nll_blocks(record, key).items() if start < len(x)}
-    done = {start: row["nll"] for start, row in rows.items()}
-    seconds = {start: float(row.get("seconds", 0.0)) for start, row in rows.items()}
-    blocks = -(-len(x) // NLL_BLOCK)
-    ready = sum(len(values) >= min(NLL_BLOCK, len(x) - start) for start, values in done.items())
-    if ready:
-        log(f"{ready} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
-            + ("; going on" if ready < blocks else ""))
-    writable, began = True, time.perf_counter()
-    for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress):
-        done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
-        if writable:
-            try:
-                append_nll_block(record, {**key, "seconds": seconds[start]}, start, done[start])
-            except OSError as e:
-                writable = False
-                log(f"warning: cannot record finished blocks in {record} ({e.strerror}); a stopped evaluation "
-                    "will start over")
-        log(f"NLL of images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
-        began = time.perf_counter()
-    return gather_blocks(done, len(x)), sum(seconds[start] for start in range(0, len(x), NLL_BLOCK))
 
 
 def remove_stale_temp_files(path: str | Path) -> list[Path]:

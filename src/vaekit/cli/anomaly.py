@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..choices import MIXTURE_RULES, SCORE_METHODS
-from ..errors import ConfigError, DataError, RunError
+from ..errors import ConfigError
 from ..tables import csv_text
 from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_run_argument, finite_float,
-                   iw_count, model_inputs, open_run, png_path, test_inputs)
-
-if TYPE_CHECKING:
-    import torch
+                   iw_count, model_inputs, open_run, png_path)
 
 METHOD_HELP = {  # what each of SCORE_METHODS scores, for --help
     "elbo": "the negative ELBO", "iwae": "the importance-sampled NLL", "recon": "the reconstruction term",
@@ -119,47 +115,30 @@ def run_score(args) -> int:
     import torch
 
     from ..atomic import atomic_write_text
+    from ..detector import Detector
     from ..plots import extremes_picture, save_picture
-    from ..runs import read_threshold
 
     loaded = open_run(args)
-    calibration = read_threshold(args.run)
-    method = args.method or (calibration["method"] if calibration else "elbo")
-    calibrated_rule = calibration.get("combine", "density") if calibration else "density"
-    rule = args.combine or (calibrated_rule if args.mixture else "density")
-    members = open_mixture(args, loaded, method, rule)
-    threshold = args.threshold
-    if threshold is None and calibration is not None:
-        if calibration["method"] != method:
-            raise ConfigError(f"the run's threshold was calibrated for --method {calibration['method']}, not {method}; "
-                              "pass --threshold or calibrate again")
-        if sorted(calibration.get("mixture", [])) != sorted(mixture_names(args)):  # a mixture has no order
-            raise ConfigError("the run's threshold was calibrated for "
-                              + (f"--mixture {' '.join(calibration['mixture'])}" if calibration.get("mixture") else
-                                 "the run alone") + "; pass --threshold or calibrate again with this --mixture")
-        if calibrated_rule != rule:
-            raise ConfigError(f"the run's threshold was calibrated for --combine {calibrated_rule}, not {rule}; "
-                              "pass --threshold or calibrate again")
-        threshold = calibration["threshold"]
+    detector = Detector.load(loaded, args.mixture, method=args.method, combine=args.combine,
+                             iw_samples=args.iw_samples, threshold=args.threshold, data_dir=args.data_dir,
+                             progress=sys.stderr.isatty())
     x, names, labels = model_inputs(loaded, args.input, args.data_dir)
-    references = typical_references(members, method, args, calibration) if rule == "typical" else None
-    score_tensor = score_images(members, x, method, args, references)
+    result = detector.score(x)
     if args.extremes:
-        order = torch.argsort(score_tensor, descending=True)
+        order = torch.argsort(result.scores, descending=True)
         n = min(16, len(order) // 2) or 1
         chosen = torch.cat([order[:n], order[-n:]]).tolist()
-        save_picture(args.extremes, extremes_picture(x[chosen].float(), score_tensor[chosen].tolist(),
+        save_picture(args.extremes, extremes_picture(x[chosen].float(), result.scores[chosen].tolist(),
                                                      [names[i] for i in chosen], n))
-    scores = score_tensor.tolist()
-    rows = [{"index": i, "name": name, "label": label, "score": round(score, 4),
-             "anomaly": None if threshold is None else int(score > threshold)}
-            for i, (name, label, score) in enumerate(zip(names, labels, scores))]
+    anomaly = [None] * len(names) if result.anomaly is None else [int(a) for a in result.anomaly.tolist()]
+    rows = [{"index": i, "name": name, "label": label, "score": round(score, 4), "anomaly": flag}
+            for i, (name, label, score, flag) in enumerate(zip(names, labels, result.scores.tolist(), anomaly))]
     text = to_jsonl(rows) if args.output and args.output.suffix == ".jsonl" else to_csv(rows)
     if args.output:
         atomic_write_text(args.output, text)
-        flagged = ("" if threshold is None
-                   else f", {sum(r['anomaly'] for r in rows)} above the threshold {threshold:.3f}")
-        print(f"scored {len(rows)} images ({method}){flagged}: {args.output}", file=sys.stderr)
+        flagged = ("" if result.threshold is None
+                   else f", {sum(r['anomaly'] for r in rows)} above the threshold {result.threshold:.3f}")
+        print(f"scored {len(rows)} images ({detector.method}){flagged}: {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -171,129 +150,22 @@ def run_calibrate(args) -> int:
     if args.input is not None and getattr(args, "data_alias", None) is not None:
         raise ConfigError("give the normal images once: as INPUT (--data is its former spelling)")
     source = args.input if args.input is not None else getattr(args, "data_alias", None)
-    import torch
-
-    from ..anomaly import calibrate, quantile_support
-    from ..runs import write_threshold
+    from ..anomaly import quantile_support
+    from ..detector import Detector
 
     loaded = open_run(args)
-    method = args.method or "elbo"
-    rule = args.combine or "density"
-    members = open_mixture(args, loaded, method, rule)
-    if source:
-        x, _, _ = model_inputs(loaded, source, args.data_dir)
-    else:
-        x = test_inputs(loaded, args)
-    each = [member_scores(m, x, method, args) for m in members]
-    references = None
-    if rule == "typical":  # without INPUT, x is the run's own held-out set: its scores are its reference's
-        references = typical_references(members, method, args,
-                                        measured={} if source else {reference_key(loaded): each[0]})
-    scores = combine_scores(members, each, references)
-    if not bool(torch.isfinite(scores).all()):
-        raise RunError(f"{args.run} gives {int((~torch.isfinite(scores)).sum())} of {len(scores)} normal images a "
-                       "non-finite score; no threshold can be fitted on them")
-    try:
-        result = calibrate(scores.cpu(), args.quantile, loaded.config.train.seed)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    result.update(method=method, iw_samples=args.iw_samples if method == "iwae" else None,
-                  data=source or "the run's held-out images", mixture=mixture_names(args),
-                  **({"combine": rule} if args.mixture else {}), **({"references": references} if references else {}))
-    write_threshold(args.run, result)
+    detector = Detector(loaded, args.mixture, method=args.method or "elbo", combine=args.combine or "density",
+                        iw_samples=args.iw_samples, data_dir=args.data_dir, progress=sys.stderr.isatty())
+    images = model_inputs(loaded, source, args.data_dir)[0] if source else None
+    result = detector.calibrate(images, args.quantile, data=source)
+    detector.save()
     if warning := quantile_support(result["fitted_on"], args.quantile):
         print(f"vaekit: warning: {warning}", file=sys.stderr)
-    how = f"{method}, {rule} rule" if args.mixture else method
+    how = f"{detector.method}, {detector.combine} rule" if args.mixture else detector.method
     print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "
           f"{result['false_positive_rate']:.4f}")
     return 0
-
-
-def open_mixture(args, run, method: str, rule: str) -> list:
-    """`run` and the runs named by --mixture, loaded on its device and checked to score as one mixture by `rule`."""
-    if not args.mixture:
-        if rule != "density":
-            raise ConfigError(f"--combine {rule} combines the runs of --mixture; give --mixture too")
-        return [run]
-    from ..anomaly import check_mixable
-    from ..runs import load_run
-
-    device = next(run.model.parameters()).device
-    members = [run, *(load_run(path, device) for path in args.mixture)]
-    try:
-        check_mixable({str(m.path): m.config for m in members}, method)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return members
-
-
-def mixture_names(args) -> list[str]:
-    """The --mixture runs as calibration records them: absolute paths, in order."""
-    return [str(path.resolve()) for path in args.mixture]
-
-
-def member_scores(member, x: torch.Tensor, method: str, args) -> torch.Tensor:
-    """One run's anomaly scores of model inputs x."""
-    from ..anomaly import anomaly_scores
-
-    return anomaly_scores(member.model, x, method, member.config.train.seed, args.iw_samples,
-                          progress=sys.stderr.isatty())
-
-
-def score_images(members: list, x: torch.Tensor, method: str, args, references: dict | None = None) -> torch.Tensor:
-    """Each member's scores of model inputs x, combined by `combine_scores`."""
-    return combine_scores(members, [member_scores(m, x, method, args) for m in members], references)
-
-
-def combine_scores(members: list, scores: list[torch.Tensor], references: dict | None) -> torch.Tensor:
-    """The members' scores of the same images as one score: by the typical rule when `references`
-    (from `typical_references`) are given, else by the density rule; a lone member's scores as they are."""
-    if len(scores) == 1:
-        return scores[0]
-    from ..anomaly import mixture_scores, typical_scores
-
-    if references is None:
-        return mixture_scores(scores)
-    return typical_scores(scores, [references[reference_key(m)] for m in members])
-
-
-def typical_references(members: list, method: str, args, calibration: dict | None = None,
-                       measured: dict | None = None) -> dict[str, list[float]]:
-    """The typical rule's reference of each member, [mean, std] of its scores of its own held-out images
-    (its dataset's test split, or the validation share of its images), by its resolved path.
-
-    Taken from `calibration` when it stored them for the same runs, method and samples, so that scoring
-    needs neither the runs' training data nor the time to score it; measured otherwise, except for the
-    members whose held-out scores `measured` already holds (by `reference_key`).
-    """
-    from ..anomaly import typical_reference
-
-    stored = (calibration or {}).get("references", {})
-    same_method = calibration is not None and calibration["method"] == method and (
-        method != "iwae" or calibration.get("iw_samples") == args.iw_samples)
-    if same_method and all(reference_key(m) in stored for m in members):
-        return {reference_key(m): stored[reference_key(m)] for m in members}
-    references = {}
-    for m in members:
-        held_out_scores = (measured or {}).get(reference_key(m))
-        if held_out_scores is None:
-            try:
-                held_out = test_inputs(m, args)
-            except DataError as e:
-                raise DataError(f"--combine typical measures {m.path} against its held-out images, which need its "
-                                f"training data ({e}); `vaekit calibrate` with this --combine and --method stores "
-                                "what it needs") from None
-            held_out_scores = member_scores(m, held_out, method, args)
-        try:
-            references[reference_key(m)] = list(typical_reference(held_out_scores))
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    return references
-
-
-def reference_key(member) -> str:
-    return str(Path(member.path).resolve())
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -96,13 +96,14 @@ def run(args) -> int:
 
 
 def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: int) -> torch.Tensor:
-    """Per-image NLLs of x, the first of the run's `test_images` test images, by `runs.recorded_nll`, with
+    """Per-image NLLs of x, the first of the run's `test_images` test images, by `evaluate.recorded_nll`, with
     each finished block recorded in the run directory (under the whole test set's size: a block's
     estimate does not depend on how many images follow it)."""
     from tqdm import tqdm
 
+    from ..evaluate import recorded_nll
     from ..models import model_fingerprint
-    from ..runs import NLL_FILE, recorded_nll
+    from ..runs import NLL_FILE
 
     key = {"k": k, "precision": precision, "seed": loaded.config.train.seed, "images": test_images,
            "data": dataclasses.asdict(loaded.config.data), "weights": model_fingerprint(loaded.model)}

@@ -1,0 +1,229 @@
+"""An anomaly detector: a trained run, or several scoring as one mixture, with its score, rule and threshold.
+
+`Detector` is what `vaekit score` and `vaekit calibrate` call; a notebook or a server calls the same:
+
+    detector = Detector(load_run("runs/fours"))
+    detector.calibrate()                                  # on the run's held-out images
+    detector.save()                                       # runs/fours/threshold.json
+    result = Detector.load("runs/fours").score(images)    # an ImageSet, or model inputs
+    result.scores, result.anomaly                         # (N,) each
+
+The compute (the scores, the two mixture rules, the threshold's fit) is `vaekit.anomaly`'s; this module
+holds what surrounds it: which runs, which score and rule, the threshold, and where it is stored.
+Bad choices raise `ConfigError`, unreadable runs `RunError`, missing data `DataError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .anomaly import anomaly_scores, calibrate, check_mixable, mixture_scores, typical_reference, typical_scores
+from .choices import MIXTURE_RULES, SCORE_METHODS
+from .config import MAX_IW_SAMPLES
+from .data import ImageSet, load_held_out
+from .errors import ConfigError, DataError, RunError
+from .runs import Run, load_run, read_threshold, write_threshold
+
+HELD_OUT = "the run's held-out images"  # what threshold.json's "data" says when no images were given
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A detector's verdict on N images: their scores (higher is more anomalous) and, when it has a
+    threshold, the decisions (score above it)."""
+
+    scores: torch.Tensor  # (N,)
+    anomaly: torch.Tensor | None  # (N,) bool, None without a threshold
+    threshold: float | None
+
+
+class Detector:
+    """One run, or several as one mixture (`mixture`: more runs, or their paths), scoring images by `method`
+    (SCORE_METHODS) and combining the runs' scores by `combine` (MIXTURE_RULES); `threshold`, if given,
+    decides which scores are anomalies. `data_dir` is where the runs' training data is found, which the
+    typical rule needs for a run's held-out images unless a calibration stored its reference; `progress`
+    shows a bar on stderr. Runs given as paths are loaded on `device` (the mixture's, on the first run's).
+    """
+
+    def __init__(self, run: Run | str | Path, mixture: Sequence[Run | str | Path] = (), *, method: str = "elbo",
+                 combine: str = "density", iw_samples: int = 100, threshold: float | None = None,
+                 data_dir: str | Path | None = None, progress: bool = False, device: torch.device | str = "cpu"):
+        if method not in SCORE_METHODS:
+            raise ConfigError(f"unknown score {method!r}; choose one of {', '.join(SCORE_METHODS)}")
+        if combine not in MIXTURE_RULES:
+            raise ConfigError(f"unknown rule {combine!r}; choose one of {', '.join(MIXTURE_RULES)}")
+        if isinstance(iw_samples, bool) or not isinstance(iw_samples, int) or not 1 <= iw_samples <= MAX_IW_SAMPLES:
+            raise ConfigError(f"iw_samples must be an integer from 1 to {MAX_IW_SAMPLES:,}, got {iw_samples!r}")
+        if threshold is not None and not math.isfinite(threshold):
+            raise ConfigError(f"the threshold must be a finite number, got {threshold!r}")
+        self.method, self.combine, self.iw_samples, self.threshold = method, combine, iw_samples, threshold
+        self.data_dir, self.progress = data_dir, progress
+        self.runs = open_mixture(run if isinstance(run, Run) else load_run(run, device), mixture, method, combine)
+        self.calibration: dict | None = None  # threshold.json's record: read by `load`, or made by `calibrate`
+        self._references: dict[str, list[float]] | None = None  # the typical rule's, once `scores` needed them
+
+    @classmethod
+    def load(cls, run: Run | str | Path, mixture: Sequence[Run | str | Path] = (), *, method: str | None = None,
+             combine: str | None = None, iw_samples: int = 100, threshold: float | None = None,
+             data_dir: str | Path | None = None, progress: bool = False,
+             device: torch.device | str = "cpu") -> Detector:
+        """The detector calibrated in `run` (RUN/threshold.json): its method, rule and threshold, unless given.
+
+        A run without a calibration scores by elbo with no threshold. A `method`, `mixture` or `combine`
+        other than the calibrated ones needs a `threshold` of its own (ConfigError otherwise).
+        """
+        run = run if isinstance(run, Run) else load_run(run, device)
+        calibration = read_threshold(run.path)
+        method = method or (calibration["method"] if calibration else "elbo")
+        calibrated_rule = calibration.get("combine", "density") if calibration else "density"
+        rule = combine or (calibrated_rule if mixture else "density")
+        detector = cls(run, mixture, method=method, combine=rule, iw_samples=iw_samples, threshold=threshold,
+                       data_dir=data_dir, progress=progress)
+        if threshold is None and calibration is not None:
+            if calibration["method"] != method:
+                raise ConfigError(f"the run's threshold was calibrated for --method {calibration['method']}, not "
+                                  f"{method}; pass --threshold or calibrate again")
+            if sorted(calibration.get("mixture", [])) != sorted(detector.mixture_names):  # a mixture has no order
+                calibrated_for = (f"--mixture {' '.join(calibration['mixture'])}" if calibration.get("mixture")
+                                  else "the run alone")
+                raise ConfigError(f"the run's threshold was calibrated for {calibrated_for}; pass --threshold or "
+                                  "calibrate again with this --mixture")
+            if calibrated_rule != rule:
+                raise ConfigError(f"the run's threshold was calibrated for --combine {calibrated_rule}, not {rule}; "
+                                  "pass --threshold or calibrate again")
+            detector.threshold = calibration["threshold"]
+        detector.calibration = calibration
+        return detector
+
+    @property
+    def mixture_names(self) -> list[str]:
+        """The runs mixed with the first, as a calibration records them: resolved paths, in order."""
+        return [reference_key(m) for m in self.runs[1:]]
+
+    def inputs(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
+        """Images as the runs take them (`Run.inputs` of the first run; a mixture's runs prepare alike);
+        a tensor is taken to be model inputs already."""
+        return self.runs[0].inputs(images) if isinstance(images, ImageSet) else images
+
+    def scores(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
+        """The combined score (N,) of each image; higher is more anomalous."""
+        x = self.inputs(images)
+        if self.combine == "typical" and self._references is None:
+            self._references = self.references(self.calibration)
+        return combine_scores(self.runs, [member_scores(m, x, self.method, self.iw_samples, self.progress)
+                                          for m in self.runs], self._references)
+
+    def score(self, images: ImageSet | torch.Tensor) -> Scores:
+        """The images' scores and, if the detector has a threshold, which lie above it."""
+        scores = self.scores(images)
+        anomaly = None if self.threshold is None else scores.double() > self.threshold
+        return Scores(scores, anomaly, self.threshold)
+
+    def calibrate(self, images: ImageSet | torch.Tensor | None = None, quantile: float = 0.99,
+                  data: str | None = None) -> dict:
+        """Fit the threshold at `quantile` of normal images' scores (`anomaly.calibrate`: on half of them, its
+        false-positive rate measured on the other half), and return the record `save` stores.
+
+        The normal images are the first run's held-out set unless `images` are given (for a mixture, give
+        normal images of every kind); `data` says in the record what they were.
+        """
+        x = held_out_inputs(self.runs[0], self.data_dir) if images is None else self.inputs(images)
+        each = [member_scores(m, x, self.method, self.iw_samples, self.progress) for m in self.runs]
+        references = None
+        if self.combine == "typical":  # on the run's own held-out set, its scores are its reference's
+            references = self.references(measured={} if images is not None else {reference_key(self.runs[0]): each[0]})
+        scores = combine_scores(self.runs, each, references)
+        if not bool(torch.isfinite(scores).all()):
+            raise RunError(f"{self.runs[0].path} gives {int((~torch.isfinite(scores)).sum())} of {len(scores)} "
+                           "normal images a non-finite score; no threshold can be fitted on them")
+        try:
+            result = calibrate(scores.cpu(), quantile, self.runs[0].config.train.seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        result.update(method=self.method, iw_samples=self.iw_samples if self.method == "iwae" else None,
+                      data=data or (HELD_OUT if images is None else "images given to Detector.calibrate"),
+                      mixture=self.mixture_names, **({"combine": self.combine} if len(self.runs) > 1 else {}),
+                      **({"references": references} if references else {}))
+        self.calibration, self.threshold, self._references = result, result["threshold"], references
+        return result
+
+    def save(self) -> Path:
+        """Store the calibration in the first run (RUN/threshold.json), where `Detector.load` finds it."""
+        if self.calibration is None:
+            raise RunError("the detector has no calibration to save; calibrate it first")
+        return write_threshold(self.runs[0].path, self.calibration)
+
+    def references(self, calibration: dict | None = None, measured: dict | None = None) -> dict[str, list[float]]:
+        """The typical rule's reference of each run, [mean, std] of its scores of its own held-out images
+        (its dataset's test split, or the validation share of its images), by its resolved path.
+
+        Taken from `calibration` when it stored them for the same runs, method and samples, so that scoring
+        needs neither the runs' training data nor the time to score it; measured otherwise, except for the
+        runs whose held-out scores `measured` already holds (by `reference_key`).
+        """
+        stored = (calibration or {}).get("references", {})
+        same_method = calibration is not None and calibration["method"] == self.method and (
+            self.method != "iwae" or calibration.get("iw_samples") == self.iw_samples)
+        if same_method and all(reference_key(m) in stored for m in self.runs):
+            return {reference_key(m): stored[reference_key(m)] for m in self.runs}
+        references = {}
+        for m in self.runs:
+            held_out_scores = (measured or {}).get(reference_key(m))
+            if held_out_scores is None:
+                try:
+                    held_out = held_out_inputs(m, self.data_dir)
+                except DataError as e:
+                    raise DataError(f"--combine typical measures {m.path} against its held-out images, which need "
+                                    f"its training data ({e}); `vaekit calibrate` with this --combine and --method "
+                                    "stores what it needs") from None
+                held_out_scores = member_scores(m, held_out, self.method, self.iw_samples, self.progress)
+            try:
+                references[reference_key(m)] = list(typical_reference(held_out_scores))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        return references
+
+
+def open_mixture(run: Run, mixture: Sequence[Run | str | Path], method: str, rule: str) -> list[Run]:
+    """`run` and the `mixture` runs (paths loaded on its device), checked to score as one mixture by `rule`."""
+    if not mixture:
+        if rule != "density":
+            raise ConfigError(f"--combine {rule} combines the runs of --mixture; give --mixture too")
+        return [run]
+    device = next(run.model.parameters()).device
+    members = [run, *(m if isinstance(m, Run) else load_run(m, device) for m in mixture)]
+    try:
+        check_mixable({str(m.path): m.config for m in members}, method)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return members
+
+
+def member_scores(member: Run, x: torch.Tensor, method: str, iw_samples: int, progress: bool = False) -> torch.Tensor:
+    """One run's anomaly scores of model inputs x."""
+    return anomaly_scores(member.model, x, method, member.config.train.seed, iw_samples, progress=progress)
+
+
+def combine_scores(members: list[Run], scores: list[torch.Tensor], references: dict | None) -> torch.Tensor:
+    """The members' scores of the same images as one score: by the typical rule when `references`
+    (from `Detector.references`) are given, else by the density rule; a lone member's scores as they are."""
+    if len(scores) == 1:
+        return scores[0]
+    if references is None:
+        return mixture_scores(scores)
+    return typical_scores(scores, [references[reference_key(m)] for m in members])
+
+
+def held_out_inputs(run: Run, data_dir: str | Path | None = None) -> torch.Tensor:
+    """The run's held-out images (its dataset's test split, or the validation share of its images) as its inputs."""
+    data = run.config.data
+    return run.inputs(load_held_out(data.name, data.validation, run.config.train.seed, data_dir))
+
+
+def reference_key(member: Run) -> str:
+    return str(Path(member.path).resolve())

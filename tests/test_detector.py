@@ -1,0 +1,129 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import Detector, load_run
+from vaekit.anomaly import anomaly_scores, auroc, calibrate, mixture_scores, typical_reference, typical_scores
+from vaekit.cli import main
+from vaekit.data import ImageSet, load_train_test
+from vaekit.errors import ConfigError, RunError
+
+
+def train_on(folder, images, name):
+    np.save(folder / f"{name}.npy", images)
+    out = folder / name
+    assert main(["train", "--data", str(folder / f"{name}.npy"), "--epochs", "3", "--hidden", "64", "--latent", "4",
+                 "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, mnist_train):
+    """Two small runs: one of 1s, one of 7s (1,000 images each, 100 of them held out)."""
+    folder = tmp_path_factory.mktemp("detector")
+    pick = {d: mnist_train.images[mnist_train.labels == d][:1000, 0].numpy() for d in (1, 7)}
+    return train_on(folder, pick[1], "ones"), train_on(folder, pick[7], "sevens")
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist_test):
+    return ImageSet(mnist_test.images[:300], mnist_test.labels[:300], "the first 300 test digits")
+
+
+def test_calibrate_score_save_and_load_from_python(runs, test_digits, tmp_path):
+    ones = load_run(runs[0])
+    detector = Detector(ones)
+    assert detector.threshold is None and detector.score(test_digits).anomaly is None
+    record = detector.calibrate(quantile=0.9)  # on the run's 100 held-out 1s
+    held_out = load_train_test(ones.config.data.name, ones.config.data.validation, ones.config.train.seed)[1]
+    assert len(held_out) == 100
+    expected = calibrate(anomaly_scores(ones.model, ones.inputs(held_out), "elbo", ones.config.train.seed), 0.9,
+                         ones.config.train.seed)
+    assert {k: record[k] for k in expected} == expected
+    assert record["data"] == "the run's held-out images" and record["mixture"] == [] and record["iw_samples"] is None
+    assert detector.threshold == record["threshold"] and (record["fitted_on"], record["measured_on"]) == (50, 50)
+
+    result = detector.score(test_digits)
+    x = ones.inputs(test_digits)
+    assert torch.equal(result.scores, anomaly_scores(ones.model, x, "elbo", ones.config.train.seed))
+    assert torch.equal(detector.score(x).scores, result.scores)  # model inputs, as the ImageSet gives them
+    assert torch.equal(result.anomaly, result.scores > record["threshold"]) and result.threshold == record["threshold"]
+    is_one = test_digits.labels == 1
+    assert auroc(result.scores, ~is_one) > 0.95
+    assert result.anomaly[~is_one].double().mean() > 0.7 > result.anomaly[is_one].double().mean()
+
+    assert detector.save() == runs[0] / "threshold.json"
+    assert json.loads((runs[0] / "threshold.json").read_text()) == record
+    again = Detector.load(runs[0])  # a fresh object, from the run directory
+    assert (again.method, again.combine, again.threshold) == ("elbo", "density", record["threshold"])
+    loaded = again.score(test_digits)
+    assert torch.equal(loaded.scores, result.scores) and torch.equal(loaded.anomaly, result.anomaly)
+
+    # the CLI calls exactly this: its scores are these, rounded, and its decisions the same
+    out = tmp_path / "scores.csv"
+    np.save(tmp_path / "digits.npy", test_digits.images[:, 0].numpy())
+    assert main(["score", str(runs[0]), str(tmp_path / "digits.npy"), "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [float(r["score"]) for r in rows] == [round(s, 4) for s in result.scores.tolist()]
+    assert [int(r["anomaly"]) for r in rows] == result.anomaly.int().tolist()
+
+    # another method needs a threshold of its own; with one it decides by it
+    with pytest.raises(ConfigError, match="calibrated for --method elbo, not recon"):
+        Detector.load(runs[0], method="recon")
+    recon = Detector.load(runs[0], method="recon", threshold=50.0).score(test_digits)
+    assert torch.equal(recon.anomaly, recon.scores > 50.0) and recon.threshold == 50.0
+
+
+def test_a_two_run_mixture_from_python(runs, test_digits):
+    ones, sevens = load_run(runs[0]), load_run(runs[1])
+    x = ones.inputs(test_digits)
+    each = [anomaly_scores(r.model, x, "elbo", r.config.train.seed) for r in (ones, sevens)]
+    density = Detector(ones, [runs[1]])  # a run, and a path loaded on its device
+    assert density.mixture_names == [str(runs[1].resolve())]
+    assert torch.equal(density.scores(test_digits), mixture_scores(each))
+
+    normal = ImageSet(test_digits.images[(test_digits.labels == 1) | (test_digits.labels == 7)], None, "1s and 7s")
+    typical = Detector(ones, [sevens], combine="typical")
+    record = typical.calibrate(normal, quantile=0.9, data="ones and sevens")
+    references = []
+    for r in (ones, sevens):  # each run's reference: its scores of its own 100 held-out images
+        held_out = load_train_test(r.config.data.name, r.config.data.validation, r.config.train.seed)[1]
+        references.append(typical_reference(anomaly_scores(r.model, r.inputs(held_out), "elbo", r.config.train.seed)))
+    assert record["references"] == {str(p.resolve()): list(ref) for p, ref in zip(runs, references)}
+    assert (record["combine"], record["data"], record["mixture"]) == ("typical", "ones and sevens",
+                                                                       [str(runs[1].resolve())])
+    scores = typical.score(test_digits)
+    torch.testing.assert_close(scores.scores, typical_scores(each, references), rtol=0, atol=1e-9)
+    is_normal = (test_digits.labels == 1) | (test_digits.labels == 7)
+    assert auroc(scores.scores, ~is_normal) > 0.9
+
+    typical.save()
+    loaded = Detector.load(runs[0], [runs[1]])  # the calibrated rule, and its stored references
+    assert (loaded.combine, loaded.threshold) == ("typical", record["threshold"])
+    assert torch.equal(loaded.score(test_digits).scores, scores.scores)
+    with pytest.raises(ConfigError, match="calibrated for --mixture .*sevens; pass --threshold"):
+        Detector.load(runs[0])
+    with pytest.raises(ConfigError, match="calibrated for --combine typical, not density"):
+        Detector.load(runs[0], [runs[1]], combine="density")
+
+
+def test_bad_choices_are_typed_errors(runs):
+    with pytest.raises(ConfigError, match="unknown score 'nll'"):
+        Detector(runs[0], method="nll")
+    with pytest.raises(ConfigError, match="--combine typical combines the runs of --mixture"):
+        Detector(runs[0], combine="typical")
+    with pytest.raises(ConfigError, match="needs a score in nats"):
+        Detector(runs[0], [runs[1]], method="mse")
+    with pytest.raises(ConfigError, match="iw_samples must be an integer"):
+        Detector(runs[0], iw_samples=0)
+    with pytest.raises(ConfigError, match="finite"):
+        Detector(runs[0], threshold=float("nan"))
+    with pytest.raises(RunError, match="no calibration to save"):
+        Detector(runs[0]).save()
+    with pytest.raises(RunError, match="not a run directory"):
+        Detector(runs[0].parent / "missing")
+    with pytest.raises(ConfigError, match="at least 4 normal images"):
+        Detector(runs[0]).calibrate(torch.zeros(3, 1, 28, 28))

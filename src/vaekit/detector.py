@@ -25,7 +25,7 @@ import torch
 from .anomaly import anomaly_scores, calibrate, check_mixable, mixture_scores, typical_reference, typical_scores
 from .choices import MIXTURE_RULES, SCORE_METHODS
 from .config import MAX_IW_SAMPLES
-from .data import ImageSet, load_held_out
+from .data import ImageSet
 from .errors import ConfigError, DataError, RunError
 from .runs import Run, load_run, read_threshold, write_threshold
 
@@ -221,8 +221,7 @@ def combine_scores(members: list[Run], scores: list[torch.Tensor], references: d
 
 def held_out_inputs(run: Run, data_dir: str | Path | None = None) -> torch.Tensor:
     """The run's held-out images (its dataset's test split, or the validation share of its images) as its inputs."""
-    data = run.config.data
-    return run.inputs(load_held_out(data.name, data.validation, run.config.train.seed, data_dir))
+    return run.inputs(run.held_out(data_dir))
 
 
 def reference_key(member: Run) -> str:

@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
 from .config import MAX_EPOCHS, MAX_IW_SAMPLES, RunConfig
-from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs
+from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs, load_held_out
 from .errors import ConfigError, RunError
 from .models import VAE, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
@@ -353,6 +353,12 @@ class Run:
         prepare = latent_inputs if for_latents else fixed_binarization
         device = next(self.model.parameters()).device
         return prepare(conformed.images.to(device), data.binarize, self.config.train.seed)
+
+    def held_out(self, data_dir: str | Path | None = None) -> ImageSet:
+        """The images this run was tested on: its dataset's test split, or the seeded share of the user's images
+        it held out (never the training split)."""
+        data = self.config.data
+        return load_held_out(data.name, data.validation, self.config.train.seed, data_dir)
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:

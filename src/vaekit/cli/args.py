@@ -227,10 +227,7 @@ def test_inputs(run, args):
 
 def test_data(run, args, for_latents: bool = False):
     """`test_inputs` (or, for_latents, `latent_inputs`), and the test ImageSet they came from (for its labels)."""
-    from ..data import load_held_out
-
-    data = run.config.data
-    test = load_held_out(data.name, data.validation, run.config.train.seed, args.data_dir)  # never the train split
+    test = run.held_out(args.data_dir)
     return run.inputs(test, for_latents), test  # standardizes only the images used, not the training split
 
 

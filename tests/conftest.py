@@ -17,6 +17,7 @@ from vaekit.data import DATASETS, DataFile, DatasetSpec, encode_idx, load_split
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "data"  # the bundled MNIST files
+SESSION_THREADS = torch.get_num_threads()  # torch's count when the tests start, before any command changes it
 
 
 @pytest.fixture(autouse=True)
@@ -25,10 +26,11 @@ def isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("VAEKIT_DATA_DIR", raising=False)
     # The CLI's default thread count follows the machine's load (vaekit.threads); tests that compare a CLI
-    # run, often in a subprocess, with one in this process pin it to this process's count, so that float32
-    # sums are split alike (tests/test_threads.py clears it to test the default).
+    # run, often in a subprocess, with one in this process pin it to this session's count, so that float32
+    # sums are split alike (tests/test_threads.py clears it to test the default). A test whose command set
+    # another count (--threads, fuzzed) leaves torch as it found it.
     if not os.environ.get("OMP_NUM_THREADS"):
-        monkeypatch.setenv("VAEKIT_THREADS", str(torch.get_num_threads()))
+        monkeypatch.setenv("VAEKIT_THREADS", str(SESSION_THREADS))
     real_urlopen = urllib.request.urlopen
 
     def loopback_only(url, *args, **kwargs):
@@ -38,6 +40,8 @@ def isolated(tmp_path_factory, monkeypatch):
         return real_urlopen(url, *args, **kwargs)
 
     monkeypatch.setattr(urllib.request, "urlopen", loopback_only)
+    yield
+    torch.set_num_threads(SESSION_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -366,6 +366,19 @@ def test_numeric_flag(tiny, own_run, capsys, command, flag):
                 json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))
 
 
+# ---- red team: flags that are each in range but together ask too much -------------------------------------
+
+@pytest.mark.parametrize("command", [["sample", "-n", "10000"], ["manifold", "--side", "100"],
+                                     ["traverse", "--steps", "1000"],
+                                     ["interpolate", "--from", "0", "--to", "1", "--steps", "10000", "--gif"]])
+def test_a_picture_too_large_at_its_scale_is_refused_before_it_is_drawn(tiny, capsys, tmp_path, command):
+    """Each of these took 10-22 GB RSS (manifold was killed) before the picture's pixels were bounded."""
+    output = tmp_path / ("p.gif" if "--gif" in command else "p.png")
+    args = [command[0], tiny, *[a for a in command[1:] if a != "--gif"], "--scale", "32", "-o", output]
+    code, _, err = run_case("red team", args, capsys, (output,))
+    assert code == 2 and "pixels; at most 64,000,000" in err
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

@@ -379,6 +379,32 @@ def test_a_picture_too_large_at_its_scale_is_refused_before_it_is_drawn(tiny, ca
     assert code == 2 and "pixels; at most 64,000,000" in err
 
 
+@pytest.mark.parametrize("command", [["eval", "LONG"], ["score", "RUN", "LONG"], ["calibrate", "RUN", "LONG"],
+                                     ["train", "--data", "LONG", "--out", "OUT"], ["train", "--out", "LONG/x"],
+                                     ["interpolate", "RUN", "--from", "LONG@y", "--to", "1", "-o", "OUT"]])
+def test_a_file_name_too_long_for_the_system_is_a_bad_argument(tiny, capsys, tmp_path, command):
+    """A 300-byte name (ENAMETOOLONG wherever the path was first used) ended in exit 70."""
+    long = str(tmp_path / ("x" * 300))
+    args = [{"RUN": tiny, "OUT": tmp_path / "o.png"}.get(a, a.replace("LONG", long)) for a in command]
+    code, _, err = run_case("red team", args, capsys)
+    assert code == 2 and err.endswith(" characters): file name too long for this system\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_image_file_named_with_an_at_sign_is_a_source(tiny, capsys, tmp_path):
+    """`a@3.npz` was refused as a malformed SOURCE@N; `a@3.npz@2` is image 2 of it. Out-of-range messages name
+    SOURCE@N as typed, and a huge index is not shown as 10**18."""
+    named = tmp_path / "a@3.npz"
+    named.write_bytes((tiny.parent / "small.npz").read_bytes())
+    for ref in (named, f"{named}@2"):
+        run_case("red team", ["traverse", tiny, "--image", ref, "-o", tmp_path / "t.png"], capsys)
+        assert (tmp_path / "t.png").exists()
+    code, _, err = run_case("red team", ["traverse", tiny, "--image", f"{named}@300", "-o", tmp_path / "u.png"], capsys)
+    assert code == 2 and f"--image {named}@300 is out of range: {named} has 300 images (0 to 299)" in err
+    code, _, err = run_case("red team", ["traverse", tiny, "--image", "9" * 30, "-o", tmp_path / "u.png"], capsys)
+    assert code == 2 and "--image a number past any dataset's size is out of range" in err
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

@@ -120,7 +120,7 @@ def image_reference(text: str) -> ImageRef:
     if _is_index(text):
         return ImageRef(None, _index(text))
     source, at, index = text.rpartition("@")
-    if not at:
+    if not at or (not _is_index(index) and Path(text).exists()):  # a file whose name holds '@': its first image
         return ImageRef(text, 0)
     if not source or not _is_index(index):
         raise argparse.ArgumentTypeError(f"expected a test index, SOURCE or SOURCE@N, got {text!r}")
@@ -144,7 +144,7 @@ def reference_image(run, args, flag: str, ref: ImageRef, test_set) -> torch.Tens
         check_index(flag, ref.index, len(x), "the test set")
     else:
         x, _, _ = model_inputs(run, ref.source, args.data_dir)
-        check_index(f"{flag} {ref.source}@", ref.index, len(x), ref.source)
+        check_index(flag, ref.index, len(x), ref.source, prefix=f"{ref.source}@")
     return x[ref.index]
 
 
@@ -205,10 +205,11 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
                              "auto: one per physical core, idle threads sleeping rather than spinning)")
 
 
-def check_index(name: str, index: int, size: int, what: str) -> None:
-    """ConfigError unless 0 <= index < size."""
+def check_index(name: str, index: int, size: int, what: str, prefix: str = "") -> None:
+    """ConfigError unless 0 <= index < size (`prefix` goes before the index in the message: `SOURCE@`)."""
     if not 0 <= index < size:
-        raise ConfigError(f"{name} {index} is out of range: {what} has {size} images (0 to {size - 1})")
+        shown = "a number past any dataset's size" if index >= 10 ** 18 else f"{prefix}{index}"
+        raise ConfigError(f"{name} {shown} is out of range: {what} has {size} images (0 to {size - 1})")
 
 
 def open_run(args):

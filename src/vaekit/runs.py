@@ -43,6 +43,7 @@ WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 THRESHOLD_FILE = "threshold.json"
 NLL_FILE = "nll-blocks.jsonl"  # the finished blocks of `vaekit eval --iw-samples`, so a stopped one resumes
+MAX_RECORDED_NLL = 1e15  # nats per image: past any real image's -log p(x), and sums of 10**9 of them stay finite
 
 
 def create_run(path: str | Path, config: RunConfig) -> Path:
@@ -180,7 +181,7 @@ def check_threshold(calibration) -> dict:
 def read_nll_blocks(record: str | Path, key: dict) -> dict[int, dict]:
     """The finished blocks in a record of `evaluate.nll_blocks` whose fields match `key`, by the block's
     first image: each row as written, its "nll" a list of per-image floats. A line torn by a kill, not a
-    block, or holding anything but finite numbers, is skipped (its block is estimated again)."""
+    block, or holding anything but finite numbers within MAX_RECORDED_NLL, is skipped (its block is estimated again)."""
     record = Path(record)
     if not record.is_file():
         return {}
@@ -196,7 +197,10 @@ def read_nll_blocks(record: str | Path, key: dict) -> dict[int, dict]:
                 start = row["start"]
                 if isinstance(start, bool) or not isinstance(start, int) or start < 0:
                     continue
-                done[start] = {**row, "nll": [finite_number(v, "nll") for v in row["nll"]]}
+                nll = [finite_number(v, "nll") for v in row["nll"]]
+                if any(abs(v) > MAX_RECORDED_NLL for v in nll):  # finite, but their mean would not be
+                    continue
+                done[start] = {**row, "nll": nll}
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return done

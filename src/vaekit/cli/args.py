@@ -27,7 +27,12 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self._arguments = list(sys.argv[1:] if args is None else args)  # subcommands get theirs from the parent
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        given = vars(namespace).pop("_deprecated_aliases", [])
+        for option, value, instead in {alias.dest: (option, value, alias) for option, value, alias in given}.values():
+            if getattr(namespace, instead.dest) != value:  # the current spelling came after, with another value
+                DeprecatedAlias.disagree(self, option, value, instead, getattr(namespace, instead.dest))
+        return namespace, extras
 
     def error(self, message: str):
         if "arguments are required" in message:  # perhaps swallowed by an option that takes one or more words
@@ -159,7 +164,19 @@ class DeprecatedAlias(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"vaekit: warning: {parser.prog} {option_string} is deprecated and will be removed: "
               f"use {self.instead.format(value=values)}", file=sys.stderr)
+        current = getattr(namespace, self.dest, None)
+        before = [value for _, value, alias in getattr(namespace, "_deprecated_aliases", []) if alias.dest == self.dest]
+        if current != values and (current != before[-1] if before else
+                                  current is not None and current != parser.get_default(self.dest)):
+            self.disagree(parser, option_string, values, self, current)  # the current spelling came first
         setattr(namespace, self.dest, values)
+        namespace._deprecated_aliases = [*getattr(namespace, "_deprecated_aliases", []), (option_string, values, self)]
+
+    @staticmethod
+    def disagree(parser, option: str, value, alias: DeprecatedAlias, other) -> None:
+        """ConfigError: a former spelling and the current one were both given, with different values."""
+        raise ConfigError(f"{parser.prog}: {option} {value} and {alias.instead.format(value=other)} disagree: "
+                          f"give only {alias.instead.format(value=other)}")
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:

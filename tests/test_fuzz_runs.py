@@ -405,6 +405,24 @@ def test_an_image_file_named_with_an_at_sign_is_a_source(tiny, capsys, tmp_path)
     assert code == 2 and "--image a number past any dataset's size is out of range" in err
 
 
+@pytest.mark.parametrize("command", [
+    ["report", "RUN", "-o", "OUT.html"], ["score", "RUN", "DATA", "-o", "OUT.csv"],
+    ["embed", "RUN", "DATA", "-o", "OUT.npz"], ["compress", "RUN", "BIN", "-o", "OUT.vkz"],
+    ["sample", "RUN", "-o", "OUT.png"], ["plot", "latents", "RUN", "-o", "OUT.png"]])
+def test_an_output_that_cannot_be_a_regular_file_is_refused_before_the_work(tiny, capsys, tmp_path, command):
+    """`report -o DIR.html` computed the whole report (30 s on MNIST) and then refused its output."""
+    import numpy as np
+
+    np.save(tmp_path / "bin.npy", np.zeros((4, 28, 28), np.uint8))
+    out = next(a for a in command if a.startswith("OUT")).replace("OUT", str(tmp_path / "o"))
+    Path(out).mkdir()
+    paths = {"RUN": tiny, "DATA": tiny.parent / "small.npz", "BIN": tmp_path / "bin.npy"}
+    args = [paths.get(a, out if a.startswith("OUT") else a) for a in command]
+    code, _, err = run_case("red team", args, capsys)
+    assert code == 5 and err == f"vaekit: error: cannot write {out}: it is a directory; vaekit writes and replaces " \
+        "regular files only\n"  # and no stage line: nothing was computed
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

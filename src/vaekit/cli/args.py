@@ -88,12 +88,15 @@ def non_empty_text(text: str) -> str:
 
 
 def file_name(expected: str, *suffixes: str):
-    """An argparse type: a Path whose suffix (any case) is one of `suffixes`, naming what was expected."""
+    """An argparse type for an output file: a Path whose suffix (any case) is one of `suffixes`, naming what was
+    expected, and that can become a regular file (OutputError now, not after minutes of work: atomic.check_target)."""
+    from ..atomic import check_target
 
     def convert(text: str) -> Path:
         path = Path(text)
         if path.suffix.lower() not in suffixes:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        check_target(path)
         return path
 
     return convert

@@ -64,7 +64,9 @@ def register(subparsers) -> None:
 def run_compress(args) -> int:
     if args.latent_bits > 16:
         raise ConfigError(f"--latent-bits must be at most 16, got {args.latent_bits}")
-    from ..atomic import atomic_write_bytes
+    from ..atomic import atomic_write_bytes, check_target
+
+    check_target(args.output)  # now, not after the work
     from ..compress import compress_images
     from ..data import read_array
 

@@ -274,3 +274,25 @@ def test_valid_omp_num_threads_values_are_the_users_choice(monkeypatch):
     for value, count in (("2", 2), (" 1 ", 1), ("3,2", 3), ("", None), ("x,2", None), ("٣", None)):
         monkeypatch.setenv("OMP_NUM_THREADS", value)
         assert threads.omp_num_threads() == count
+
+
+def test_resume_does_not_take_more_threads_than_this_machine_has(monkeypatch, tmp_path, capsys):
+    """A checkpoint from a bigger machine (or doctored to 1024) resumed with that many threads on 2 CPUs."""
+    import sys
+
+    fit_module = sys.modules["vaekit.fit"]  # vaekit.fit is also the function
+    data = tmp_path / "small.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (200, 8, 8), dtype=np.uint8))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--hidden", "16", "--epochs", "1", "--out", str(run),
+                 "--threads", "2"]) == 0
+    monkeypatch.setattr(threads, "_chosen_by_user", False)
+    monkeypatch.setattr(fit_module, "usable_cpus", lambda: [0])
+    monkeypatch.setattr(threads, "default_threads", lambda: 1)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert torch.get_num_threads() == 1 and "(1 CPU thread(s))" in out
+    assert (f"vaekit: warning: {run}/checkpoint.safetensors was trained with 2 CPU threads, more than the 1 usable "
+            "here; going on with 1, so its numbers may differ in the last digits (--threads 2 keeps them, slowly)"
+            in err.splitlines())

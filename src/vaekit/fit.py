@@ -26,7 +26,7 @@ from .generate import reconstruct, sample
 from .models import VAE, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed, make_generator
-from .threads import MAX_THREADS, busy_hint, cpu_is_busy, threads_chosen_by_user, waits_passively
+from .threads import MAX_THREADS, busy_hint, cpu_is_busy, threads_chosen_by_user, usable_cpus, waits_passively
 from .train import Trainer, epoch_seeds, few_steps_warning
 from .validation import adam_spec, check_adam_values, check_param_groups, check_tensors, state_spec
 
@@ -114,7 +114,7 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
     sample_seed = derive_seed(config.train.seed, "samples")  # the same prior draws every epoch
     metrics: list[dict] = []
     if checkpoint is not None:
-        metrics = _restore(out, config, trainer, checkpoint)
+        metrics = _restore(out, config, trainer, checkpoint, log)
         _write_epoch_files(out, model, metrics, sample_seed, test_x, images=False)
         if trainer.epoch >= config.train.epochs:
             save_loss_curve(out / "loss.png", metrics)
@@ -171,7 +171,7 @@ def _busy_note(rate: float, best_rate: float, cpu_seconds: float, seconds: float
     return (f"  ({busy_hint(rate, torch.get_num_threads(), waits_passively())})" if busy else ""), max(best_rate, rate)
 
 
-def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list[dict]:
+def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint, log: Log) -> list[dict]:
     """Load a checkpoint into the trainer after checking it belongs to this config and this vaekit."""
     tensors, meta = checkpoint  # runs.load_checkpoint checked the metadata's form
     source = out / runs.CHECKPOINT_FILE
@@ -199,7 +199,13 @@ def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list
     except (KeyError, ValueError, RuntimeError) as e:
         raise RunError(f"{source}: optimizer state does not fit this run ({e})") from None
     if recorded and not threads_chosen_by_user():  # go on as it was trained: float32 sums depend on the count
-        torch.set_num_threads(recorded)
+        usable = len(usable_cpus())
+        if recorded <= usable:
+            torch.set_num_threads(recorded)
+        else:  # from a bigger machine (or doctored): that many threads here would wait for each other at every step
+            log(f"warning: {source} was trained with {recorded} CPU threads, more than the {usable} usable here; "
+                f"going on with {torch.get_num_threads()}, so its numbers may differ in the last digits "
+                f"(--threads {recorded} keeps them, slowly)")
     return list(meta["metrics"])
 
 

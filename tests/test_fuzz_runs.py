@@ -423,6 +423,27 @@ def test_an_output_that_cannot_be_a_regular_file_is_refused_before_the_work(tiny
         "regular files only\n"  # and no stage line: nothing was computed
 
 
+@pytest.mark.parametrize("blocker", ["directory", "fifo", "dangling link"])
+def test_a_config_json_that_is_not_a_file_gives_one_consistent_verdict(tiny, capsys, tmp_path, blocker):
+    """config.json as a directory: --resume said "no config.json" and --out "already holds a run; continue it
+    with --resume", each sending the user to the other."""
+    import os
+
+    run, config = tmp_path / "run", tmp_path / "run" / CONFIG_FILE
+    run.mkdir()
+    {"directory": config.mkdir, "fifo": lambda: os.mkfifo(config),
+     "dangling link": lambda: config.symlink_to(tmp_path / "nowhere")}[blocker]()
+    data = tiny.parent / "small.npz"
+    code, _, err = run_case("red team", ["train", "--data", data, "--epochs", "1", "--out", run], capsys)
+    assert code == 4 and err == (f"vaekit: error: {config} is not a regular file, so {run} is no run to resume or "
+                                 "reuse; remove it, or choose another --out\n")
+    for args in (["train", "--resume", run, "--lr", "0.001"], ["eval", run]):
+        code, _, err = run_case("red team", args, capsys)
+        assert code == 4
+        assert err == f"vaekit: error: {run} is not a run directory (its config.json is not a regular file)\n"
+    assert sorted(p.name for p in run.iterdir()) == [CONFIG_FILE]
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

@@ -54,6 +54,9 @@ def create_run(path: str | Path, config: RunConfig) -> Path:
     """
     path = Path(path)
     taken = RunError(f"{path} already holds a run; choose another --out, or continue it with --resume {path}")
+    if os.path.lexists(path / CONFIG_FILE) and not (path / CONFIG_FILE).is_file():  # a directory, FIFO, dangling link
+        raise RunError(f"{path / CONFIG_FILE} is not a regular file, so {path} is no run to resume or reuse; "
+                       "remove it, or choose another --out")
     if (path / CONFIG_FILE).exists():
         raise taken
     if path.exists() and not path.is_dir():
@@ -274,7 +277,8 @@ def read_config(path: str | Path) -> RunConfig:
         raise RunError(f"{path} is not a run directory (no such directory)")
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
-        raise RunError(f"{path} is not a run directory (no {CONFIG_FILE})")
+        raise RunError(f"{path} is not a run directory (" + (f"its {CONFIG_FILE} is not a regular file"
+                       if os.path.lexists(config_path) else f"no {CONFIG_FILE}") + ")")
     try:
         document = parse_json(read_bounded(config_path, MAX_JSON_BYTES))
     except (OSError, ValueError) as e:

@@ -444,6 +444,21 @@ def test_a_config_json_that_is_not_a_file_gives_one_consistent_verdict(tiny, cap
     assert sorted(p.name for p in run.iterdir()) == [CONFIG_FILE]
 
 
+def test_a_run_on_nine_images_works_with_every_default(capsys, tmp_path):
+    """Nine images hold out one: `reconstruct` with its default -n 8 said "-n 8 is more than the 1 test images"."""
+    import numpy as np
+
+    data, run = tmp_path / "nine.npy", tmp_path / "run"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (9, 28, 28), dtype=np.uint8))
+    assert run_case("red team", ["train", "--data", data, "--hidden", "8", "--latent", "2", "--epochs", "1",
+                                 "--out", run], capsys)[0] == 0
+    code, out, _ = run_case("red team", ["reconstruct", run, "-o", tmp_path / "r.png"], capsys)
+    assert code == 0 and out == f"wrote 1 test images and their reconstructions to {tmp_path / 'r.png'}\n"
+    for args in (["eval", run], ["sample", run, "-o", tmp_path / "s.png"], ["traverse", run, "-o", tmp_path / "t.png"],
+                 ["manifold", run, "-o", tmp_path / "m.png"], ["score", run, data, "-o", tmp_path / "s.csv"]):
+        assert run_case("red team", args, capsys)[0] == 0
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

@@ -459,6 +459,18 @@ def test_a_run_on_nine_images_works_with_every_default(capsys, tmp_path):
         assert run_case("red team", args, capsys)[0] == 0
 
 
+@pytest.mark.parametrize("images", [2, 9])
+def test_a_validation_share_that_leaves_one_training_image_trains(capsys, tmp_path, images):
+    """--validation 0.99 of 2 or 9 images: the recipe sized itself for 0 training images, ZeroDivisionError (70)."""
+    import numpy as np
+
+    data, run = tmp_path / "few.npy", tmp_path / "run"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (images, 28, 28), dtype=np.uint8))
+    code, _, err = run_case("red team", ["train", "--data", data, "--validation", "0.99", "--hidden", "8",
+                                         "--latent", "2", "--epochs", "1", "--out", run], capsys)
+    assert code == 0 and "(1 training images at batch 64; 1 in all)" in err
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

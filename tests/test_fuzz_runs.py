@@ -471,6 +471,38 @@ def test_a_validation_share_that_leaves_one_training_image_trains(capsys, tmp_pa
     assert code == 0 and "(1 training images at batch 64; 1 in all)" in err
 
 
+@pytest.mark.parametrize("loss", ["deleted", "fifo"])
+def test_a_run_that_lost_its_checkpoint_is_not_trained_over(tiny, capsys, tmp_path, loss):
+    """With checkpoint.safetensors gone, --resume trained from scratch over the finished epoch's weights, and
+    --resume --lr X --hidden N (allowed "before the first checkpoint") replaced the model with another one."""
+    import os
+
+    run = copy_run(tiny, tmp_path / "run")
+    (run / CHECKPOINT_FILE).unlink()
+    if loss == "fifo":
+        os.mkfifo(run / CHECKPOINT_FILE)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _, err = run_case("red team", ["train", "--resume", run, "--epochs", "2"], capsys)
+    assert code == 4 and err == (f"vaekit: error: {run} has finished epochs but no checkpoint.safetensors (a regular "
+                                 "file) to continue from; its model still serves every other command: train a new "
+                                 "run with --out to go on\n")
+    code, _, err = run_case("red team", ["train", "--resume", run, "--lr", "0.0001", "--hidden", "16"], capsys)
+    assert code == 2 and "drop --hidden, --lr" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_resume_whose_files_cannot_be_replaced_is_refused_before_training(tiny, capsys, tmp_path):
+    """A symlinked checkpoint (a shared run) was read, an epoch trained, and only then refused."""
+    run = copy_run(tiny, tmp_path / "run")
+    (tmp_path / "elsewhere").write_bytes((run / CHECKPOINT_FILE).read_bytes())
+    (run / CHECKPOINT_FILE).unlink()
+    (run / CHECKPOINT_FILE).symlink_to(tmp_path / "elsewhere")
+    code, _, err = run_case("red team", ["train", "--resume", run, "--epochs", "2"], capsys)
+    assert code == 5 and err == (f"vaekit: error: cannot write {run / CHECKPOINT_FILE}: it is a symbolic link; vaekit "
+                                 "writes and replaces regular files only\n")  # and no warning: no epoch began
+    assert (run / METRICS_FILE).read_text().count("\n") == 1
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

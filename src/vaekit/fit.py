@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import runs
+from .atomic import check_target
 from .config import RunConfig
 from .data import ImageSet, fixed_binarization, load_train_test
 from .devices import resolve_device
@@ -68,6 +69,11 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     runs.remove_stale_temp_files(path)
     model_bytes = 4 * parameter_count(config.model)  # fp32
     checkpoint = runs.load_checkpoint(path, max_bytes=3 * model_bytes + (64 << 20))  # weights, Adam's 2 moments
+    if checkpoint is None and runs.has_finished_epoch(path):  # lost: starting over would replace what it trained
+        raise RunError(f"{path} has finished epochs but no {runs.CHECKPOINT_FILE} (a regular file) to continue "
+                       f"from; its model still serves every other command: train a new run with --out to go on")
+    for name in (runs.CHECKPOINT_FILE, runs.WEIGHTS_FILE, runs.METRICS_FILE):  # refused now, not after an epoch
+        check_target(path / name)
     done = checkpoint[1]["epoch"] if checkpoint else 0
     new_total = epochs is not None and epochs != config.train.epochs
     if new_total:

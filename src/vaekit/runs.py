@@ -96,8 +96,10 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 
 
 def has_finished_epoch(path: str | Path) -> bool:
-    """Whether the run at `path` has committed a checkpoint, which its first finished epoch writes first."""
-    return (Path(path) / CHECKPOINT_FILE).exists()
+    """Whether the run at `path` has finished an epoch: it holds a checkpoint, which the first finished epoch
+    writes first, or the weights or metrics written after it (a run whose checkpoint was lost or replaced by
+    something else still holds what it trained, which a restart would overwrite)."""
+    return any(os.path.lexists(Path(path) / name) for name in (CHECKPOINT_FILE, WEIGHTS_FILE, METRICS_FILE))
 
 
 def load_checkpoint(path: str | Path, max_bytes: int = 4 << 30) -> tuple[dict[str, torch.Tensor], dict] | None:

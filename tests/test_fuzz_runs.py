@@ -503,6 +503,21 @@ def test_a_resume_whose_files_cannot_be_replaced_is_refused_before_training(tiny
     assert (run / METRICS_FILE).read_text().count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_dash_as_output_is_refused_where_only_a_file_is_written(tiny, capsys, tmp_path, monkeypatch, command):
+    """`compress RUN X -o -` wrote a file named '-' in the current directory."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "bin.npy", np.zeros((4, 28, 28), np.uint8))
+    assert main(["compress", str(tiny), "bin.npy", "-o", "c.vkz"]) == 0
+    source = "bin.npy" if command == "compress" else "c.vkz"
+    code, _, err = run_case("red team", [command, tiny, source, "-o", "-"], capsys)
+    assert code == 2 and err.endswith(f"vaekit {command} -o -: it writes a file, not standard output; give -o a "
+                                      "file name\n")
+    assert not (tmp_path / "-").exists()
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

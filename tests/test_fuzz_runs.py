@@ -366,6 +366,158 @@ def test_numeric_flag(tiny, own_run, capsys, command, flag):
                 json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))
 
 
+# ---- red team: flags that are each in range but together ask too much -------------------------------------
+
+@pytest.mark.parametrize("command", [["sample", "-n", "10000"], ["manifold", "--side", "100"],
+                                     ["traverse", "--steps", "1000"],
+                                     ["interpolate", "--from", "0", "--to", "1", "--steps", "10000", "--gif"]])
+def test_a_picture_too_large_at_its_scale_is_refused_before_it_is_drawn(tiny, capsys, tmp_path, command):
+    """Each of these took 10-22 GB RSS (manifold was killed) before the picture's pixels were bounded."""
+    output = tmp_path / ("p.gif" if "--gif" in command else "p.png")
+    args = [command[0], tiny, *[a for a in command[1:] if a != "--gif"], "--scale", "32", "-o", output]
+    code, _, err = run_case("red team", args, capsys, (output,))
+    assert code == 2 and "pixels; at most 64,000,000" in err
+
+
+@pytest.mark.parametrize("command", [["eval", "LONG"], ["score", "RUN", "LONG"], ["calibrate", "RUN", "LONG"],
+                                     ["train", "--data", "LONG", "--out", "OUT"], ["train", "--out", "LONG/x"],
+                                     ["interpolate", "RUN", "--from", "LONG@y", "--to", "1", "-o", "OUT"]])
+def test_a_file_name_too_long_for_the_system_is_a_bad_argument(tiny, capsys, tmp_path, command):
+    """A 300-byte name (ENAMETOOLONG wherever the path was first used) ended in exit 70."""
+    long = str(tmp_path / ("x" * 300))
+    args = [{"RUN": tiny, "OUT": tmp_path / "o.png"}.get(a, a.replace("LONG", long)) for a in command]
+    code, _, err = run_case("red team", args, capsys)
+    assert code == 2 and err.endswith(" characters): file name too long for this system\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_image_file_named_with_an_at_sign_is_a_source(tiny, capsys, tmp_path):
+    """`a@3.npz` was refused as a malformed SOURCE@N; `a@3.npz@2` is image 2 of it. Out-of-range messages name
+    SOURCE@N as typed, and a huge index is not shown as 10**18."""
+    named = tmp_path / "a@3.npz"
+    named.write_bytes((tiny.parent / "small.npz").read_bytes())
+    for ref in (named, f"{named}@2"):
+        run_case("red team", ["traverse", tiny, "--image", ref, "-o", tmp_path / "t.png"], capsys)
+        assert (tmp_path / "t.png").exists()
+    code, _, err = run_case("red team", ["traverse", tiny, "--image", f"{named}@300", "-o", tmp_path / "u.png"], capsys)
+    assert code == 2 and f"--image {named}@300 is out of range: {named} has 300 images (0 to 299)" in err
+    code, _, err = run_case("red team", ["traverse", tiny, "--image", "9" * 30, "-o", tmp_path / "u.png"], capsys)
+    assert code == 2 and "--image a number past any dataset's size is out of range" in err
+
+
+@pytest.mark.parametrize("command", [
+    ["report", "RUN", "-o", "OUT.html"], ["score", "RUN", "DATA", "-o", "OUT.csv"],
+    ["embed", "RUN", "DATA", "-o", "OUT.npz"], ["compress", "RUN", "BIN", "-o", "OUT.vkz"],
+    ["sample", "RUN", "-o", "OUT.png"], ["plot", "latents", "RUN", "-o", "OUT.png"]])
+def test_an_output_that_cannot_be_a_regular_file_is_refused_before_the_work(tiny, capsys, tmp_path, command):
+    """`report -o DIR.html` computed the whole report (30 s on MNIST) and then refused its output."""
+    import numpy as np
+
+    np.save(tmp_path / "bin.npy", np.zeros((4, 28, 28), np.uint8))
+    out = next(a for a in command if a.startswith("OUT")).replace("OUT", str(tmp_path / "o"))
+    Path(out).mkdir()
+    paths = {"RUN": tiny, "DATA": tiny.parent / "small.npz", "BIN": tmp_path / "bin.npy"}
+    args = [paths.get(a, out if a.startswith("OUT") else a) for a in command]
+    code, _, err = run_case("red team", args, capsys)
+    assert code == 5 and err == f"vaekit: error: cannot write {out}: it is a directory; vaekit writes and replaces " \
+        "regular files only\n"  # and no stage line: nothing was computed
+
+
+@pytest.mark.parametrize("blocker", ["directory", "fifo", "dangling link"])
+def test_a_config_json_that_is_not_a_file_gives_one_consistent_verdict(tiny, capsys, tmp_path, blocker):
+    """config.json as a directory: --resume said "no config.json" and --out "already holds a run; continue it
+    with --resume", each sending the user to the other."""
+    import os
+
+    run, config = tmp_path / "run", tmp_path / "run" / CONFIG_FILE
+    run.mkdir()
+    {"directory": config.mkdir, "fifo": lambda: os.mkfifo(config),
+     "dangling link": lambda: config.symlink_to(tmp_path / "nowhere")}[blocker]()
+    data = tiny.parent / "small.npz"
+    code, _, err = run_case("red team", ["train", "--data", data, "--epochs", "1", "--out", run], capsys)
+    assert code == 4 and err == (f"vaekit: error: {config} is not a regular file, so {run} is no run to resume or "
+                                 "reuse; remove it, or choose another --out\n")
+    for args in (["train", "--resume", run, "--lr", "0.001"], ["eval", run]):
+        code, _, err = run_case("red team", args, capsys)
+        assert code == 4
+        assert err == f"vaekit: error: {run} is not a run directory (its config.json is not a regular file)\n"
+    assert sorted(p.name for p in run.iterdir()) == [CONFIG_FILE]
+
+
+def test_a_run_on_nine_images_works_with_every_default(capsys, tmp_path):
+    """Nine images hold out one: `reconstruct` with its default -n 8 said "-n 8 is more than the 1 test images"."""
+    import numpy as np
+
+    data, run = tmp_path / "nine.npy", tmp_path / "run"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (9, 28, 28), dtype=np.uint8))
+    assert run_case("red team", ["train", "--data", data, "--hidden", "8", "--latent", "2", "--epochs", "1",
+                                 "--out", run], capsys)[0] == 0
+    code, out, _ = run_case("red team", ["reconstruct", run, "-o", tmp_path / "r.png"], capsys)
+    assert code == 0 and out == f"wrote 1 test images and their reconstructions to {tmp_path / 'r.png'}\n"
+    for args in (["eval", run], ["sample", run, "-o", tmp_path / "s.png"], ["traverse", run, "-o", tmp_path / "t.png"],
+                 ["manifold", run, "-o", tmp_path / "m.png"], ["score", run, data, "-o", tmp_path / "s.csv"]):
+        assert run_case("red team", args, capsys)[0] == 0
+
+
+@pytest.mark.parametrize("images", [2, 9])
+def test_a_validation_share_that_leaves_one_training_image_trains(capsys, tmp_path, images):
+    """--validation 0.99 of 2 or 9 images: the recipe sized itself for 0 training images, ZeroDivisionError (70)."""
+    import numpy as np
+
+    data, run = tmp_path / "few.npy", tmp_path / "run"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (images, 28, 28), dtype=np.uint8))
+    code, _, err = run_case("red team", ["train", "--data", data, "--validation", "0.99", "--hidden", "8",
+                                         "--latent", "2", "--epochs", "1", "--out", run], capsys)
+    assert code == 0 and "(1 training images at batch 64; 1 in all)" in err
+
+
+@pytest.mark.parametrize("loss", ["deleted", "fifo"])
+def test_a_run_that_lost_its_checkpoint_is_not_trained_over(tiny, capsys, tmp_path, loss):
+    """With checkpoint.safetensors gone, --resume trained from scratch over the finished epoch's weights, and
+    --resume --lr X --hidden N (allowed "before the first checkpoint") replaced the model with another one."""
+    import os
+
+    run = copy_run(tiny, tmp_path / "run")
+    (run / CHECKPOINT_FILE).unlink()
+    if loss == "fifo":
+        os.mkfifo(run / CHECKPOINT_FILE)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _, err = run_case("red team", ["train", "--resume", run, "--epochs", "2"], capsys)
+    assert code == 4 and err == (f"vaekit: error: {run} has finished epochs but no checkpoint.safetensors (a regular "
+                                 "file) to continue from; its model still serves every other command: train a new "
+                                 "run with --out to go on\n")
+    code, _, err = run_case("red team", ["train", "--resume", run, "--lr", "0.0001", "--hidden", "16"], capsys)
+    assert code == 2 and "drop --hidden, --lr" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_resume_whose_files_cannot_be_replaced_is_refused_before_training(tiny, capsys, tmp_path):
+    """A symlinked checkpoint (a shared run) was read, an epoch trained, and only then refused."""
+    run = copy_run(tiny, tmp_path / "run")
+    (tmp_path / "elsewhere").write_bytes((run / CHECKPOINT_FILE).read_bytes())
+    (run / CHECKPOINT_FILE).unlink()
+    (run / CHECKPOINT_FILE).symlink_to(tmp_path / "elsewhere")
+    code, _, err = run_case("red team", ["train", "--resume", run, "--epochs", "2"], capsys)
+    assert code == 5 and err == (f"vaekit: error: cannot write {run / CHECKPOINT_FILE}: it is a symbolic link; vaekit "
+                                 "writes and replaces regular files only\n")  # and no warning: no epoch began
+    assert (run / METRICS_FILE).read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_dash_as_output_is_refused_where_only_a_file_is_written(tiny, capsys, tmp_path, monkeypatch, command):
+    """`compress RUN X -o -` wrote a file named '-' in the current directory."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "bin.npy", np.zeros((4, 28, 28), np.uint8))
+    assert main(["compress", str(tiny), "bin.npy", "-o", "c.vkz"]) == 0
+    source = "bin.npy" if command == "compress" else "c.vkz"
+    code, _, err = run_case("red team", [command, tiny, source, "-o", "-"], capsys)
+    assert code == 2 and err.endswith(f"vaekit {command} -o -: it writes a file, not standard output; give -o a "
+                                      "file name\n")
+    assert not (tmp_path / "-").exists()
+
+
 def test_cleanup_outputs_of_the_argument_fuzzer(tiny):
     """The shared run is as it was: no command wrote into it what it should not have."""
     assert not list(tiny.glob(".*.tmp"))

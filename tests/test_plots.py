@@ -1,11 +1,14 @@
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from vaekit.plots import (auto_scale, extremes_picture, image_grid, kl_plot_figure, kl_plot_png, labelled_grid,
-                          manifold_picture, save_image_grid, save_loss_curve, traverse_picture, value_label)
+from vaekit.errors import ConfigError
+from vaekit.plots import (MAX_PICTURE_PIXELS, auto_scale, check_picture_pixels, extremes_picture, gif_bytes,
+                          image_grid, kl_plot_figure, kl_plot_png, labelled_grid, manifold_picture, save_image_grid,
+                          save_loss_curve, traverse_picture, value_label)
 
 
 def test_grid_places_each_image_with_padding():
@@ -103,3 +106,12 @@ def test_traverse_manifold_and_extremes_pictures_hold_every_image_at_the_default
     extremes = extremes_picture(tiles(8, 28, 28), scores, [f"{i}.png" for i in range(8)], n=4)
     two = labelled_grid(tiles(4, 28, 28), 4, scale=4, captions=["1\n2"] * 4, title="t")
     assert extremes.shape == (2 * two.shape[0], two.shape[1])  # two titled blocks, one above the other
+
+
+def test_pictures_past_the_pixel_bound_are_refused_before_anything_is_drawn():
+    check_picture_pixels(7744, 7744)  # 64 MNIST images at --scale 32: the largest common request, allowed
+    tiles = torch.zeros(100, 1, 28, 28)  # (100 x 30 + 2) * 32 = 96,064 pixels a side: 9.2 G pixels
+    for draw in (lambda: image_grid(tiles, nrow=100, scale=32), lambda: labelled_grid(tiles, 10, scale=32),
+                 lambda: gif_bytes(tiles, scale=32)):
+        with pytest.raises(ConfigError, match=f"at most {MAX_PICTURE_PIXELS:,}"):
+            draw()

@@ -46,7 +46,7 @@ def test_threads_is_accepted_by_every_compute_command(command):
     assert parser.parse_args([command, *MINIMAL_ARGS[command], "--threads", "auto"]).threads == "auto"
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", "2.5", "1025", "99999999999999999999"])
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "2.5", "1025", "99999999999999999999", "١", "+2", "1_0"])
 def test_bad_thread_counts_are_one_line_and_exit_2(bad, capsys):
     assert main(["sample", "r", "-o", "s.png", f"--threads={bad}"]) == 2
     out, err = capsys.readouterr()
@@ -240,3 +240,59 @@ def test_thread_count_changes_the_numbers_only_in_the_last_digits(mnist_train, p
         torch.testing.assert_close(weights1[name], weights2[name], rtol=1e-3, atol=5e-5)
     if precision == "auto" and has_native_bf16(torch.device("cpu")):
         assert all(torch.equal(weights1[name], weights2[name]) for name in weights1)
+
+
+@pytest.mark.parametrize("garbage", ["abc", "0", "-3", "1.5"])
+def test_an_omp_num_threads_that_is_not_a_count_is_set_aside_with_a_warning(monkeypatch, tmp_path, capsys, garbage):
+    """OpenMP ignores such a value (libgomp with a note on stderr) and torch takes every core, the issue #20
+    slowdown; vaekit counted it as the user's choice and left torch so."""
+    monkeypatch.setenv("OMP_NUM_THREADS", garbage)
+    monkeypatch.setattr(threads, "default_threads", lambda: 1)
+    torch.set_num_threads(3)
+    assert main(["eval", str(tmp_path / "missing")]) == 4
+    assert torch.get_num_threads() == 1 and not threads.threads_chosen_by_user()
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"vaekit: warning: $OMP_NUM_THREADS={garbage!r} is not a thread count; vaekit chooses as if it were unset "
+        "(--threads N sets one)")
+
+
+def test_a_bad_omp_num_threads_is_gone_before_openmp_reads_it(tmp_path):
+    """In a fresh process libgomp printed its own 'Invalid value' line before vaekit's one error line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "abc"}
+    env.pop(threads.ENV_VAR, None)
+    done = subprocess.run([sys.executable, "-m", "vaekit", "eval", str(tmp_path / "missing")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4
+    assert [line.split(":")[1] for line in done.stderr.splitlines()] == [" warning", " error"]
+
+
+def test_valid_omp_num_threads_values_are_the_users_choice(monkeypatch):
+    for value, count in (("2", 2), (" 1 ", 1), ("3,2", 3), ("", None), ("x,2", None), ("٣", None)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert threads.omp_num_threads() == count
+
+
+def test_resume_does_not_take_more_threads_than_this_machine_has(monkeypatch, tmp_path, capsys):
+    """A checkpoint from a bigger machine (or doctored to 1024) resumed with that many threads on 2 CPUs."""
+    import sys
+
+    fit_module = sys.modules["vaekit.fit"]  # vaekit.fit is also the function
+    data = tmp_path / "small.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (200, 8, 8), dtype=np.uint8))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--hidden", "16", "--epochs", "1", "--out", str(run),
+                 "--threads", "2"]) == 0
+    monkeypatch.setattr(threads, "_chosen_by_user", False)
+    monkeypatch.setattr(fit_module, "usable_cpus", lambda: [0])
+    monkeypatch.setattr(threads, "default_threads", lambda: 1)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert torch.get_num_threads() == 1 and "(1 CPU thread(s))" in out
+    assert (f"vaekit: warning: {run}/checkpoint.safetensors was trained with 2 CPU threads, more than the 1 usable "
+            "here; going on with 1, so its numbers may differ in the last digits (--threads 2 keeps them, slowly)"
+            in err.splitlines())

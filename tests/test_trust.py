@@ -348,7 +348,7 @@ def test_an_early_signal_is_one_line_and_exit_130(tmp_path, sig):
     assert (process.returncode, err) == (130, "vaekit: interrupted\n")
 
 
-@pytest.mark.parametrize("bad", ['[true, 1.0]', '[NaN]', '"x"', "[" * 5000])
+@pytest.mark.parametrize("bad", ['[true, 1.0]', '[NaN]', '"x"', "[" * 5000, '[1e308, 1e308]', '[-1e16]'])
 def test_a_doctored_nll_record_is_estimated_again_not_believed(tmp_path, bad):
     from vaekit.runs import append_nll_block, read_nll_blocks
 

@@ -239,3 +239,25 @@ def test_the_shown_latent_bits_default_is_the_coders():
     from vaekit.compress import DEFAULT_PRECISION
 
     assert LATENT_BITS == DEFAULT_PRECISION == 8  # compress.py keeps its own name until it imports choices
+
+
+@pytest.mark.parametrize("argv, verdict", [
+    (["manifold", "R", "-o", "m.png", "-n", "3", "--side", "4"], "-n 3 and --side 4 disagree: give only --side 4"),
+    (["manifold", "R", "-o", "m.png", "--side", "4", "-n", "3"], "-n 3 and --side 4 disagree: give only --side 4"),
+    (["manifold", "R", "-o", "m.png", "-n", "3", "--side", "4", "-n", "5"],
+     "-n 5 and --side 4 disagree: give only --side 4"),
+    (["compress", "R", "x.npy", "-o", "x.vkbb", "--precision", "12", "--latent-bits", "14"],
+     "--precision 12 and --latent-bits 14 disagree: give only --latent-bits 14"),
+    (["manifold", "R", "-o", "m.png", "-n", "3", "--side", "3"], 3),
+    (["manifold", "R", "-o", "m.png", "-n", "3", "-n", "4"], 4),
+    (["manifold", "R", "-o", "m.png", "-n", "3", "--side", "4", "-n", "4"], 4),
+])
+def test_a_former_and_a_current_spelling_that_disagree_are_refused(capsys, argv, verdict):
+    """`manifold -n 3 --side 4` (or `--precision 12 --latent-bits 14`) used whichever came last, without a word."""
+    if isinstance(verdict, int):
+        args = build_parser().parse_args(argv)
+        assert (getattr(args, "side", None) or args.latent_bits) == verdict
+        return
+    code = main(argv)
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"vaekit: error: vaekit {argv[0]}: {verdict}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from . import runs
+from .atomic import check_target
 from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closing, notify, read_only,
                         with_tensorboard)
 from .config import RunConfig
@@ -28,7 +29,7 @@ from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterio
 from .models import VAE, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed
-from .threads import MAX_THREADS, busy_hint, cpu_is_busy, threads_chosen_by_user, waits_passively
+from .threads import MAX_THREADS, busy_hint, cpu_is_busy, threads_chosen_by_user, usable_cpus, waits_passively
 from .train import Trainer, epoch_seeds, few_steps_warning
 from .validation import adam_spec, check_adam_values, check_param_groups, check_tensors, state_spec
 
@@ -75,6 +76,11 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     runs.remove_stale_temp_files(path)
     model_bytes = 4 * parameter_count(config.model)  # fp32
     checkpoint = runs.load_checkpoint(path, max_bytes=3 * model_bytes + (64 << 20))  # weights, Adam's 2 moments
+    if checkpoint is None and runs.has_finished_epoch(path):  # lost: starting over would replace what it trained
+        raise RunError(f"{path} has finished epochs but no {runs.CHECKPOINT_FILE} (a regular file) to continue "
+                       f"from; its model still serves every other command: train a new run with --out to go on")
+    for name in (runs.CHECKPOINT_FILE, runs.WEIGHTS_FILE, runs.METRICS_FILE):  # refused now, not after an epoch
+        check_target(path / name)
     done = checkpoint[1]["epoch"] if checkpoint else 0
     new_total = epochs is not None and epochs != config.train.epochs
     if new_total:
@@ -131,7 +137,7 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
                      test_x[:N_RECONSTRUCTIONS])
 
     if checkpoint is not None:
-        metrics = _restore(out, config, trainer, checkpoint)
+        metrics = _restore(out, config, trainer, checkpoint, log)
         state = epoch_state()
         _write_epoch_files(out, state, metrics, images=False)
         notify(callbacks, state, "resumed")  # issue #23: the main process only, as below
@@ -194,7 +200,7 @@ def _busy_note(rate: float, best_rate: float, cpu_seconds: float, seconds: float
     return (f"  ({busy_hint(rate, torch.get_num_threads(), waits_passively())})" if busy else ""), max(best_rate, rate)
 
 
-def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list[dict]:
+def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint, log: Log) -> list[dict]:
     """Load a checkpoint into the trainer after checking it belongs to this config and this vaekit."""
     tensors, meta = checkpoint  # runs.load_checkpoint checked the metadata's form
     source = out / runs.CHECKPOINT_FILE
@@ -222,7 +228,13 @@ def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint) -> list
     except (KeyError, ValueError, RuntimeError) as e:
         raise RunError(f"{source}: optimizer state does not fit this run ({e})") from None
     if recorded and not threads_chosen_by_user():  # go on as it was trained: float32 sums depend on the count
-        torch.set_num_threads(recorded)
+        usable = len(usable_cpus())
+        if recorded <= usable:
+            torch.set_num_threads(recorded)
+        else:  # from a bigger machine (or doctored): that many threads here would wait for each other at every step
+            log(f"warning: {source} was trained with {recorded} CPU threads, more than the {usable} usable here; "
+                f"going on with {torch.get_num_threads()}, so its numbers may differ in the last digits "
+                f"(--threads {recorded} keeps them, slowly)")
     return list(meta["metrics"])
 
 

@@ -12,6 +12,19 @@ import torch
 from PIL import Image
 
 from .atomic import atomic_write_bytes
+from .errors import ConfigError
+
+# Pixels in one picture (all of a GIF's frames together), checked before anything is drawn: --scale 32 on a
+# 10,000-image grid would otherwise need tens of GB. 64 M is an 8,000-pixel square (64 MNIST images at --scale 32).
+MAX_PICTURE_PIXELS = 64_000_000
+
+
+def check_picture_pixels(height: int, width: int, frames: int = 1) -> None:
+    """ConfigError if a picture of `frames` frames, each height x width pixels, exceeds MAX_PICTURE_PIXELS."""
+    if frames * height * width > MAX_PICTURE_PIXELS:
+        size = f"{frames:,} frames of " if frames > 1 else ""
+        raise ConfigError(f"the picture would be {size}{width:,} x {height:,} pixels; at most "
+                          f"{MAX_PICTURE_PIXELS:,} in all (a smaller --scale, or fewer images)")
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.5,
@@ -23,6 +36,7 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value:
         raise ValueError(f"image grids need 1 or 3 channels, got {c}")
     ncol = min(nrow, n)
     nrows = -(-n // ncol)
+    check_picture_pixels((nrows * (h + padding) + padding) * scale, (ncol * (w + padding) + padding) * scale)
     grid = torch.full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)
     for i in range(n):
         top, left = padding + (i // ncol) * (h + padding), padding + (i % ncol) * (w + padding)
@@ -73,6 +87,7 @@ def labelled_grid(images: torch.Tensor, nrow: int, *, scale: int | None = None, 
     ncol, gap = min(nrow, n), padding * scale
     nrows = -(-n // ncol)
     th, tw = h * scale, w * scale
+    check_picture_pixels(nrows * th, ncol * tw)  # the tiles alone; the labels' size is checked below
     font = _font(tw)
     ascent, descent = font.getmetrics()
     line = ascent + descent + 2
@@ -84,6 +99,7 @@ def labelled_grid(images: torch.Tensor, nrow: int, *, scale: int | None = None, 
     title_lines = _wrap(title, measure, width - 2 * gap) if title else []
     top = len(title_lines) * line + (gap if title else 0) + (line if col_labels else 0)
     height = top + nrows * (th + below + gap) + gap
+    check_picture_pixels(height, width)
     mode, white, black = ("L", 255, 0) if c == 1 else ("RGB", (255, 255, 255), (0, 0, 0))
     canvas = Image.new(mode, (width, height), white)
     draw = ImageDraw.Draw(canvas)
@@ -327,6 +343,7 @@ def save_gif(path: str | Path, frames: torch.Tensor, milliseconds: int = 120, sc
 
 def gif_bytes(frames: torch.Tensor, milliseconds: int = 120, scale: int = 4) -> bytes:
     """An animated GIF of frames (T, C, H, W) in [0, 1], played forwards then backwards, looping."""
+    check_picture_pixels(frames.shape[-2] * scale, frames.shape[-1] * scale, len(frames))
     images = [Image.fromarray(image_grid(f[None], nrow=1, padding=0, scale=scale)) for f in frames]
     sequence = images + images[-2:0:-1]
     buffer = io.BytesIO()

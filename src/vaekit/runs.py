@@ -41,6 +41,7 @@ WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 THRESHOLD_FILE = "threshold.json"
 NLL_FILE = "nll-blocks.jsonl"  # the finished blocks of `vaekit eval --iw-samples`, so a stopped one resumes
+MAX_RECORDED_NLL = 1e15  # nats per image: past any real image's -log p(x), and sums of 10**9 of them stay finite
 
 
 def create_run(path: str | Path, config: RunConfig) -> Path:
@@ -51,6 +52,9 @@ def create_run(path: str | Path, config: RunConfig) -> Path:
     """
     path = Path(path)
     taken = RunError(f"{path} already holds a run; choose another --out, or continue it with --resume {path}")
+    if os.path.lexists(path / CONFIG_FILE) and not (path / CONFIG_FILE).is_file():  # a directory, FIFO, dangling link
+        raise RunError(f"{path / CONFIG_FILE} is not a regular file, so {path} is no run to resume or reuse; "
+                       "remove it, or choose another --out")
     if (path / CONFIG_FILE).exists():
         raise taken
     if path.exists() and not path.is_dir():
@@ -90,8 +94,10 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 
 
 def has_finished_epoch(path: str | Path) -> bool:
-    """Whether the run at `path` has committed a checkpoint, which its first finished epoch writes first."""
-    return (Path(path) / CHECKPOINT_FILE).exists()
+    """Whether the run at `path` has finished an epoch: it holds a checkpoint, which the first finished epoch
+    writes first, or the weights or metrics written after it (a run whose checkpoint was lost or replaced by
+    something else still holds what it trained, which a restart would overwrite)."""
+    return any(os.path.lexists(Path(path) / name) for name in (CHECKPOINT_FILE, WEIGHTS_FILE, METRICS_FILE))
 
 
 def load_checkpoint(path: str | Path, max_bytes: int = 4 << 30) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -178,7 +184,7 @@ def check_threshold(calibration) -> dict:
 def read_nll_blocks(record: str | Path, key: dict) -> dict[int, dict]:
     """The finished blocks in a record of `evaluate.nll_blocks` whose fields match `key`, by the block's
     first image: each row as written, its "nll" a list of per-image floats. A line torn by a kill, not a
-    block, or holding anything but finite numbers, is skipped (its block is estimated again)."""
+    block, or holding anything but finite numbers within MAX_RECORDED_NLL, is skipped (its block is estimated again)."""
     record = Path(record)
     if not record.is_file():
         return {}
@@ -194,7 +200,10 @@ def read_nll_blocks(record: str | Path, key: dict) -> dict[int, dict]:
                 start = row["start"]
                 if isinstance(start, bool) or not isinstance(start, int) or start < 0:
                     continue
-                done[start] = {**row, "nll": [finite_number(v, "nll") for v in row["nll"]]}
+                nll = [finite_number(v, "nll") for v in row["nll"]]
+                if any(abs(v) > MAX_RECORDED_NLL for v in nll):  # finite, but their mean would not be
+                    continue
+                done[start] = {**row, "nll": nll}
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return done
@@ -238,7 +247,8 @@ def read_config(path: str | Path) -> RunConfig:
         raise RunError(f"{path} is not a run directory (no such directory)")
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
-        raise RunError(f"{path} is not a run directory (no {CONFIG_FILE})")
+        raise RunError(f"{path} is not a run directory (" + (f"its {CONFIG_FILE} is not a regular file"
+                       if os.path.lexists(config_path) else f"no {CONFIG_FILE}") + ")")
     try:
         document = parse_json(read_bounded(config_path, MAX_JSON_BYTES))
     except (OSError, ValueError) as e:

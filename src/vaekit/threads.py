@@ -47,10 +47,7 @@ def parse_threads(text: str, source: str = "--threads") -> int | str:
     text = text.strip()
     if text.lower() == AUTO:
         return AUTO
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
+    value = int(text) if text.isascii() and text.isdigit() else None  # not int(): it takes '١', '+2' and '1_0'
     if value is None or not 1 <= value <= MAX_THREADS:
         raise ConfigError(f"{source}: expected a thread count from 1 to {MAX_THREADS} or 'auto', got {text!r}")
     return value
@@ -110,7 +107,14 @@ def default_threads() -> int:
 def threads_chosen_by_user() -> bool:
     """Whether the thread count in use was chosen by the user (--threads N, $VAEKIT_THREADS or $OMP_NUM_THREADS)
     rather than by the default policy, which may pick another count another time."""
-    return _chosen_by_user or bool(os.environ.get(ENV_VAR, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip())
+    return _chosen_by_user or bool(os.environ.get(ENV_VAR, "").strip()) or omp_num_threads() is not None
+
+
+def omp_num_threads() -> int | None:
+    """The thread count $OMP_NUM_THREADS gives torch (its first, outermost level), or None where it is unset or
+    not a count: OpenMP then ignores it (libgomp with a note on stderr), and torch uses every core."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isascii() and first.isdigit() and int(first) >= 1 else None
 
 
 def waits_passively() -> bool:
@@ -123,7 +127,7 @@ def choose_threads(requested: int | str | None = None) -> int | None:
     (torch already follows it), else `default_threads()`."""
     if requested is None and os.environ.get(ENV_VAR, "").strip():
         requested = parse_threads(os.environ[ENV_VAR], f"${ENV_VAR}")
-    if requested is None and os.environ.get("OMP_NUM_THREADS", "").strip():
+    if requested is None and omp_num_threads() is not None:
         return None
     if requested is None or requested == AUTO:
         return default_threads()
@@ -132,7 +136,14 @@ def choose_threads(requested: int | str | None = None) -> int | None:
 
 def set_threads(threads: int | str | None = None, warn=None) -> int:
     """Make torch compute with `threads` CPU threads (a count, 'auto', or None for $VAEKIT_THREADS or the
-    default); returns the count in use. `warn(line)` hears about more threads than usable CPUs."""
+    default); returns the count in use. `warn(line)` hears about more threads than usable CPUs, and about an
+    $OMP_NUM_THREADS that is not a count."""
+    garbage = os.environ.get("OMP_NUM_THREADS")
+    if garbage is not None and omp_num_threads() is None:
+        del os.environ["OMP_NUM_THREADS"]  # before torch loads OpenMP, which would print its own note and ignore it
+        if garbage.strip() and threads is None and not os.environ.get(ENV_VAR, "").strip():
+            (warn or _stderr)(f"warning: $OMP_NUM_THREADS={garbage[:40]!r} is not a thread count; vaekit "
+                              "chooses as if it were unset (--threads N sets one)")
     import torch
 
     if isinstance(threads, str):

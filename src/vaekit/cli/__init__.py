@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 
 from .. import __version__
-from ..errors import Interrupted, VaekitError
+from ..errors import ConfigError, Interrupted, VaekitError
 from . import anomaly, compress, evaluate, generate, plot, report, represent, train
 from .args import Parser, add_threads_argument
 from .vocabulary import COMPUTE as COMPUTE_COMMANDS  # the subcommands that compute with torch: each takes --threads
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: say so in one line, with a way to see more
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # any path argument, wherever it is first used
+            name = str(e.filename)
+            shown = name if len(name) <= 60 else f"{name[:40]}...({len(name):,} characters)"
+            print(f"vaekit: error: {printable(shown)}: file name too long for this system", file=sys.stderr)
+            return ConfigError.exit_code
         print(f"vaekit: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR

@@ -112,6 +112,10 @@ def run_score(args) -> int:
         args.output = None  # -o -: CSV on stdout, as without -o
     if args.output and args.output.suffix not in (".csv", ".jsonl"):
         raise ConfigError(f"-o must end in .csv or .jsonl (or - for CSV on stdout), got {args.output}")
+    if args.output:
+        from ..atomic import check_target
+
+        check_target(args.output)  # now, not after the work
     import torch
 
     from ..atomic import atomic_write_text

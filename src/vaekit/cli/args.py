@@ -27,7 +27,12 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self._arguments = list(sys.argv[1:] if args is None else args)  # subcommands get theirs from the parent
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        given = vars(namespace).pop("_deprecated_aliases", [])
+        for option, value, instead in {alias.dest: (option, value, alias) for option, value, alias in given}.values():
+            if getattr(namespace, instead.dest) != value:  # the current spelling came after, with another value
+                DeprecatedAlias.disagree(self, option, value, instead, getattr(namespace, instead.dest))
+        return namespace, extras
 
     def error(self, message: str):
         if "arguments are required" in message:  # perhaps swallowed by an option that takes one or more words
@@ -83,12 +88,15 @@ def non_empty_text(text: str) -> str:
 
 
 def file_name(expected: str, *suffixes: str):
-    """An argparse type: a Path whose suffix (any case) is one of `suffixes`, naming what was expected."""
+    """An argparse type for an output file: a Path whose suffix (any case) is one of `suffixes`, naming what was
+    expected, and that can become a regular file (OutputError now, not after minutes of work: atomic.check_target)."""
+    from ..atomic import check_target
 
     def convert(text: str) -> Path:
         path = Path(text)
         if path.suffix.lower() not in suffixes:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        check_target(path)
         return path
 
     return convert
@@ -120,7 +128,7 @@ def image_reference(text: str) -> ImageRef:
     if _is_index(text):
         return ImageRef(None, _index(text))
     source, at, index = text.rpartition("@")
-    if not at:
+    if not at or (not _is_index(index) and Path(text).exists()):  # a file whose name holds '@': its first image
         return ImageRef(text, 0)
     if not source or not _is_index(index):
         raise argparse.ArgumentTypeError(f"expected a test index, SOURCE or SOURCE@N, got {text!r}")
@@ -144,7 +152,7 @@ def reference_image(run, args, flag: str, ref: ImageRef, test_set) -> torch.Tens
         check_index(flag, ref.index, len(x), "the test set")
     else:
         x, _, _ = model_inputs(run, ref.source, args.data_dir)
-        check_index(f"{flag} {ref.source}@", ref.index, len(x), ref.source)
+        check_index(flag, ref.index, len(x), ref.source, prefix=f"{ref.source}@")
     return x[ref.index]
 
 
@@ -159,7 +167,19 @@ class DeprecatedAlias(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"vaekit: warning: {parser.prog} {option_string} is deprecated and will be removed: "
               f"use {self.instead.format(value=values)}", file=sys.stderr)
+        current = getattr(namespace, self.dest, None)
+        before = [value for _, value, alias in getattr(namespace, "_deprecated_aliases", []) if alias.dest == self.dest]
+        if current != values and (current != before[-1] if before else
+                                  current is not None and current != parser.get_default(self.dest)):
+            self.disagree(parser, option_string, values, self, current)  # the current spelling came first
         setattr(namespace, self.dest, values)
+        namespace._deprecated_aliases = [*getattr(namespace, "_deprecated_aliases", []), (option_string, values, self)]
+
+    @staticmethod
+    def disagree(parser, option: str, value, alias: DeprecatedAlias, other) -> None:
+        """ConfigError: a former spelling and the current one were both given, with different values."""
+        raise ConfigError(f"{parser.prog}: {option} {value} and {alias.instead.format(value=other)} disagree: "
+                          f"give only {alias.instead.format(value=other)}")
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
@@ -205,10 +225,11 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
                              "auto: one per physical core, idle threads sleeping rather than spinning)")
 
 
-def check_index(name: str, index: int, size: int, what: str) -> None:
-    """ConfigError unless 0 <= index < size."""
+def check_index(name: str, index: int, size: int, what: str, prefix: str = "") -> None:
+    """ConfigError unless 0 <= index < size (`prefix` goes before the index in the message: `SOURCE@`)."""
     if not 0 <= index < size:
-        raise ConfigError(f"{name} {index} is out of range: {what} has {size} images (0 to {size - 1})")
+        shown = "a number past any dataset's size" if index >= 10 ** 18 else f"{prefix}{index}"
+        raise ConfigError(f"{name} {shown} is out of range: {what} has {size} images (0 to {size - 1})")
 
 
 def open_run(args):

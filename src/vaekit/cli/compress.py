@@ -61,10 +61,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_decompress, device="cpu")
 
 
+def refuse_stdout(args) -> None:
+    """ConfigError for `-o -`: these commands write files only (a file named '-' was written in the cwd)."""
+    if str(args.output) == "-":
+        raise ConfigError(f"vaekit {args.command} -o -: it writes a file, not standard output; give -o a file name")
+
+
 def run_compress(args) -> int:
+    refuse_stdout(args)
     if args.latent_bits > 16:
         raise ConfigError(f"--latent-bits must be at most 16, got {args.latent_bits}")
-    from ..atomic import atomic_write_bytes
+    from ..atomic import atomic_write_bytes, check_target
+
+    check_target(args.output)  # now, not after the work
     from ..compress import compress_images
     from ..data import read_array
 
@@ -83,6 +92,7 @@ def run_compress(args) -> int:
 
 
 def run_decompress(args) -> int:
+    refuse_stdout(args)
     from ..atomic import atomic_write_bytes
     from ..compress import decompress_images
     from ..data import encode_idx

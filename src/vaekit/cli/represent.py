@@ -106,6 +106,10 @@ def register(subparsers) -> None:
 def run_embed(args) -> int:
     if args.output.suffix != ".npz":
         raise ConfigError(f"-o must end in .npz, got {args.output}")
+    from ..atomic import check_target
+
+    for path in (args.output, args.output.with_suffix(".csv")):
+        check_target(path)  # now, not after the work
     import numpy as np
 
     from ..atomic import atomic_write_files

@@ -215,7 +215,10 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     elif base is not None and args.recipe is None:
         recipe = base.train
     elif images is not None:  # vaekit's recipe, sized to the images (about the count that trains)
-        recipe = TrainConfig.for_data(len(images) - round(validation * len(images)), math.prod(images.shape))
+        from ..data.sources import held_out_count
+
+        recipe = TrainConfig.for_data(max(1, len(images) - held_out_count(len(images), validation)),
+                                      math.prod(images.shape))
     else:
         recipe = TrainConfig()
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}

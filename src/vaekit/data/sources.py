@@ -328,12 +328,17 @@ def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path 
     return as_seen(images.subset(validation_split(len(images), validation, seed, images.name)[1]), standardize)
 
 
+def held_out_count(n: int, validation: float) -> int:
+    """How many of n images `validation_split` holds out: the share, rounded, and at least one each side."""
+    return min(max(1, round(validation * n)), n - 1)
+
+
 def validation_split(n: int, validation: float, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The sorted indices of the training and the held-out images: a seeded `validation` share of n held out,
     at least one image each side."""
     if n < 2:
         raise DataError(f"{name}: needs at least 2 images to hold some out for validation, got {n}")
-    held_out = min(max(1, round(validation * n)), n - 1)
+    held_out = held_out_count(n, validation)
     order = torch.randperm(n, generator=make_generator(derive_seed(seed, "validation-split")))
     return order[held_out:].sort().values, order[:held_out].sort().values
 

@@ -143,7 +143,7 @@ def test_resume_refuses_config_flags_once_an_epoch_is_finished(tmp_path, capsys)
     config = (out / "config.json").read_bytes()
     assert main(["train", "--resume", str(out), "--lr", "0.1", "--hidden", "5"]) == 2
     err = capsys.readouterr().err
-    assert "drop --hidden, --lr (only --epochs, --data-dir, --device and --tensorboard may be given)" in err
+    assert "drop --hidden, --lr (only --epochs, --data-dir, --device, --threads and --tensorboard may be given)" in err
     assert (out / "config.json").read_bytes() == config
 
 

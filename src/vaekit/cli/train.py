@@ -157,8 +157,8 @@ def run(args) -> int:
                  if getattr(args, name) is not None and name != "epochs"]
         if given and runs.has_finished_epoch(args.resume):
             raise ConfigError(f"--resume continues a run with its own config once it has finished an epoch; drop "
-                              f"{', '.join(given)} (only --epochs, --data-dir, --device and --tensorboard may be "
-                              "given)")
+                              f"{', '.join(given)} (only --epochs, --data-dir, --device, --threads and --tensorboard "
+                              "may be given)")
         if given:  # no finished epoch: nothing is lost by starting again with these settings
             recorded = runs.read_config(args.resume)
             images = own_images(args.data or recorded.data.name)

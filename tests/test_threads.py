@@ -128,6 +128,11 @@ def test_default_is_one_thread_per_idle_physical_core(monkeypatch, tmp_path, cap
     assert torch.get_num_threads() == 1 and not threads.threads_chosen_by_user()
     main(["eval", str(tmp_path / "missing"), "--threads", "2"])
     assert torch.get_num_threads() == 2 and threads.threads_chosen_by_user()
+    monkeypatch.setenv(threads.ENV_VAR, "auto")
+    main(["eval", str(tmp_path / "missing")])
+    assert torch.get_num_threads() == 1 and not threads.threads_chosen_by_user()
+    monkeypatch.setenv(threads.ENV_VAR, "2")
+    assert threads.threads_chosen_by_user()
     capsys.readouterr()
 
 

@@ -107,7 +107,8 @@ def default_threads() -> int:
 def threads_chosen_by_user() -> bool:
     """Whether the thread count in use was chosen by the user (--threads N, $VAEKIT_THREADS or $OMP_NUM_THREADS)
     rather than by the default policy, which may pick another count another time."""
-    return _chosen_by_user or bool(os.environ.get(ENV_VAR, "").strip()) or omp_num_threads() is not None
+    from_env = os.environ.get(ENV_VAR, "").strip().lower() not in ("", AUTO)  # VAEKIT_THREADS=auto chooses nothing
+    return _chosen_by_user or from_env or omp_num_threads() is not None
 
 
 def omp_num_threads() -> int | None:

@@ -301,3 +301,17 @@ def test_resume_does_not_take_more_threads_than_this_machine_has(monkeypatch, tm
     assert (f"vaekit: warning: {run}/checkpoint.safetensors was trained with 2 CPU threads, more than the 1 usable "
             "here; going on with 1, so its numbers may differ in the last digits (--threads 2 keeps them, slowly)"
             in err.splitlines())
+
+
+def test_the_epoch_line_says_when_the_cpu_was_busy(monkeypatch, tmp_path, capsys):
+    data = tmp_path / "small.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (200, 8, 8), dtype=np.uint8))
+    judged = []
+    monkeypatch.setattr(threads, "cpu_is_busy", lambda *numbers: judged.append(numbers) or len(judged) == 2)
+    assert main(["train", "--data", str(data), "--hidden", "16", "--epochs", "2", "--out", str(tmp_path / "run"),
+                 "--threads", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and "busy" not in lines[0]
+    assert lines[1].endswith("batch/s, the CPU is busy: other jobs are using it)")  # one thread: nothing to shed
+    rate, best, cpu, wall = judged[-1]
+    assert best == judged[0][0] > 0 and rate > 0 and wall > 0 and cpu >= 0  # judged against the first epoch

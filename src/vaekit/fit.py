@@ -29,7 +29,7 @@ from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterio
 from .models import VAE, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed
-from .threads import MAX_THREADS, busy_hint, cpu_is_busy, threads_chosen_by_user, usable_cpus, waits_passively
+from .threads import MAX_THREADS, BusyMonitor, threads_chosen_by_user, usable_cpus
 from .train import Trainer, epoch_seeds, few_steps_warning
 from .validation import adam_spec, check_adam_values, check_param_groups, check_tensors, state_spec
 
@@ -150,14 +150,16 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
 
     if few_steps := few_steps_warning(len(train_set), config.train):
         log(f"warning: {few_steps}")
-    saved, warned, best_rate = trainer.epoch, False, 0.0
+    saved, warned = trainer.epoch, False
+    epochs_busy = BusyMonitor(torch.get_num_threads(), window_seconds=0)  # each epoch judged whole, for its line
     try:
         for epoch in range(trainer.epoch + 1, config.train.epochs + 1):
-            start, cpu_start = time.perf_counter(), time.process_time()
+            start = time.perf_counter()
+            epochs_busy.start(torch.get_num_threads())
             train_loss = trainer.train_epoch(progress=progress)
             seconds = time.perf_counter() - start
-            busy, best_rate = _busy_note(trainer.steps_per_epoch / seconds, best_rate,
-                                         time.process_time() - cpu_start, seconds, dev)
+            hint = epochs_busy.step(trainer.steps_per_epoch) if dev.type == "cpu" else None
+            busy = f"  ({hint})" if hint else ""
             test = evaluate_elbo(model, test_x, config.train.seed)
             diagnostics = posterior_diagnostics(model, test_x)
             metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
@@ -192,12 +194,6 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
                             f"vaekit train --resume {shlex.quote(str(out))} --lr {lower:g}") from None
     save_loss_curve(out / "loss.png", metrics)
     return runs.Run(out, config, model.eval(), metrics)
-
-
-def _busy_note(rate: float, best_rate: float, cpu_seconds: float, seconds: float, dev: torch.device):
-    """The epoch line's note when the epoch ran on a busy CPU ('' otherwise), and the run's best rate so far."""
-    busy = dev.type == "cpu" and cpu_is_busy(rate, best_rate, cpu_seconds, seconds)
-    return (f"  ({busy_hint(rate, torch.get_num_threads(), waits_passively())})" if busy else ""), max(best_rate, rate)
 
 
 def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint, log: Log) -> list[dict]:

@@ -81,11 +81,11 @@ def test_in_effect_leaves_out_the_settings_that_do_not_apply():
     every = {section: set(values) for section, values in RunConfig().to_dict().items()}
     plain = fields(RunConfig())  # MNIST, an MLP, the normal prior, no pixel groups
     assert every["data"] - plain["data"] == {"validation"}
-    assert every["model"] - plain["model"] == {"conv_channels", "prior_components", "context_channels",
+    assert every["model"] - plain["model"] == {"conv_channels", "prior_components", "context_channels", "latent_layers",
                                                "context_features"}
     assert plain["train"] == every["train"]
     rich = fields(RunConfig(DataConfig("/data/mine.npy"),
                             ModelConfig(architecture="conv", prior="vamp", pixel_groups=4), TrainConfig(iw_samples=5)))
-    assert rich["data"] == every["data"] and rich["model"] == every["model"]
+    assert rich["data"] == every["data"] and rich["model"] == every["model"] - {"latent_layers"}  # one latent
     assert every["train"] - rich["train"] == {"free_bits"}  # the IWAE bound has no per-dimension KL to floor
     assert RunConfig().in_effect()["model"]["hidden_dims"] == (400,)  # values as to_dict() has them

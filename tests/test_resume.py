@@ -212,9 +212,9 @@ def test_a_corrupt_checkpoint(tmp_path):
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    import vaekit.train
+    import vaekit.objectives
 
-    real = vaekit.train.training_loss
+    real = vaekit.objectives.training_loss
     calls = {"n": 0}
     steps_per_epoch = 469
 
@@ -223,7 +223,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == steps_per_epoch + 5 else loss  # epoch 2, step 5
 
-    monkeypatch.setattr(vaekit.train, "training_loss", poisoned)
+    monkeypatch.setattr(vaekit.objectives, "training_loss", poisoned)
     out = tmp_path / "run"
     code = main(["train", "--epochs", "3", "--out", str(out), "--compile", "off", *SMALL])
     err = capsys.readouterr().err.strip().splitlines()

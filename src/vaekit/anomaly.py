@@ -37,9 +37,7 @@ from tqdm import tqdm
 from .choices import MIXTURE_RULES, SCORE_METHODS  # noqa: F401 (MIXTURE_RULES: re-exported)
 from .config import RunConfig
 from .evaluate import EVAL_BATCH, importance_weighted_nll
-from .likelihoods import negative_log_likelihood
-from .models import VAE
-from .objectives import negative_elbo
+from .models import LatentVariableModel
 from .rng import derive_seed, make_generator
 
 MIXTURE_METHODS = ("elbo", "iwae", "recon")  # scores in nats: -log of a density (mse is not one)
@@ -49,7 +47,7 @@ _MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "like
 
 
 @torch.no_grad()
-def anomaly_scores(model: VAE, x: torch.Tensor, method: str = "elbo", seed: int = 0, iw_samples: int = 100,
+def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "elbo", seed: int = 0, iw_samples: int = 100,
                    batch_size: int = EVAL_BATCH, progress: bool = False) -> torch.Tensor:
     """Per-image anomaly scores (N,) in nats for model inputs x (N, C, H, W); higher is more anomalous."""
     if method not in SCORE_METHODS:
@@ -61,21 +59,19 @@ def anomaly_scores(model: VAE, x: torch.Tensor, method: str = "elbo", seed: int 
     # all the noise at once: an image's score then does not depend on the batch it is scored in
     eps_all = torch.randn(len(x), model.latent_dim,
                           generator=make_generator(derive_seed(seed, "score-noise"), x.device), device=x.device)
-    prior_log_prob = None if model.analytic_kl else model.frozen_prior_log_prob()
+    frozen = model.freeze()
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     for start in tqdm(range(0, len(x), batch_size), desc=f"scoring ({method})", unit="batch", leave=False,
                       disable=not progress):
         batch = x[start:start + batch_size]
         if method in ("recon", "mse"):
             params = model.decode(model.encode(batch).mode(), batch)
-            out[start:start + batch_size] = (negative_log_likelihood(params, batch, model.config.likelihood)
+            out[start:start + batch_size] = (model.likelihood.nll(params, batch)
                                              if method == "recon" else
                                              (model.pixel_means(params) - batch).pow(2).sum((-3, -2, -1)))
         else:
             eps = eps_all[start:start + batch_size]
-            terms = negative_elbo(batch, *model(batch, eps), eps, likelihood=model.config.likelihood,
-                                  prior_log_prob=prior_log_prob)
-            out[start:start + batch_size] = terms.loss
+            out[start:start + batch_size] = model.elbo(batch, eps, frozen).loss
     model.train(was_training)
     return out
 

@@ -22,6 +22,7 @@ that the bytes do not depend on the batch and that every image round-trips.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -43,13 +44,10 @@ DEFAULT_PRECISION = 8  # bits per latent dimension: 256 bins
 INITIAL_WORDS_SEED = 20190214  # the seed of the stack's initial random words (BB-ANS's arXiv date)
 
 
-def require_codable(model: VAE) -> None:
-    """ConfigError unless the model can drive bits-back coding of binary images."""
-    if model.config.likelihood != "bernoulli":
-        raise ConfigError(f"bits-back coding needs a Bernoulli likelihood; this run's is {model.config.likelihood}")
-    if model.config.prior != "normal":
-        raise ConfigError("bits-back coding here needs the N(0, I) prior (its bins are equal-mass under it); "
-                          f"this run's prior is {model.config.prior}")
+def require_codable(model) -> None:
+    """ConfigError unless the model can drive bits-back coding of binary images (its family says, by
+    `unsupported("compress")`)."""
+    model.require("compress")
 
 
 @dataclass
@@ -154,9 +152,7 @@ class BitsBackCoder:
 
 
 def _float64_copy(model: VAE) -> VAE:
-    copy = VAE(model.config)
-    copy.load_state_dict(model.state_dict())
-    return copy.double().eval()
+    return copy.deepcopy(model).double().eval()
 
 
 # --- the file format -------------------------------------------------------------------------------

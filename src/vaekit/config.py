@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import registry
 from .errors import ConfigError
 
 BINARIZE_MODES = ("none", "dynamic", "threshold")
-ARCHITECTURES = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared")
+CUSTOM_ARCHITECTURE = "custom"  # networks given in Python (vaekit.models.architectures)
+# the registries' names when this module loads (built-in choices, for --help); validation asks the registries
+FAMILIES = registry.FAMILIES.names()
+ARCHITECTURES = registry.ARCHITECTURES.names()
+LIKELIHOODS = registry.LIKELIHOODS.names()
+PRIORS = registry.PRIORS.names()
 PIXEL_GROUPS = (1, 4, 7, 16)  # see vaekit.models.context
-PRIORS = ("normal", "vamp")
+BUILDER_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 # Upper bounds on every size a config can ask for: a config.json from anywhere, or a flag such as
 # `--hidden 1000000000`, is refused here, before any memory is allocated, with a message naming the bound.
@@ -27,7 +33,8 @@ PRIORS = ("normal", "vamp")
 MAX_LAYERS = 32  # hidden_dims, conv_channels
 MAX_WIDTH = 65_536  # a hidden layer
 MAX_CONV_CHANNELS = 4_096
-MAX_LATENT = 4_096
+MAX_LATENT = 4_096  # all layers together
+MAX_LATENT_LAYERS = 16
 MAX_PRIOR_COMPONENTS = 10_000  # VampPrior pseudo-inputs (each one an image of parameters)
 MAX_CONTEXT_CHANNELS = 1_024
 MAX_CONTEXT_FEATURES = 64
@@ -94,17 +101,22 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The VAE: encoder and decoder architecture, latent size, pixel likelihood and prior.
+    """The model: its family, encoder and decoder architecture, latent size, pixel likelihood and prior.
 
+    family: vae (one latent, the default) or hvae (latent_layers, top first); see vaekit.registry.FAMILIES.
     mlp: input -> hidden_dims -> latent, mirrored by the decoder (the seed's model by default).
     conv: strided 4x4 convolutions with conv_channels, then one dense layer of hidden_dims[0].
+    "package.module:function": the user's builder (vaekit.models.architectures); "custom": networks given
+    in Python.
     """
 
+    family: str = "vae"
     input_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W)
     architecture: str = "mlp"
     hidden_dims: tuple[int, ...] = (400,)
     conv_channels: tuple[int, ...] = (32, 64)  # conv only
-    latent_dim: int = 20
+    latent_dim: int = 20  # the whole latent vector: for a hierarchy, the sum of latent_layers
+    latent_layers: tuple[int, ...] = ()  # a hierarchical family's layer sizes, top first; () for one latent
     likelihood: str = "bernoulli"  # see vaekit.likelihoods for what each one's numbers mean
     prior: str = "normal"  # normal: N(0, I); vamp: mixture of posteriors of learned pseudo-inputs
     prior_components: int = 500  # vamp only
@@ -121,7 +133,16 @@ class ModelConfig:
         for i, size in enumerate(self.input_shape):
             _positive_int(f"model.input_shape[{i}]", size, MAX_CHANNELS if i == 0 else MAX_SIDE)
         _at_most("model's input (channels x height x width)", self.input_dim, MAX_INPUT_DIM)
-        _choice("model.architecture", self.architecture, ARCHITECTURES)
+        _choice("model.family", self.family, registry.FAMILIES.names())
+        family = registry.FAMILIES.get(self.family)
+        if not isinstance(self.architecture, str) or not (
+                self.architecture in registry.ARCHITECTURES or self.architecture == CUSTOM_ARCHITECTURE
+                or BUILDER_PATTERN.match(self.architecture)):
+            raise ConfigError(f"model.architecture must be one of {', '.join(registry.ARCHITECTURES.names())}, "
+                              f"{CUSTOM_ARCHITECTURE}, or a builder 'package.module:function', got {self.architecture!r}")
+        if family.architectures is not None and self.architecture not in family.architectures:
+            raise ConfigError(f"the {self.family} family takes model.architecture "
+                              f"{' or '.join(family.architectures)}, not {self.architecture}")
         if not self.hidden_dims:
             raise ConfigError("model.hidden_dims needs at least one size")
         _at_most("the number of model.hidden_dims", len(self.hidden_dims), MAX_LAYERS)
@@ -133,8 +154,23 @@ class ModelConfig:
         for i, size in enumerate(self.conv_channels):
             _positive_int(f"model.conv_channels[{i}]", size, MAX_CONV_CHANNELS)
         _positive_int("model.latent_dim", self.latent_dim, MAX_LATENT)
-        _choice("model.likelihood", self.likelihood, LIKELIHOODS)
-        _choice("model.prior", self.prior, PRIORS)
+        _at_most("the number of model.latent_layers", len(self.latent_layers), MAX_LATENT_LAYERS)
+        for i, size in enumerate(self.latent_layers):
+            _positive_int(f"model.latent_layers[{i}]", size, MAX_LATENT)
+        if family.hierarchical and len(self.latent_layers) < 2:
+            raise ConfigError(f"the {self.family} family needs at least two latent layers (--latent takes one size "
+                              f"per layer, top first, e.g. --latent 16 32), got {list(self.latent_layers)}")
+        if not family.hierarchical and self.latent_layers:
+            raise ConfigError(f"the {self.family} family has one latent layer: --latent takes one size "
+                              f"(model.latent_layers must be empty), got {list(self.latent_layers)}")
+        if self.latent_layers and sum(self.latent_layers) != self.latent_dim:
+            raise ConfigError(f"model.latent_dim must be the sum of model.latent_layers ({sum(self.latent_layers)}), "
+                              f"got {self.latent_dim}")
+        _choice("model.likelihood", self.likelihood, registry.LIKELIHOODS.names())
+        _choice("model.prior", self.prior, registry.PRIORS.names())
+        if family.priors is not None and self.prior not in family.priors:
+            raise ConfigError(f"the {self.family} family takes model.prior {' or '.join(family.priors)}, "
+                              f"not {self.prior}")
         _positive_int("model.prior_components", self.prior_components, MAX_PRIOR_COMPONENTS)
         _choice("model.pixel_groups", self.pixel_groups, PIXEL_GROUPS)
         _positive_int("model.context_channels", self.context_channels, MAX_CONTEXT_CHANNELS)
@@ -143,9 +179,12 @@ class ModelConfig:
         if self.context_features and self.pixel_groups == 1:
             raise ConfigError("model.context_features needs pixel_groups of 4 or more: without groups there is no "
                               "context to pass features to")
-        if self.pixel_groups > 1 and self.likelihood != "bernoulli":
-            raise ConfigError(f"model.pixel_groups {self.pixel_groups} needs the bernoulli likelihood, "
-                              f"not {self.likelihood}")
+        if self.pixel_groups > 1 and not registry.LIKELIHOODS.get(self.likelihood).binary:
+            binary = [spec.name for spec in map(registry.LIKELIHOODS.get, registry.LIKELIHOODS.names()) if spec.binary]
+            raise ConfigError(f"model.pixel_groups {self.pixel_groups} needs a binary likelihood "
+                              f"({', '.join(binary)}), not {self.likelihood}")
+        if self.pixel_groups > 1 and not family.pixel_context:
+            raise ConfigError(f"the {self.family} family has no pixel context: model.pixel_groups must be 1")
         scale = 2 ** len(self.conv_channels)
         if self.architecture == "conv" and (self.input_shape[1] % scale or self.input_shape[2] % scale):
             raise ConfigError(f"a conv model with {len(self.conv_channels)} stride-2 layers needs image sides that "
@@ -254,8 +293,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.train.free_bits and self.model.prior != "normal":
-            raise ConfigError("train.free_bits needs the normal prior: a VampPrior's KL has no per-dimension terms")
+        if self.train.free_bits and not registry.PRIORS.get(self.model.prior).closed_form_kl:
+            closed = [n for n in registry.PRIORS.names() if registry.PRIORS.get(n).closed_form_kl]
+            raise ConfigError(f"train.free_bits needs the {' or '.join(closed)} prior (a closed-form KL per "
+                              f"dimension): the {self.model.prior} prior's KL has no per-dimension terms")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -268,12 +309,19 @@ class RunConfig:
         the objective cannot have them (the IWAE bound, a VampPrior)."""
         from .data import DATASETS  # vaekit.data loads torch: not when the CLI only builds its parser
 
+        model = self.model
+        architecture = (registry.ARCHITECTURES.get(model.architecture).fields
+                        if model.architecture in registry.ARCHITECTURES else ())
+        prior = registry.PRIORS.get(model.prior)
         unused = {
             "data": {"validation"} if self.data.name in DATASETS else set(),
-            "model": ({"conv_channels"} if self.model.architecture != "conv" else set())
-            | ({"prior_components"} if self.model.prior != "vamp" else set())
-            | ({"context_channels", "context_features"} if self.model.pixel_groups == 1 else set()),
-            "train": {"free_bits"} if self.train.iw_samples > 1 or self.model.prior != "normal" else set(),
+            "model": {f for spec in map(registry.ARCHITECTURES.get, registry.ARCHITECTURES.names())
+                      for f in spec.fields if f not in architecture}
+            | {f for spec in map(registry.PRIORS.get, registry.PRIORS.names()) for f in spec.fields
+               if f not in prior.fields}
+            | ({"context_channels", "context_features"} if model.pixel_groups == 1 else set())
+            | ({"latent_layers"} if not model.latent_layers else set()),
+            "train": {"free_bits"} if self.train.iw_samples > 1 or not prior.closed_form_kl else set(),
         }
         return {section: {key: value for key, value in fields.items() if key not in unused[section]}
                 for section, fields in self.to_dict().items()}

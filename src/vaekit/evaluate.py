@@ -12,9 +12,7 @@ from tqdm import tqdm
 
 from .acceleration import autocast_dtype, compile_with_fallback
 from .config import MAX_IW_SAMPLES  # memory is bounded for any k, time is not: 1,000,000 decodes per image
-from .likelihoods import negative_log_likelihood
-from .models import VAE, DiagonalGaussian
-from .objectives import negative_elbo
+from .models import LatentVariableModel
 from .rng import derive_seed, make_generator
 from .runs import append_nll_block, read_nll_blocks
 
@@ -29,7 +27,7 @@ COMPILE_MIN_SAMPLES = 2_000_000
 
 
 @torch.no_grad()
-def evaluate_elbo(model: VAE, x: torch.Tensor, seed: int, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int, batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """Mean negative ELBO and its two terms over inputs x (N, C, H, W), per sample in nats.
 
     One posterior sample per image from a generator seeded by `seed`, so the numbers repeat exactly.
@@ -38,13 +36,12 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, seed: int, batch_size: int = EVAL
     was_training = model.training
     model.eval()
     noise = make_generator(derive_seed(seed, "eval-noise"), x.device)
-    prior_log_prob = model.frozen_prior_log_prob()
+    frozen = model.freeze()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
         eps = torch.randn(len(batch), model.latent_dim, generator=noise, device=x.device)
-        terms = negative_elbo(batch, *model(batch, eps), eps, likelihood=model.config.likelihood,
-                              prior_log_prob=None if model.analytic_kl else prior_log_prob)
+        terms = model.elbo(batch, eps, frozen)
         sums += torch.stack([t.sum(dtype=torch.float64) for t in terms])
     model.train(was_training)
     loss, reconstruction, kl = (sums / len(x)).tolist()
@@ -55,7 +52,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016, Sec. 5.2: a unit is active if
 
 
 @torch.no_grad()
-def posterior_diagnostics(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+def posterior_diagnostics(model: LatentVariableModel, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
     """How much the latent code is used, on inputs x (N, C, H, W).
 
     active_units: dimensions whose posterior mean varies across inputs with variance > 0.01 (Burda et al.
@@ -67,16 +64,20 @@ def posterior_diagnostics(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BA
     model.eval()
     means, kl_sum = [], torch.zeros(model.latent_dim, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), batch_size):
-        posterior = model.encode(x[start:start + batch_size])
-        means.append(posterior.mu)
-        kl_sum += posterior.kl_per_dim().sum(0, dtype=torch.float64)
+        usage = model.usage(x[start:start + batch_size])
+        means.append(usage.means)
+        closed_form = usage.kl_per_dim is not None
+        if closed_form:
+            kl_sum += usage.kl_per_dim.sum(0, dtype=torch.float64)
     model.train(was_training)
     means = torch.cat(means).double()
     variance = means.var(0) if len(means) > 1 else torch.zeros_like(means[0])  # one image: no spread
     return {
         "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
         "unit_variance": variance.tolist(),
-        "kl_per_dim": (kl_sum / len(x)).tolist() if model.analytic_kl else None,
+        "kl_per_dim": (kl_sum / len(x)).tolist() if closed_form else None,
+        **({"kl_per_layer": {name: (kl_sum[part].sum() / len(x)).item() if closed_form else None
+                             for name, part in model.layers}} if len(model.layers) > 1 else {}),
     }
 
 
@@ -117,26 +118,17 @@ def collapse_warning(diagnostics: dict, latent_dim: int, pixel_groups: int = 1) 
     return warning
 
 
-def log_importance_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                           eps: torch.Tensor, amp_dtype: torch.dtype | None = None,
-                           prior_log_prob=None) -> torch.Tensor:
-    """log p(x|z) + log p(z) - log q(z|x) for z = mu + std * eps: (S, B) for x (B, C, H, W), eps (S, B, D).
-
-    With `amp_dtype`, only the decoder runs under autocast; z, the logits' likelihood and the
-    densities stay fp32. `prior_log_prob` defaults to the model's own.
-    """
-    posterior = DiagonalGaussian(mu, logvar)
-    z = posterior.rsample(eps)
-    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        recon_params = model.decode(z, x)
-    log_likelihood = -negative_log_likelihood(recon_params.float(), x, model.config.likelihood)
-    return log_likelihood + (prior_log_prob or model.prior_log_prob)(z) - posterior.log_prob(z)
+def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, context, eps: torch.Tensor,
+                           amp_dtype: torch.dtype | None = None, frozen=None) -> torch.Tensor:
+    """log p(x, z) - log q(z|x) for the samples eps (S, B, D) make: (S, B), by the model's `log_weights`
+    (a function, so that torch.compile can wrap it)."""
+    return model.log_weights(x, context, eps, amp_dtype, frozen)
 
 
 NLL_BLOCK = 1000  # images per block of a resumable importance-sampled evaluation (`nll_blocks`)
 
 
-def nll_blocks(model: VAE, x: torch.Tensor, k: int, seed: int, done: dict | None = None, block: int = NLL_BLOCK,
+def nll_blocks(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, done: dict | None = None, block: int = NLL_BLOCK,
                precision: str = "auto", progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, -log p(x[start:start + block])) for each block of images that `done` lacks, in order.
 
@@ -189,7 +181,7 @@ def gather_blocks(done: dict, n: int, block: int = NLL_BLOCK) -> torch.Tensor:
 
 
 @torch.no_grad()
-def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows: int | None = None,
+def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, rows: int | None = None,
                             compile: bool | None = None, precision: str = "auto",
                             progress: bool = False, advance: Callable[[int], object] | None = None) -> torch.Tensor:
     """-log p(x) per image (N,), estimated by the importance-weighted bound with k posterior samples.
@@ -219,18 +211,17 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
         compile = len(x) * k >= COMPILE_MIN_SAMPLES
     log_weights = compile_with_fallback(log_importance_weights) if compile else log_importance_weights
     amp_dtype = autocast_dtype(precision, x.device)
-    prior_log_prob = model.frozen_prior_log_prob()
+    frozen = model.freeze()
     noise = make_generator(derive_seed(seed, "iw-noise"), x.device)
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     with tqdm(total=len(x), desc=f"log-likelihood (K={k})", unit="image", leave=False, disable=not progress) as bar:
         for start in range(0, len(x), batch):
             images = x[start:start + batch]
-            posterior = model.encode(images)
+            context = model.iw_context(images)
             if k * len(images) * model.latent_dim <= IW_NOISE_AT_ONCE:
                 eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device)
                                    for _ in images], dim=1)
-                log_w = torch.cat([log_weights(model, images, posterior.mu, posterior.logvar,
-                                               eps[first:first + samples], amp_dtype, prior_log_prob)
+                log_w = torch.cat([log_weights(model, images, context, eps[first:first + samples], amp_dtype, frozen)
                                    for first in range(0, k, samples)]).double()
                 out[start:start + batch] = math.log(k) - torch.logsumexp(log_w, dim=0)
             else:  # one image per chunk (k >= rows): its noise drawn a chunk at a time, its weights reduced as they
@@ -239,7 +230,7 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
                 for first in range(0, k, samples):
                     eps = torch.randn(min(samples, k - first), len(images), model.latent_dim, generator=noise,
                                       device=x.device)
-                    log_w = log_weights(model, images, posterior.mu, posterior.logvar, eps, amp_dtype, prior_log_prob)
+                    log_w = log_weights(model, images, context, eps, amp_dtype, frozen)
                     total = torch.logaddexp(total, torch.logsumexp(log_w.double(), dim=0))
                 out[start:start + batch] = math.log(k) - total
             bar.update(len(images))
@@ -249,7 +240,7 @@ def importance_weighted_nll(model: VAE, x: torch.Tensor, k: int, seed: int, rows
     return out
 
 
-def recorded_nll(model: VAE, x: torch.Tensor, k: int, seed: int, record: str | Path, key: dict,
+def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, record: str | Path, key: dict,
                  precision: str = "auto", progress: bool = False, log=lambda line: None) -> tuple[torch.Tensor, float]:
     """Per-image NLLs of x by `nll_blocks`, and the seconds their blocks took, each finished
     block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first

@@ -26,7 +26,8 @@ from .data import ImageSet, fixed_binarization, load_train_test
 from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
 from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterior_diagnostics
-from .models import VAE, check_size, parameter_count
+from . import models
+from .models import LatentVariableModel, check_size, parameter_count
 from .plots import save_image_grid, save_loss_curve
 from .rng import derive_seed
 from .threads import MAX_THREADS, BusyMonitor, threads_chosen_by_user, usable_cpus
@@ -38,27 +39,32 @@ COLLAPSE_PATIENCE = 5  # epochs in a row a posterior collapse lasts (after the K
 Log = Callable[[str], None]
 
 
-def build_model(config: RunConfig) -> VAE:
-    """A freshly initialised VAE: the same weights for the same seed, whatever the device."""
+def build_model(config: RunConfig) -> LatentVariableModel:
+    """A freshly initialised model of the config's family: the same weights for the same seed, whatever the device."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.train.seed, "init"))
-        return VAE(config.model)
+        return models.build_model(config.model)
 
 
 def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = None, device: str = "auto",
         progress: bool = False, log: Log | None = None, images: ImageSet | None = None,
-        callbacks: Iterable[Callback] | None = None, tensorboard: bool = False) -> runs.Run:
+        callbacks: Iterable[Callback] | None = None, tensorboard: bool = False,
+        model: LatentVariableModel | None = None) -> runs.Run:
     """Train `config` into a new run directory `out`; returns the finished run.
 
     `images`: the images at `config.data.name` when the caller has already read them (they are not
     read again); the run still records the path, which `resume` reads. `callbacks`: called after every
-    epoch (vaekit.callbacks); `tensorboard`: log to out/tensorboard (a TensorBoardCallback).
+    epoch (vaekit.callbacks); `tensorboard`: log to out/tensorboard (a TensorBoardCallback). `model`: the
+    model to train instead of a new one of `config.model`, e.g. `VAE(config.model, encoder=..., decoder=...)`
+    with networks of your own; `config.model` must be its config (`model.config`).
     """
     callbacks = with_tensorboard(callbacks, tensorboard)  # a missing tensorboard fails before anything else
     dev = resolve_device(device)
+    if model is not None and isinstance(model, LatentVariableModel):
+        config = dataclasses.replace(config, model=model.config)  # VAE(encoder=...) records architecture "custom"
     check_size(config.model)
     data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
-    model = build_model(config)  # and so does a model that cannot be built
+    model = runs.given_model(model, config) or build_model(config)  # and so does a model that cannot be built
     out = runs.create_run(out, config)
     with closing(callbacks):
         return _train(out, config, None, data, dev, progress, log or (lambda line: None), callbacks, model)
@@ -66,9 +72,11 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
 
 def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
            device: str = "auto", progress: bool = False, log: Log | None = None,
-           callbacks: Iterable[Callback] | None = None, tensorboard: bool = False) -> runs.Run:
+           callbacks: Iterable[Callback] | None = None, tensorboard: bool = False,
+           model: LatentVariableModel | None = None) -> runs.Run:
     """Continue the run at `path` from its last finished epoch; `epochs` may raise its total. `callbacks` and
-    `tensorboard` as for `fit`; each callback's `resumed` sees the last finished epoch first."""
+    `tensorboard` as for `fit`; each callback's `resumed` sees the last finished epoch first. `model`: for a run
+    whose networks were given in Python, the same model again (its weights are replaced by the checkpoint's)."""
     callbacks = with_tensorboard(callbacks, tensorboard)
     path = Path(path)
     dev = resolve_device(device)
@@ -88,10 +96,11 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
             raise ConfigError(f"--epochs {epochs} is fewer than the {done} epochs {path} has finished")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
     data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
+    model = runs.given_model(model, config)
     if new_total:
         runs.write_config(path, config)
     with closing(callbacks):
-        return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None), callbacks)
+        return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None), callbacks, model)
 
 
 def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None = None, device: str = "auto",
@@ -123,7 +132,7 @@ def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | N
 
 
 def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log,
-           callbacks: list[Callback], model: VAE | None = None) -> runs.Run:
+           callbacks: list[Callback], model: LatentVariableModel | None = None) -> runs.Run:
     train_set, test_set = data
     model = (model or build_model(config)).to(dev)
     trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize)
@@ -165,14 +174,19 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
                             "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
                             "active_units": diagnostics["active_units"], "kl_per_dim": diagnostics["kl_per_dim"],
+                            **({"kl_per_layer": diagnostics["kl_per_layer"]} if "kl_per_layer" in diagnostics
+                               else {}),
                             "seconds": seconds})
             tensors, meta = trainer.state()
             runs.save_checkpoint(out, tensors, {**meta, "metrics": metrics})  # the commit point
             saved = epoch
             state = epoch_state()
             _write_epoch_files(out, state, metrics)
+            layers = diagnostics.get("kl_per_layer") or {}
+            per_layer = ("; per layer " + ", ".join(f"{name} {kl:.2f}" for name, kl in layers.items())
+                         if layers and None not in layers.values() else "")
             log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
-                f"(rate {test['kl']:.2f}, distortion {test['reconstruction']:.2f}, active units "
+                f"(rate {test['kl']:.2f}{per_layer}, distortion {test['reconstruction']:.2f}, active units "
                 f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s{busy}")
             streak = collapse_streak(metrics, config.model.latent_dim, config.train.kl_warmup)
             # a collapse that lasts, or that the run ends in: early epochs often pass through one and recover

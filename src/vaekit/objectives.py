@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from .likelihoods import negative_log_likelihood
+from . import likelihoods
+from .likelihoods import Likelihood
 from .models.posterior import DiagonalGaussian, standard_normal_log_prob
 
 PriorLogProb = Callable[[torch.Tensor], torch.Tensor]  # z (..., D) -> log p(z) (...,); None means N(0, I)
@@ -37,11 +37,15 @@ def bernoulli_nll(recon_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     BCE on logits (log-sum-exp form) rather than on sigmoid outputs: exact where the sigmoid saturates.
     For grayscale targets in [0, 1] this is the seed's loss, a cross-entropy rather than a likelihood.
     """
-    return negative_log_likelihood(recon_logits, x, "bernoulli")
+    return likelihoods.Bernoulli().nll(recon_logits, x)
+
+
+def _likelihood(likelihood: Likelihood | str) -> Likelihood:
+    return likelihoods.get(likelihood) if isinstance(likelihood, str) else likelihood
 
 
 def negative_elbo(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                  eps: torch.Tensor | None = None, *, likelihood: str = "bernoulli",
+                  eps: torch.Tensor | None = None, *, likelihood: Likelihood | str = "bernoulli",
                   prior_log_prob: PriorLogProb | None = None) -> ELBOTerms:
     """-ELBO(x) from one forward pass `VAE(x, eps)`: a one-sample estimate of the reconstruction term,
     the KL in closed form for the N(0, I) prior (Kingma & Welling 2014, App. B) or sampled at
@@ -51,7 +55,7 @@ def negative_elbo(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor,
     DistributedDataParallel wrapper see the forward call.
     """
     posterior = DiagonalGaussian(mu, logvar)
-    reconstruction = negative_log_likelihood(recon_params, x, likelihood)
+    reconstruction = _likelihood(likelihood).nll(recon_params, x)
     if prior_log_prob is None:
         kl = posterior.kl()
     else:
@@ -61,23 +65,20 @@ def negative_elbo(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor,
 
 
 def training_loss(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                  eps: torch.Tensor, *, likelihood: str = "bernoulli", prior_log_prob: PriorLogProb | None = None,
+                  eps: torch.Tensor, *, likelihood: Likelihood | str = "bernoulli", prior_log_prob: PriorLogProb | None = None,
                   kl_weight: torch.Tensor | float = 1.0, free_bits: float = 0.0) -> torch.Tensor:
     """The objective summed over the batch (divide by B for the mean): -ELBO with a weighted, optionally
     floored KL; or, when eps holds S samples per image (S, B, D), the negative IWAE bound.
 
     With kl_weight 1 and no free bits this is `negative_elbo(...).loss.sum()`, reduced once per term.
     """
-    posterior = DiagonalGaussian(mu, logvar)
+    posterior, likelihood = DiagonalGaussian(mu, logvar), _likelihood(likelihood)
     if eps.dim() == 3:  # IWAE: log w_s = log p(x|z_s) + w (log p(z_s) - log q(z_s|x)); w = 1 is the bound
         z = posterior.rsample(eps)
         log_prior = standard_normal_log_prob(z) if prior_log_prob is None else prior_log_prob(z)
-        log_w = -negative_log_likelihood(recon_params, x, likelihood) + kl_weight * (log_prior - posterior.log_prob(z))
+        log_w = -likelihood.nll(recon_params, x) + kl_weight * (log_prior - posterior.log_prob(z))
         return (math.log(eps.shape[0]) - torch.logsumexp(log_w, dim=0)).sum()
-    if likelihood == "bernoulli":
-        reconstruction = F.binary_cross_entropy_with_logits(recon_params, x, reduction="sum")
-    else:
-        reconstruction = negative_log_likelihood(recon_params, x, likelihood).sum()
+    reconstruction = likelihood.batch_nll(recon_params, x)
     if prior_log_prob is not None:
         z = posterior.rsample(eps)
         kl = (posterior.log_prob(z) - prior_log_prob(z)).sum()

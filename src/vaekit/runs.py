@@ -29,11 +29,11 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .config import MAX_EPOCHS, MAX_IW_SAMPLES, RunConfig
 from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs, load_held_out
 from .errors import ConfigError, RunError
-from .models import VAE, check_size
+from .models import LatentVariableModel, build_model, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
                          is_number, parse_json, read_bounded, state_spec)
 
-FORMAT_VERSION = 5  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
+FORMAT_VERSION = 6  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
 # 5 train.warmup_min_steps
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -283,6 +283,7 @@ ADDED_BY_FORMAT = {
     3: {"data": {"standardize": False}},  # per-image standardization
     4: {"model": {"context_features": 0}},  # decoder features passed to the pixel context
     5: {"train": {"warmup_min_steps": 0}},  # a warm-up of the fraction alone, even when shorter than one step
+    6: {"model": {"family": "vae", "latent_layers": []}},  # model families (vaekit.registry.FAMILIES)
 }
 
 
@@ -317,12 +318,14 @@ def read_metrics(path: str | Path) -> list[dict]:
         raise RunError(f"{metrics_path}: {e}") from None
 
 
-def load_model(path: str | Path, config: RunConfig, device: torch.device | str = "cpu") -> VAE:
-    """The model of the run at `path`, built from `config` and filled with its saved weights."""
+def load_model(path: str | Path, config: RunConfig, device: torch.device | str = "cpu",
+               model: LatentVariableModel | None = None) -> LatentVariableModel:
+    """The model of the run at `path`, built from `config` (or the `model` given, of the same config: networks
+    made in Python) and filled with its saved weights."""
     weights_path = Path(path) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise RunError(f"{path} has no {WEIGHTS_FILE} (training has not finished an epoch)")
-    model = VAE(config.model)  # its size is bounded (read_config checked it)
+    model = given_model(model, config) or build_model(config.model)  # its size is bounded (read_config checked it)
     expected_bytes = sum(t.nbytes for t in model.state_dict().values())
     try:
         state = load_safetensors(read_bounded(weights_path, expected_bytes + (1 << 20)))
@@ -348,7 +351,7 @@ class Run:
 
     path: Path
     config: RunConfig
-    model: VAE
+    model: LatentVariableModel
     metrics: list[dict] = field(default_factory=list)
 
     def inputs(self, images: ImageSet, for_latents: bool = False) -> torch.Tensor:
@@ -371,8 +374,24 @@ class Run:
         return load_held_out(data.name, data.validation, self.config.train.seed, data_dir)
 
 
-def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
-    """Load the run directory at `path` (config, weights, metrics) for use."""
+def load_run(path: str | Path, device: torch.device | str = "cpu", model: LatentVariableModel | None = None) -> Run:
+    """Load the run directory at `path` (config, weights, metrics) for use. `model`: for a run whose networks
+    were given in Python (model.architecture "custom"), the same model again, which gets the saved weights."""
     path = Path(path)
     config = read_config(path)
-    return Run(path, config, load_model(path, config, device), read_metrics(path))
+    return Run(path, config, load_model(path, config, device, model), read_metrics(path))
+
+
+def given_model(model: LatentVariableModel | None, config: RunConfig) -> LatentVariableModel | None:
+    """`model` if it is one for `config` (ConfigError naming the first difference if not), or None."""
+    if model is None:
+        return None
+    if not isinstance(model, LatentVariableModel):
+        raise ConfigError(f"model must be a vaekit model (a VAE, or another vaekit.models.LatentVariableModel), "
+                          f"got {type(model).__name__}")
+    if model.config != config.model:
+        ours, theirs = config.model.__dict__, model.config.__dict__
+        key = next(k for k in ours if ours[k] != theirs[k])
+        raise ConfigError(f"the model given is not this run's: its model.{key} is {theirs[key]!r}, the run's "
+                          f"{ours[key]!r}")
+    return model

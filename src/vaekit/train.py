@@ -1,8 +1,9 @@
 """The training loop: one epoch at a time over a split held as a single uint8 tensor.
 
 It knows nothing of files, plots or the CLI; vaekit.fit drives it and writes what each epoch gives.
-The model it steps may be any module whose forward is `(x, eps) -> (recon_logits, mu, logvar)`,
-a DistributedDataParallel wrapper included.
+The model it steps is any model family (vaekit.models.base.LatentVariableModel), or a
+DistributedDataParallel wrapper of one: the forward pass goes through the wrapper, the loss is the family's
+`objective` of its output.
 
 Speed: each epoch gathers its shuffled images in one indexing op and then cuts batches as views;
 the loss is reduced once per term (objectives.training_loss); Adam runs as one fused kernel;
@@ -23,7 +24,6 @@ from .acceleration import autocast_dtype, compile_with_fallback
 from .config import RECIPE_MIN_STEPS, TrainConfig
 from .data.batches import epoch_order, prepare
 from .errors import TrainingError
-from .objectives import training_loss
 from .rng import derive_seed, make_generator
 from .threads import BusyMonitor
 
@@ -129,11 +129,8 @@ class Trainer:
         """The objective summed over the batch, in nats (a 0-dim kl_weight tensor keeps compiled graphs reusable)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            recon_params, mu, logvar = self.model(x, eps)
-        return training_loss(x, recon_params.float(), mu.float(), logvar.float(), eps,
-                             likelihood=self.module.config.likelihood,
-                             prior_log_prob=None if self.module.analytic_kl else self.module.prior_log_prob,
-                             kl_weight=kl_weight, free_bits=self.config.free_bits)
+            output = self.model(x, eps)
+        return self.module.objective(x, output, eps, kl_weight=kl_weight, free_bits=self.config.free_bits)
 
     def kl_weight(self, step: int) -> float:
         """beta, ramped linearly from 0 over the first kl_warmup epochs (Bowman et al. 2016)."""

@@ -175,6 +175,10 @@ def check_metrics(rows: Any, what: str = "metrics") -> list[dict]:
         kl = row.get("kl_per_dim")
         if kl is not None and (not isinstance(kl, list) or not all(is_number(v) for v in kl)):
             raise ValueError(f"{where}: kl_per_dim must be a list of numbers or null, got {_short(kl)}")
+        layers = row.get("kl_per_layer")
+        if layers is not None and (not isinstance(layers, dict) or not all(
+                isinstance(k, str) and (v is None or is_number(v)) for k, v in layers.items())):
+            raise ValueError(f"{where}: kl_per_layer must map layer names to numbers, got {_short(layers)}")
     return rows
 
 

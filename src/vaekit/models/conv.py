@@ -56,3 +56,11 @@ def build(input_shape: tuple[int, int, int], hidden_dims: Sequence[int], latent_
     encoder = ConvEncoder(input_shape, conv_channels, hidden_dims[0], latent_dim)
     decoder = ConvDecoder(latent_dim, hidden_dims[0], tuple(reversed(conv_channels)), (out_channels, h, w))
     return encoder, decoder
+
+
+def from_config(config) -> tuple[ConvEncoder, ConvDecoder]:
+    """`build` for a ModelConfig: the architecture "conv"."""
+    from .architectures import decoder_channels
+
+    return build(config.input_shape, config.hidden_dims, config.latent_dim, decoder_channels(config),
+                 config.conv_channels)

@@ -52,3 +52,10 @@ def build(input_shape: tuple[int, int, int], hidden_dims: Sequence[int], latent_
     encoder = Encoder(c * h * w, hidden_dims, latent_dim)
     decoder = Decoder(latent_dim, tuple(reversed(hidden_dims)), out_channels * h * w, (out_channels, h, w))
     return encoder, decoder
+
+
+def from_config(config) -> tuple[Encoder, Decoder]:
+    """`build` for a ModelConfig: the architecture "mlp"."""
+    from .architectures import decoder_channels
+
+    return build(config.input_shape, config.hidden_dims, config.latent_dim, decoder_channels(config))

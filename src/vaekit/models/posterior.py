@@ -1,4 +1,4 @@
-"""The diagonal Gaussian posterior q(z|x) and the standard normal prior it is measured against."""
+"""The diagonal Gaussian posterior q(z|x) (sample, log_prob, kl to another), and the log-densities priors use."""
 
 from __future__ import annotations
 
@@ -34,13 +34,18 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mu
 
-    def kl_per_dim(self) -> torch.Tensor:
-        """KL(q || N(0, I)) per latent dimension, (..., D), in nats (Kingma & Welling 2014, App. B)."""
-        return -0.5 * (1 + self.logvar - self.mu.pow(2) - self.logvar.exp())
+    def kl_per_dim(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
+        """KL(self || other) per latent dimension, (..., D), in nats; `other` defaults to N(0, I)
+        (Kingma & Welling 2014, App. B). Between two diagonal Gaussians it is
+        (log var_p - log var_q + (var_q + (mu_q - mu_p)^2) / var_p - 1) / 2 per dimension."""
+        if other is None:
+            return -0.5 * (1 + self.logvar - self.mu.pow(2) - self.logvar.exp())
+        return 0.5 * (other.logvar - self.logvar - 1
+                      + (self.logvar.exp() + (self.mu - other.mu).pow(2)) * torch.exp(-other.logvar))
 
-    def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) summed over latent dimensions, (...,), in nats."""
-        return self.kl_per_dim().sum(-1)
+    def kl(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
+        """KL(self || other) summed over latent dimensions, (...,), in nats; `other` defaults to N(0, I)."""
+        return self.kl_per_dim(other).sum(-1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z), summed over the last dimension; z is (..., D) and broadcasts against mu."""

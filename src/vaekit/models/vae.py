@@ -1,57 +1,71 @@
-"""The VAE: an encoder, a decoder and a prior, built from a ModelConfig, and nothing else (no loss, no I/O)."""
+"""The VAE family: an encoder, a decoder and a prior over one diagonal-Gaussian latent (no loss code, no I/O)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
+import dataclasses
 
 import torch
 from torch import nn
 
-from ..config import MAX_PARAMETERS, ModelConfig
+from .. import objectives, priors
+from ..config import CUSTOM_ARCHITECTURE, ModelConfig
 from ..errors import ConfigError
-from ..likelihoods import output_channels, pixel_means
+from ..registry import ARCHITECTURES
 from ..rng import make_generator
-from . import conv, mlp
+from .architectures import build_networks, check_networks
+from .base import LatentUsage, LatentVariableModel
 from .context import PixelContext
-from .posterior import DiagonalGaussian, mixture_log_prob, standard_normal_log_prob
-
-# architecture name -> build(input_shape, hidden_dims, latent_dim, out_channels, conv_channels) -> (encoder, decoder)
-ARCHITECTURES = {"mlp": mlp.build, "conv": conv.build}
+from .posterior import DiagonalGaussian
 
 
-class VAE(nn.Module):
+class VAE(LatentVariableModel):
     """x (B, C, H, W) in [0, 1] -> q(z|x) -> z (B, D) -> likelihood parameters (B, C', H, W).
 
-    Kingma & Welling 2014, "Auto-Encoding Variational Bayes". The prior is N(0, I) or a VampPrior,
-    a mixture of the posteriors of learned pseudo-inputs (Tomczak & Welling 2018).
+    Kingma & Welling 2014, "Auto-Encoding Variational Bayes". The prior is an object from
+    vaekit.priors (N(0, I), or a VampPrior: a mixture of the posteriors of learned pseudo-inputs, Tomczak &
+    Welling 2018), the likelihood one from vaekit.likelihoods. The networks come from the config's
+    architecture, or are given: `VAE(config, encoder=..., decoder=...)` (vaekit.models.architectures
+    states their contract); a config naming a built-in architecture then records "custom".
     """
 
-    def __init__(self, config: ModelConfig = ModelConfig()):  # noqa: B008  (frozen, so one shared default is safe)
-        super().__init__()
-        self.config = config
-        c, h, w = config.input_shape
-        self.encoder, self.decoder = ARCHITECTURES[config.architecture](
-            config.input_shape, config.hidden_dims, config.latent_dim,
-            output_channels(config.likelihood, c) * (1 + config.context_features), config.conv_channels)
-        if config.prior == "vamp":
-            # pseudo-inputs live in logit space; sigmoid keeps them images in [0, 1] (the paper's hardtanh)
-            self.pseudo_inputs = nn.Parameter(torch.randn(config.prior_components, c, h, w) * 0.1)
-        if config.pixel_groups > 1:
-            self.context = PixelContext(config.pixel_groups, c, config.context_channels, config.context_features)
-        if config.likelihood == "gaussian-shared":
-            # one log standard deviation for all pixels, learned with the rest; starts at 0.1
-            self.log_std = nn.Parameter(torch.full((), math.log(0.1)))
+    family = "vae"
 
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
+    def __init__(self, config: ModelConfig = ModelConfig(),  # noqa: B008  (frozen, so one shared default is safe)
+                 encoder: nn.Module | None = None, decoder: nn.Module | None = None):
+        if (encoder is None) != (decoder is None):
+            raise ConfigError("give both an encoder and a decoder, or neither")
+        if encoder is not None and config.architecture in ARCHITECTURES:
+            config = dataclasses.replace(config, architecture=CUSTOM_ARCHITECTURE)
+        super().__init__(config)
+        if encoder is None:
+            encoder, decoder = build_networks(config)
+            if config.architecture not in ARCHITECTURES:
+                check_networks(encoder, decoder, config, f"--architecture {config.architecture}")
+        else:
+            check_networks(encoder, decoder, config, "VAE(encoder=..., decoder=...)")
+        self.encoder, self.decoder = encoder, decoder
+        self.prior = priors.get(config.prior)
+        for name, parameter in self.prior.extra_parameters(config).items():
+            self.register_parameter(name, parameter)
+        if config.pixel_groups > 1:
+            c = config.input_shape[0]
+            self.context = PixelContext(config.pixel_groups, c, config.context_channels, config.context_features)
+        for name, parameter in self.likelihood.extra_parameters().items():
+            self.register_parameter(name, parameter)
 
     @property
     def analytic_kl(self) -> bool:
         """Whether KL(q || p) has a closed form (the standard normal prior), rather than a sampled one."""
-        return self.config.prior == "normal"
+        return self.prior.closed_form_kl
+
+    def unsupported(self, use: str) -> str | None:
+        if use == "compress":
+            if not self.likelihood.binary:
+                return f"bits-back coding needs a Bernoulli likelihood; this run's is {self.likelihood.name}"
+            if not isinstance(self.prior, priors.StandardNormal):
+                return ("bits-back coding here needs the N(0, I) prior (its bins are equal-mass under it); "
+                        f"this run's prior is {self.prior.name}")
+        return None
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for a batch of images (B, C, H, W)."""
@@ -72,9 +86,7 @@ class VAE(nn.Module):
             if x is not None:
                 return self.context(params, x)
             return self.context.sample(params, generator or make_generator(0, params.device))
-        if self.config.likelihood == "gaussian-shared":
-            params = torch.cat([params, self.log_std.to(params.dtype).expand_as(params)], dim=-3)
-        return params
+        return self.likelihood.finish(params, self)
 
     def pictures(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images in [0, 1] to show for latents z (..., D): E[x|z]; for a pixel-group model, whose mean has
@@ -85,37 +97,20 @@ class VAE(nn.Module):
             return self.context.draw(params, generator or make_generator(0, params.device))
         return self.pixel_means(self.decode(z))
 
-    def pixel_means(self, params: torch.Tensor) -> torch.Tensor:
-        """E[x|z] in [0, 1] from decoder outputs: the image to show."""
-        return pixel_means(params, self.config.likelihood)
-
     def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) summed over the last dimension, (...,)."""
-        if self.config.prior == "normal":
-            return standard_normal_log_prob(z)
-        components = self.encode(torch.sigmoid(self.pseudo_inputs))
-        return mixture_log_prob(z, components.mu, components.logvar)
+        return self.prior.log_prob(z, self)
 
-    @torch.no_grad()
     def frozen_prior_log_prob(self):
-        """`prior_log_prob` for a model that will not change: the VampPrior's components computed once.
+        """`prior_log_prob` for a model that will not change: a VampPrior's components computed once.
 
         For evaluation, where log p(z) is asked for thousands of times with the same weights.
         """
-        if self.config.prior == "normal":
-            return standard_normal_log_prob
-        components = self.encode(torch.sigmoid(self.pseudo_inputs))
-        return lambda z: mixture_log_prob(z, components.mu, components.logvar)
+        return self.prior.frozen_log_prob(self)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws z ~ p(z), (n, D)."""
-        device = next(self.parameters()).device
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        if self.config.prior == "normal":
-            return eps
-        components = self.encode(torch.sigmoid(self.pseudo_inputs))
-        k = torch.randint(len(components.mu), (n,), generator=generator, device=device)
-        return DiagonalGaussian(components.mu[k], components.logvar[k]).rsample(eps)
+        return self.prior.sample(n, self.latent_dim, self, generator)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,26 +120,32 @@ class VAE(nn.Module):
         z = posterior.sample(generator) if eps is None else posterior.rsample(eps)
         return self.decode(z, x), posterior.mu, posterior.logvar
 
+    def objective(self, x, output, eps, *, kl_weight=1.0, free_bits=0.0) -> torch.Tensor:
+        recon_params, mu, logvar = output
+        return objectives.training_loss(x, recon_params.float(), mu.float(), logvar.float(), eps,
+                                        likelihood=self.likelihood,
+                                        prior_log_prob=None if self.analytic_kl else self.prior_log_prob,
+                                        kl_weight=kl_weight, free_bits=free_bits)
 
-def model_fingerprint(model: VAE) -> str:
-    """SHA-256 of the model's config and weights: a compressed file names the model it needs, and a
-    recorded evaluation the weights it measured."""
-    digest = hashlib.sha256(json.dumps(model.config.__dict__, sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    def freeze(self):
+        return self.frozen_prior_log_prob()
 
+    def elbo(self, x, eps, frozen=None) -> objectives.ELBOTerms:
+        return objectives.negative_elbo(x, *self(x, eps), eps, likelihood=self.likelihood,
+                                        prior_log_prob=None if self.analytic_kl else (frozen or self.prior_log_prob))
 
-def parameter_count(config: ModelConfig) -> int:
-    """How many parameters the VAE of `config` has, counted on the meta device (nothing is allocated)."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in VAE(config).parameters())
+    def iw_context(self, x: torch.Tensor) -> DiagonalGaussian:
+        return self.encode(x)
 
+    def log_weights(self, x, context, eps, amp_dtype=None, frozen=None) -> torch.Tensor:
+        """log p(x|z) + log p(z) - log q(z|x) for z = mu + std * eps: (S, B) for x (B, C, H, W), eps (S, B, D);
+        only the decoder runs under autocast, z, the likelihood and the densities stay fp32."""
+        z = context.rsample(eps)
+        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            recon_params = self.decode(z, x)
+        log_likelihood = -self.likelihood.nll(recon_params.float(), x)
+        return log_likelihood + (frozen or self.prior_log_prob)(z) - context.log_prob(z)
 
-def check_size(config: ModelConfig) -> None:
-    """ConfigError if the VAE of `config` would have more than MAX_PARAMETERS parameters: checked before it is built."""
-    count = parameter_count(config)
-    if count > MAX_PARAMETERS:
-        raise ConfigError(f"the model would have {count:,} parameters, more than vaekit's bound of {MAX_PARAMETERS:,} "
-                          "(about 400 MB); make --hidden, --latent, --prior-components or the images smaller")
+    def usage(self, x: torch.Tensor) -> LatentUsage:
+        posterior = self.encode(x)
+        return LatentUsage(posterior.mu, posterior.kl_per_dim() if self.analytic_kl else None)

@@ -207,3 +207,16 @@ def test_epoch_scalars_name_every_dimension_in_order():
     assert scalars["kl_per_dim/11"] == pytest.approx(1.1) and scalars["test/rate"] == 0.5
     assert scalars["train/learning_rate"] == 1e-3 and len(scalars) == 7 + 12
     assert json.dumps(dict(read_only(row))) == json.dumps(row)  # read-only rows hold the same values
+
+
+def test_epoch_scalars_of_a_prior_without_per_dimension_kl_and_of_a_hierarchy():
+    def state(row):
+        return type("State", (), {"metrics": row, "learning_rate": 1e-3})()
+
+    row = {"epoch": 1, "train_loss": 100.0, "test_loss": 99.0, "test_kl": 20.0, "test_reconstruction": 79.0,
+           "active_units": 3, "seconds": 1.5, "kl_per_dim": None}  # a VampPrior's row
+    scalars = epoch_scalars(state(row))
+    assert scalars["loss/test"] == 99.0 and not any(tag.startswith("kl_per_dim/") for tag in scalars)
+    layered = {**row, "kl_per_dim": [1.0, 2.0, 3.0], "kl_per_layer": {"z1": 1.0, "z2": 5.0}}
+    scalars = epoch_scalars(state(layered))
+    assert scalars["kl_per_layer/z2"] == 5.0 and scalars["kl_per_dim/2"] == 3.0

@@ -109,7 +109,7 @@ def test_context_features_widen_the_path_from_z_to_each_pixel():
 
 
 def test_pixel_groups_need_a_bernoulli_likelihood():
-    with pytest.raises(ConfigError, match="needs the bernoulli likelihood"):
+    with pytest.raises(ConfigError, match=r"needs a binary likelihood \(bernoulli\)"):
         ModelConfig(pixel_groups=4, likelihood="gaussian")
     with pytest.raises(ConfigError, match="model.pixel_groups must be one of 1, 4, 7, 16"):
         ModelConfig(pixel_groups=5)

@@ -20,11 +20,12 @@ _LAZY = {
     "interpolate": "generate", "reconstruct": "generate", "sample": "generate", "VAE": "models",
     "DiagonalGaussian": "models", "ELBOTerms": "objectives", "negative_elbo": "objectives", "Run": "runs",
     "load_run": "runs", "set_threads": "threads", "Trainer": "train",
-    "Detector": "detector",
+    "Detector": "detector", "LatentVariableModel": "models",
 }
 
 __all__ = [
-    "VAE", "DataConfig", "Detector", "DiagonalGaussian", "ELBOTerms", "ImageSet", "ModelConfig", "Run", "RunConfig",
+    "VAE", "DataConfig", "Detector", "DiagonalGaussian", "ELBOTerms", "ImageSet", "LatentVariableModel", "ModelConfig",
+    "Run", "RunConfig",
     "TrainConfig", "Trainer", "VaekitError", "__version__", "evaluate_elbo", "fit", "interpolate",
     "load_run", "load_split", "negative_elbo", "reconstruct", "resume", "sample", "set_threads",
 ]

@@ -47,7 +47,8 @@ _MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "like
 
 
 @torch.no_grad()
-def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "elbo", seed: int = 0, iw_samples: int = 100,
+def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "elbo", seed: int = 0,
+                   iw_samples: int = 100,
                    batch_size: int = EVAL_BATCH, progress: bool = False) -> torch.Tensor:
     """Per-image anomaly scores (N,) in nats for model inputs x (N, C, H, W); higher is more anomalous."""
     if method not in SCORE_METHODS:

@@ -152,8 +152,11 @@ def epoch_scalars(state: Epoch) -> dict[str, float]:
                "test/rate": row["test_kl"], "test/distortion": row["test_reconstruction"],
                "test/active_units": row["active_units"], "train/learning_rate": state.learning_rate,
                "train/seconds": row["seconds"]}
-    width = len(str(len(row["kl_per_dim"]) - 1))  # zero-padded, so TensorBoard lists the dimensions in order
-    scalars.update({f"kl_per_dim/{d:0{width}d}": kl for d, kl in enumerate(row["kl_per_dim"])})
+    per_dim = row.get("kl_per_dim") or []  # none where the prior has no closed-form KL (a VampPrior)
+    width = len(str(len(per_dim) - 1))  # zero-padded, so TensorBoard lists the dimensions in order
+    scalars.update({f"kl_per_dim/{d:0{width}d}": kl for d, kl in enumerate(per_dim)})
+    scalars.update({f"kl_per_layer/{name}": kl for name, kl in (row.get("kl_per_layer") or {}).items()
+                    if kl is not None})
     return scalars
 
 

@@ -139,7 +139,8 @@ class ModelConfig:
                 self.architecture in registry.ARCHITECTURES or self.architecture == CUSTOM_ARCHITECTURE
                 or BUILDER_PATTERN.match(self.architecture)):
             raise ConfigError(f"model.architecture must be one of {', '.join(registry.ARCHITECTURES.names())}, "
-                              f"{CUSTOM_ARCHITECTURE}, or a builder 'package.module:function', got {self.architecture!r}")
+                              f"{CUSTOM_ARCHITECTURE}, or a builder 'package.module:function', "
+                              f"got {self.architecture!r}")
         if family.architectures is not None and self.architecture not in family.architectures:
             raise ConfigError(f"the {self.family} family takes model.architecture "
                               f"{' or '.join(family.architectures)}, not {self.architecture}")

@@ -27,7 +27,8 @@ COMPILE_MIN_SAMPLES = 2_000_000
 
 
 @torch.no_grad()
-def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int,
+                  batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """Mean negative ELBO and its two terms over inputs x (N, C, H, W), per sample in nats.
 
     One posterior sample per image from a generator seeded by `seed`, so the numbers repeat exactly.
@@ -128,7 +129,8 @@ def log_importance_weights(model: LatentVariableModel, x: torch.Tensor, context,
 NLL_BLOCK = 1000  # images per block of a resumable importance-sampled evaluation (`nll_blocks`)
 
 
-def nll_blocks(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, done: dict | None = None, block: int = NLL_BLOCK,
+def nll_blocks(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, done: dict | None = None,
+               block: int = NLL_BLOCK,
                precision: str = "auto", progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, -log p(x[start:start + block])) for each block of images that `done` lacks, in order.
 

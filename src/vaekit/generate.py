@@ -5,18 +5,18 @@ from __future__ import annotations
 import torch
 
 from .choices import INTERPOLATIONS
-from .models import VAE
+from .models import LatentVariableModel
 
 
 @torch.no_grad()
-def sample(model: VAE, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Decode `n` draws from the model's prior (`VAE.pictures`)."""
+def sample(model: LatentVariableModel, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decode `n` draws from the model's prior (the family's `pictures`)."""
     return model.pictures(model.sample_prior(n, generator), generator)
 
 
 @torch.no_grad()
-def reconstruct(model: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Decode the posterior mean of each input (`VAE.pictures`): the model's reconstruction, deterministic."""
+def reconstruct(model: LatentVariableModel, x: torch.Tensor) -> torch.Tensor:
+    """Decode the posterior mean of each input (the family's `pictures`): the model's reconstruction, deterministic."""
     return model.pictures(model.encode(x).mode())
 
 
@@ -34,7 +34,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int,
+def interpolate(model: LatentVariableModel, x_from: torch.Tensor, x_to: torch.Tensor, steps: int,
                 method: str = "linear") -> torch.Tensor:
     """Decode `steps` points on the path between the posterior means of two images (C, H, W), ends included."""
     if method not in INTERPOLATIONS:
@@ -46,7 +46,8 @@ def interpolate(model: VAE, x_from: torch.Tensor, x_to: torch.Tensor, steps: int
 
 
 @torch.no_grad()
-def traverse(model: VAE, x: torch.Tensor, dims: list[int], steps: int = 9, span: float = 3.0) -> torch.Tensor:
+def traverse(model: LatentVariableModel, x: torch.Tensor, dims: list[int], steps: int = 9,
+             span: float = 3.0) -> torch.Tensor:
     """A row per latent dimension in `dims`: that dimension swept over [-span, span], the others held at
     the posterior mean of image x (C, H, W). Returns (len(dims) * steps, C, H, W)."""
     mu = model.encode(x[None]).mode()[0]
@@ -68,7 +69,7 @@ def manifold_values(n: int = 20) -> torch.Tensor:
 
 
 @torch.no_grad()
-def manifold(model: VAE, dims: tuple[int, int] = (0, 1), n: int = 20) -> torch.Tensor:
+def manifold(model: LatentVariableModel, dims: tuple[int, int] = (0, 1), n: int = 20) -> torch.Tensor:
     """The decoded grid over the prior's quantiles in two latent dimensions, the rest at 0 (Kingma &
     Welling 2014, Fig. 4): (n * n, C, H, W), row by row, the first dimension across, the second down."""
     device = next(model.parameters()).device

@@ -65,8 +65,9 @@ def negative_elbo(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor,
 
 
 def training_loss(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                  eps: torch.Tensor, *, likelihood: Likelihood | str = "bernoulli", prior_log_prob: PriorLogProb | None = None,
-                  kl_weight: torch.Tensor | float = 1.0, free_bits: float = 0.0) -> torch.Tensor:
+                  eps: torch.Tensor, *, likelihood: Likelihood | str = "bernoulli",
+                  prior_log_prob: PriorLogProb | None = None, kl_weight: torch.Tensor | float = 1.0,
+                  free_bits: float = 0.0) -> torch.Tensor:
     """The objective summed over the batch (divide by B for the mean): -ELBO with a weighted, optionally
     floored KL; or, when eps holds S samples per image (S, B, D), the negative IWAE bound.
 

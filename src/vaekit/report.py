@@ -97,6 +97,8 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     rows = [["negative ELBO", elbo["test_loss"]], ["reconstruction (distortion)", elbo["reconstruction"]],
             ["KL (rate)", elbo["kl"]], [f"NLL, {iw_samples} importance samples", nll],
             ["active units", f"{diagnostics['active_units']} of {model.latent_dim}"]]
+    rows += [[f"KL of layer {name} (at the posterior means)", kl]
+             for name, kl in (diagnostics.get("kl_per_layer") or {}).items() if kl is not None]
     body = table(rows, ["test set (nats per image)", "value"])
     if run.metrics and any(m.get("kl_per_dim") for m in run.metrics):
         body += image(kl_plot_png(run.metrics), "KL per latent dimension over training; near-zero rows are collapsed")
@@ -119,9 +121,10 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     body += image(png_bytes(picture), "Traversals: one latent dimension per row over [-3, 3], most used (by KL) first")
     sections.append(("Interpolations and traversals", body))
 
-    binarize, means = config.data.binarize, slice(0, model.latent_dim)
+    binarize = config.data.binarize
     log(f"the latent space of {len(test):,} test images (PCA)...")
-    test_features = posterior_features(model, test.images, binarize, seed)
+    test_features = posterior_features(model, test.images, binarize, seed)  # of the top layer
+    means = slice(0, test_features.shape[1] // 2)  # then the log-variances
     chosen = torch.randperm(len(test_features), generator=make_generator(seed))[:scatter_points]
     labels = None if test.labels is None else test.labels[chosen].numpy()
     points = project_2d(test_features[chosen, means], "pca", seed)

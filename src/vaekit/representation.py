@@ -22,29 +22,33 @@ from .choices import PROJECTIONS
 from .data import latent_inputs
 from .errors import ConfigError, DataError
 from .evaluate import EVAL_BATCH
-from .models import VAE
+from .models import LatentVariableModel
 from .rng import make_generator
 
 
 @torch.no_grad()
-def embed(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances (N, D) of model inputs x (N, C, H, W)."""
+def embed(model: LatentVariableModel, x: torch.Tensor, batch_size: int = EVAL_BATCH,
+          layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances (N, D_layer) of model inputs x (N, C, H, W): of the latent layer named
+    `layer` (model.layers), by default the top one (a one-layer model's whole latent)."""
+    part = model.layer(layer)[1]
     was_training = model.training
     model.eval()
     mus, logvars = [], []
     for start in range(0, len(x), batch_size):
         posterior = model.encode(x[start:start + batch_size])
-        mus.append(posterior.mu)
-        logvars.append(posterior.logvar)
+        mus.append(posterior.mu[:, part])
+        logvars.append(posterior.logvar[:, part])
     model.train(was_training)
     return torch.cat(mus), torch.cat(logvars)
 
 
-def posterior_features(model: VAE, images: torch.Tensor, binarize: str, seed: int) -> torch.Tensor:
+def posterior_features(model: LatentVariableModel, images: torch.Tensor, binarize: str, seed: int,
+                       layer: str | None = None) -> torch.Tensor:
     """Posterior means and log-variances side by side (N, 2D), on the CPU, of uint8 images (N, C, H, W)
-    read as a run with this binarization reads them (`latent_inputs`)."""
+    read as a run with this binarization reads them (`latent_inputs`); of one latent layer (`embed`)."""
     x = latent_inputs(images.to(next(model.parameters()).device), binarize, seed)
-    return torch.cat(embed(model, x), 1).cpu()
+    return torch.cat(embed(model, x, layer=layer), 1).cpu()
 
 
 @torch.no_grad()

@@ -73,7 +73,7 @@ def create_run(path: str | Path, config: RunConfig) -> Path:
     return path
 
 
-def save_weights(path: str | Path, model: VAE, epoch: int) -> Path:
+def save_weights(path: str | Path, model: LatentVariableModel, epoch: int) -> Path:
     """Write the model's state_dict to RUN/model.safetensors atomically."""
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     metadata = {"format_version": str(FORMAT_VERSION), "vaekit_version": __version__, "epoch": str(epoch)}

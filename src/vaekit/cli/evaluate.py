@@ -71,7 +71,8 @@ def run(args) -> int:
         x = x[:args.images]
     result = evaluate_elbo(loaded.model, x, loaded.config.train.seed)
     diagnostics = posterior_diagnostics(loaded.model, x)
-    result.update(active_units=diagnostics["active_units"], kl_per_dim=diagnostics["kl_per_dim"])
+    result.update(active_units=diagnostics["active_units"], kl_per_dim=diagnostics["kl_per_dim"],
+                  **{key: diagnostics[key] for key in ("kl_per_layer",) if key in diagnostics})
     if args.images is not None:
         result.update(images=len(x))
     if args.iw_samples:
@@ -87,6 +88,9 @@ def run(args) -> int:
     print(f"  reconstruction {result['reconstruction']:9.3f}   (distortion)")
     print(f"  KL             {result['kl']:9.3f}   (rate)")
     print(f"active units     {result['active_units']:5d} of {latent}")
+    if result.get("kl_per_layer"):
+        print("KL per layer     " + "  ".join(f"{name}:{kl:.2f}" for name, kl in result["kl_per_layer"].items()
+                                               if kl is not None) + "   (top first, at the posterior means)")
     if result["kl_per_dim"] is not None:
         ranked = sorted(enumerate(result["kl_per_dim"]), key=lambda item: -item[1])
         print("KL per dimension " + "  ".join(f"z{i}:{kl:.2f}" for i, kl in ranked))

@@ -66,6 +66,7 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.npz")
+    add_layer_argument(p, "the latent layer embedded")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_embed)
@@ -76,6 +77,7 @@ def register(subparsers) -> None:
     p.add_argument("--labels", type=positive_int, nargs="+", default=[100, 1000], metavar="N",
                    help="label counts of the semi-supervised probes (default 100 1000)")
     p.add_argument("--no-pixels", action="store_true", help="skip the raw-pixel reference")
+    add_layer_argument(p, "the latent layer probed")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_probe)
@@ -87,6 +89,7 @@ def register(subparsers) -> None:
     p.add_argument("--rows", type=positive_int, default=10, help="latent dimensions shown, by KL (default 10)")
     p.add_argument("--steps", type=picture_count, default=9, help="images per row (default 9)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_layer_argument(p, "the latent layer whose dimensions are swept")
     add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
@@ -117,8 +120,9 @@ def run_embed(args) -> int:
     from ..tables import csv_text
 
     loaded = open_run(args)
+    layer = loaded.model.layer(args.layer)[0]  # a layer the model lacks is said before the images are read
     x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
-    mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x))
+    mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x, layer=layer))
     label_array = np.array([-1 if label is None else label for label in labels], dtype=np.int64)
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, logvar=logvar, labels=label_array, names=np.array(names))
@@ -129,7 +133,8 @@ def run_embed(args) -> int:
                       for i, (name, label) in enumerate(zip(names, labels))))
     csv_path = args.output.with_suffix(".csv")
     atomic_write_files({args.output: buffer.getvalue(), csv_path: table.encode("utf-8")})  # both or neither
-    print(f"embedded {len(mu)} images into {dims} dimensions: {args.output} and {csv_path} "
+    where = f" of layer {layer}" if len(loaded.model.layers) > 1 else ""
+    print(f"embedded {len(mu)} images into {dims} dimensions{where}: {args.output} and {csv_path} "
           f"(labels: {'yes' if labels[0] is not None else 'none'})")
     return 0
 
@@ -145,7 +150,8 @@ def labelled_latents(loaded, args):
     if train.labels is None or test.labels is None:
         raise DataError(f"{data.name} has no labels: probes need labelled images (a built-in dataset, an .npz "
                         "with labels, or a folder of class subfolders)")
-    features = [posterior_features(loaded.model, images.images, data.binarize, loaded.config.train.seed)
+    layer = loaded.model.layer(args.layer)[0]
+    features = [posterior_features(loaded.model, images.images, data.binarize, loaded.config.train.seed, layer)
                 for images in (train, test)]
     return train, test, features[0], features[1]
 
@@ -157,7 +163,7 @@ def run_probe(args) -> int:
     train, test, train_features, test_features = labelled_latents(loaded, args)
     print(f"probing {len(train)} training and {len(test)} test latents...", file=sys.stderr)
     result = probe_report(train_features, train.labels, test_features, test.labels, seed=loaded.config.train.seed,
-                          label_counts=tuple(args.labels), knn_dims=loaded.model.latent_dim)
+                          label_counts=tuple(args.labels), knn_dims=train_features.shape[1] // 2)
     if not args.no_pixels:
         print("fitting the raw-pixel reference...", file=sys.stderr)
         pixels = lambda images: images.images.flatten(1).float() / 255  # noqa: E731
@@ -182,16 +188,29 @@ def run_traverse(args) -> int:
     from ..plots import save_picture, traverse_picture
 
     loaded = open_run(args)
-    check_picture_count("--rows x --steps", min(args.rows, loaded.model.latent_dim) * args.steps)
+    layer, part = loaded.model.layer(args.layer)
+    check_picture_count("--rows x --steps", min(args.rows, part.stop - part.start) * args.steps)
     x = test_inputs(loaded, args)
     base = reference_image(loaded, args, "--image", args.image, lambda: x)
-    dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
+    usage = posterior_diagnostics(loaded.model, x)
+    dims = [part.start + d for d in dims_by_usage(layer_usage(usage, part))[: args.rows]]
     images = traverse(loaded.model, base, dims, args.steps)
     caption = f"test image {args.image}" if args.image.source is None else str(args.image)
     save_picture(args.output, traverse_picture(images, dims, traverse_values(args.steps).tolist(), caption,
                                                args.scale))
-    print(f"wrote traversals of dimensions {', '.join(map(str, dims))} (by KL) to {args.output}")
+    where = f" (layer {layer})" if len(loaded.model.layers) > 1 else ""
+    print(f"wrote traversals of dimensions {', '.join(map(str, dims))}{where} (by KL) to {args.output}")
     return 0
+
+
+def add_layer_argument(p, what: str) -> None:
+    p.add_argument("--layer", metavar="NAME", help=f"{what}, for a hierarchical model: z1 (the top, default), z2, ...")
+
+
+def layer_usage(diagnostics: dict, part: slice) -> dict:
+    """`posterior_diagnostics` cut to one layer's dimensions (numbered from 0 within it)."""
+    kl = diagnostics["kl_per_dim"]
+    return {**diagnostics, "unit_variance": diagnostics["unit_variance"][part], "kl_per_dim": kl and kl[part]}
 
 
 def run_manifold(args) -> int:

@@ -125,6 +125,8 @@ OPTIONS: dict[str, Option] = {
                       "IMAGE"),
     "--steps": Option("images along a path or a sweep, ends included", ("interpolate", "traverse"), picture_count,
                       "STEPS"),
+    "--layer": Option("a hierarchical model's latent layer: z1 (the top) to zL", ("embed", "probe", "traverse"),
+                      metavar="NAME"),
     "--rows": Option("latent dimensions shown, one per row", ("traverse",), positive_int, "ROWS"),
     "--side": Option("images per side of a square grid", ("manifold",), positive_int, "SIDE"),
     "--scale": Option("pixel scale of output pictures", PICTURES, picture_scale, "S"),

@@ -134,3 +134,20 @@ def test_build_model_follows_the_family_and_a_model_of_another_config_is_refused
     with pytest.raises(ConfigError, match="the model given is not this run's: its model.latent_dim is 4"):
         load_run(fit(config, tmp_path / "r", device="cpu").path, model=other)
     assert math.isfinite(load_run(tmp_path / "r").metrics[-1]["test_loss"])
+
+
+def test_a_family_without_a_method_a_command_needs_is_refused_in_one_line(isotropic, small_npz, tmp_path, capsys,
+                                                                          monkeypatch):
+    from isotropic_family import IsotropicVAE
+
+    from vaekit.models import LatentVariableModel
+
+    fit(config_of(small_npz, epochs=1), tmp_path / "run", device="cpu")
+    monkeypatch.setattr(IsotropicVAE, "log_weights", LatentVariableModel.log_weights)  # as if never written
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--images", "20"]) == 0  # the ELBO needs no importance weights
+    assert main(["eval", str(tmp_path / "run"), "--images", "20", "--iw-samples", "5"]) == 2
+    err = capsys.readouterr().err
+    assert is_one_error_line(err)
+    assert ("the isotropic family cannot estimate the importance-sampled NLL: it does not implement log_weights"
+            in err)

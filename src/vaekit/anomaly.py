@@ -53,6 +53,7 @@ def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "e
     """Per-image anomaly scores (N,) in nats for model inputs x (N, C, H, W); higher is more anomalous."""
     if method not in SCORE_METHODS:
         raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORE_METHODS)}")
+    model.require("score")
     if method == "iwae":
         return importance_weighted_nll(model, x, iw_samples, seed, progress=progress)
     was_training = model.training

@@ -34,6 +34,7 @@ def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int,
     One posterior sample per image from a generator seeded by `seed`, so the numbers repeat exactly.
     Keys: test_loss, reconstruction, kl.
     """
+    model.require("eval")
     was_training = model.training
     model.eval()
     noise = make_generator(derive_seed(seed, "eval-noise"), x.device)
@@ -61,6 +62,7 @@ def posterior_diagnostics(model: LatentVariableModel, x: torch.Tensor, batch_siz
     dimension in nats (standard normal prior only, else None). A dimension with near-zero KL and
     variance is collapsed: the decoder ignores it.
     """
+    model.require("eval")
     was_training = model.training
     model.eval()
     means, kl_sum = [], torch.zeros(model.latent_dim, dtype=torch.float64, device=x.device)
@@ -199,6 +201,7 @@ def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int,
     measures both); "fp32" keeps everything in fp32. `progress` shows a bar in images on stderr;
     `advance(n)` is told of each n images done (an outer bar's update).
     """
+    model.require("nll")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if k > MAX_IW_SAMPLES:

@@ -11,12 +11,14 @@ from .models import LatentVariableModel
 @torch.no_grad()
 def sample(model: LatentVariableModel, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Decode `n` draws from the model's prior (the family's `pictures`)."""
+    model.require("sample")
     return model.pictures(model.sample_prior(n, generator), generator)
 
 
 @torch.no_grad()
 def reconstruct(model: LatentVariableModel, x: torch.Tensor) -> torch.Tensor:
     """Decode the posterior mean of each input (the family's `pictures`): the model's reconstruction, deterministic."""
+    model.require("reconstruct")
     return model.pictures(model.encode(x).mode())
 
 
@@ -37,6 +39,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def interpolate(model: LatentVariableModel, x_from: torch.Tensor, x_to: torch.Tensor, steps: int,
                 method: str = "linear") -> torch.Tensor:
     """Decode `steps` points on the path between the posterior means of two images (C, H, W), ends included."""
+    model.require("interpolate")
     if method not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
     mu = model.encode(torch.stack([x_from, x_to])).mode()
@@ -50,6 +53,7 @@ def traverse(model: LatentVariableModel, x: torch.Tensor, dims: list[int], steps
              span: float = 3.0) -> torch.Tensor:
     """A row per latent dimension in `dims`: that dimension swept over [-span, span], the others held at
     the posterior mean of image x (C, H, W). Returns (len(dims) * steps, C, H, W)."""
+    model.require("traverse")
     mu = model.encode(x[None]).mode()[0]
     z = mu.repeat(len(dims) * steps, 1)
     values = traverse_values(steps, span).to(mu.device)
@@ -72,6 +76,7 @@ def manifold_values(n: int = 20) -> torch.Tensor:
 def manifold(model: LatentVariableModel, dims: tuple[int, int] = (0, 1), n: int = 20) -> torch.Tensor:
     """The decoded grid over the prior's quantiles in two latent dimensions, the rest at 0 (Kingma &
     Welling 2014, Fig. 4): (n * n, C, H, W), row by row, the first dimension across, the second down."""
+    model.require("manifold")
     device = next(model.parameters()).device
     values = manifold_values(n).to(device)
     z = torch.zeros(n * n, model.latent_dim, device=device)

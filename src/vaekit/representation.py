@@ -31,6 +31,7 @@ def embed(model: LatentVariableModel, x: torch.Tensor, batch_size: int = EVAL_BA
           layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means and log-variances (N, D_layer) of model inputs x (N, C, H, W): of the latent layer named
     `layer` (model.layers), by default the top one (a one-layer model's whole latent)."""
+    model.require("embed")
     part = model.layer(layer)[1]
     was_training = model.training
     model.eval()

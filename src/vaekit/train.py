@@ -108,7 +108,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, images: torch.Tensor, config: TrainConfig, binarize: str):
         self.model = model
-        self.module = getattr(model, "module", model)  # the bare VAE inside a DDP wrapper
+        self.module = getattr(model, "module", model)  # the bare model inside a DDP wrapper
+        self.module.require("train")
         self.images = images  # (N, C, H, W) uint8, on the training device
         self.config = config
         self.binarize = binarize

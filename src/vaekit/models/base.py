@@ -33,9 +33,20 @@ from .posterior import DiagonalGaussian
 if TYPE_CHECKING:
     from ..objectives import ELBOTerms
 
-# every use a command makes of a model, for `unsupported` (the CLI names the command)
-USES = ("train", "eval", "nll", "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "score",
-        "compress")
+# every use a command makes of a model, what it is called in a refusal, and the contract methods it needs
+USES = {
+    "train": ("train", ("forward", "objective")),
+    "eval": ("evaluate the ELBO", ("elbo", "usage")),
+    "nll": ("estimate the importance-sampled NLL", ("iw_context", "log_weights")),
+    "sample": ("sample", ("sample_prior", "decode")),
+    "reconstruct": ("reconstruct", ("encode", "decode")),
+    "interpolate": ("interpolate", ("encode", "decode")),
+    "traverse": ("traverse its latents", ("encode", "usage", "decode")),
+    "manifold": ("draw a manifold", ("usage", "decode")),
+    "embed": ("embed images", ("encode",)),
+    "score": ("score images", ("elbo", "encode", "decode")),
+    "compress": ("compress images", ()),
+}
 
 
 class LatentUsage(NamedTuple):
@@ -78,7 +89,12 @@ class LatentVariableModel(nn.Module):
                           + ", ".join(n for n, _ in self.layers))
 
     def unsupported(self, use: str) -> str | None:
-        """Why this model cannot serve `use` (one of USES), or None if it can."""
+        """Why this model cannot serve `use` (one of USES), or None if it can: by default, because the family
+        does not implement a method the use needs, and bits-back coding only where a family provides it."""
+        what, needs = USES[use]
+        missing = [name for name in needs if getattr(type(self), name) is getattr(LatentVariableModel, name)]
+        if missing:
+            return f"the {self.family} family cannot {what}: it does not implement {', '.join(missing)}"
         if use == "compress":
             return f"bits-back coding is not available for the {self.family} family"
         return None

@@ -59,13 +59,14 @@ class VAE(LatentVariableModel):
         return self.prior.closed_form_kl
 
     def unsupported(self, use: str) -> str | None:
-        if use == "compress":
-            if not self.likelihood.binary:
-                return f"bits-back coding needs a Bernoulli likelihood; this run's is {self.likelihood.name}"
-            if not isinstance(self.prior, priors.StandardNormal):
-                return ("bits-back coding here needs the N(0, I) prior (its bins are equal-mass under it); "
-                        f"this run's prior is {self.prior.name}")
-        return None
+        if use != "compress":
+            return super().unsupported(use)
+        if not self.likelihood.binary:
+            return f"bits-back coding needs a Bernoulli likelihood; this run's is {self.likelihood.name}"
+        if not isinstance(self.prior, priors.StandardNormal):
+            return ("bits-back coding here needs the N(0, I) prior (its bins are equal-mass under it); "
+                    f"this run's prior is {self.prior.name}")
+        return None  # vaekit.compress.BitsBackCoder
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for a batch of images (B, C, H, W)."""

@@ -81,8 +81,11 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     path = Path(path)
     dev = resolve_device(device)
     config = runs.read_config(path)
+    model = runs.given_model(model, config)
     runs.remove_stale_temp_files(path)
-    model_bytes = 4 * parameter_count(config.model)  # fp32
+    # fp32; networks given in Python are counted as given (vaekit cannot build them)
+    count = sum(p.numel() for p in model.parameters()) if model is not None else parameter_count(config.model)
+    model_bytes = 4 * count
     checkpoint = runs.load_checkpoint(path, max_bytes=3 * model_bytes + (64 << 20))  # weights, Adam's 2 moments
     if checkpoint is None and runs.has_finished_epoch(path):  # lost: starting over would replace what it trained
         raise RunError(f"{path} has finished epochs but no {runs.CHECKPOINT_FILE} (a regular file) to continue "
@@ -96,7 +99,6 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
             raise ConfigError(f"--epochs {epochs} is fewer than the {done} epochs {path} has finished")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
     data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
-    model = runs.given_model(model, config)
     if new_total:
         runs.write_config(path, config)
     with closing(callbacks):

@@ -206,6 +206,13 @@ def test_a_builder_from_outside_trains_is_killed_resumes_bitwise_and_serves_ever
     assert code == 0, err
     with np.load(tmp_path / "z.npz") as z:
         assert z["mu"].shape == (300, 4)
+    for argv in (["reconstruct", "-n", 4, "-o", tmp_path / "r.png"],
+                 ["traverse", "--rows", 2, "-o", tmp_path / "t.png"],
+                 ["interpolate", "--from", 0, "--to", 1, "--steps", 3, "-o", tmp_path / "i.png"],
+                 ["calibrate", "--quantile", "0.9"]):
+        code, out, err = cli(capsys, argv[0], killed, *argv[1:])
+        assert code == 0, (argv, err)
+    assert json.loads((killed / "threshold.json").read_text())["fitted_on"] == 15  # half its 30 held-out images
     code, out, err = cli(capsys, "eval", killed, "--iw-samples", 8, "--json")
     assert code == 0, err
     result = json.loads(out)
@@ -377,3 +384,9 @@ def test_the_docs_resnet_example_trains(tmp_path, small_npz, monkeypatch, capsys
     with pytest.raises(ConfigError, match=r"the builder failed \(ValueError: my_resnet halves the image twice"):
         VAE(ModelConfig(architecture="my_resnet:build", input_shape=(1, 30, 30)))
     sys.modules.pop("my_resnet", None)
+
+
+def test_the_docs_listing_is_the_example_file():
+    doc = (REPO / "docs" / "own-networks.md").read_text()
+    listing = doc.split("## A worked example", 1)[1].split("```python\n", 1)[1].split("```\n", 1)[0]
+    assert listing == (REPO / "docs" / "examples" / "my_resnet.py").read_text()

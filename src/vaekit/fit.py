@@ -22,6 +22,7 @@ from .atomic import check_target
 from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closing, notify, read_only,
                         with_tensorboard)
 from .config import RunConfig
+from .registry import ARCHITECTURES
 from .data import ImageSet, fixed_binarization, load_train_test
 from .devices import resolve_device
 from .errors import ConfigError, Interrupted, RunError, TrainingError
@@ -81,8 +82,9 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     path = Path(path)
     dev = resolve_device(device)
     config = runs.read_config(path)
+    model = runs.given_model(model, config)
     runs.remove_stale_temp_files(path)
-    model_bytes = 4 * parameter_count(config.model)  # fp32
+    model_bytes = 4 * _parameters(config, model)  # fp32
     checkpoint = runs.load_checkpoint(path, max_bytes=3 * model_bytes + (64 << 20))  # weights, Adam's 2 moments
     if checkpoint is None and runs.has_finished_epoch(path):  # lost: starting over would replace what it trained
         raise RunError(f"{path} has finished epochs but no {runs.CHECKPOINT_FILE} (a regular file) to continue "
@@ -96,11 +98,23 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
             raise ConfigError(f"--epochs {epochs} is fewer than the {done} epochs {path} has finished")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
     data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
-    model = runs.given_model(model, config)
     if new_total:
         runs.write_config(path, config)
     with closing(callbacks):
         return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None), callbacks, model)
+
+
+def _parameters(config: RunConfig, model: LatentVariableModel | None) -> int:
+    """How many parameters the run's model has: counted on the meta device, or, for networks given in Python,
+    as given (vaekit cannot build them), or for a builder that does not build on the meta device, built."""
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    try:
+        return parameter_count(config.model)
+    except ConfigError:
+        if config.model.architecture in ARCHITECTURES:
+            raise
+        return sum(p.numel() for p in build_model(config).parameters())  # its own failure, if any, is said here
 
 
 def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None = None, device: str = "auto",

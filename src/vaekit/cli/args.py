@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import DEVICE_CHOICES
-from ..config import MAX_IW_SAMPLES, MAX_PICTURES, MAX_SEED
+from ..config import ARCHITECTURES, BUILDER_PATTERN, MAX_IW_SAMPLES, MAX_PICTURES, MAX_SEED
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -85,6 +85,15 @@ def non_empty_text(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a name or a path, got an empty string")
     return text
+
+
+def architecture_name(text: str) -> str:
+    """An argparse type: a built-in architecture (vaekit.registry.ARCHITECTURES) or a builder "package.module:function"
+    (checked in form only: it is imported when the model is built, vaekit.models.architectures)."""
+    if text in ARCHITECTURES or BUILDER_PATTERN.match(text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected {', '.join(ARCHITECTURES)}, or your own builder as "
+                                     f"package.module:function, got {text!r}")
 
 
 def file_name(expected: str, *suffixes: str):

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
-                      RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, RunConfig, TrainConfig)
+from .. import registry
+from ..config import (BINARIZE_MODES, COMPILE_MODES, FAMILIES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
+                      RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig)
 from ..errors import ConfigError
-from .args import (add_data_dir_argument, add_device_argument, non_empty_path, non_empty_text, non_negative_float,
-                   non_negative_int, positive_float, positive_int, seed_int, unit_fraction)
+from .args import (add_data_dir_argument, add_device_argument, architecture_name, non_empty_path, non_empty_text,
+                   non_negative_float, non_negative_int, positive_float, positive_int, seed_int, unit_fraction)
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -51,6 +52,9 @@ examples:
   vaekit train --data my_digits/ --out runs/mine          # the recipe sized to your images
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
   vaekit train --architecture conv --prior vamp --binarize dynamic --epochs 100 --out runs/best
+  PYTHONPATH=. vaekit train --architecture my_resnet:build --out runs/resnet
+                                                     # your own networks (docs/own-networks.md)
+  vaekit train --family hvae --latent 16 32 --binarize dynamic --out runs/ladder   # two latent layers, top first
   vaekit train --iwae 50 --binarize dynamic --out runs/iwae
   vaekit train --binarize threshold --pixel-groups 7 --epochs 30 --out runs/ctx   # for vaekit compress
   vaekit train --kl-warmup 10 --free-bits 0.25 --out runs/no-collapse
@@ -64,7 +68,7 @@ examples:
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
                "beta", "kl_warmup", "free_bits", "iw_samples")
-MODEL_FLAGS = ("architecture", "conv_channels", "likelihood", "prior", "prior_components", "pixel_groups",
+MODEL_FLAGS = ("family", "architecture", "conv_channels", "likelihood", "prior", "prior_components", "pixel_groups",
                "context_channels", "context_features")
 CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "standardize", "recipe", *MODEL_FLAGS,
                 *TRAIN_FLAGS)
@@ -84,8 +88,16 @@ def register(subparsers) -> None:
                         "the run applies it to everything it scores or encodes later. Best for anomaly detection")
     p.add_argument("--hidden", type=positive_int, nargs="+", metavar="SIZE",
                    help="hidden layer sizes, input side first (default 400)")
-    p.add_argument("--latent", type=positive_int, help=f"latent dimensions (default {defaults.model.latent_dim})")
-    p.add_argument("--architecture", choices=ARCHITECTURES, help="mlp (the seed's, default) or conv")
+    p.add_argument("--family", choices=FAMILIES,
+                   help="the model family: vae (one latent layer, the default) or hvae (a hierarchy of latent "
+                        "layers with top-down inference, Ladder VAE)")
+    p.add_argument("--latent", type=positive_int, nargs="+", metavar="N",
+                   help=f"latent dimensions (default {defaults.model.latent_dim}); for a hierarchical family one size "
+                        "per layer, top first (--family hvae --latent 16 32)")
+    p.add_argument("--architecture", type=architecture_name, metavar="NAME",
+                   help="the encoder and decoder: mlp (the seed's, default), conv, or your own builder "
+                        "package.module:function, importable (on PYTHONPATH), called as build(config) -> (encoder, "
+                        "decoder); see docs/own-networks.md")
     p.add_argument("--conv-channels", type=positive_int, nargs="+", metavar="C",
                    help="conv: channels of the stride-2 layers (default 32 64); --hidden sets the dense layer")
     p.add_argument("--likelihood", choices=LIKELIHOODS,
@@ -222,13 +234,37 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     else:
         recipe = TrainConfig()
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    latent_dim, latent_layers = latent_sizes(args.latent, args.family or defaults.model.family, defaults.model)
     return RunConfig(
         data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize, validation=validation,
                         standardize=bool(args.standardize) or (base is not None and base.data.standardize)),
         model=dataclasses.replace(defaults.model, input_shape=input_shape,
                                   hidden_dims=tuple(args.hidden or defaults.model.hidden_dims),
-                                  latent_dim=args.latent or defaults.model.latent_dim,
+                                  latent_dim=latent_dim, latent_layers=latent_layers,
                                   **{name: tuple(v) if isinstance(v, list) else v
                                      for name in MODEL_FLAGS if (v := getattr(args, name)) is not None}),
         train=dataclasses.replace(recipe, **given),
     )
+
+
+def latent_sizes(latent: list[int] | None, family: str, defaults: ModelConfig) -> tuple[int, tuple[int, ...]]:
+    """(latent_dim, latent_layers) for --latent under `family`: one size for a family of one latent layer, one
+    per layer (top first) for a hierarchical one; without --latent, the sizes of `defaults` where they fit."""
+    hierarchical = registry.FAMILIES.get(family).hierarchical
+    if latent is None:
+        if not hierarchical:
+            return defaults.latent_dim, ()
+        if len(defaults.latent_layers) < 2:
+            raise ConfigError(f"--family {family} needs --latent with one size per latent layer, top first, at "
+                              "least two (e.g. --latent 16 32)")
+        return defaults.latent_dim, defaults.latent_layers
+    sizes = " ".join(map(str, latent))
+    if hierarchical and len(latent) < 2:
+        raise ConfigError(f"the {family} family has at least two latent layers: --latent takes one size per layer, "
+                          f"top first (e.g. --latent 16 32), got one: --latent {sizes}")
+    if not hierarchical and len(latent) != 1:
+        hierarchies = [name for name in registry.FAMILIES.names() if registry.FAMILIES.get(name).hierarchical]
+        raise ConfigError(f"the {family} family has one latent layer: --latent takes one size, got {len(latent)} "
+                          f"(--latent {sizes})" + (f"; one size per layer is for --family {' or '.join(hierarchies)}"
+                                                    if hierarchies else ""))
+    return sum(latent), tuple(latent) if hierarchical else ()

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..choices import INTERPOLATIONS, MIXTURE_RULES, PROJECTIONS, SCORE_METHODS
-from ..config import (ARCHITECTURES, BINARIZE_MODES, COMPILE_MODES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
-                      SCHEDULES)
-from .args import (finite_float, html_path, image_reference, iw_count, non_empty_path, non_empty_text,
-                   non_negative_float, non_negative_int, picture_count, picture_scale, png_or_gif_path, png_path,
-                   positive_float, positive_int, seed_int, threads_value, unit_fraction)
+from ..config import BINARIZE_MODES, COMPILE_MODES, FAMILIES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS, SCHEDULES
+from .args import (architecture_name, finite_float, html_path, image_reference, iw_count, non_empty_path,
+                   non_empty_text, non_negative_float, non_negative_int, picture_count, picture_scale, png_or_gif_path,
+                   png_path, positive_float, positive_int, seed_int, threads_value, unit_fraction)
 from .plot import PLOTS
 
 TOP = "vaekit"  # the options before the subcommand
@@ -64,10 +63,13 @@ OPTIONS: dict[str, Option] = {
     "--standardize": Option("see every image at zero mean and unit variance", ("train",), switch=True),
     "--binarize": Option("how pixels become training targets", ("train",), choices=BINARIZE_MODES),
     # the model
-    "--architecture": Option("the encoder and decoder networks", ("train",), choices=ARCHITECTURES),
+    "--family": Option("the model family", ("train",), choices=FAMILIES),
+    "--architecture": Option("the encoder and decoder networks: a built-in's name or a builder module:function",
+                             ("train",), architecture_name, "NAME"),
     "--hidden": Option("hidden layer sizes", ("train",), positive_int, "SIZE", "+"),
     "--conv-channels": Option("channels of a conv model's stride-2 layers", ("train",), positive_int, "C", "+"),
-    "--latent": Option("latent dimensions", ("train",), positive_int, "LATENT"),
+    "--latent": Option("latent dimensions: one size, or one per latent layer, top first", ("train",), positive_int,
+                       "N", "+"),
     "--likelihood": Option("the pixel likelihood", ("train",), choices=LIKELIHOODS),
     "--prior": Option("the prior over the latents", ("train",), choices=PRIORS),
     "--prior-components": Option("a VampPrior's pseudo-inputs", ("train",), positive_int, "PRIOR_COMPONENTS"),

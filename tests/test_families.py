@@ -151,3 +151,31 @@ def test_a_family_without_a_method_a_command_needs_is_refused_in_one_line(isotro
     assert is_one_error_line(err)
     assert ("the isotropic family cannot estimate the importance-sampled NLL: it does not implement log_weights"
             in err)
+
+
+def test_networks_that_draw_from_the_global_generator_resume_bitwise(small_npz, tmp_path):
+    """Dropout in a user's networks draws from torch's global generator, which each epoch seeds from (seed, epoch)."""
+    from vaekit.models import VAE
+    from vaekit.models.mlp import Decoder
+
+    class DropoutEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
+                                           torch.nn.Dropout(0.3), torch.nn.Linear(32, 6))
+
+        def forward(self, x):
+            return self.net(x).chunk(2, dim=-1)
+
+    def model():
+        torch.manual_seed(0)
+        return VAE(ModelConfig(latent_dim=3), encoder=DropoutEncoder(), decoder=Decoder(3, (32,), 784, (1, 28, 28)))
+
+    config = RunConfig(DataConfig(str(small_npz)), model().config, TrainConfig(epochs=2, batch_size=64))
+    whole = fit(config, tmp_path / "whole", device="cpu", model=model())
+    torch.manual_seed(123)  # the caller's own use of the global generator changes nothing
+    with pytest.raises(CallbackError):
+        fit(config, tmp_path / "stopped", device="cpu", model=model(), callbacks=[stop_after_first])
+    torch.rand(5)
+    resumed = resume(tmp_path / "stopped", device="cpu", model=model())
+    assert all(torch.equal(weights(whole)[k], t) for k, t in weights(resumed).items())

@@ -145,7 +145,17 @@ class Trainer:
 
     def train_epoch(self, progress: bool = False) -> float:
         """Train one epoch; returns the mean per-sample objective over it, in nats (the negative ELBO, unless
-        beta, KL warm-up, free bits or the IWAE bound change what is minimised)."""
+        beta, KL warm-up, free bits or the IWAE bound change what is minimised).
+
+        vaekit's own noise comes from the epoch's seeded generators. Networks of a user's own may draw from torch's
+        global generator (dropout): for the epoch it is seeded from (seed, epoch), and restored after, so such a
+        run repeats and resumes bit for bit too."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(self.config.seed, "global", self.epoch + 1))
+            return self._train_epoch(progress)
+
+    def _train_epoch(self, progress: bool) -> float:
         epoch, n, batch_size = self.epoch + 1, len(self.images), self.config.batch_size
         seeds = epoch_seeds(self.config.seed, epoch)
         shuffled = self.images[epoch_order(n, self.config.seed, epoch).to(self.device)]  # one gather; batches are views

@@ -207,8 +207,10 @@ def is_peer_failure(error: BaseException) -> bool:
 
 def peer_failure(error: BaseException, what: str) -> TrainingError:
     """The one-line error for a collective that failed because another process stopped."""
-    first = " ".join(str(error).split())[:160]
-    return TrainingError(f"another process of the job stopped {what} ({type(error).__name__}: {first})")
+    text = str(error).lower()
+    why = ("its connection closed" if "connection" in text or "broken pipe" in text
+           else "a collective timed out" if "timed out" in text or "timeout" in text else type(error).__name__)
+    return TrainingError(f"another process of the job stopped {what} ({why})")
 
 
 def launch(nproc: int, argv: list[str]) -> int:

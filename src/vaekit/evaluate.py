@@ -132,8 +132,8 @@ NLL_BLOCK = 1000  # images per block of a resumable importance-sampled evaluatio
 
 
 def nll_blocks(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, done: dict | None = None,
-               block: int = NLL_BLOCK,
-               precision: str = "auto", progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+               block: int = NLL_BLOCK, precision: str = "auto", progress: bool = False,
+               starts: range | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, -log p(x[start:start + block])) for each block of images that `done` lacks, in order.
 
     `importance_weighted_nll` a block at a time, each block drawing its samples from its own stream,
@@ -143,11 +143,14 @@ def nll_blocks(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, d
     evaluation of more images, serves by its first values, as the stream is drawn image by image).
     As valid an estimate as one call over all of x, not bit-identical to it. `progress` shows one bar
     on stderr over all of x, in images, naming the block, with the time left once a block has finished.
+    `starts`: the blocks to estimate, by their first image (default all: a process of a distributed evaluation
+    takes its share, `World.split` of the blocks).
     """
     done = done or {}
-    starts = range(0, len(x), block)
+    starts = range(0, len(x), block) if starts is None else starts
     todo = [start for start in starts if len(done.get(start, ())) < len(x[start:start + block])]
-    with tqdm(total=len(x), initial=len(x) - sum(len(x[start:start + block]) for start in todo), unit="image",
+    total = sum(len(x[start:start + block]) for start in starts)
+    with tqdm(total=total, initial=total - sum(len(x[start:start + block]) for start in todo), unit="image",
               desc=f"NLL (K={k})", leave=False, disable=not progress, bar_format=NLL_BAR) as bar:
         timed = [0.0, 0]  # seconds and images of the blocks finished here
 
@@ -246,11 +249,13 @@ def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int,
 
 
 def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, record: str | Path, key: dict,
-                 precision: str = "auto", progress: bool = False, log=lambda line: None) -> tuple[torch.Tensor, float]:
+                 precision: str = "auto", progress: bool = False, log=lambda line: None,
+                 starts: range | None = None) -> tuple[torch.Tensor, float]:
     """Per-image NLLs of x by `nll_blocks`, and the seconds their blocks took, each finished
     block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first
     unfinished block, a finished one is read back. A record that cannot be written is warned of once
-    and the estimate goes on. `log` gets a line for what was read back, each block, and any warning."""
+    and the estimate goes on. `log` gets a line for what was read back, each block, and any warning.
+    `starts`: only these blocks (by their first image), whose images' values are returned, in order."""
     # x may be the first images of those the record was made for (eval --images): its blocks only
     rows = {start: row for start, row in read_nll_blocks(record, key).items() if start < len(x)}
     done = {start: row["nll"] for start, row in rows.items()}
@@ -261,7 +266,7 @@ def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int,
         log(f"{ready} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
             + ("; going on" if ready < blocks else ""))
     writable, began = True, time.perf_counter()
-    for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress):
+    for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress, starts=starts):
         done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
         if writable:
             try:
@@ -272,4 +277,7 @@ def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int,
                     "will start over")
         log(f"NLL of images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
         began = time.perf_counter()
-    return gather_blocks(done, len(x)), sum(seconds[start] for start in range(0, len(x), NLL_BLOCK))
+    starts = range(0, len(x), NLL_BLOCK) if starts is None else starts
+    values = torch.tensor([value for start in starts for value in done[start][:min(NLL_BLOCK, len(x) - start)]],
+                          dtype=torch.float64)
+    return values, sum(seconds[start] for start in starts)

@@ -154,3 +154,21 @@ def test_distributed_nll_equals_one_process(two_process_run, tmp_path, capsys):
     assert got["nll"] == expected["nll"] and got["test_loss"] == expected["test_loss"]
     starts = sorted(json.loads(line)["start"] for line in (shared / "nll-blocks.jsonl").read_text().splitlines())
     assert starts == [0, 1000]  # one block each, both recorded
+
+
+@pytest.mark.parametrize("command", [
+    ("score", "--method", "iwae", "--iw-samples", "4", "-o", "scores.csv"),  # 5 chunks of 512 images, 3 + 2
+    ("embed", "-o", "codes.npz"),  # 3 batches of 1,000 images, 2 + 1
+])
+def test_distributed_score_and_embed_equal_one_process(two_process_run, data, tmp_path, capsys, command):
+    name, *options = command
+    output = options[-1]
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    assert main([name, str(two_process_run), str(data), *options[:-1], str(one / output)]) == 0
+    capsys.readouterr()
+    result = vaekit(name, str(two_process_run), str(data), *options[:-1], str(two / output), cwd=tmp_path,
+                    launcher=torchrun("--standalone", "--nproc_per_node", "2", "-m", "vaekit"))
+    assert result.returncode == 0, result.stderr
+    for written in sorted(one.iterdir()):  # scores.csv; codes.npz and codes.csv
+        assert (two / written.name).read_bytes() == written.read_bytes(), written.name

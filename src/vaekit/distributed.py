@@ -22,6 +22,7 @@ The semantics of a distributed run (docs/distributed.md has the whole list):
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -131,6 +132,12 @@ class World:
         base, extra = divmod(n, self.size)
         start = self.rank * base + min(self.rank, extra)
         return slice(start, start + base + (self.rank < extra))
+
+    def blocks(self, n: int, block: int) -> slice:
+        """This process's items of `n`, cut in blocks of `block` (batches, NLL blocks) and shared out whole by
+        `split`: each block is computed as one process computes it, so the gathered results are the same."""
+        mine = self.split(math.ceil(n / block))
+        return slice(min(mine.start * block, n), min(mine.stop * block, n))
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         """Every process's `part` (split along the first dimension by `split`), concatenated in rank order."""

@@ -119,8 +119,8 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: 
     key = {"k": k, "precision": precision, "seed": loaded.config.train.seed, "images": test_images,
            "data": dataclasses.asdict(loaded.config.data), "weights": model_fingerprint(loaded.model)}
     share = world()  # under torchrun, each process estimates its share of the blocks, and records them
-    blocks = share.split(math.ceil(len(x) / NLL_BLOCK))
-    starts = range(blocks.start * NLL_BLOCK, min(blocks.stop * NLL_BLOCK, len(x)), NLL_BLOCK)
+    mine = share.blocks(len(x), NLL_BLOCK)
+    starts = range(mine.start, mine.stop, NLL_BLOCK)
     main = share.is_main()
     nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, loaded.path / NLL_FILE, key, precision,
                           progress=sys.stderr.isatty() and main, starts=starts,

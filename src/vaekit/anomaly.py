@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
+from .acceleration import accumulator_dtype
 from .choices import MIXTURE_RULES, SCORE_METHODS  # noqa: F401 (MIXTURE_RULES: re-exported)
 from .config import RunConfig
 from .distributed import World
@@ -67,7 +68,7 @@ def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "e
     eps_all = torch.randn(len(x), model.latent_dim,
                           generator=make_generator(derive_seed(seed, "score-noise"), x.device), device=x.device)
     frozen = model.freeze()
-    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
+    out = torch.empty(len(x), dtype=accumulator_dtype(x.device), device=x.device)
     mine = world.blocks(len(x), batch_size)
     for start in tqdm(range(mine.start, mine.stop, batch_size), desc=f"scoring ({method})", unit="batch",
                       leave=False, disable=not progress):

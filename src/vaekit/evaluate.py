@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .acceleration import autocast_dtype, compile_with_fallback
+from .acceleration import accumulator_dtype, autocast_dtype, compile_with_fallback
 from .config import MAX_IW_SAMPLES  # memory is bounded for any k, time is not: 1,000,000 decodes per image
 from .distributed import World
 from .models import LatentVariableModel
@@ -40,12 +40,13 @@ def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int,
     model.eval()
     noise = make_generator(derive_seed(seed, "eval-noise"), x.device)
     frozen = model.freeze()
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+    wide = accumulator_dtype(x.device)
+    sums = torch.zeros(3, dtype=wide, device=x.device)
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
         eps = torch.randn(len(batch), model.latent_dim, generator=noise, device=x.device)
         terms = model.elbo(batch, eps, frozen)
-        sums += torch.stack([t.sum(dtype=torch.float64) for t in terms])
+        sums += torch.stack([t.sum(dtype=wide) for t in terms])
     model.train(was_training)
     loss, reconstruction, kl = (sums / len(x)).tolist()
     return {"test_loss": loss, "reconstruction": reconstruction, "kl": kl}
@@ -66,15 +67,16 @@ def posterior_diagnostics(model: LatentVariableModel, x: torch.Tensor, batch_siz
     model.require("eval")
     was_training = model.training
     model.eval()
-    means, kl_sum = [], torch.zeros(model.latent_dim, dtype=torch.float64, device=x.device)
+    wide = accumulator_dtype(x.device)
+    means, kl_sum = [], torch.zeros(model.latent_dim, dtype=wide, device=x.device)
     for start in range(0, len(x), batch_size):
         usage = model.usage(x[start:start + batch_size])
         means.append(usage.means)
         closed_form = usage.kl_per_dim is not None
         if closed_form:
-            kl_sum += usage.kl_per_dim.sum(0, dtype=torch.float64)
+            kl_sum += usage.kl_per_dim.sum(0, dtype=wide)
     model.train(was_training)
-    means = torch.cat(means).double()
+    means = torch.cat(means).to(wide)
     variance = means.var(0) if len(means) > 1 else torch.zeros_like(means[0])  # one image: no spread
     return {
         "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
@@ -225,7 +227,8 @@ def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int,
     amp_dtype = autocast_dtype(precision, x.device)
     frozen = model.freeze()
     noise = make_generator(derive_seed(seed, "iw-noise"), x.device)
-    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
+    wide = accumulator_dtype(x.device)
+    out = torch.empty(len(x), dtype=wide, device=x.device)
     world = world or World()
     mine = world.blocks(len(x), batch)
     with tqdm(total=mine.stop - mine.start, desc=f"log-likelihood (K={k})", unit="image", leave=False,
@@ -240,16 +243,16 @@ def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int,
                 eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device)
                                    for _ in images], dim=1)
                 log_w = torch.cat([log_weights(model, images, context, eps[first:first + samples], amp_dtype, frozen)
-                                   for first in range(0, k, samples)]).double()
+                                   for first in range(0, k, samples)]).to(wide)
                 out[start:start + batch] = math.log(k) - torch.logsumexp(log_w, dim=0)
             else:  # one image per chunk (k >= rows): its noise drawn a chunk at a time, its weights reduced as they
                 # come
-                total = torch.full((len(images),), -math.inf, dtype=torch.float64, device=x.device)
+                total = torch.full((len(images),), -math.inf, dtype=wide, device=x.device)
                 for first in range(0, k, samples):
                     eps = torch.randn(min(samples, k - first), len(images), model.latent_dim, generator=noise,
                                       device=x.device)
                     log_w = log_weights(model, images, context, eps, amp_dtype, frozen)
-                    total = torch.logaddexp(total, torch.logsumexp(log_w.double(), dim=0))
+                    total = torch.logaddexp(total, torch.logsumexp(log_w.to(wide), dim=0))
                 out[start:start + batch] = math.log(k) - total
             bar.update(len(images))
             if advance is not None:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .acceleration import autocast_dtype, compile_with_fallback
+from .acceleration import accumulator_dtype, autocast_dtype, compile_with_fallback
 from .config import RECIPE_MIN_STEPS, TrainConfig
 from .data.batches import epoch_order, prepare
 from .distributed import World, world as current_world
@@ -165,7 +165,7 @@ class Trainer:
         sync_each_step = self.device.type == "cpu"  # free on CPU; on GPU, check once per epoch instead
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self.model.train()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        total = torch.zeros((), dtype=accumulator_dtype(self.device), device=self.device)
         first_step = self.epoch * self.steps_per_epoch
         progress = progress and self.world.is_main()
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)

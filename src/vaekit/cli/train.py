@@ -57,6 +57,8 @@ examples:
   vaekit train --data normal_parts/ --likelihood gaussian-shared --standardize --epochs 50 --out runs/parts
                                                      # an anomaly detector (docs/anomaly-detection.md)
   vaekit train --tensorboard --out runs/watched      # then: tensorboard --logdir runs/watched
+  vaekit train --nproc 2 --out runs/two             # 2 processes, global batch 128 (docs/distributed.md)
+  torchrun --nproc_per_node 2 -m vaekit train --out runs/two                # the same, by torchrun
   vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
   vaekit train --resume runs/deeper --epochs 40      # or train it longer
   vaekit train --resume runs/big --lr 1e-3           # start again a run whose first epoch failed

@@ -232,15 +232,20 @@ def launch(nproc: int, argv: list[str]) -> int:
     import sys
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the processes say what failed
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:  # the processes say what failed
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=MONITOR_SECONDS, shutdown_timeout=SHUTDOWN_SECONDS)
     try:
         elastic_launch(config, sys.executable)("-m", "vaekit", *argv)
+    except SignalException:  # SIGTERM or Ctrl-C: the processes were stopped too, and the main one said so
+        return 130
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         if failure.exitcode >= 0:

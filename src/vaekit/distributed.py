@@ -198,6 +198,9 @@ def joined(device: torch.device):
     torch.distributed.init_process_group(backend, timeout=TIMEOUT)
     try:
         yield world()
+        # leave together: a process that tears its group down while another still works (the main one writing
+        # loss.png) was seen to abort in gloo's teardown ("terminate called without an active exception")
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 

@@ -1,5 +1,5 @@
 """vaekit under torch.distributed (issue #23): two CPU processes on gloo, launched as a user launches them
-(`vaekit train --nproc 2`, torchrun).
+(`vaekit train --nproc 2`, torchrun, two torchrun "nodes" on loopback).
 
 Every launch starts three Pythons on a shared 2-core machine, so the tests share runs (module fixtures) and
 keep them tiny. Faults are injected by tests/faults/sitecustomize.py, which Python imports at start-up in
@@ -130,14 +130,31 @@ def test_a_nan_on_one_process_stops_both_with_one_line(data):
     assert "--nproc 2" in lines[0] and "Traceback" not in result.stderr
 
 
-def test_vamp_prior_and_pixel_groups_train_under_ddp(data):
+def test_vamp_prior_and_pixel_groups_train_under_ddp_on_two_nodes(data):
     """Every parameter gets a gradient at every step through the loss (the VampPrior's pseudo-inputs outside the
-    DDP forward, the pixel context's weights): no "Expected to have finished reduction"."""
-    result = vaekit("train", "--data", str(data), *TRAIN, "--epochs", "1", "--prior", "vamp", "--prior-components",
-                    "8", "--pixel-groups", "4", "--binarize", "threshold", "--out", "vamp", "--nproc", "2",
-                    cwd=data.parent)
-    assert result.returncode == 0, result.stderr
-    assert "reduction" not in result.stderr and result.stdout.count("epoch   1/1") == 1  # one process logs
+    DDP forward, the pixel context's weights): no "Expected to have finished reduction", even at a step where
+    one process has no image (it computes one with weight 0). Launched as two
+    single-process torchrun "nodes" on loopback with the c10d rendezvous a multi-machine job uses; on one host
+    both would take the rendezvous store's address for their own, so is_host says which one serves it."""
+    port = 29400 + os.getpid() % 500
+    nodes = [subprocess.Popen(
+        [sys.executable, *torchrun("--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                                   "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vamp",
+                                   "--rdzv-conf", f"is_host={int(node == 0)}", "-m", "vaekit"),
+         "train", "--data", str(data), *TRAIN, "--epochs", "1", "--prior", "vamp", "--prior-components", "8",
+         "--pixel-groups", "4", "--binarize", "threshold", "--out", "vamp",
+         "--batch-size", "989"],  # 990 training images: the last batch's 1 image leaves process 1 with none
+        cwd=data.parent, env={**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in range(2)]
+    try:
+        outputs = [node.communicate(timeout=120) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert "reduction" not in "".join(err for _, err in outputs)
+    assert sum(out.count("epoch   1/1") for out, _ in outputs) == 1  # one process logs
     assert metrics(data.parent / "vamp")[0]["epoch"] == 1
 
 

@@ -160,6 +160,10 @@ def run(args) -> int:
         raise ConfigError(f"--nproc {args.nproc} starts its own processes; under torchrun drop it "
                           "(--nproc_per_node sets the count)")
     if args.nproc is not None and args.nproc > 1 and not launched():
+        from ..devices import resolve_device
+        from ..distributed import backend_for
+
+        backend_for(resolve_device(args.device))  # a device with no backend (mps) is refused once, here
         extra = [] if args.out or args.resume else ["--out", str(default_out(args))]  # one name for every process
         return launch(args.nproc, [*args.argv, *extra])
 

@@ -189,3 +189,45 @@ def test_distributed_score_and_embed_equal_one_process(two_process_run, data, tm
     assert result.returncode == 0, result.stderr
     for written in sorted(one.iterdir()):  # scores.csv; codes.npz and codes.csv
         assert (two / written.name).read_bytes() == written.read_bytes(), written.name
+
+
+def under_torchrun(monkeypatch, rank: int = 1, size: int = 2) -> None:
+    """This process's environment as torchrun sets it (no process group is opened by the refusals below)."""
+    for name, value in (("RANK", rank), ("WORLD_SIZE", size), ("LOCAL_RANK", rank), ("LOCAL_WORLD_SIZE", size)):
+        monkeypatch.setenv(name, str(value))
+
+
+def test_under_torchrun_a_one_process_command_and_a_stray_nproc_are_refused_in_one_line(monkeypatch, capsys):
+    under_torchrun(monkeypatch, rank=0)
+    assert main(["sample", "some-run", "-o", "x.png"]) == 2
+    assert capsys.readouterr().err == ("vaekit: error: vaekit sample runs in one process; under torchrun only "
+                                       "train, eval, score, embed share their work between processes\n")
+    assert main(["train", "--nproc", "4", "--out", "x"]) == 2
+    assert "--nproc 4 starts its own processes; under torchrun drop it" in capsys.readouterr().err
+    under_torchrun(monkeypatch, rank=1)  # another process than the main one names itself
+    assert main(["sample", "some-run", "-o", "x.png"]) == 2
+    assert capsys.readouterr().err.startswith("vaekit: error (process 1 of 2): vaekit sample runs in one process")
+
+
+def test_under_torchrun_cuda_is_the_local_rank_gpu_and_auto_threads_are_shared(monkeypatch):
+    from vaekit import devices, threads
+
+    under_torchrun(monkeypatch, rank=3, size=4)
+    monkeypatch.setattr(devices.torch.cuda, "device_count", lambda: 2)
+    assert devices.one_per_process(devices.torch.device("cuda")) == devices.torch.device("cuda", 1)  # 3 mod 2
+    assert devices.one_per_process(devices.torch.device("cuda", 0)) == devices.torch.device("cuda", 0)  # as named
+    assert devices.one_per_process(devices.torch.device("cpu")) == devices.torch.device("cpu")
+    monkeypatch.setattr(threads, "usable_cpus", lambda: list(range(8)))
+    monkeypatch.setattr(threads, "physical_cores", lambda cpus: 8)
+    monkeypatch.setattr(threads, "idle_cpus", lambda cpus: 8)
+    assert threads.default_threads() == 2  # 8 idle cores shared by the 4 processes on this machine
+    monkeypatch.setattr(threads, "idle_cpus", lambda cpus: 3)
+    assert threads.default_threads() == 1
+
+
+def test_blocks_share_whole_blocks_in_order():
+    for n, block, size in ((2200, 1000, 2), (2200, 512, 2), (999, 1000, 2), (5000, 1000, 3), (0, 10, 2)):
+        parts = [World(rank, size).blocks(n, block) for rank in range(size)]
+        assert [i for part in parts for i in range(part.start, part.stop)] == list(range(n))
+        assert all(part.start % block == 0 for part in parts if part.start < n)
+    assert World(0, 2).blocks(2200, 512) == slice(0, 1536) and World(1, 2).blocks(2200, 512) == slice(1536, 2200)

@@ -153,12 +153,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from .. import runs
-    from ..distributed import env_int, launch, launched, world
+    from ..distributed import launch, launched, world
     from ..fit import fit, restart, resume
 
-    if args.nproc is not None and launched() and args.nproc != env_int("WORLD_SIZE"):
-        raise ConfigError(f"--nproc {args.nproc} starts its own processes; under torchrun drop it "
-                          "(--nproc_per_node sets the count)")
     if args.nproc is not None and args.nproc > 1 and not launched():
         from ..devices import resolve_device
         from ..distributed import backend_for

@@ -231,3 +231,12 @@ def test_blocks_share_whole_blocks_in_order():
         assert [i for part in parts for i in range(part.start, part.stop)] == list(range(n))
         assert all(part.start % block == 0 for part in parts if part.start < n)
     assert World(0, 2).blocks(2200, 512) == slice(0, 1536) and World(1, 2).blocks(2200, 512) == slice(1536, 2200)
+
+
+def test_a_failure_of_the_main_process_stops_the_others_with_its_exit_code(two_process_run, data):
+    """The main process creates the run directory; the others wait for it and learn that it failed."""
+    result = vaekit("train", "--data", str(data), *TRAIN, "--out", two_process_run.name, "--nproc", "2",
+                    cwd=data.parent)
+    assert result.returncode == 4
+    assert vaekit_lines(result.stderr) == [f"vaekit: error: {two_process_run.name} already holds a run; choose "
+                                           f"another --out, or continue it with --resume {two_process_run.name}"]

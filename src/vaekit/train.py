@@ -131,8 +131,9 @@ class Trainer:
         self.epoch = 0  # epochs finished
         self.busy = BusyMonitor(torch.get_num_threads())  # the progress bar's "the CPU is busy" note (CPU only)
         self.amp_dtype = autocast_dtype(config.precision, self.device)  # bf16 keeps the fp32 learning curve
-        # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models on GPU.
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models on GPU;
+        # not under DDP, whose gradient hooks run between the graph's kernels (plain Inductor there; unmeasured).
+        mode = "reduce-overhead" if self.device.type == "cuda" and not self.world.distributed else None
         self._batch_loss = (compile_with_fallback(self._eager_loss, mode)
                             if use_compile(config, self.device, self.total_steps) else self._eager_loss)
 

@@ -240,3 +240,36 @@ def test_a_failure_of_the_main_process_stops_the_others_with_its_exit_code(two_p
     assert result.returncode == 4
     assert vaekit_lines(result.stderr) == [f"vaekit: error: {two_process_run.name} already holds a run; choose "
                                            f"another --out, or continue it with --resume {two_process_run.name}"]
+
+
+def test_each_process_takes_its_slice_of_the_single_process_batches_and_noise(mnist_test):
+    """In-process, with a process group of one that the Trainer is told is a world of two (its collectives then
+    reduce over one process): rank 0 and rank 1 see, step by step, the two halves of the single process's
+    batch, with the same dynamic binarization and noise; and the order changes from epoch to epoch."""
+    import torch
+
+    from vaekit.config import ModelConfig, TrainConfig
+    from vaekit.models import build_model
+    from vaekit.train import Trainer
+
+    images = mnist_test.images[:300]
+    config = TrainConfig(epochs=2, batch_size=64)
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        seen = {}
+        for rank, size in ((0, 1), (0, 2), (1, 2)):
+            torch.manual_seed(0)
+            trainer = Trainer(build_model(ModelConfig(hidden_dims=(16,), latent_dim=2)), images, config, "dynamic",
+                              World(rank, size))
+            calls, loss = [], trainer._batch_loss
+            trainer._batch_loss = lambda x, eps, w, calls=calls, loss=loss: calls.append((x, eps)) or loss(x, eps, w)
+            trainer.train_epoch()
+            trainer.train_epoch()
+            seen[rank, size] = calls
+    finally:
+        torch.distributed.destroy_process_group()
+    assert len(seen[0, 1]) == len(seen[0, 2]) == len(seen[1, 2]) == 2 * 5  # global steps: 5 per epoch
+    for (x, eps), (x0, eps0), (x1, eps1) in zip(seen[0, 1], seen[0, 2], seen[1, 2]):
+        assert len(x0) == len(x1) or len(x0) == len(x1) + 1
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([eps0, eps1]), eps)
+    assert not torch.equal(seen[0, 1][0][0], seen[0, 1][5][0])  # epoch 2 has another order

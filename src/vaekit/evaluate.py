@@ -184,9 +184,11 @@ def time_left(seconds: float, images: int, remaining: int) -> str:
     return f"about {tqdm.format_interval(round(seconds / images * remaining))} left"
 
 
-def gather_blocks(done: dict, n: int, block: int = NLL_BLOCK) -> torch.Tensor:
-    """The per-image values of images 0..n-1 from `nll_blocks`' finished blocks (all of them needed)."""
-    return torch.tensor([value for start in range(0, n, block) for value in done[start][:min(block, n - start)]],
+def gather_blocks(done: dict, n: int, block: int = NLL_BLOCK, starts: range | None = None) -> torch.Tensor:
+    """The per-image values of images 0..n-1 from `nll_blocks`' finished blocks (all of them needed); or of the
+    blocks `starts` only, in order."""
+    starts = range(0, n, block) if starts is None else starts
+    return torch.tensor([value for start in starts for value in done[start][:min(block, n - start)]],
                         dtype=torch.float64)
 
 
@@ -302,6 +304,4 @@ def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int,
         log(f"NLL of images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
         began = time.perf_counter()
     starts = range(0, len(x), NLL_BLOCK) if starts is None else starts
-    values = torch.tensor([value for start in starts for value in done[start][:min(NLL_BLOCK, len(x) - start)]],
-                          dtype=torch.float64)
-    return values, sum(seconds[start] for start in starts)
+    return gather_blocks(done, len(x), starts=starts), sum(seconds[start] for start in starts)

@@ -125,7 +125,7 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: 
     nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, loaded.path / NLL_FILE, key, precision,
                           progress=sys.stderr.isatty() and main, starts=starts,
                           log=lambda line: main and tqdm.write(f"vaekit: {line}", file=sys.stderr))  # above the bar
-    return share.gather(nll.to(x.device)).cpu()
+    return share.gather(nll.to(x.device)).cpu() if share.distributed else nll  # NCCL gathers on the GPU
 
 
 def json_ready(result: dict) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -138,7 +139,9 @@ def test_vamp_prior_and_pixel_groups_train_under_ddp_on_two_nodes(data):
     one process has no image (it computes one with weight 0). Launched as two
     single-process torchrun "nodes" on loopback with the c10d rendezvous a multi-machine job uses; on one host
     both would take the rendezvous store's address for their own, so is_host says which one serves it."""
-    port = 29400 + os.getpid() % 500
+    with socket.socket() as probe:  # a port free now (the host node binds it a moment later)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     nodes = [subprocess.Popen(
         [sys.executable, *torchrun("--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
                                    "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vamp",

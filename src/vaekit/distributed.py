@@ -36,6 +36,9 @@ from .errors import ConfigError, TrainingError, VaekitError
 # A collective that waits longer than this for a process that hangs (rather than dies) fails: longer than the
 # main process's per-epoch work (test evaluation, checkpoint, images) on any dataset vaekit trains.
 TIMEOUT = datetime.timedelta(minutes=10)
+# Evaluation's processes meet only to gather their shares, which may differ by many NLL blocks (a resumed
+# evaluation, a large K): the timeout then only bounds a hang.
+EVALUATION_TIMEOUT = datetime.timedelta(hours=24)
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # what torchrun (and `launch`) set for each process
 MONITOR_SECONDS = 0.5  # how often `launch` checks its processes: one that fails stops the rest this soon
 SHUTDOWN_SECONDS = 10  # after SIGTERM, how long `launch` gives the other processes before SIGKILL
@@ -187,15 +190,16 @@ def backend_for(device: torch.device) -> str:
 
 
 @contextmanager
-def joined(device: torch.device):
-    """Open the process group for this launched process (a no-op otherwise), close it when the block ends."""
+def joined(device: torch.device, timeout: datetime.timedelta = TIMEOUT):
+    """Open the process group for this launched process (a no-op otherwise), close it when the block ends.
+    `timeout`: how long a collective waits for a process that does not come."""
     if not launched() or torch.distributed.is_initialized():
         yield world()
         return
     backend = backend_for(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend, timeout=TIMEOUT)
+    torch.distributed.init_process_group(backend, timeout=timeout)
     try:
         yield world()
         # leave together: a process that tears its group down while another still works (the main one writing

@@ -86,7 +86,7 @@ def run_command(args) -> int:
     if not process_rank() and os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
         return args.func(args)  # one process: torch.distributed is not even imported
     from ..devices import resolve_device
-    from ..distributed import env_int, joined, launched
+    from ..distributed import EVALUATION_TIMEOUT, TIMEOUT, env_int, joined, launched
 
     if not launched():
         return args.func(args)
@@ -96,7 +96,8 @@ def run_command(args) -> int:
     if getattr(args, "nproc", None) not in (None, env_int("WORLD_SIZE")):  # before waiting for the other processes
         raise ConfigError(f"--nproc {args.nproc} starts its own processes; under torchrun drop it "
                           "(--nproc_per_node sets the count)")
-    with joined(resolve_device(getattr(args, "device", "auto"))):
+    timeout = TIMEOUT if args.command == "train" else EVALUATION_TIMEOUT
+    with joined(resolve_device(getattr(args, "device", "auto")), timeout):
         return args.func(args)
 
 

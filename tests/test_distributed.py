@@ -202,13 +202,17 @@ def under_torchrun(monkeypatch, rank: int = 1, size: int = 2) -> None:
         monkeypatch.setenv(name, str(value))
 
 
-def test_under_torchrun_a_one_process_command_and_a_stray_nproc_are_refused_in_one_line(monkeypatch, capsys):
+def test_one_process_commands_a_stray_nproc_and_too_many_processes_are_refused_in_one_line(monkeypatch, capsys):
     under_torchrun(monkeypatch, rank=0)
     assert main(["sample", "some-run", "-o", "x.png"]) == 2
     assert capsys.readouterr().err == ("vaekit: error: vaekit sample runs in one process; under torchrun only "
                                        "train, eval, score, embed share their work between processes\n")
     assert main(["train", "--nproc", "4", "--out", "x"]) == 2
     assert "--nproc 4 starts its own processes; under torchrun drop it" in capsys.readouterr().err
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name)
+    assert main(["train", "--nproc", str(10 ** 12), "--device", "cpu", "--out", "x"]) == 2  # a typo: no launch
+    assert capsys.readouterr().err.startswith(f"vaekit: error: --nproc {10 ** 12}: this machine has ")
     under_torchrun(monkeypatch, rank=1)  # another process than the main one names itself
     assert main(["sample", "some-run", "-o", "x.png"]) == 2
     assert capsys.readouterr().err.startswith("vaekit: error (process 1 of 2): vaekit sample runs in one process")

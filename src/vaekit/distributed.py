@@ -189,6 +189,21 @@ def backend_for(device: torch.device) -> str:
                       "for it); use --device cpu or cuda with torchrun or --nproc")
 
 
+def check_nproc(nproc: int, device: torch.device) -> None:
+    """ConfigError unless `nproc` processes fit this machine: one per usable CPU, or one per GPU on CUDA (NCCL
+    allows no two processes on one GPU); a typo of 1000000 would start a million processes."""
+    from .threads import usable_cpus
+
+    backend_for(device)  # a device without a backend (mps) is refused first
+    if device.type == "cuda":
+        limit, what = torch.cuda.device_count(), "CUDA device(s)"
+    else:
+        limit, what = len(usable_cpus()), "usable CPU(s)"
+    if nproc > limit:
+        raise ConfigError(f"--nproc {nproc}: this machine has {limit} {what}, and each process needs its own; "
+                          f"give at most {limit} (several machines: torchrun --nnodes, docs/distributed.md)")
+
+
 @contextmanager
 def joined(device: torch.device, timeout: datetime.timedelta = TIMEOUT):
     """Open the process group for this launched process (a no-op otherwise), close it when the block ends.

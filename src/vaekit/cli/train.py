@@ -158,9 +158,9 @@ def run(args) -> int:
 
     if args.nproc is not None and args.nproc > 1 and not launched():
         from ..devices import resolve_device
-        from ..distributed import backend_for
+        from ..distributed import check_nproc
 
-        backend_for(resolve_device(args.device))  # a device with no backend (mps) is refused once, here
+        check_nproc(args.nproc, resolve_device(args.device))  # refused once, here, not in every process
         extra = [] if args.out or args.resume else ["--out", str(default_out(args))]  # one name for every process
         return launch(args.nproc, [*args.argv, *extra])
 

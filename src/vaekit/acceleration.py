@@ -41,6 +41,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of sums and estimates: float64, except on Apple's MPS, which has none (float32 there)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def compile_with_fallback(fn: Callable, mode: str | None = None) -> Callable:
     """`torch.compile(fn)` that falls back to `fn` for good if compiling fails (no C++ compiler, say).
 

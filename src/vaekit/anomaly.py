@@ -34,8 +34,10 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
+from .acceleration import accumulator_dtype
 from .choices import MIXTURE_RULES, SCORE_METHODS  # noqa: F401 (MIXTURE_RULES: re-exported)
 from .config import RunConfig
+from .distributed import World
 from .evaluate import EVAL_BATCH, importance_weighted_nll
 from .models import LatentVariableModel
 from .rng import derive_seed, make_generator
@@ -48,23 +50,28 @@ _MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "like
 
 @torch.no_grad()
 def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "elbo", seed: int = 0,
-                   iw_samples: int = 100,
-                   batch_size: int = EVAL_BATCH, progress: bool = False) -> torch.Tensor:
-    """Per-image anomaly scores (N,) in nats for model inputs x (N, C, H, W); higher is more anomalous."""
+                   iw_samples: int = 100, batch_size: int = EVAL_BATCH, progress: bool = False,
+                   world: World | None = None) -> torch.Tensor:
+    """Per-image anomaly scores (N,) in nats for model inputs x (N, C, H, W); higher is more anomalous.
+
+    `world` (vaekit.distributed): the processes share the batches out whole and gather the scores in order, the
+    single process's bit for bit (each image's noise is drawn with all of it, whoever scores it)."""
     if method not in SCORE_METHODS:
         raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORE_METHODS)}")
     model.require("score")
+    world = world or World()
     if method == "iwae":
-        return importance_weighted_nll(model, x, iw_samples, seed, progress=progress)
+        return importance_weighted_nll(model, x, iw_samples, seed, progress=progress, world=world)
     was_training = model.training
     model.eval()
     # all the noise at once: an image's score then does not depend on the batch it is scored in
     eps_all = torch.randn(len(x), model.latent_dim,
                           generator=make_generator(derive_seed(seed, "score-noise"), x.device), device=x.device)
     frozen = model.freeze()
-    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    for start in tqdm(range(0, len(x), batch_size), desc=f"scoring ({method})", unit="batch", leave=False,
-                      disable=not progress):
+    out = torch.empty(len(x), dtype=accumulator_dtype(x.device), device=x.device)
+    mine = world.blocks(len(x), batch_size)
+    for start in tqdm(range(mine.start, mine.stop, batch_size), desc=f"scoring ({method})", unit="batch",
+                      leave=False, disable=not progress):
         batch = x[start:start + batch_size]
         if method in ("recon", "mse"):
             params = model.decode(model.encode(batch).mode(), batch)
@@ -75,7 +82,7 @@ def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "e
             eps = eps_all[start:start + batch_size]
             out[start:start + batch_size] = model.elbo(batch, eps, frozen).loss
     model.train(was_training)
-    return out
+    return world.gather(out[mine]) if world.distributed else out
 
 
 def mixture_scores(member_scores: Sequence[torch.Tensor]) -> torch.Tensor:

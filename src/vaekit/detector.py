@@ -26,6 +26,7 @@ from .anomaly import anomaly_scores, calibrate, check_mixable, mixture_scores, t
 from .choices import MIXTURE_RULES, SCORE_METHODS
 from .config import MAX_IW_SAMPLES
 from .data import ImageSet
+from .distributed import world as current_world
 from .errors import ConfigError, DataError, RunError
 from .runs import Run, load_run, read_threshold, write_threshold
 
@@ -206,7 +207,9 @@ def open_mixture(run: Run, mixture: Sequence[Run | str | Path], method: str, rul
 
 def member_scores(member: Run, x: torch.Tensor, method: str, iw_samples: int, progress: bool = False) -> torch.Tensor:
     """One run's anomaly scores of model inputs x."""
-    return anomaly_scores(member.model, x, method, member.config.train.seed, iw_samples, progress=progress)
+    world = current_world()  # under torchrun, the processes share the images (vaekit.distributed)
+    return anomaly_scores(member.model, x, method, member.config.train.seed, iw_samples,
+                          progress=progress and world.is_main(), world=world)
 
 
 def combine_scores(members: list[Run], scores: list[torch.Tensor], references: dict | None) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .choices import DEVICE_CHOICES
@@ -16,7 +18,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
     }
     if name == "auto":
-        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
+        return one_per_process(torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind])))
     kind = name.split(":", 1)[0]
     if kind not in available:
         raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
@@ -30,4 +32,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device {name!r} is not available: this machine has {torch.cuda.device_count()} "
                           "CUDA device(s)")
-    return device
+    return one_per_process(device)
+
+
+def one_per_process(device: torch.device) -> torch.device:
+    """Under torchrun, `cuda` (no index) is the GPU of this process's LOCAL_RANK, one GPU per process."""
+    local_rank = os.environ.get("LOCAL_RANK", "").strip()
+    if device.type != "cuda" or device.index is not None or not (local_rank.isascii() and local_rank.isdigit()):
+        return device
+    return torch.device("cuda", int(local_rank) % torch.cuda.device_count())

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .acceleration import autocast_dtype, compile_with_fallback
+from .acceleration import accumulator_dtype, autocast_dtype, compile_with_fallback
 from .config import MAX_IW_SAMPLES  # memory is bounded for any k, time is not: 1,000,000 decodes per image
+from .distributed import World
 from .models import LatentVariableModel
 from .rng import derive_seed, make_generator
 from .runs import append_nll_block, read_nll_blocks
@@ -39,12 +40,13 @@ def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int,
     model.eval()
     noise = make_generator(derive_seed(seed, "eval-noise"), x.device)
     frozen = model.freeze()
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+    wide = accumulator_dtype(x.device)
+    sums = torch.zeros(3, dtype=wide, device=x.device)
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
         eps = torch.randn(len(batch), model.latent_dim, generator=noise, device=x.device)
         terms = model.elbo(batch, eps, frozen)
-        sums += torch.stack([t.sum(dtype=torch.float64) for t in terms])
+        sums += torch.stack([t.sum(dtype=wide) for t in terms])
     model.train(was_training)
     loss, reconstruction, kl = (sums / len(x)).tolist()
     return {"test_loss": loss, "reconstruction": reconstruction, "kl": kl}
@@ -65,15 +67,16 @@ def posterior_diagnostics(model: LatentVariableModel, x: torch.Tensor, batch_siz
     model.require("eval")
     was_training = model.training
     model.eval()
-    means, kl_sum = [], torch.zeros(model.latent_dim, dtype=torch.float64, device=x.device)
+    wide = accumulator_dtype(x.device)
+    means, kl_sum = [], torch.zeros(model.latent_dim, dtype=wide, device=x.device)
     for start in range(0, len(x), batch_size):
         usage = model.usage(x[start:start + batch_size])
         means.append(usage.means)
         closed_form = usage.kl_per_dim is not None
         if closed_form:
-            kl_sum += usage.kl_per_dim.sum(0, dtype=torch.float64)
+            kl_sum += usage.kl_per_dim.sum(0, dtype=wide)
     model.train(was_training)
-    means = torch.cat(means).double()
+    means = torch.cat(means).to(wide)
     variance = means.var(0) if len(means) > 1 else torch.zeros_like(means[0])  # one image: no spread
     return {
         "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
@@ -132,8 +135,8 @@ NLL_BLOCK = 1000  # images per block of a resumable importance-sampled evaluatio
 
 
 def nll_blocks(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, done: dict | None = None,
-               block: int = NLL_BLOCK,
-               precision: str = "auto", progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+               block: int = NLL_BLOCK, precision: str = "auto", progress: bool = False,
+               starts: range | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, -log p(x[start:start + block])) for each block of images that `done` lacks, in order.
 
     `importance_weighted_nll` a block at a time, each block drawing its samples from its own stream,
@@ -143,11 +146,14 @@ def nll_blocks(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, d
     evaluation of more images, serves by its first values, as the stream is drawn image by image).
     As valid an estimate as one call over all of x, not bit-identical to it. `progress` shows one bar
     on stderr over all of x, in images, naming the block, with the time left once a block has finished.
+    `starts`: the blocks to estimate, by their first image (default all: a process of a distributed evaluation
+    takes its share, `World.split` of the blocks).
     """
     done = done or {}
-    starts = range(0, len(x), block)
+    starts = range(0, len(x), block) if starts is None else starts
     todo = [start for start in starts if len(done.get(start, ())) < len(x[start:start + block])]
-    with tqdm(total=len(x), initial=len(x) - sum(len(x[start:start + block]) for start in todo), unit="image",
+    total = sum(len(x[start:start + block]) for start in starts)
+    with tqdm(total=total, initial=total - sum(len(x[start:start + block]) for start in todo), unit="image",
               desc=f"NLL (K={k})", leave=False, disable=not progress, bar_format=NLL_BAR) as bar:
         timed = [0.0, 0]  # seconds and images of the blocks finished here
 
@@ -178,16 +184,19 @@ def time_left(seconds: float, images: int, remaining: int) -> str:
     return f"about {tqdm.format_interval(round(seconds / images * remaining))} left"
 
 
-def gather_blocks(done: dict, n: int, block: int = NLL_BLOCK) -> torch.Tensor:
-    """The per-image values of images 0..n-1 from `nll_blocks`' finished blocks (all of them needed)."""
-    return torch.tensor([value for start in range(0, n, block) for value in done[start][:min(block, n - start)]],
+def gather_blocks(done: dict, n: int, block: int = NLL_BLOCK, starts: range | None = None) -> torch.Tensor:
+    """The per-image values of images 0..n-1 from `nll_blocks`' finished blocks (all of them needed); or of the
+    blocks `starts` only, in order."""
+    starts = range(0, n, block) if starts is None else starts
+    return torch.tensor([value for start in starts for value in done[start][:min(block, n - start)]],
                         dtype=torch.float64)
 
 
 @torch.no_grad()
 def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, rows: int | None = None,
                             compile: bool | None = None, precision: str = "auto",
-                            progress: bool = False, advance: Callable[[int], object] | None = None) -> torch.Tensor:
+                            progress: bool = False, advance: Callable[[int], object] | None = None,
+                            world: World | None = None) -> torch.Tensor:
     """-log p(x) per image (N,), estimated by the importance-weighted bound with k posterior samples.
 
     log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2016, Eq. 8): the
@@ -199,7 +208,9 @@ def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int,
     natively) or "bf16" runs the decoder's matmuls in bf16 with fp32 accumulation: 1.6x faster on a
     Zen 4 CPU, moving the mean NLL of MNIST's test set by 3e-4 nats (benchmarks/eval_speed.py
     measures both); "fp32" keeps everything in fp32. `progress` shows a bar in images on stderr;
-    `advance(n)` is told of each n images done (an outer bar's update).
+    `advance(n)` is told of each n images done (an outer bar's update). `world` (vaekit.distributed): the
+    processes share the chunks out whole; each draws, and discards, the noise of the chunks before its own, so
+    the gathered estimates are the single process's, bit for bit.
     """
     model.require("nll")
     if k < 1:
@@ -218,39 +229,59 @@ def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int,
     amp_dtype = autocast_dtype(precision, x.device)
     frozen = model.freeze()
     noise = make_generator(derive_seed(seed, "iw-noise"), x.device)
-    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    with tqdm(total=len(x), desc=f"log-likelihood (K={k})", unit="image", leave=False, disable=not progress) as bar:
+    wide = accumulator_dtype(x.device)
+    out = torch.empty(len(x), dtype=wide, device=x.device)
+    world = world or World()
+    mine = world.blocks(len(x), batch)
+    with tqdm(total=mine.stop - mine.start, desc=f"log-likelihood (K={k})", unit="image", leave=False,
+              disable=not progress) as bar:
         for start in range(0, len(x), batch):
             images = x[start:start + batch]
+            if not mine.start <= start < mine.stop:  # another process's chunk: its noise only, to go on the stream
+                skip_noise(noise, k, len(images), samples, model.latent_dim, x.device)
+                continue
             context = model.iw_context(images)
             if k * len(images) * model.latent_dim <= IW_NOISE_AT_ONCE:
                 eps = torch.stack([torch.randn(k, model.latent_dim, generator=noise, device=x.device)
                                    for _ in images], dim=1)
                 log_w = torch.cat([log_weights(model, images, context, eps[first:first + samples], amp_dtype, frozen)
-                                   for first in range(0, k, samples)]).double()
+                                   for first in range(0, k, samples)]).to(wide)
                 out[start:start + batch] = math.log(k) - torch.logsumexp(log_w, dim=0)
             else:  # one image per chunk (k >= rows): its noise drawn a chunk at a time, its weights reduced as they
                 # come
-                total = torch.full((len(images),), -math.inf, dtype=torch.float64, device=x.device)
+                total = torch.full((len(images),), -math.inf, dtype=wide, device=x.device)
                 for first in range(0, k, samples):
                     eps = torch.randn(min(samples, k - first), len(images), model.latent_dim, generator=noise,
                                       device=x.device)
                     log_w = log_weights(model, images, context, eps, amp_dtype, frozen)
-                    total = torch.logaddexp(total, torch.logsumexp(log_w.double(), dim=0))
+                    total = torch.logaddexp(total, torch.logsumexp(log_w.to(wide), dim=0))
                 out[start:start + batch] = math.log(k) - total
             bar.update(len(images))
             if advance is not None:
                 advance(len(images))
     model.train(was_training)
-    return out
+    return world.gather(out[mine]) if world.distributed else out
+
+
+def skip_noise(noise: torch.Generator, k: int, n: int, samples: int, latent_dim: int, device) -> None:
+    """Draw, as `importance_weighted_nll` draws them, the noise of a chunk of n images that another process
+    estimates, so that this process's stream reaches its own chunks where the single process's does."""
+    if k * n * latent_dim <= IW_NOISE_AT_ONCE:
+        for _ in range(n):
+            torch.randn(k, latent_dim, generator=noise, device=device)
+    else:
+        for first in range(0, k, samples):
+            torch.randn(min(samples, k - first), n, latent_dim, generator=noise, device=device)
 
 
 def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int, record: str | Path, key: dict,
-                 precision: str = "auto", progress: bool = False, log=lambda line: None) -> tuple[torch.Tensor, float]:
+                 precision: str = "auto", progress: bool = False, log=lambda line: None,
+                 starts: range | None = None) -> tuple[torch.Tensor, float]:
     """Per-image NLLs of x by `nll_blocks`, and the seconds their blocks took, each finished
     block appended to `record` under `key` with its seconds: a stopped evaluation goes on from the first
     unfinished block, a finished one is read back. A record that cannot be written is warned of once
-    and the estimate goes on. `log` gets a line for what was read back, each block, and any warning."""
+    and the estimate goes on. `log` gets a line for what was read back, each block, and any warning.
+    `starts`: only these blocks (by their first image), whose images' values are returned, in order."""
     # x may be the first images of those the record was made for (eval --images): its blocks only
     rows = {start: row for start, row in read_nll_blocks(record, key).items() if start < len(x)}
     done = {start: row["nll"] for start, row in rows.items()}
@@ -261,7 +292,7 @@ def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int,
         log(f"{ready} of {blocks} blocks of {NLL_BLOCK} images already estimated ({record})"
             + ("; going on" if ready < blocks else ""))
     writable, began = True, time.perf_counter()
-    for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress):
+    for start, nll in nll_blocks(model, x, k, seed, done, precision=precision, progress=progress, starts=starts):
         done[start], seconds[start] = nll.tolist(), round(time.perf_counter() - began, 1)
         if writable:
             try:
@@ -272,4 +303,5 @@ def recorded_nll(model: LatentVariableModel, x: torch.Tensor, k: int, seed: int,
                     "will start over")
         log(f"NLL of images {start}-{start + len(nll) - 1}: {nll.mean():.3f} ({seconds[start]} s)")
         began = time.perf_counter()
-    return gather_blocks(done, len(x)), sum(seconds[start] for start in range(0, len(x), NLL_BLOCK))
+    starts = range(0, len(x), NLL_BLOCK) if starts is None else starts
+    return gather_blocks(done, len(x), starts=starts), sum(seconds[start] for start in starts)

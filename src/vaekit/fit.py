@@ -5,6 +5,12 @@ after every epoch commits a checkpoint (model, optimizer, epoch, metrics) and th
 model.safetensors, metrics.jsonl, samples_<epoch>.png and reconstruction_<epoch>.png, and calls the
 callbacks (vaekit.callbacks); at the end, loss.png. A resumed run ends with the same weights as an
 uninterrupted one (bitwise, on CPU).
+
+Under torch.distributed (vaekit.distributed) every process trains its slice of each batch through a
+DistributedDataParallel wrapper; only the main process creates the run directory, evaluates the test set,
+writes the checkpoint, weights, metrics and images, logs and calls the callbacks, while the others wait for it
+(`World.on_main`: the barrier after each checkpoint commit, which also tells them if it failed). On resume every
+process loads the checkpoint (the run directory must be on a file system they share).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from . import runs
 from .atomic import check_target
@@ -25,6 +32,7 @@ from .config import RunConfig
 from .registry import ARCHITECTURES
 from .data import ImageSet, fixed_binarization, load_train_test
 from .devices import resolve_device
+from .distributed import World, is_peer_failure, peer_failure, world as current_world
 from .errors import ConfigError, Interrupted, RunError, TrainingError
 from .evaluate import collapse_streak, collapse_warning, evaluate_elbo, posterior_diagnostics
 from . import models
@@ -66,7 +74,7 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
     check_size(config.model)
     data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
     model = runs.given_model(model, config) or build_model(config)  # and so does a model that cannot be built
-    out = runs.create_run(out, config)
+    out = current_world().on_main(runs.create_run, out, config)
     with closing(callbacks):
         return _train(out, config, None, data, dev, progress, log or (lambda line: None), callbacks, model)
 
@@ -83,14 +91,16 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     dev = resolve_device(device)
     config = runs.read_config(path)
     model = runs.given_model(model, config)
-    runs.remove_stale_temp_files(path)
+    world = current_world()
+    if world.is_main():
+        runs.remove_stale_temp_files(path)
     model_bytes = 4 * _parameters(config, model)  # fp32
     checkpoint = runs.load_checkpoint(path, max_bytes=3 * model_bytes + (64 << 20))  # weights, Adam's 2 moments
     if checkpoint is None and runs.has_finished_epoch(path):  # lost: starting over would replace what it trained
         raise RunError(f"{path} has finished epochs but no {runs.CHECKPOINT_FILE} (a regular file) to continue "
                        f"from; its model still serves every other command: train a new run with --out to go on")
-    for name in (runs.CHECKPOINT_FILE, runs.WEIGHTS_FILE, runs.METRICS_FILE):  # refused now, not after an epoch
-        check_target(path / name)
+    world.on_main(lambda: [check_target(path / name)  # refused now, not after an epoch
+                           for name in (runs.CHECKPOINT_FILE, runs.WEIGHTS_FILE, runs.METRICS_FILE)])
     done = checkpoint[1]["epoch"] if checkpoint else 0
     new_total = epochs is not None and epochs != config.train.epochs
     if new_total:
@@ -99,7 +109,7 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
     data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
     if new_total:
-        runs.write_config(path, config)
+        world.on_main(runs.write_config, path, config)
     with closing(callbacks):
         return _train(path, config, checkpoint, data, dev, progress, log or (lambda line: None), callbacks, model)
 
@@ -130,8 +140,12 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
                        f"--resume {shlex.quote(str(path))}), or train a new run with --out")
     dev = resolve_device(device)
     data = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
-    runs.remove_stale_temp_files(path)
-    runs.write_config(path, config)
+
+    def rewrite():
+        runs.remove_stale_temp_files(path)
+        runs.write_config(path, config)
+
+    current_world().on_main(rewrite)
     with closing(callbacks):
         return _train(path, config, None, data, dev, progress, log or (lambda line: None), callbacks)
 
@@ -148,8 +162,10 @@ def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | N
 def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log,
            callbacks: list[Callback], model: LatentVariableModel | None = None) -> runs.Run:
     train_set, test_set = data
+    world = current_world()
+    log = log if world.is_main() else (lambda line: None)
     model = (model or build_model(config)).to(dev)
-    trainer = Trainer(model, train_set.images.to(dev), config.train, config.data.binarize)
+    trainer = Trainer(wrapped(model, dev, world), train_set.images.to(dev), config.train, config.data.binarize, world)
     test_x = fixed_binarization(test_set.images.to(dev), config.data.binarize, config.train.seed)
     sample_seed = derive_seed(config.train.seed, "samples")  # the same prior draws every epoch
     metrics: list[dict] = []
@@ -160,10 +176,11 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
                      test_x[:N_RECONSTRUCTIONS])
 
     if checkpoint is not None:
-        metrics = _restore(out, config, trainer, checkpoint, log)
+        metrics = _restore(out, config, trainer, checkpoint, log)  # every process loads the checkpoint
         state = epoch_state()
-        _write_epoch_files(out, state, metrics, images=False)
-        notify(callbacks, state, "resumed")  # issue #23: the main process only, as below
+        if world.is_main():
+            _write_epoch_files(out, state, metrics, images=False)
+            notify(callbacks, state, "resumed")
         if trainer.epoch >= config.train.epochs:
             save_loss_curve(out / "loss.png", metrics)
             log(f"{out} has already finished its {config.train.epochs} epochs; pass --epochs N to train longer")
@@ -175,6 +192,37 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
         log(f"warning: {few_steps}")
     saved, warned = trainer.epoch, False
     epochs_busy = BusyMonitor(torch.get_num_threads(), window_seconds=0)  # each epoch judged whole, for its line
+
+    def finish_epoch(epoch: int, train_loss: float, seconds: float, hint: str | None) -> None:
+        """The main process's work after an epoch: evaluate, commit the checkpoint, write, log, call back."""
+        nonlocal saved, warned
+        busy = f"  ({hint})" if hint else ""
+        test = evaluate_elbo(model, test_x, config.train.seed)
+        diagnostics = posterior_diagnostics(model, test_x)
+        metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
+                        "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
+                        "active_units": diagnostics["active_units"], "kl_per_dim": diagnostics["kl_per_dim"],
+                        **({"kl_per_layer": diagnostics["kl_per_layer"]} if "kl_per_layer" in diagnostics
+                           else {}),
+                        "seconds": seconds})
+        tensors, meta = trainer.state()
+        runs.save_checkpoint(out, tensors, {**meta, "metrics": metrics})  # the commit point
+        saved = epoch
+        state = epoch_state()
+        _write_epoch_files(out, state, metrics)
+        layers = diagnostics.get("kl_per_layer") or {}
+        per_layer = ("; per layer " + ", ".join(f"{name} {kl:.2f}" for name, kl in layers.items())
+                     if layers and None not in layers.values() else "")
+        log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
+            f"(rate {test['kl']:.2f}{per_layer}, distortion {test['reconstruction']:.2f}, active units "
+            f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s{busy}")
+        streak = collapse_streak(metrics, config.model.latent_dim, config.train.kl_warmup)
+        # a collapse that lasts, or that the run ends in: early epochs often pass through one and recover
+        if not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
+            log(f"warning: {collapse_warning(diagnostics, config.model.latent_dim, config.model.pixel_groups)}")
+            warned = True
+        notify(callbacks, state)  # the one call after an epoch
+
     try:
         for epoch in range(trainer.epoch + 1, config.train.epochs + 1):
             start = time.perf_counter()
@@ -182,46 +230,50 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
             train_loss = trainer.train_epoch(progress=progress)
             seconds = time.perf_counter() - start
             hint = epochs_busy.step(trainer.steps_per_epoch) if dev.type == "cpu" else None
-            busy = f"  ({hint})" if hint else ""
-            test = evaluate_elbo(model, test_x, config.train.seed)
-            diagnostics = posterior_diagnostics(model, test_x)
-            metrics.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["test_loss"],
-                            "test_reconstruction": test["reconstruction"], "test_kl": test["kl"],
-                            "active_units": diagnostics["active_units"], "kl_per_dim": diagnostics["kl_per_dim"],
-                            **({"kl_per_layer": diagnostics["kl_per_layer"]} if "kl_per_layer" in diagnostics
-                               else {}),
-                            "seconds": seconds})
-            tensors, meta = trainer.state()
-            runs.save_checkpoint(out, tensors, {**meta, "metrics": metrics})  # the commit point
+            # the other processes wait here until the checkpoint is committed (or its failure is known)
+            world.on_main(finish_epoch, epoch, train_loss, seconds, hint)
             saved = epoch
-            state = epoch_state()
-            _write_epoch_files(out, state, metrics)
-            layers = diagnostics.get("kl_per_layer") or {}
-            per_layer = ("; per layer " + ", ".join(f"{name} {kl:.2f}" for name, kl in layers.items())
-                         if layers and None not in layers.values() else "")
-            log(f"epoch {epoch:3d}/{config.train.epochs}  train {train_loss:8.3f}  test {test['test_loss']:8.3f}  "
-                f"(rate {test['kl']:.2f}{per_layer}, distortion {test['reconstruction']:.2f}, active units "
-                f"{diagnostics['active_units']}/{config.model.latent_dim})  {seconds:.2f} s{busy}")
-            streak = collapse_streak(metrics, config.model.latent_dim, config.train.kl_warmup)
-            # a collapse that lasts, or that the run ends in: early epochs often pass through one and recover
-            if not warned and (streak >= COLLAPSE_PATIENCE or (streak and epoch == config.train.epochs)):
-                log(f"warning: {collapse_warning(diagnostics, config.model.latent_dim, config.model.pixel_groups)}")
-                warned = True
-            notify(callbacks, state)  # the one call after an epoch; issue #23: on the main process only
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "
-                          f"continue with: vaekit train --resume {out}") from None
+        error = Interrupted(f"interrupted during epoch {saved + 1}; {out} keeps its {saved} finished epoch(s); "
+                            f"continue with: vaekit train --resume {out}{nproc_flag(world)}")
+        error.quiet = not world.is_main()
+        raise error from None
     except CallbackError:
         raise  # its message says what the run keeps
     except TrainingError as e:
+        if not world.is_main():
+            raise  # the main process says what the run keeps
         if saved:
             raise TrainingError(f"{e}; {out} keeps its checkpoint of epoch {saved}") from None
         # nothing trained is lost by starting again, so the run takes new settings (vaekit.fit.restart)
         lower = min(config.train.lr / 10, 1e-3)
+        again = f"vaekit train --resume {shlex.quote(str(out))} --lr {lower:g}{nproc_flag(world)}"
         raise TrainingError(f"{e}; {out} has no finished epoch, so it can start again with new settings: "
-                            f"vaekit train --resume {shlex.quote(str(out))} --lr {lower:g}") from None
-    save_loss_curve(out / "loss.png", metrics)
+                            f"{again}") from None
+    except RuntimeError as e:
+        if not (world.distributed and is_peer_failure(e)):
+            raise
+        error = peer_failure(e, f"during epoch {saved + 1}")
+        raise TrainingError(f"{error}; {out} keeps its {saved} finished epoch(s); continue with: vaekit train "
+                            f"--resume {shlex.quote(str(out))}{nproc_flag(world)}") from None
+    metrics = world.broadcast(metrics)  # every process returns the run's metrics
+    if world.is_main():
+        save_loss_curve(out / "loss.png", metrics)
     return runs.Run(out, config, model.eval(), metrics)
+
+
+def wrapped(model: LatentVariableModel, device: torch.device, world: World) -> torch.nn.Module:
+    """The model to step: `model` itself in a world of one, else a DistributedDataParallel wrapper of it, which
+    averages the processes' gradients during backward. Every parameter gets a gradient at every step (a VampPrior's
+    pseudo-inputs and a pixel context's weights through the loss), so DDP needs no unused-parameter search."""
+    if not world.distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def nproc_flag(world: World) -> str:
+    """What a command that continues this run adds to say how many processes (nothing in a world of one)."""
+    return f" --nproc {world.size}" if world.distributed else ""
 
 
 def _restore(out: Path, config: RunConfig, trainer: Trainer, checkpoint, log: Log) -> list[dict]:

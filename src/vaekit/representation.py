@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .choices import PROJECTIONS
 from .data import latent_inputs
+from .distributed import World
 from .errors import ConfigError, DataError
 from .evaluate import EVAL_BATCH
 from .models import LatentVariableModel
@@ -28,20 +29,24 @@ from .rng import make_generator
 
 @torch.no_grad()
 def embed(model: LatentVariableModel, x: torch.Tensor, batch_size: int = EVAL_BATCH,
-          layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+          layer: str | None = None, world: World | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means and log-variances (N, D_layer) of model inputs x (N, C, H, W): of the latent layer named
-    `layer` (model.layers), by default the top one (a one-layer model's whole latent)."""
+    `layer` (model.layers), by default the top one (a one-layer model's whole latent). `world`
+    (vaekit.distributed): the processes share the batches out whole and gather the codes in order."""
     model.require("embed")
     part = model.layer(layer)[1]
+    world = world or World()
+    mine = world.blocks(len(x), batch_size)
     was_training = model.training
     model.eval()
-    mus, logvars = [], []
-    for start in range(0, len(x), batch_size):
+    width = len(range(model.latent_dim)[part])
+    mus, logvars = [x.new_zeros(0, width)], [x.new_zeros(0, width)]  # a process may have no batch
+    for start in range(mine.start, mine.stop, batch_size):
         posterior = model.encode(x[start:start + batch_size])
         mus.append(posterior.mu[:, part])
         logvars.append(posterior.logvar[:, part])
     model.train(was_training)
-    return torch.cat(mus), torch.cat(logvars)
+    return world.gather(torch.cat(mus)), world.gather(torch.cat(logvars))
 
 
 def posterior_features(model: LatentVariableModel, images: torch.Tensor, binarize: str, seed: int,

@@ -97,11 +97,14 @@ def idle_cpus(cpus: list[int], sample_seconds: float = IDLE_SAMPLE_SECONDS) -> i
 
 
 def default_threads() -> int:
-    """The "auto" thread count: one per physical core among the usable CPUs that are idle now, at least one."""
+    """The "auto" thread count: one per physical core among the usable CPUs that are idle now, at least one;
+    under torchrun, that shared among the processes on this machine ($LOCAL_WORLD_SIZE)."""
     cpus = usable_cpus()
     cores = physical_cores(cpus)
     idle = idle_cpus(cpus)
-    return cores if idle is None else max(1, min(cores, idle))
+    share = os.environ.get("LOCAL_WORLD_SIZE", "1").strip()
+    share = int(share) if share.isascii() and share.isdigit() and int(share) >= 1 else 1
+    return max(1, (cores if idle is None else min(cores, idle)) // share)
 
 
 def threads_chosen_by_user() -> bool:

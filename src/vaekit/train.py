@@ -5,6 +5,13 @@ The model it steps is any model family (vaekit.models.base.LatentVariableModel),
 DistributedDataParallel wrapper of one: the forward pass goes through the wrapper, the loss is the family's
 `objective` of its output.
 
+Under torch.distributed (vaekit.distributed), `batch_size` is the global batch: each process trains on its
+slice (`World.split`) of every global batch, cut from the epoch's one shuffled order; it draws the global
+batch's noise and binarization from the (seed, epoch) streams, as one process would, and keeps its slice; its
+loss is normalised by the global batch, so that DDP's average of the processes' gradients is the single
+process's gradient. Losses are summed over the processes, the non-finite check is agreed by all of them, and
+schedules count global steps. A world of one process runs exactly the single-process code.
+
 Speed: each epoch gathers its shuffled images in one indexing op and then cuts batches as views;
 the loss is reduced once per term (objectives.training_loss); Adam runs as one fused kernel;
 the forward and backward run under bf16 autocast where the hardware multiplies bf16 natively
@@ -20,9 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .acceleration import autocast_dtype, compile_with_fallback
+from .acceleration import accumulator_dtype, autocast_dtype, compile_with_fallback
 from .config import RECIPE_MIN_STEPS, TrainConfig
 from .data.batches import epoch_order, prepare
+from .distributed import World, world as current_world
 from .errors import TrainingError
 from .rng import derive_seed, make_generator
 from .threads import BusyMonitor
@@ -106,8 +114,10 @@ class Trainer:
     before the epoch is counted (so before anything is saved).
     """
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, config: TrainConfig, binarize: str):
+    def __init__(self, model: nn.Module, images: torch.Tensor, config: TrainConfig, binarize: str,
+                 world: World | None = None):
         self.model = model
+        self.world = world or current_world()  # the processes training together (a world of one by default)
         self.module = getattr(model, "module", model)  # the bare model inside a DDP wrapper
         self.module.require("train")
         self.images = images  # (N, C, H, W) uint8, on the training device
@@ -121,8 +131,9 @@ class Trainer:
         self.epoch = 0  # epochs finished
         self.busy = BusyMonitor(torch.get_num_threads())  # the progress bar's "the CPU is busy" note (CPU only)
         self.amp_dtype = autocast_dtype(config.precision, self.device)  # bf16 keeps the fp32 learning curve
-        # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models on GPU.
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models on GPU;
+        # not under DDP, whose gradient hooks run between the graph's kernels (plain Inductor there; unmeasured).
+        mode = "reduce-overhead" if self.device.type == "cuda" and not self.world.distributed else None
         self._batch_loss = (compile_with_fallback(self._eager_loss, mode)
                             if use_compile(config, self.device, self.total_steps) else self._eager_loss)
 
@@ -152,7 +163,9 @@ class Trainer:
         run repeats and resumes bit for bit too."""
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(self.config.seed, "global", self.epoch + 1))
+            # each process its own stream (its images differ); the first keeps the single process's
+            rank = () if self.world.rank == 0 else (self.world.rank,)
+            torch.manual_seed(derive_seed(self.config.seed, "global", self.epoch + 1, *rank))
             return self._train_epoch(progress)
 
     def _train_epoch(self, progress: bool) -> float:
@@ -165,8 +178,9 @@ class Trainer:
         sync_each_step = self.device.type == "cpu"  # free on CPU; on GPU, check once per epoch instead
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self.model.train()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        total = torch.zeros((), dtype=accumulator_dtype(self.device), device=self.device)
         first_step = self.epoch * self.steps_per_epoch
+        progress = progress and self.world.is_main()
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
         watch, shown = progress and self.device.type == "cpu", None
         self.busy.start(torch.get_num_threads())
@@ -178,12 +192,19 @@ class Trainer:
                      else (self.config.iw_samples, len(x), self.latent_dim))
             eps = torch.randn(shape, generator=noise, device=self.device)
             kl_weight = torch.tensor(self.kl_weight(first_step + i), device=self.device)
-            loss_sum = self._batch_loss(x, eps, kl_weight)
+            if self.world.distributed:
+                loss_sum, weight = self._slice_loss(x, eps, kl_weight)
+                objective = loss_sum * weight
+            else:
+                loss_sum = self._batch_loss(x, eps, kl_weight)
+                objective = loss_sum / len(x)
             self.optimizer.zero_grad(set_to_none=True)
-            (loss_sum / len(x)).backward()
+            objective.backward()
             finite = torch.isfinite(loss_sum)
             if self.config.clip_grad:  # the norm comes free with clipping: check the gradients directly too
                 finite = finite & torch.isfinite(torch.nn.utils.clip_grad_norm_(parameters, self.config.clip_grad))
+            if self.world.distributed:
+                finite = self.world.all(finite)  # one process's NaN stops every process, at the same step
             if sync_each_step:
                 if not finite:
                     self._stop(epoch, i, parameters)
@@ -199,7 +220,21 @@ class Trainer:
         if not all(torch.isfinite(p).all() for p in parameters):  # the last step's gradients, before saving
             self._stop(epoch, self.steps_per_epoch, parameters)
         self.epoch = epoch
-        return total.item() / n
+        return self.world.sum(total).item() / n
+
+    def _slice_loss(self, x: torch.Tensor, eps: torch.Tensor, kl_weight: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """This process's summed loss over its slice of the global batch x (and of its noise eps), and the factor
+        that turns it into its share of the global batch's mean: DDP averages the processes' gradients, so each
+        weighs its sum by size / len(x), and the average is the gradient of the global batch's mean loss.
+
+        A process whose slice is empty (a last batch smaller than the world) computes the batch's first image
+        with weight 0: every process must join DDP's gradient reduction at every step.
+        """
+        part = self.world.split(len(x))
+        mine = eps[..., part, :]  # (B', D) or (S, B', D)
+        if part.start == part.stop:
+            return self._batch_loss(x[:1], eps[..., :1, :], kl_weight) * 0.0, 0.0
+        return self._batch_loss(x[part], mine, kl_weight), self.world.size / len(x)
 
     def _stop(self, epoch: int, step: int, parameters: list[torch.Tensor]):
         """TrainingError naming the step (0-based `step`) where training went non-finite.
@@ -212,8 +247,10 @@ class Trainer:
             what, step = "the gradients", step - 1
         else:
             what = "the loss"
-        raise TrainingError(f"training stopped: {what} became non-finite at epoch {epoch}, step {step + 1} of "
-                            f"{self.steps_per_epoch}; lower the learning rate (--lr) or clip gradients (--clip-grad)")
+        error = TrainingError(f"training stopped: {what} became non-finite at epoch {epoch}, step {step + 1} of "
+                              f"{self.steps_per_epoch}; lower the learning rate (--lr) or clip gradients (--clip-grad)")
+        error.quiet = not self.world.is_main()  # every process stops here; the main one says why
+        raise error
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything needed to continue from this epoch boundary: tensors, and JSON-ready metadata."""

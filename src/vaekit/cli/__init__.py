@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
 
@@ -21,6 +22,8 @@ directory, 5 output, 6 training, 130 interrupted, 70 internal error.
 """
 
 INTERNAL_ERROR = 70
+# The subcommands that run as one job of several processes under torchrun (vaekit.distributed); the others refuse.
+DISTRIBUTED = ("train", "eval", "score", "embed")
 
 
 def build_parser() -> Parser:
@@ -48,18 +51,22 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().print_help()
             return 0
         apply_threads(args)
-        return args.func(args)
+        args.argv = list(argv)  # for `vaekit train --nproc`, which starts the same command in each process
+        return run_command(args)
     except VaekitError as e:
         if debug:
             raise
         if isinstance(e, Interrupted):
             _forget_unhandled_interrupt()
-        print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}: {printable(str(e))}",
-              file=sys.stderr)
+        if process_rank() and (isinstance(e, Interrupted) or getattr(e, "quiet", False)):
+            return e.exit_code  # the job's main process says what happened
+        print(f"vaekit: {'interrupted' if isinstance(e, Interrupted) else 'error'}{rank_note()}: "
+              f"{printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         _forget_unhandled_interrupt()
-        print("vaekit: interrupted", file=sys.stderr)
+        if not process_rank():
+            print("vaekit: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not bad input: say so in one line, with a way to see more
         if debug:
@@ -69,9 +76,41 @@ def main(argv: list[str] | None = None) -> int:
             shown = name if len(name) <= 60 else f"{name[:40]}...({len(name):,} characters)"
             print(f"vaekit: error: {printable(shown)}: file name too long for this system", file=sys.stderr)
             return ConfigError.exit_code
-        print(f"vaekit: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"vaekit: internal error{rank_note()}: {type(e).__name__}: {printable(str(e))} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
         return INTERNAL_ERROR
+
+
+def run_command(args) -> int:
+    """args.func(args); in the job's process group (vaekit.distributed) when torchrun started this process."""
+    if not process_rank() and os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
+        return args.func(args)  # one process: torch.distributed is not even imported
+    from ..devices import resolve_device
+    from ..distributed import EVALUATION_TIMEOUT, TIMEOUT, env_int, joined, launched
+
+    if not launched():
+        return args.func(args)
+    if args.command not in DISTRIBUTED:
+        raise ConfigError(f"vaekit {args.command} runs in one process; under torchrun only "
+                          f"{', '.join(DISTRIBUTED)} share their work between processes")
+    if getattr(args, "nproc", None) not in (None, env_int("WORLD_SIZE")):  # before waiting for the other processes
+        raise ConfigError(f"--nproc {args.nproc} starts its own processes; under torchrun drop it "
+                          "(--nproc_per_node sets the count)")
+    timeout = TIMEOUT if args.command == "train" else EVALUATION_TIMEOUT
+    with joined(resolve_device(getattr(args, "device", "auto")), timeout):
+        return args.func(args)
+
+
+def process_rank() -> int:
+    """This process's rank in a torchrun job (0 for the main process, and outside a job)."""
+    text = os.environ.get("RANK", "0").strip()
+    return int(text) if text.isascii() and text.isdigit() else 0
+
+
+def rank_note() -> str:
+    """' (process R of N)' in an error line printed by a process other than a job's main one."""
+    rank = process_rank()
+    return f" (process {rank} of {os.environ.get('WORLD_SIZE', '?')})" if rank else ""
 
 
 def apply_threads(args) -> None:

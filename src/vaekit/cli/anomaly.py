@@ -127,7 +127,11 @@ def run_score(args) -> int:
                              iw_samples=args.iw_samples, threshold=args.threshold, data_dir=args.data_dir,
                              progress=sys.stderr.isatty())
     x, names, labels = model_inputs(loaded, args.input, args.data_dir)
-    result = detector.score(x)
+    result = detector.score(x)  # under torchrun, the processes share the images; the main process writes
+    from ..distributed import world
+
+    if not world().is_main():
+        return 0
     if args.extremes:
         order = torch.argsort(result.scores, descending=True)
         n = min(16, len(order) // 2) or 1

@@ -33,6 +33,9 @@ terminal, one bar follows the whole estimate in images and blocks, with the time
 block has finished. --images N evaluates the first N test images only, for a quick estimate: its
 blocks serve a later evaluation of all of them, and those of an earlier one serve it.
 
+Under torchrun (`torchrun --nproc_per_node N -m vaekit eval ...`) the processes share the NLL's blocks
+and gather them in order: the same numbers as one process, since each block is seeded by its first image.
+
 examples:
   vaekit eval runs/seed
   vaekit eval runs/seed --json
@@ -60,6 +63,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..distributed import world
     from ..evaluate import evaluate_elbo, posterior_diagnostics
 
     loaded = open_run(args)
@@ -78,6 +82,8 @@ def run(args) -> int:
     if args.iw_samples:
         nll = resumable_nll(loaded, x, args.iw_samples, args.precision, test_images)
         result.update(nll=nll.mean().item(), iw_samples=args.iw_samples, precision=args.precision)
+    if not world().is_main():
+        return 0  # under torchrun: the main process prints
     if args.json:
         print(json.dumps(json_ready(result), allow_nan=False))
         return 0
@@ -105,16 +111,21 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: 
     estimate does not depend on how many images follow it)."""
     from tqdm import tqdm
 
-    from ..evaluate import recorded_nll
+    from ..distributed import world
+    from ..evaluate import NLL_BLOCK, recorded_nll
     from ..models import model_fingerprint
     from ..runs import NLL_FILE
 
     key = {"k": k, "precision": precision, "seed": loaded.config.train.seed, "images": test_images,
            "data": dataclasses.asdict(loaded.config.data), "weights": model_fingerprint(loaded.model)}
+    share = world()  # under torchrun, each process estimates its share of the blocks, and records them
+    mine = share.blocks(len(x), NLL_BLOCK)
+    starts = range(mine.start, mine.stop, NLL_BLOCK)
+    main = share.is_main()
     nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, loaded.path / NLL_FILE, key, precision,
-                          progress=sys.stderr.isatty(),
-                          log=lambda line: tqdm.write(f"vaekit: {line}", file=sys.stderr))  # above the bar
-    return nll
+                          progress=sys.stderr.isatty() and main, starts=starts,
+                          log=lambda line: main and tqdm.write(f"vaekit: {line}", file=sys.stderr))  # above the bar
+    return share.gather(nll.to(x.device)).cpu() if share.distributed else nll  # NCCL gathers on the GPU
 
 
 def json_ready(result: dict) -> dict:

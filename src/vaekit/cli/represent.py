@@ -116,13 +116,16 @@ def run_embed(args) -> int:
     import numpy as np
 
     from ..atomic import atomic_write_files
+    from ..distributed import world
     from ..representation import embed
     from ..tables import csv_text
 
     loaded = open_run(args)
     layer = loaded.model.layer(args.layer)[0]  # a layer the model lacks is said before the images are read
     x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
-    mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x, layer=layer))
+    mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x, layer=layer, world=world()))
+    if not world().is_main():
+        return 0  # under torchrun, the processes share the images; the main process writes
     label_array = np.array([-1 if label is None else label for label in labels], dtype=np.int64)
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, logvar=logvar, labels=label_array, names=np.array(names))

@@ -61,6 +61,8 @@ examples:
   vaekit train --data normal_parts/ --likelihood gaussian-shared --standardize --epochs 50 --out runs/parts
                                                      # an anomaly detector (docs/anomaly-detection.md)
   vaekit train --tensorboard --out runs/watched      # then: tensorboard --logdir runs/watched
+  vaekit train --nproc 2 --out runs/two             # 2 processes, global batch 128 (docs/distributed.md)
+  torchrun --nproc_per_node 2 -m vaekit train --out runs/two                # the same, by torchrun
   vaekit train --resume runs/deeper                  # continue after a crash or Ctrl-C
   vaekit train --resume runs/deeper --epochs 40      # or train it longer
   vaekit train --resume runs/big --lr 1e-3           # start again a run whose first epoch failed
@@ -146,6 +148,9 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="default auto: bf16 autocast where the hardware has native bf16, else fp32")
     add_device_argument(p)
+    p.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="train with N processes on this machine (torch's elastic launcher, as torchrun --standalone "
+                        "--nproc_per_node N); --batch-size stays the global batch (docs/distributed.md)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log every epoch to RUN/tensorboard: scalars and image grids (needs: pip install "
                         "tensorboard); with --resume, the log goes on from the run's last finished epoch")
@@ -160,7 +165,16 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from .. import runs
+    from ..distributed import launch, launched, world
     from ..fit import fit, restart, resume
+
+    if args.nproc is not None and args.nproc > 1 and not launched():
+        from ..devices import resolve_device
+        from ..distributed import check_nproc
+
+        check_nproc(args.nproc, resolve_device(args.device))  # refused once, here, not in every process
+        extra = [] if args.out or args.resume else ["--out", str(default_out(args))]  # one name for every process
+        return launch(args.nproc, [*args.argv, *extra])
 
     options = dict(data_dir=args.data_dir, device=args.device, progress=sys.stderr.isatty(), log=log,
                    tensorboard=args.tensorboard)
@@ -181,12 +195,19 @@ def run(args) -> int:
     else:
         images = own_images(args.data)
         config = build_config(args, images)
-        out = args.out or Path("runs") / f"{Path(args.data or 'mnist').name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = world().broadcast(args.out or default_out(args))  # the main process's clock names the run
         result = fit(config, out, images=images, **options)
+    if not world().is_main():
+        return 0
     last = result.metrics[-1]
     print(f"run saved to {result.path}: test loss {last['test_loss']:.3f} nats per image; "
           f"see samples_{last['epoch']}.png, reconstruction_{last['epoch']}.png and loss.png")
     return 0
+
+
+def default_out(args) -> Path:
+    """The run directory when --out is not given: runs/<data>-<date>-<time>."""
+    return Path("runs") / f"{Path(args.data or 'mnist').name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def log(line: str) -> None:

@@ -101,6 +101,8 @@ OPTIONS: dict[str, Option] = {
                           choices=PRECISIONS),
     "--device": Option("the device to compute on", ON_A_DEVICE, metavar="DEVICE"),
     "--threads": Option("CPU threads torch computes with, or auto", COMPUTE, threads_value, "N"),
+    "--nproc": Option("train with N processes on this machine (torch's elastic launcher)", ("train",),
+                      positive_int, "N"),
     # what a command computes and writes
     "-o/--output": Option("the file to write (its type by its suffix)", (
         "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "plot", "report", "score", "compress",

@@ -206,7 +206,8 @@ def test_one_process_commands_a_stray_nproc_and_too_many_processes_are_refused_i
     under_torchrun(monkeypatch, rank=0)
     assert main(["sample", "some-run", "-o", "x.png"]) == 2
     assert capsys.readouterr().err == ("vaekit: error: vaekit sample runs in one process; under torchrun only "
-                                       "train, eval, score, embed share their work between processes\n")
+                                       "train, eval, score, embed, compress, decompress share their work between "
+                                       "processes\n")
     assert main(["train", "--nproc", "4", "--out", "x"]) == 2
     assert "--nproc 4 starts its own processes; under torchrun drop it" in capsys.readouterr().err
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):

@@ -31,17 +31,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .distributed import PeerFailed, World
 from .errors import ConfigError, DataError
 from .models import VAE, model_fingerprint
 from .models.context import SCHEMES
 
 MAGIC = b"VAEKITBB"
-FORMAT_VERSION = 2  # 2: a SHA-256 of every byte before it ends the file; initial_words in the header
-READS_VERSIONS = (1, 2)
+# 2: a SHA-256 of every byte before it ends the file; initial_words in the header. 3: several shards (one per
+# process of a distributed compress), each its own ANS stack; one shard is still written as format 2.
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 DIGEST_BYTES = 32
 MAX_HEADER_BYTES = 1 << 16  # a real header is under 1 KB
 DEFAULT_PRECISION = 8  # bits per latent dimension: 256 bins
 INITIAL_WORDS_SEED = 20190214  # the seed of the stack's initial random words (BB-ANS's arXiv date)
+MAX_SHARDS = 512  # a format-3 header lists every shard (about 60 bytes each) within MAX_HEADER_BYTES
 
 
 def require_codable(model) -> None:
@@ -83,10 +87,12 @@ class BitsBackCoder:
         """How many initial words the first image's posterior draw needs: D bins of `precision` bits, and 2 more."""
         return math.ceil(self.latent_dim * self.precision / 32) + 2
 
-    def initial_words(self, count: int | None = None) -> np.ndarray:
-        """Seeded random words the first image's posterior draw pops (`base_initial_words` unless more are asked)."""
+    def initial_words(self, count: int | None = None, shard: int = 0) -> np.ndarray:
+        """Seeded random words the first image's posterior draw pops (`base_initial_words` unless more are asked);
+        shard k of a format-3 file starts from its own, a function of k alone (shard 0's are format 2's)."""
         count = self.base_initial_words() if count is None else count
-        return np.random.default_rng(INITIAL_WORDS_SEED).integers(0, 2**32, size=count, dtype=np.uint32)
+        seed = INITIAL_WORDS_SEED if shard == 0 else (INITIAL_WORDS_SEED, shard)
+        return np.random.default_rng(seed).integers(0, 2**32, size=count, dtype=np.uint32)
 
     @torch.no_grad()
     def posterior_probs(self, image: np.ndarray) -> np.ndarray:
@@ -112,9 +118,9 @@ class BitsBackCoder:
                  logits[..., row::stride, col::stride])
         return torch.sigmoid(group).reshape(-1).numpy()
 
-    def encode(self, images: np.ndarray, initial_words: int | None = None) -> np.ndarray:
+    def encode(self, images: np.ndarray, initial_words: int | None = None, shard: int = 0) -> np.ndarray:
         """Compress binary images (N, C*H*W) of 0/1 into ANS words (uint32)."""
-        coder = self._stack.AnsCoder(self.initial_words(initial_words))
+        coder = self._stack.AnsCoder(self.initial_words(initial_words, shard))
         for image in images:
             z = coder.decode(self.categorical, self.posterior_probs(image))  # pop: bits back
             logits = self.decoder_logits(z)
@@ -129,7 +135,7 @@ class BitsBackCoder:
             coder.encode_reverse(z.astype(np.int32), self.uniform)
         return coder.get_compressed()
 
-    def decode(self, words: np.ndarray, count: int, initial_words: int | None = None) -> np.ndarray:
+    def decode(self, words: np.ndarray, count: int, initial_words: int | None = None, shard: int = 0) -> np.ndarray:
         """Decompress `count` images (count, C*H*W) of 0/1 from ANS words; checks the initial words come back."""
         coder = self._stack.AnsCoder(words)
         images = np.empty((count, math.prod(self.shape)), dtype=np.uint8)
@@ -145,7 +151,7 @@ class BitsBackCoder:
             coder.encode_reverse(z.astype(np.int32), self.categorical, self.posterior_probs(image))  # bits back
             images[i] = image
         left = coder.get_compressed()
-        if not np.array_equal(left, self.initial_words(initial_words)):
+        if not np.array_equal(left, self.initial_words(initial_words, shard)):
             raise DataError("decoding did not end on the initial bits: "
                             "the file does not match this model or is corrupt")
         return images
@@ -161,17 +167,21 @@ def _float64_copy(model: VAE) -> VAE:
 #   4 bytes   header length L, uint32 little-endian
 #   L bytes   header, UTF-8 JSON: format_version, model_fingerprint, precision, count, shape (C, H, W),
 #             layout (how to write the images back out), initial_words, payload_bytes, payload_sha256,
-#             images_sha256
-#   P bytes   payload: the ANS words, uint32 little-endian
-#   32 bytes  SHA-256 of every byte before it (format 2; format 1 files end with the payload)
+#             images_sha256; format 3 has instead of initial_words `shards`, a list of 2 to MAX_SHARDS objects
+#             {count, initial_words, payload_bytes}, one per ANS stack, in image order
+#   P bytes   payload: the ANS words, uint32 little-endian (format 3: the shards' words one after another)
+#   32 bytes  SHA-256 of every byte before it (format 2 and 3; format 1 files end with the payload)
 #
 # Every header field is checked (type, range, allow-list) before it is used, and the image count
-# against the payload: each image costs at least one bit of payload (`pack_images` pads the stack's
-# initial words in the rare case it would not), so a small file cannot claim millions of images.
+# against the payload: each image costs at least one bit of payload (`encode_shard` pads the stack's
+# initial words in the rare case it would not), so a small file cannot claim millions of images; in
+# format 3 this holds for every shard, and the shards' counts and lengths must add up to the file's.
 
 HEADER_KEYS = {1: {"format_version", "model_fingerprint", "precision", "count", "shape", "layout", "images_sha256",
                    "payload_bytes", "payload_sha256"}}
 HEADER_KEYS[2] = HEADER_KEYS[1] | {"initial_words"}
+HEADER_KEYS[3] = HEADER_KEYS[1] | {"shards"}
+SHARD_KEYS = {"count", "initial_words", "payload_bytes"}
 LAYOUT_KEYS = {"container", "shape", "dtype", "one"}
 CONTAINERS = ("idx", "npy")
 # the dtypes compress accepts (bool, integers, floats up to 64 bits), in either byte order
@@ -181,9 +191,10 @@ MAX_DIMS = 32
 
 
 def pack(words: np.ndarray, header: dict) -> bytes:
-    """The file bytes for ANS `words` and a header (payload length and checksums are added here)."""
+    """The file bytes for ANS `words` and a header (payload length and checksums are added here): format 2, or
+    format 3 when the header lists `shards` (their words one after another in `words`)."""
     payload = words.astype("<u4").tobytes()
-    header = {"format_version": FORMAT_VERSION, **header, "payload_bytes": len(payload),
+    header = {"format_version": 3 if "shards" in header else 2, **header, "payload_bytes": len(payload),
               "payload_sha256": hashlib.sha256(payload).hexdigest()}
     encoded = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + len(encoded).to_bytes(4, "little") + encoded + payload
@@ -223,7 +234,41 @@ def unpack(data: bytes, source: str) -> tuple[dict, np.ndarray]:
     if header.get("initial_words", 0) > words.size:
         raise DataError(f"{source}: corrupt header: {header['initial_words']} initial words in a payload of "
                         f"{words.size}")
+    if version >= 3:
+        check_shards(header, source)
     return header, words
+
+
+def check_shards(header: dict, source: str) -> None:
+    """DataError unless a format-3 header's shards add up to its count and payload, and each holds at least a
+    bit per image and its initial words (its fields' types were checked by check_header)."""
+    shards = header["shards"]
+    total = sum(shard["count"] for shard in shards)
+    if total != header["count"]:
+        raise DataError(f"{source}: corrupt header: its {len(shards)} shards hold {total} images, but it claims "
+                        f"{header['count']}")
+    length = sum(shard["payload_bytes"] for shard in shards)
+    if length != header["payload_bytes"]:
+        raise DataError(f"{source}: corrupt header: its {len(shards)} shards' payloads add up to {length} bytes, "
+                        f"but the payload has {header['payload_bytes']}")
+    for k, shard in enumerate(shards):
+        words = shard["payload_bytes"] // 4
+        if shard["count"] > 32 * words or shard["initial_words"] > words:
+            raise DataError(f"{source}: corrupt header: shard {k} claims {shard['count']} images and "
+                            f"{shard['initial_words']} initial words in a payload of {words} words")
+
+
+def shard_words(header: dict, words: np.ndarray) -> list[tuple[int, int | None, np.ndarray]]:
+    """Each shard's (count, initial_words, ANS words) of a checked file, in image order: one for format 1 and 2
+    (its initial_words None in format 1, which did not record them)."""
+    if header["format_version"] < 3:
+        return [(header["count"], header.get("initial_words"), words)]
+    parts, start = [], 0
+    for shard in header["shards"]:
+        stop = start + shard["payload_bytes"] // 4
+        parts.append((shard["count"], shard["initial_words"], words[start:stop]))
+        start = stop
+    return parts
 
 
 def _parse_header(raw: bytes, source: str) -> dict:
@@ -268,8 +313,16 @@ def check_header(header: dict, version: int, source: str) -> None:
         bad("count", "a positive integer")
     if not _is_int(header["payload_bytes"], 0, 2**48) or header["payload_bytes"] % 4:
         bad("payload_bytes", "a multiple of 4")
-    if version >= 2 and not _is_int(header["initial_words"], 1, 2**40):
+    if version == 2 and not _is_int(header["initial_words"], 1, 2**40):
         bad("initial_words", "a positive integer")
+    if version >= 3:
+        shards = header["shards"]
+        if not (isinstance(shards, list) and 2 <= len(shards) <= MAX_SHARDS and all(
+                isinstance(shard, dict) and set(shard) == SHARD_KEYS and _is_int(shard["count"], 1, 2**40)
+                and _is_int(shard["initial_words"], 1, 2**40) and _is_int(shard["payload_bytes"], 4, 2**48)
+                and shard["payload_bytes"] % 4 == 0 for shard in shards)):
+            bad("shards", f"2 to {MAX_SHARDS} objects of a positive count, initial_words and payload_bytes "
+                "(a multiple of 4)")
     shape = header["shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(n, 1, 2**16) for n in shape)):
         bad("shape", "3 positive integers (C, H, W)")
@@ -364,8 +417,15 @@ def binary_bits(array: np.ndarray, rule: str, seed: int, source: str) -> tuple[n
 
 
 def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, seed: int,
-                    precision: int = DEFAULT_PRECISION, source: str = "<images>") -> tuple[bytes, dict]:
-    """Compress an array of images (N, ...) holding N images of the model's size; returns file bytes and stats."""
+                    precision: int = DEFAULT_PRECISION, source: str = "<images>", shards: int = 1,
+                    world: World | None = None) -> tuple[bytes, dict]:
+    """Compress an array of images (N, ...) holding N images of the model's size; returns file bytes and stats.
+
+    `shards` > 1 cuts the images into that many contiguous shards (`World.split`, at most one per image), each
+    coded on its own ANS stack (format 3); one shard is format 2. With a distributed `world` there is one shard
+    per process: each process codes its own and every process gets the file's bytes, the same as one process
+    gets with `shards` the number of processes.
+    """
     require_codable(model)
     pixels = math.prod(model.config.input_shape)
     if array.ndim < 2 or math.prod(array.shape[1:]) != pixels:
@@ -373,28 +433,63 @@ def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, se
                         f"{model.config.input_shape} ({pixels} pixels); bits-back coding cannot resize losslessly")
     if array.ndim > MAX_DIMS:
         raise DataError(f"{source}: arrays of more than {MAX_DIMS} dimensions are not supported")
+    world = world or World()
+    if world.distributed:
+        shards = world.size
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ConfigError(f"compress writes 1 to {MAX_SHARDS} shards (one per process), not {shards}")
     bits, one, exact = binary_bits(array, rule, seed, source)
     flat = bits.reshape(len(bits), pixels)
     coder = BitsBackCoder(model, precision)
-    initial = coder.base_initial_words()
-    words = coder.encode(flat, initial)
-    while 32 * words.size < len(flat):  # keep the file's promise of at least a bit per image (see unpack)
-        initial += math.ceil(len(flat) / 32) - words.size
-        words = coder.encode(flat, initial)
+    shards = min(shards, len(flat))
+    cuts = [World(k, shards).split(len(flat)) for k in range(shards)]
+    mine = ([world.rank] if world.rank < shards else []) if world.distributed else range(shards)
+    coded = gather_shards(world, [encode_shard(coder, flat[cuts[k]], k) for k in mine])
     header = {"model_fingerprint": model_fingerprint(model), "precision": precision, "count": len(flat),
-              "shape": list(model.config.input_shape), "initial_words": initial,
+              "shape": list(model.config.input_shape),
               "layout": {"container": container, "shape": list(array.shape), "dtype": array.dtype.str, "one": one},
               "images_sha256": images_digest(flat)}
+    if shards == 1:
+        header["initial_words"] = coded[0][1]
+    else:
+        header["shards"] = [{"count": cut.stop - cut.start, "initial_words": initial, "payload_bytes": 4 * words.size}
+                            for cut, (words, initial) in zip(cuts, coded)]
+    words = np.concatenate([words for words, _ in coded])
     data = pack(words, header)
     stats = {"images": len(flat), "bytes": len(data), "bits_per_pixel": 8 * len(data) / flat.size,
              "payload_bits_per_pixel": 32 * words.size / flat.size, "exact": exact}
     return data, stats
 
 
-def decompress_images(model: VAE, data: bytes, source: str = "<file>") -> tuple[np.ndarray, str]:
-    """The images of a compressed file, in their original layout and dtype, and their container (idx or npy)."""
+def encode_shard(coder: BitsBackCoder, flat: np.ndarray, shard: int) -> tuple[np.ndarray, int]:
+    """The ANS words of one shard's images (n, C*H*W), and how many initial words its stack started with: the
+    base count, or more when the images would cost less than a bit each (see unpack)."""
+    initial = coder.base_initial_words()
+    words = coder.encode(flat, initial, shard)
+    while 32 * words.size < len(flat):  # keep the file's promise of at least a bit per image (see unpack)
+        initial += math.ceil(len(flat) / 32) - words.size
+        words = coder.encode(flat, initial, shard)
+    return words, initial
+
+
+def gather_shards(world: World, coded: list[tuple[np.ndarray, int]]) -> list[tuple[np.ndarray, int]]:
+    """Every process's coded shards (at most one each when distributed), in rank order, on every process."""
+    if not world.distributed:
+        return coded
+    words = torch.from_numpy(np.concatenate([w for w, _ in coded] or [np.empty(0, np.uint32)]).view(np.int32))
+    sizes = torch.tensor([[initial, w.size] for w, initial in coded], dtype=torch.long).view(-1, 2)
+    words, sizes = world.gather(words).numpy().view(np.uint32), world.gather(sizes).tolist()
+    ends = np.cumsum([size for _, size in sizes]).tolist()
+    return [(words[end - size:end], initial) for (initial, size), end in zip(sizes, ends)]
+
+
+def decompress_images(model: VAE, data: bytes, source: str = "<file>",
+                      world: World | None = None) -> tuple[np.ndarray, str]:
+    """The images of a compressed file, in their original layout and dtype, and their container (idx or npy).
+    With a distributed `world`, each process decodes its share of a format-3 file's shards (`World.split`) and
+    every process gets all the images."""
     header, words = unpack(data, source)
-    fingerprint, count, precision = header["model_fingerprint"], header["count"], header["precision"]
+    fingerprint, precision = header["model_fingerprint"], header["precision"]
     layout, digest = header["layout"], header["images_sha256"]
     if fingerprint != model_fingerprint(model):
         raise DataError(f"{source} was compressed with another model (fingerprint {fingerprint[:12]}...); "
@@ -403,11 +498,25 @@ def decompress_images(model: VAE, data: bytes, source: str = "<file>") -> tuple[
         raise DataError(f"{source}: corrupt header: images of shape {tuple(header['shape'])}, but the model that "
                         f"made it takes {tuple(model.config.input_shape)}")
     coder = BitsBackCoder(model, precision)
-    initial = header.get("initial_words", coder.base_initial_words())
-    if initial < coder.base_initial_words():
-        raise DataError(f"{source}: corrupt header: initial_words {initial} is below the "
-                        f"{coder.base_initial_words()} this model needs")
-    bits = coder.decode(words, count, initial)
+    parts = shard_words(header, words)
+    for initial in (initial for _, initial, _ in parts if initial is not None):
+        if initial < coder.base_initial_words():
+            raise DataError(f"{source}: corrupt header: initial_words {initial} is below the "
+                            f"{coder.base_initial_words()} this model needs")
+    world = world or World()
+    error, decoded, mine = None, [], world.split(len(parts))
+    for k in range(mine.start, mine.stop):
+        n, initial, words = parts[k]
+        try:
+            decoded.append(coder.decode(words, n, initial, shard=k))
+        except DataError as e:  # the processes agree on a failure before they meet to gather
+            error = DataError(f"{source}{f' (shard {k + 1} of {len(parts)})' if len(parts) > 1 else ''}: {e}")
+            break
+    if not world.all(torch.tensor(error is None)):
+        raise error or PeerFailed("another process of the job could not decode its shards (it says why)",
+                                  DataError.exit_code)
+    pixels = math.prod(header["shape"])
+    bits = world.gather(torch.from_numpy(np.concatenate(decoded or [np.empty((0, pixels), np.uint8)]))).numpy()
     if images_digest(bits) != digest:
         raise DataError(f"{source}: the decoded images fail their checksum (a different platform or torch build "
                         "computed different probabilities); nothing was written")

@@ -23,7 +23,7 @@ directory, 5 output, 6 training, 130 interrupted, 70 internal error.
 
 INTERNAL_ERROR = 70
 # The subcommands that run as one job of several processes under torchrun (vaekit.distributed); the others refuse.
-DISTRIBUTED = ("train", "eval", "score", "embed")
+DISTRIBUTED = ("train", "eval", "score", "embed", "compress", "decompress")
 
 
 def build_parser() -> Parser:

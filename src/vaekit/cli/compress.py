@@ -21,6 +21,10 @@ IDX, .npy or .npz file, an image, or a folder of images). Images whose pixels ta
 (0 and one other) round-trip exactly; grayscale images are binarized by the run's rule first
 (threshold > 127, or the run's seeded dynamic draw) and that binarization round-trips.
 
+Under torchrun, each process codes a contiguous shard of the images on its own stack, and the main
+process writes one file (format 3) holding the shards in order; decompress decodes them in one process,
+or shares them out under torchrun.
+
 The file records the model's fingerprint, the image count and shape, and checksums of the payload and
 of the images: decompressing with another model, or a truncated or corrupted file, is an error,
 never wrong output.
@@ -76,6 +80,7 @@ def run_compress(args) -> int:
     check_target(args.output)  # now, not after the work
     from ..compress import compress_images
     from ..data import read_array
+    from ..distributed import world
 
     loaded = open_run(args)
     if loaded.config.data.standardize:
@@ -83,7 +88,9 @@ def run_compress(args) -> int:
                           "the pixels themselves: use a run trained without it")
     array, container = read_array(args.input, args.data_dir)
     data, stats = compress_images(loaded.model, array, container, loaded.config.data.binarize,
-                                  loaded.config.train.seed, args.latent_bits, source=str(args.input))
+                                  loaded.config.train.seed, args.latent_bits, source=str(args.input), world=world())
+    if not world().is_main():
+        return 0  # under torchrun, each process codes its shard of the images; the main process writes
     atomic_write_bytes(args.output, data)
     note = "" if stats["exact"] else " (grayscale input: its binarization by the run's rule was compressed)"
     print(f"compressed {stats['images']} images to {args.output}: {stats['bytes']} bytes, "
@@ -97,14 +104,17 @@ def run_decompress(args) -> int:
     from ..compress import decompress_images
     from ..data import encode_idx
     from ..data.files import display, read_input
+    from ..distributed import world
 
     loaded = open_run(args)
-    images, container = decompress_images(loaded.model, read_input(args.file), display(args.file))
+    images, container = decompress_images(loaded.model, read_input(args.file), display(args.file), world=world())
     wants_npy = args.output.suffix.lower() == ".npy"
     if (container == "npy") != wants_npy:
         expected = "a .npy name" if container == "npy" else "an IDX name (not .npy)"
         raise ConfigError(f"{args.file} holds images from {'a .npy array' if container == 'npy' else 'an IDX file'}; "
                           f"give -o {expected}")
+    if not world().is_main():
+        return 0  # under torchrun, each process decodes its share of the shards; the main process writes
     atomic_write_bytes(args.output, npy_bytes(images) if container == "npy" else encode_idx(images))
     print(f"decompressed {len(images)} images of {math.prod(images.shape[1:])} pixels to {args.output}")
     return 0

@@ -69,6 +69,7 @@ OPTIONS: dict[str, Option] = {
     "--conv-channels": Option("channels of a conv model's stride-2 layers", ("train",), positive_int, "C", "+"),
     "--latent": Option("latent dimensions", ("train",), positive_int, "LATENT"),
     "--likelihood": Option("the pixel likelihood", ("train",), choices=LIKELIHOODS),
+    "--likelihood-components": Option("a mixture likelihood's logistics per pixel", ("train",), positive_int, "K"),
     "--prior": Option("the prior over the latents", ("train",), choices=PRIORS),
     "--prior-components": Option("a VampPrior's pseudo-inputs", ("train",), positive_int, "PRIOR_COMPONENTS"),
     "--pixel-groups": Option("interleaved pixel groups decoded in turn", ("train",), int, choices=PIXEL_GROUPS),

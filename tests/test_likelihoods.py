@@ -177,8 +177,16 @@ def test_discretized_logistic_means_are_the_expected_values_of_k_over_255():
         params[:, :, -1] -= 3  # narrower scales than the default's
         probabilities = torch.exp(-likelihood.nll(params, ALL_VALUES))  # (6, 256)
         expected = (probabilities * ALL_VALUES.flatten()).sum(1)
-        torch.testing.assert_close(likelihood.means(params).flatten(), expected, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(likelihood.means(params).flatten(), expected, rtol=0, atol=1e-7)
     assert DiscretizedLogistic().means(torch.tensor([[[[0.5]], [[-9.0]]]])).item() == pytest.approx(0.5)
+    # every extreme, and scales on both sides of 1/255, where the sum switches from its window to the midpoint rule
+    params = torch.cat([logistic_grid(), torch.stack([torch.rand(3000, generator=seeded(10), dtype=torch.float64) * 1.4
+                                                      - 0.2, torch.linspace(-8.5, -3.5, 3000, dtype=torch.float64)],
+                                                     1).reshape(-1, 1, 2, 1, 1)])
+    expected = (torch.exp(-DiscretizedLogistic().nll(params, ALL_VALUES)) * ALL_VALUES.flatten()).sum(1)
+    for dtype, tolerance in ((torch.float64, 1e-7), (torch.float32, 1e-6)):
+        means = DiscretizedLogistic().means(params.to(dtype)).flatten().double()
+        torch.testing.assert_close(means, expected, rtol=0, atol=tolerance)
 
 
 def test_mixture_of_one_is_the_single_logistic_and_a_mixture_sums_to_one_over_colour_pixels():

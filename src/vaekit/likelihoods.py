@@ -198,17 +198,58 @@ def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
     return torch.where(k == 0, log_cdf_upper, torch.where(k == EIGHT_BIT, log_sf_lower, inner))
 
 
-def discretized_logistic_mean(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """E[k / 255] under `discretized_logistic_log_prob`, elementwise, in [0, 1].
+MEAN_WINDOW = 24  # edges each side of the mean that a narrow logistic's E[k] sums (the terms beyond: < e^-24)
+MEAN_CHUNK = 1 << 16  # values per chunk of that sum
 
-    E[k] = sum_{j=1..255} P(k >= j) = sum_j sigmoid((mean - (j - 1/2) / 255) / s): 255 sigmoids summed one
-    threshold at a time, so memory stays that of the parameters (a picture of thousands of images).
+
+def discretized_logistic_mean(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """E[k / 255] under `discretized_logistic_log_prob`, elementwise, in [0, 1], to about 1e-7.
+
+    E[k] = sum_{j=1..255} P(k >= j) = sum_j sigmoid((mean - t_j) / s) over the bin edges t_j = (j - 1/2) / 255,
+    evaluated with a bounded number of terms, as a picture of thousands of images needs: for s >= 1/255 the
+    sum is the midpoint rule of the integral of sigmoid((mean - t) / s) over [0, 1], which has a closed form,
+    plus the rule's Euler-Maclaurin end corrections (its error inside the interval is of order
+    exp(-2 pi^2 255 s), 3e-9 of one term at most), in float64, where the closed form's difference of two
+    softplus values keeps its digits; for a narrower s, the terms further than MEAN_WINDOW edges from the mean
+    are 0 or 1 to within e^-24, and the sum counts those and adds the ones between exactly.
     """
-    inv_scale = torch.exp(-log_scale.clamp(MIN_LOG_SCALE, MAX_LOG_SCALE))
-    total = torch.zeros_like(mean)
-    for j in range(1, EIGHT_BIT + 1):
-        total += torch.sigmoid((mean - (j - 0.5) / EIGHT_BIT) * inv_scale)
-    return total / EIGHT_BIT
+    mean, log_scale = torch.broadcast_tensors(mean, log_scale.clamp(MIN_LOG_SCALE, MAX_LOG_SCALE))
+    narrow = discretized_logistic_mean_narrow(mean, log_scale)
+    mean, log_scale = mean.double(), log_scale.double()
+    scale = log_scale.exp()
+    h = 1 / EIGHT_BIT
+    # wide: the integral of sigmoid((mean - t) / s) over t in [0, 1] is s (softplus(u0) - softplus(u1)) with
+    # u0 = mean / s, u1 = (mean - 1) / s, or 1 + s (softplus(-u0) - softplus(-u1)): each where its terms are
+    # small, so that nothing large cancels
+    u0, u1 = mean / scale, (mean - 1) / scale
+    integral = torch.where(mean < 0.5, scale * (F.softplus(u0) - F.softplus(u1)),
+                           1 + scale * (F.softplus(-u0) - F.softplus(-u1)))
+    slope0 = torch.sigmoid(u0) * torch.sigmoid(-u0)  # sigmoid'(u); the integrand's first and third derivatives
+    slope1 = torch.sigmoid(u1) * torch.sigmoid(-u1)  # in t are -sigmoid'(u) / s and -sigmoid'''(u) / s^3, with
+    third0, third1 = slope0 * (1 - 6 * slope0), slope1 * (1 - 6 * slope1)  # sigmoid''' = sigmoid' (1 - 6 sigmoid')
+    # the midpoint rule: h sum_j f(t_j) = integral - h^2/24 [f'] + 7 h^4/5760 [f'''] - ..., [g] = g(1) - g(0)
+    wide = integral + h ** 2 / 24 * (slope1 - slope0) / scale - 7 * h ** 4 / 5760 * (third1 - third0) / scale ** 3
+    return torch.where(scale >= h, wide.to(narrow.dtype), narrow).clamp(0, 1)
+
+
+def discretized_logistic_mean_narrow(mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """`discretized_logistic_mean` for scales below 1/255: the edges below the mean's window count 1 each,
+    those above it 0, and the 2 MEAN_WINDOW between are summed, a cache-sized chunk of values at a time
+    (three times faster than all at once on a million values)."""
+    out = torch.empty(mean.shape, dtype=mean.dtype, device=mean.device)  # mean may be a broadcast view
+    flat_out, flat_mean, flat_log_scale = out.view(-1), mean.reshape(-1), log_scale.reshape(-1)
+    for start in range(0, flat_out.numel(), MEAN_CHUNK):
+        part = slice(start, start + MEAN_CHUNK)
+        m, inv_scale = flat_mean[part], torch.exp(-flat_log_scale[part])
+        below = (m * EIGHT_BIT + 0.5).floor().clamp(0, EIGHT_BIT)  # how many edges t_j lie at or below the mean
+        first = (m - (below - 0.5) / EIGHT_BIT) * inv_scale  # (mean - t_j) / s at j = below, the edge under it
+        step = inv_scale / EIGHT_BIT
+        total = (below - MEAN_WINDOW).clamp(min=0)
+        for offset in range(1 - MEAN_WINDOW, MEAN_WINDOW + 1):  # edges j = below + offset, those in 1..255
+            inside = (below >= 1 - offset) & (below <= EIGHT_BIT - offset)
+            total += torch.sigmoid(first - offset * step) * inside
+        flat_out[part] = total / EIGHT_BIT
+    return out
 
 
 class DiscretizedLogistic(Likelihood):

@@ -38,8 +38,9 @@ C x H x W values, in bits: nats / (C H W ln 2), printed with what it is a number
 bits_per_dim, bits_per_dim_elbo from the negative ELBO, and bits_per_dim_basis):
   8-bit    discretized-logistic(-mixture) on 8-bit images (not binarized): the probability of the
            8-bit values, the measure published for natural images (PixelCNN++, NVAE, VDVAE).
-  binary   binarized images (--binarize), or images that are all 0 and 1: the NLL of binary data,
-           comparable only with other binarized-data numbers, never with 8-bit ones.
+  binary   bernoulli, or a discretized logistic (its mass on 0 and 255), on binarized images
+           (--binarize) or images that are all 0 and 1: the NLL of binary data, comparable only with
+           other binarized-data numbers (e.g. the published binarized-MNIST NLLs), never with 8-bit ones.
   density  gaussian, gaussian-shared or continuous-bernoulli on 8-bit images: a density's NLL plus
            log2(255) = 7.994 bits per value (the bin of width 1/255 around each value k/255; the
            literature's +8 is for data scaled by 1/256). That is the 8-bit bits/dim only of a model

@@ -46,7 +46,8 @@ def test_train_writes_a_complete_run_and_learns(trained, capsys):
     code, out, err = run_cli(capsys, "eval", trained, "--json", *DATA)
     assert code == 0
     result = json.loads(out)
-    assert {"test_loss", "reconstruction", "kl", "active_units", "kl_per_dim"} == set(result)  # each value once
+    assert {"test_loss", "reconstruction", "kl", "active_units", "kl_per_dim", "bits_per_dim_basis"} == set(result)
+    assert result["bits_per_dim_basis"] == "none"  # a Bernoulli on grey pixels: a cross-entropy, no bits/dim
     assert result["active_units"] == 20 and len(result["kl_per_dim"]) == 20
     assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-4)
     assert result["test_loss"] == pytest.approx(rows[1]["test_loss"], abs=1e-6)  # same seed, same numbers

@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from vaekit.data import MNIST, load_held_out, load_split, load_train_test, search_dirs
-from vaekit.data.datasets import BUNDLED_DIR, cache_dir, download_file, get_spec
+from vaekit.data import datasets
+from vaekit.data.datasets import BUNDLED_DIR, FASHION_MNIST, SYSTEM_DIR, cache_dir, download_file, get_spec
 from vaekit.errors import DataError
 
 from .conftest import DATA_DIR, gz, write_files
@@ -57,9 +59,47 @@ def test_search_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VAEKIT_DATA_DIR", "/env/dir")
     dirs = search_dirs("/cli/dir")
-    assert [str(d) for d in dirs] == ["/cli/dir", "/env/dir", "data", str(BUNDLED_DIR), str(cache_dir())]
+    assert [str(d) for d in dirs] == ["/cli/dir", "/env/dir", "data", str(BUNDLED_DIR), "/usr/share/datasets",
+                                      str(cache_dir())]
     monkeypatch.delenv("VAEKIT_DATA_DIR")
-    assert [str(d) for d in search_dirs()] == ["data", str(BUNDLED_DIR), str(cache_dir())]
+    assert [str(d) for d in search_dirs()] == ["data", str(BUNDLED_DIR), "/usr/share/datasets", str(cache_dir())]
+
+
+def test_the_system_dataset_directory_is_searched_after_the_package_and_before_the_cache(tmp_path, monkeypatch,
+                                                                                        fake_dataset):
+    fake_dataset()  # no mirrors: nothing can be downloaded
+    system = tmp_path / "usr-share-datasets"
+    monkeypatch.setattr(datasets, "SYSTEM_DIR", system)
+    monkeypatch.chdir(tmp_path)  # no ./data here
+    with pytest.raises(DataError, match=str(system / "fake")):  # looked for there, and named
+        load_split("fake", "test", download=False)
+    write_files(system / "fake", fake_dataset.raw)  # gzipped, as Debian's package installs them
+    pixels = np.frombuffer(bytearray(fake_dataset.raw["t10k-images-idx3-ubyte.gz"][16:]), np.uint8)
+    assert torch.equal(load_split("fake", "test", download=False).images[:, 0],
+                       torch.from_numpy(pixels.reshape(16, 28, 28)))
+    write_files(cache_dir() / "fake", {name: b"\x00\x00\x08\x01" for name in fake_dataset.raw})  # corrupt
+    assert len(load_split("fake", "train", download=False)) == 64  # the system copy wins over the cache's
+
+
+def test_a_dataset_with_a_debian_package_names_it_when_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "SYSTEM_DIR", tmp_path / "none")
+    with pytest.raises(DataError) as info:
+        load_split("fashion-mnist", "test", tmp_path / "empty", download=False)
+    assert str(info.value).endswith("(on Debian, apt-get install dataset-fashion-mnist puts them in "
+                                    f"{tmp_path / 'none' / 'fashion-mnist'})")
+
+
+def test_fashion_mnist_from_debians_package():
+    """The official test split as dataset-fashion-mnist installs it (CI installs the package)."""
+    if not (SYSTEM_DIR / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Fashion-MNIST (Debian's dataset-fashion-mnist package) in /usr/share/datasets")
+        pytest.skip("dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    test = load_split("fashion-mnist", "test", download=False)
+    assert test.images.shape == (10000, 1, 28, 28) and test.images.dtype == torch.uint8
+    assert test.classes == FASHION_MNIST.classes and len(test.classes) == 10
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    assert test.name == "fashion-mnist:test"
 
 
 def test_bundled_mnist_sits_in_the_package_and_is_found_from_any_directory(tmp_path, monkeypatch):

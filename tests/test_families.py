@@ -108,7 +108,8 @@ def test_config_validation_consults_the_registries(isotropic):
         ModelConfig(family="hvae", latent_dim=8)
     with pytest.raises(ConfigError, match="sum of model.latent_layers"):
         ModelConfig(family="hvae", latent_layers=(4, 8), latent_dim=10)
-    assert set(LIKELIHOODS.names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared"}
+    assert set(LIKELIHOODS.names()) == {"bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared",
+                                        "discretized-logistic", "discretized-logistic-mixture"}
     assert set(PRIORS.names()) == {"normal", "vamp"}
 
 

@@ -27,7 +27,7 @@ def test_round_trip(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor)
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["format_version"] == 6 and document["model"]["hidden_dims"] == [16]
+    assert document["format_version"] == 7 and document["model"]["hidden_dims"] == [16]
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
@@ -46,6 +46,15 @@ def test_an_older_run_reads_with_independent_pixels_and_raw_images(tmp_path, ver
     path.write_text(json.dumps({**document, "format_version": version}))
     assert load_run(tmp_path / "r").config == dataclasses.replace(
         SMALL, train=dataclasses.replace(SMALL.train, warmup_min_steps=0))
+
+
+def test_a_format_6_run_reads_without_likelihood_components(tmp_path):
+    make_run(tmp_path / "r")
+    path = tmp_path / "r" / "config.json"
+    document = json.loads(path.read_text())
+    del document["model"]["likelihood_components"]  # format 7 added it, with the mixture likelihoods
+    path.write_text(json.dumps({**document, "format_version": 6}))
+    assert load_run(tmp_path / "r").config == SMALL and SMALL.model.likelihood_components == 10
 
 
 # config.json exactly as the first vaekit wrote it (run format 1 before bf16, schedules, conv models and priors):

@@ -166,6 +166,10 @@ def test_eval_json_is_valid_json(tiny, capsys):
     (["--hidden", "1000000000"], "model.hidden_dims[0] must be at most 65,536"),
     (["--latent", "1000000000"], "model.latent_dim must be at most 4,096"),
     (["--prior", "vamp", "--prior-components", "1000000000"], "model.prior_components must be at most 10,000"),
+    (["--likelihood", "discretized-logistic-mixture", "--likelihood-components", "1000000000"],
+     "model.likelihood_components must be at most 256"),
+    (["--likelihood", "discretized-logistic-mixture", "--likelihood-components", "256", "--hidden", "2000"],
+     "the model would have 1,"),  # 784 x 256 x 3 decoder outputs from 2,000 units
     (["--pixel-groups", "4", "--binarize", "threshold", "--context-channels", "1000000000"],
      "model.context_channels must be at most 1,024"),
     (["--iwae", "1000000000"], "train.iw_samples must be at most 2,048 at batch size 128"),

@@ -36,6 +36,7 @@ MAX_CONV_CHANNELS = 4_096
 MAX_LATENT = 4_096  # all layers together
 MAX_LATENT_LAYERS = 16
 MAX_PRIOR_COMPONENTS = 10_000  # VampPrior pseudo-inputs (each one an image of parameters)
+MAX_LIKELIHOOD_COMPONENTS = 256  # a pixel likelihood's mixture components (each one 1 + 2C decoder channels)
 MAX_CONTEXT_CHANNELS = 1_024
 MAX_CONTEXT_FEATURES = 64
 MAX_CHANNELS = 64  # image channels
@@ -118,6 +119,7 @@ class ModelConfig:
     latent_dim: int = 20  # the whole latent vector: for a hierarchy, the sum of latent_layers
     latent_layers: tuple[int, ...] = ()  # a hierarchical family's layer sizes, top first; () for one latent
     likelihood: str = "bernoulli"  # see vaekit.likelihoods for what each one's numbers mean
+    likelihood_components: int = 10  # discretized-logistic-mixture only: logistics per pixel (PixelCNN++'s 10)
     prior: str = "normal"  # normal: N(0, I); vamp: mixture of posteriors of learned pseudo-inputs
     prior_components: int = 500  # vamp only
     # 1: pixels independent given z. 4, 7 or 16: decoded in that many interleaved groups, each conditioned on
@@ -168,6 +170,7 @@ class ModelConfig:
             raise ConfigError(f"model.latent_dim must be the sum of model.latent_layers ({sum(self.latent_layers)}), "
                               f"got {self.latent_dim}")
         _choice("model.likelihood", self.likelihood, registry.LIKELIHOODS.names())
+        _positive_int("model.likelihood_components", self.likelihood_components, MAX_LIKELIHOOD_COMPONENTS)
         _choice("model.prior", self.prior, registry.PRIORS.names())
         if family.priors is not None and self.prior not in family.priors:
             raise ConfigError(f"the {self.family} family takes model.prior {' or '.join(family.priors)}, "
@@ -294,6 +297,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.data.standardize and registry.LIKELIHOODS.get(self.model.likelihood).discrete_8bit:
+            raise ConfigError(f"the {self.model.likelihood} likelihood models 8-bit pixel values; data.standardize "
+                              "(--standardize) moves them off that grid: drop one of them")
         if self.train.free_bits and not registry.PRIORS.get(self.model.prior).closed_form_kl:
             closed = [n for n in registry.PRIORS.names() if registry.PRIORS.get(n).closed_form_kl]
             raise ConfigError(f"train.free_bits needs the {' or '.join(closed)} prior (a closed-form KL per "
@@ -306,20 +312,24 @@ class RunConfig:
     def in_effect(self) -> dict[str, dict[str, Any]]:
         """`to_dict()` without the fields that have no effect on this run (config.json keeps them all): the
         held-out fraction of a built-in dataset (it has a test split), an MLP's conv channels, the VampPrior's
-        components under the normal prior, the context of pixel groups without groups, and free bits where
-        the objective cannot have them (the IWAE bound, a VampPrior)."""
+        components under the normal prior, a mixture likelihood's components under any other likelihood, the
+        context of pixel groups without groups, and free bits where the objective cannot have them (the IWAE
+        bound, a VampPrior)."""
         from .data import DATASETS  # vaekit.data loads torch: not when the CLI only builds its parser
 
         model = self.model
         architecture = (registry.ARCHITECTURES.get(model.architecture).fields
                         if model.architecture in registry.ARCHITECTURES else ())
         prior = registry.PRIORS.get(model.prior)
+        likelihood = registry.LIKELIHOODS.get(model.likelihood)
         unused = {
             "data": {"validation"} if self.data.name in DATASETS else set(),
             "model": {f for spec in map(registry.ARCHITECTURES.get, registry.ARCHITECTURES.names())
                       for f in spec.fields if f not in architecture}
             | {f for spec in map(registry.PRIORS.get, registry.PRIORS.names()) for f in spec.fields
                if f not in prior.fields}
+            | {f for spec in map(registry.LIKELIHOODS.get, registry.LIKELIHOODS.names()) for f in spec.fields
+               if f not in likelihood.fields}
             | ({"context_channels", "context_features"} if model.pixel_groups == 1 else set())
             | ({"latent_layers"} if not model.latent_layers else set()),
             "train": {"free_bits"} if self.train.iw_samples > 1 or not prior.closed_form_kl else set(),

@@ -52,6 +52,45 @@ def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int,
     return {"test_loss": loss, "reconstruction": reconstruction, "kl": kl}
 
 
+# What -log p(x) / (C H W ln 2) means, by the likelihood and the test images (`bits_per_dim_basis`)
+BITS_PER_DIM_BASES = {
+    "8-bit": "the probability of the 8-bit pixel values (a discretized likelihood): comparable with published "
+             "8-bit bits/dim (PixelCNN++, NVAE, VDVAE)",
+    "binary": "the probability of binary pixels: comparable only with other numbers on binarized data, never "
+              "with 8-bit bits/dim",
+    "density": "a density's NLL plus log2(255) bits per value (the bin of width 1/255 around each value k/255): "
+               "the 8-bit bits/dim only of a model trained and evaluated on dequantized data (uniform noise in "
+               "each bin), which vaekit does not do, so it is no bound on the 8-bit code length and compares "
+               "only with other densities' numbers made the same way",
+    "none": "no bits/dim: the likelihood's number is no probability of these images (a Bernoulli's "
+            "cross-entropy on grey pixels, a density on binary ones, or images off the 8-bit grid, e.g. "
+            "standardized)",
+}
+DENSITY_BITS_PER_VALUE = math.log2(255)  # 7.994: vaekit holds the value k as k / 255, so its bins are 1/255 wide
+
+
+def bits_per_dim_basis(binary: bool, discrete_8bit: bool, x: torch.Tensor) -> str:
+    """Which of BITS_PER_DIM_BASES a likelihood's NLL on the images x has: `binary` and `discrete_8bit` are
+    the likelihood's (vaekit.registry.LikelihoodSpec); the images are read for what they are (binary, on the
+    8-bit grid k / 255, or neither), not for what the config says."""
+    binary_data = bool(((x == 0) | (x == 1)).all())
+    scaled = x.double() * 255
+    on_grid = bool(((x >= 0) & (x <= 1)).all()) and bool(((scaled - scaled.round()).abs() < 1e-3).all())
+    if binary_data:
+        return "binary" if binary or discrete_8bit else "none"
+    if not on_grid or binary:
+        return "none"
+    return "8-bit" if discrete_8bit else "density"
+
+
+def bits_per_dim(nats: float, dims: int, basis: str) -> float:
+    """Nats per image as bits per dimension (value) on `basis`: nats / (dims ln 2), plus log2(255) for a density
+    (see BITS_PER_DIM_BASES); `basis` "none" has no bits/dim (ValueError)."""
+    if basis not in BITS_PER_DIM_BASES or basis == "none":
+        raise ValueError(f"no bits/dim on basis {basis!r}")
+    return nats / (dims * math.log(2)) + (DENSITY_BITS_PER_VALUE if basis == "density" else 0.0)
+
+
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016, Sec. 5.2: a unit is active if Cov_x(E_q[z_j]) > 0.01
 
 

@@ -50,6 +50,8 @@ class LikelihoodSpec:
     target: str  # "module:Class", a vaekit.likelihoods.Likelihood
     summary: str
     binary: bool = False  # a distribution over {0, 1} pixels: what bits-back coding and pixel groups need
+    discrete_8bit: bool = False  # a distribution over the 256 values k / 255: its NLL gives 8-bit bits/dim
+    fields: tuple[str, ...] = ()  # ModelConfig fields only this likelihood reads
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,12 @@ LIKELIHOODS: Registry[LikelihoodSpec] = Registry(
     LikelihoodSpec("gaussian", "vaekit.likelihoods:Gaussian", "a mean and a deviation per pixel"),
     LikelihoodSpec("gaussian-shared", "vaekit.likelihoods:GaussianShared",
                    "a mean per pixel, one learned deviation (Rybkin et al. 2021)"),
+    LikelihoodSpec("discretized-logistic", "vaekit.likelihoods:DiscretizedLogistic",
+                   "a logistic per pixel discretized to the 256 8-bit values (Salimans et al. 2017)",
+                   discrete_8bit=True),
+    LikelihoodSpec("discretized-logistic-mixture", "vaekit.likelihoods:DiscretizedLogisticMixture",
+                   "a mixture of likelihood_components discretized logistics per pixel (PixelCNN++)",
+                   discrete_8bit=True, fields=("likelihood_components",)),
 )
 
 ARCHITECTURES: Registry[ArchitectureSpec] = Registry(

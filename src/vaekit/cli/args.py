@@ -197,7 +197,8 @@ def add_run_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="look here first for DATASET/ folders (then $VAEKIT_DATA_DIR, ./data, the cache dir)")
+                        help="look here first for DATASET/ folders (then $VAEKIT_DATA_DIR, ./data, the package's copy, "
+                             "/usr/share/datasets, the cache dir)")
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

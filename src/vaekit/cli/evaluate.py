@@ -36,6 +36,22 @@ blocks serve a later evaluation of all of them, and those of an earlier one serv
 Under torchrun (`torchrun --nproc_per_node N -m vaekit eval ...`) the processes share the NLL's blocks
 and gather them in order: the same numbers as one process, since each block is seeded by its first image.
 
+Bits per dimension: the NLL (from --iw-samples K; without it, the negative ELBO, an upper bound) over
+C x H x W values, in bits: nats / (C H W ln 2), printed with what it is a number of (--json:
+bits_per_dim, bits_per_dim_elbo from the negative ELBO, and bits_per_dim_basis):
+  8-bit    discretized-logistic(-mixture) on 8-bit images (not binarized): the probability of the
+           8-bit values, the measure published for natural images (PixelCNN++, NVAE, VDVAE).
+  binary   bernoulli, or a discretized logistic (its mass on 0 and 255), on binarized images
+           (--binarize) or images that are all 0 and 1: the NLL of binary data, comparable only with
+           other binarized-data numbers (e.g. the published binarized-MNIST NLLs), never with 8-bit ones.
+  density  gaussian, gaussian-shared or continuous-bernoulli on 8-bit images: a density's NLL plus
+           log2(255) = 7.994 bits per value (the bin of width 1/255 around each value k/255; the
+           literature's +8 is for data scaled by 1/256). That is the 8-bit bits/dim only of a model
+           trained and evaluated on dequantized data (uniform noise in each bin); vaekit does neither,
+           so this number is no bound on the 8-bit code length: compare it only with other densities.
+  none     no bits/dim: bernoulli on grey pixels (a cross-entropy, not a likelihood), a density on
+           binary images, or images off the 8-bit grid (--standardize).
+
 examples:
   vaekit eval runs/seed
   vaekit eval runs/seed --json
@@ -49,8 +65,9 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: test_loss, reconstruction (the distortion), kl (the rate), "
-                        "active_units, kl_per_dim (and nll, iw_samples, precision); a non-finite value is null "
-                        "and named in non_finite")
+                        "active_units, kl_per_dim, bits_per_dim_basis, bits_per_dim and bits_per_dim_elbo (unless "
+                        "the basis is none), and nll, iw_samples, precision; a non-finite value is null and named "
+                        "in non_finite")
     p.add_argument("--iw-samples", type=iw_count, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -64,7 +81,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..distributed import world
-    from ..evaluate import evaluate_elbo, posterior_diagnostics
+    from ..evaluate import bits_per_dim, bits_per_dim_basis, evaluate_elbo, posterior_diagnostics
 
     loaded = open_run(args)
     x = test_inputs(loaded, args)
@@ -84,6 +101,13 @@ def run(args) -> int:
         result.update(nll=nll.mean().item(), iw_samples=args.iw_samples, precision=args.precision)
     if not world().is_main():
         return 0  # under torchrun: the main process prints
+    likelihood = loaded.model.likelihood
+    basis = bits_per_dim_basis(likelihood.binary, likelihood.discrete_8bit, x)
+    result.update(bits_per_dim_basis=basis)
+    if basis != "none":
+        dims = math.prod(x.shape[1:])
+        result.update(bits_per_dim=bits_per_dim(result.get("nll", result["test_loss"]), dims, basis),
+                      bits_per_dim_elbo=bits_per_dim(result["test_loss"], dims, basis))
     if args.json:
         print(json.dumps(json_ready(result), allow_nan=False))
         return 0
@@ -102,6 +126,9 @@ def run(args) -> int:
         print("KL per dimension " + "  ".join(f"z{i}:{kl:.2f}" for i, kl in ranked))
     if args.iw_samples:
         print(f"NLL              {result['nll']:9.3f} nats per image ({args.iw_samples} importance samples)")
+    if basis != "none":
+        print(f"bits/dim         {result['bits_per_dim']:9.4f}   ({basis}; from the "
+              f"{'NLL' if args.iw_samples else 'negative ELBO'}; see vaekit eval --help)")
     return 0
 
 

@@ -70,8 +70,8 @@ examples:
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
                "beta", "kl_warmup", "free_bits", "iw_samples")
-MODEL_FLAGS = ("family", "architecture", "conv_channels", "likelihood", "prior", "prior_components", "pixel_groups",
-               "context_channels", "context_features")
+MODEL_FLAGS = ("family", "architecture", "conv_channels", "likelihood", "likelihood_components", "prior",
+               "prior_components", "pixel_groups", "context_channels", "context_features")
 CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "standardize", "recipe", *MODEL_FLAGS,
                 *TRAIN_FLAGS)
 
@@ -104,7 +104,11 @@ def register(subparsers) -> None:
                    help="conv: channels of the stride-2 layers (default 32 64); --hidden sets the dense layer")
     p.add_argument("--likelihood", choices=LIKELIHOODS,
                    help="pixel likelihood: bernoulli (default), continuous-bernoulli, gaussian (a deviation per "
-                        "pixel) or gaussian-shared (one learned deviation)")
+                        "pixel), gaussian-shared (one learned deviation), or for 8-bit pixels discretized-logistic "
+                        "or discretized-logistic-mixture (PixelCNN++'s; eval reports their bits/dim)")
+    p.add_argument("--likelihood-components", type=positive_int, metavar="K",
+                   help=f"discretized-logistic-mixture: logistics per pixel "
+                        f"(default {defaults.model.likelihood_components})")
     p.add_argument("--pixel-groups", type=int, choices=PIXEL_GROUPS,
                    help="1 (default): pixels independent given z; 4, 7 or 16: decode pixels in interleaved groups, "
                         "each conditioned on the ones before (lower NLL and smaller compressed files on binary images)")

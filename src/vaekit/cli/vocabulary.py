@@ -71,6 +71,7 @@ OPTIONS: dict[str, Option] = {
     "--latent": Option("latent dimensions: one size, or one per latent layer, top first", ("train",), positive_int,
                        "N", "+"),
     "--likelihood": Option("the pixel likelihood", ("train",), choices=LIKELIHOODS),
+    "--likelihood-components": Option("a mixture likelihood's logistics per pixel", ("train",), positive_int, "K"),
     "--prior": Option("the prior over the latents", ("train",), choices=PRIORS),
     "--prior-components": Option("a VampPrior's pseudo-inputs", ("train",), positive_int, "PRIOR_COMPONENTS"),
     "--pixel-groups": Option("interleaved pixel groups decoded in turn", ("train",), int, choices=PIXEL_GROUPS),

@@ -2,8 +2,10 @@
 
 Each data directory holds one folder per dataset (DIR/mnist/, DIR/fashion-mnist/). Directories are
 searched in order: --data-dir, $VAEKIT_DATA_DIR, ./data, the copy bundled inside the package (MNIST,
-found beside this module, so from any working directory and from a wheel), then the user cache dir,
-which is also where downloads go. Every file is checked against the MD5 of its uncompressed bytes, so
+found beside this module, so from any working directory and from a wheel), /usr/share/datasets
+(Debian's place for dataset packages: `apt-get install dataset-fashion-mnist` puts the four official
+Fashion-MNIST files, gzipped, in /usr/share/datasets/fashion-mnist/), then the user cache dir, which
+is also where downloads go. Every file is checked against the MD5 of its uncompressed bytes, so
 the gzipped and the raw form of a file are both accepted, however they were compressed.
 """
 
@@ -43,6 +45,7 @@ class DatasetSpec:
     splits: dict[str, tuple[DataFile, DataFile]]
     classes: tuple[str, ...]
     licence: str
+    package: str = ""  # the Debian package that installs its files into SYSTEM_DIR, if there is one
 
 
 MNIST = DatasetSpec(
@@ -86,12 +89,14 @@ FASHION_MNIST = DatasetSpec(
     },
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     licence="MIT (Zalando SE)",
+    package="dataset-fashion-mnist",
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 
 DATA_DIR_ENV = "VAEKIT_DATA_DIR"
 BUNDLED_DIR = Path(__file__).parent / "bundled"  # package data (pyproject.toml); data/mnist links here
+SYSTEM_DIR = Path("/usr/share/datasets")  # Debian's dataset packages install here (DatasetSpec.package)
 DOWNLOAD_TIMEOUT_S = 30
 
 Opener = Callable[..., object]  # urllib.request.urlopen's signature; tests pass their own
@@ -116,7 +121,7 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
     dirs = [Path(data_dir)] if data_dir else []
     if os.environ.get(DATA_DIR_ENV):
         dirs.append(Path(os.environ[DATA_DIR_ENV]))
-    dirs += [Path("data"), BUNDLED_DIR, cache_dir()]
+    dirs += [Path("data"), BUNDLED_DIR, SYSTEM_DIR, cache_dir()]
     return dirs
 
 
@@ -230,8 +235,11 @@ def missing_files(spec: DatasetSpec, files: Sequence[DataFile], paths: Sequence[
     and how to point vaekit at local copies."""
     missing = [file.name for file, path in zip(files, paths) if path is None]
     where = ", ".join(str(d / spec.name) for d in dirs)
+    package = (f" (on Debian, apt-get install {spec.package} puts them in {SYSTEM_DIR / spec.name})"
+               if spec.package else "")
     return (f"{spec.title} file{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found in {where}, and "
-            f"{reason}; put the files in DIR/{spec.name}/ and pass --data-dir DIR, or set ${DATA_DIR_ENV} to DIR")
+            f"{reason}; put the files in DIR/{spec.name}/ and pass --data-dir DIR, or set ${DATA_DIR_ENV} to DIR"
+            + package)
 
 
 def load_splits(name: str, splits: Sequence[str], data_dir: str | Path | None = None, download: bool = True,

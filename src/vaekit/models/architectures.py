@@ -27,7 +27,8 @@ from ..registry import ARCHITECTURES
 def decoder_channels(config: ModelConfig) -> int:
     """C', the channels per pixel the decoder of `config` gives: what its likelihood needs, times
     (1 + context_features) with pixel groups."""
-    return likelihoods.get(config.likelihood).output_channels(config.input_shape[0]) * (1 + config.context_features)
+    per_channel = likelihoods.get(config.likelihood, config).output_channels(config.input_shape[0])
+    return per_channel * (1 + config.context_features)
 
 
 def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module]:

@@ -65,7 +65,7 @@ class LatentVariableModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.likelihood = likelihoods.get(config.likelihood)
+        self.likelihood = likelihoods.get(config.likelihood, config)
 
     # --- shape ---------------------------------------------------------------------------------------
     @property
@@ -165,7 +165,7 @@ class LatentVariableModel(nn.Module):
 
 # ModelConfig fields added after run format 5, left out of a fingerprint while they hold these values: a
 # model that could be written before them keeps the fingerprint its compressed files name
-_FINGERPRINT_NEW_FIELDS = {"family": "vae", "latent_layers": ()}
+_FINGERPRINT_NEW_FIELDS = {"family": "vae", "latent_layers": (), "likelihood_components": 10}
 
 
 def fingerprint_config(config: ModelConfig) -> str:

@@ -46,7 +46,8 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: test_loss, reconstruction (the distortion), kl (the rate), "
-                        "active_units, kl_per_dim (and nll, iw_samples, precision); a non-finite value is null "
+                        "active_units, kl_per_dim (kl_per_layer for a hierarchy; nll, iw_samples, precision); "
+                        "a non-finite value is null "
                         "and named in non_finite")
     p.add_argument("--iw-samples", type=iw_count, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
@@ -72,6 +73,8 @@ def run(args) -> int:
     result = evaluate_elbo(loaded.model, x, loaded.config.train.seed)
     diagnostics = posterior_diagnostics(loaded.model, x)
     result.update(active_units=diagnostics["active_units"], kl_per_dim=diagnostics["kl_per_dim"])
+    if "kl_per_layer" in diagnostics:  # a hierarchical model's KL, layer by layer (top first)
+        result.update(kl_per_layer=diagnostics["kl_per_layer"])
     if args.images is not None:
         result.update(images=len(x))
     if args.iw_samples:
@@ -90,6 +93,9 @@ def run(args) -> int:
     if result["kl_per_dim"] is not None:
         ranked = sorted(enumerate(result["kl_per_dim"]), key=lambda item: -item[1])
         print("KL per dimension " + "  ".join(f"z{i}:{kl:.2f}" for i, kl in ranked))
+    if result.get("kl_per_layer"):
+        print("KL per layer     " + "  ".join(f"{name}:{kl:.2f}" for name, kl in result["kl_per_layer"].items()
+                                              if kl is not None))
     if args.iw_samples:
         print(f"NLL              {result['nll']:9.3f} nats per image ({args.iw_samples} importance samples)")
     return 0

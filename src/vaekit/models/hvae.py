@@ -132,11 +132,11 @@ class HVAE(LatentVariableModel):
 
     def _posterior(self, i: int, features: torch.Tensor, state: torch.Tensor | None) -> DiagonalGaussian:
         h = features if state is None else self.state_in[i - 1](state) + features
-        mu, logvar = self.posterior_out[i](torch.nn.functional.silu(h)).chunk(2, dim=-1)
+        mu, logvar = self.posterior_out[i](torch.nn.functional.silu(h)).float().chunk(2, dim=-1)
         return DiagonalGaussian(mu, _soft_clamp(logvar))
 
     def _prior(self, i: int, state: torch.Tensor) -> DiagonalGaussian:
-        mu, logvar = self.prior_head[i - 1](state).chunk(2, dim=-1)
+        mu, logvar = self.prior_head[i - 1](state).float().chunk(2, dim=-1)
         return DiagonalGaussian(mu, _soft_clamp(logvar))
 
     def _step(self, i: int, state: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
@@ -170,11 +170,12 @@ class HVAE(LatentVariableModel):
 
     def _output(self, x: torch.Tensor, features: list[torch.Tensor], eps: torch.Tensor | None,
                 amp_dtype: torch.dtype | None = None) -> HVAEOutput:
-        state, record = self.top_down(features, eps)
         if amp_dtype is None:  # as the caller runs it (the trainer may hold an autocast of its own)
+            state, record = self.top_down(features, eps)
             recon_params = self._pixels(state)
         else:
             with torch.autocast(x.device.type, dtype=amp_dtype):
+                state, record = self.top_down(features, eps)
                 recon_params = self._pixels(state)
         z, q_mu, q_logvar, p_mu, p_logvar = [], [], [], [], []
         for z_i, q, p in record:  # the top's posterior is (B, n) where z is (S, B, n)
@@ -219,8 +220,9 @@ class HVAE(LatentVariableModel):
         return self.bottom_up(x)
 
     def log_weights(self, x, context, eps, amp_dtype=None, frozen=None) -> torch.Tensor:
-        """log p(x|z) + sum_l [log p(z_l|z_<l) - log q(z_l|x, z_<l)], (S, B), for eps (S, B, D); the pixel MLP
-        may run under autocast, the top-down pass and the densities stay fp32."""
+        """log p(x|z) + sum_l [log p(z_l|z_<l) - log q(z_l|x, z_<l)], (S, B), for eps (S, B, D). With amp_dtype
+        the per-sample networks (the top-down pass and the pixel MLP) multiply under autocast, as training does;
+        every layer's mean and log-variance, the samples z and the densities stay fp32."""
         output = self._output(x, context, eps, amp_dtype)
         z = output.z
         return (-self.likelihood.nll(output.recon_params.float(), x) + output.prior.log_prob(z)

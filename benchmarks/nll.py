@@ -70,7 +70,7 @@ CONFIGS = {
     # 32+64 92.82, 3 layers 16+32+64 88.04, 4 layers 86.78; BENCHMARKS.md)
     "hvae": (RunConfig(DYNAMIC, ModelConfig(family="hvae", hidden_dims=(512, 256), latent_dim=120,
                                             latent_layers=(8, 16, 32, 64)),
-                       TrainConfig(epochs=300, kl_warmup=10, lr=2e-3)),
+                       TrainConfig(epochs=200, kl_warmup=10, lr=2e-3)),
              "2 layers: VAE 85.33, IWAE k=50 82.90 (Burda et al. 2016); LVAE 81.74 (Sonderby et al. 2016)"),
     "ctx16-vamp-f4": (RunConfig(DYNAMIC, ModelConfig(hidden_dims=(300, 300), latent_dim=40, prior="vamp",
                                                      pixel_groups=16, context_features=4),

@@ -194,10 +194,19 @@ def test_every_command_on_a_hvae_run(trained, small_npz, tmp_path, capsys):
         code, _, err = run_cli(capsys, command, trained, "-o", png, *extra)
         assert code == 0, err
         assert Image.open(png).size[0] > 28
-    code, _, err = run_cli(capsys, "embed", trained, small_npz, "-o", tmp_path / "e.npz")
+    # embed gives the top layer by default, any layer on request; traverse keeps to a layer when asked
+    for layer, dims in ((None, 2), ("z2", 4), ("all", 6)):
+        code, _, err = run_cli(capsys, "embed", trained, small_npz, "-o", tmp_path / "e.npz",
+                               *(["--layer", layer] if layer else []))
+        assert code == 0, err
+        with np.load(tmp_path / "e.npz") as embedded:
+            assert embedded["mu"].shape == embedded["logvar"].shape == (IMAGES, dims)
+    code, _, err = run_cli(capsys, "embed", trained, small_npz, "-o", tmp_path / "e.npz", "--layer", "z3")
+    assert code == 2 and is_one_error_line(err) and "z1, z2" in err
+    code, out, err = run_cli(capsys, "traverse", trained, "--layer", "z2", "-o", tmp_path / "t2.png", *data)
     assert code == 0, err
-    with np.load(tmp_path / "e.npz") as embedded:
-        assert embedded["mu"].shape == (IMAGES, 6)
+    shown = [int(d) for d in out.split("dimensions ")[1].split(" of layer")[0].split(", ")]
+    assert sorted(shown) == [2, 3, 4, 5]
     code, out, err = run_cli(capsys, "probe", trained, "--json", *data)
     assert code == 0, err
     assert 0 <= json.loads(out)["linear"] <= 1

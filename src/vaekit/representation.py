@@ -27,15 +27,17 @@ from .rng import make_generator
 
 
 @torch.no_grad()
-def embed(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances (N, D) of model inputs x (N, C, H, W)."""
+def embed(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH,
+          part: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances (N, D) of model inputs x (N, C, H, W); `part`: the slice of the flat
+    latent to keep (a hierarchical model's layer, `model.layer(name)[1]`), all of it by default."""
     was_training = model.training
     model.eval()
     mus, logvars = [], []
     for start in range(0, len(x), batch_size):
         posterior = model.encode(x[start:start + batch_size])
-        mus.append(posterior.mu)
-        logvars.append(posterior.logvar)
+        mus.append(posterior.mu[:, part])
+        logvars.append(posterior.logvar[:, part])
     model.train(was_training)
     return torch.cat(mus), torch.cat(logvars)
 

@@ -17,10 +17,12 @@ Write the posterior of every input image: means and log-variances of q(z|x), wit
 input has them, as FILE.npz (keys mu, logvar, labels, names) and beside it FILE.csv (one row per
 image). INPUT is a split (mnist:test) or any image source vaekit reads. A run trained on dynamically
 binarized images encodes the grayscale images, the mean of its random binarizations.
+A hierarchical model (--family hvae) gives its top layer z1; --layer names another (z2, ...) or all.
 
 examples:
   vaekit embed runs/seed mnist:test -o latents.npz
   vaekit embed runs/seed my_digits/ -o mine.npz
+  vaekit embed runs/hvae mnist:test --layer z2 -o z2.npz
 """
 
 PROBE_HELP = """\
@@ -42,6 +44,7 @@ image's posterior mean; rows are ordered by the dimension's KL on the test set, 
 --image is a test-set index (default 0), or any image source vaekit reads (its first image, or
 image N with SOURCE@N), as interpolate --from and --to take.
 The picture names each row's dimension (z3, as eval prints it) and each column's value.
+--layer keeps to one layer of a hierarchical model (z1 the top, z2, ...).
 
 examples:
   vaekit traverse runs/seed -o traverse.png
@@ -66,6 +69,8 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.npz")
+    p.add_argument("--layer", metavar="NAME", help="a hierarchical model's latent layer (z1 the top, the default; "
+                   "z2, ...), or all")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_embed)
@@ -86,6 +91,8 @@ def register(subparsers) -> None:
                    help=f"the image whose code the rows start from: {IMAGE_HELP} (default 0)")
     p.add_argument("--rows", type=positive_int, default=10, help="latent dimensions shown, by KL (default 10)")
     p.add_argument("--steps", type=picture_count, default=9, help="images per row (default 9)")
+    p.add_argument("--layer", metavar="NAME", help="only dimensions of this latent layer of a hierarchical model "
+                   "(z1 the top, z2, ...; default every layer)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
     add_scale_argument(p)
     add_data_dir_argument(p)
@@ -117,8 +124,9 @@ def run_embed(args) -> int:
     from ..tables import csv_text
 
     loaded = open_run(args)
+    name, part = ("all", slice(None)) if args.layer == "all" else loaded.model.layer(args.layer)
     x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
-    mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x))
+    mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x, part=part))
     label_array = np.array([-1 if label is None else label for label in labels], dtype=np.int64)
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, logvar=logvar, labels=label_array, names=np.array(names))
@@ -129,7 +137,8 @@ def run_embed(args) -> int:
                       for i, (name, label) in enumerate(zip(names, labels))))
     csv_path = args.output.with_suffix(".csv")
     atomic_write_files({args.output: buffer.getvalue(), csv_path: table.encode("utf-8")})  # both or neither
-    print(f"embedded {len(mu)} images into {dims} dimensions: {args.output} and {csv_path} "
+    layer = f" (latent layer {name} of {len(loaded.model.layers)})" if len(loaded.model.layers) > 1 else ""
+    print(f"embedded {len(mu)} images into {dims} dimensions{layer}: {args.output} and {csv_path} "
           f"(labels: {'yes' if labels[0] is not None else 'none'})")
     return 0
 
@@ -182,15 +191,18 @@ def run_traverse(args) -> int:
     from ..plots import save_picture, traverse_picture
 
     loaded = open_run(args)
+    layer = range(loaded.model.latent_dim)[loaded.model.layer(args.layer)[1]] if args.layer else None
     check_picture_count("--rows x --steps", min(args.rows, loaded.model.latent_dim) * args.steps)
     x = test_inputs(loaded, args)
     base = reference_image(loaded, args, "--image", args.image, lambda: x)
-    dims = dims_by_usage(posterior_diagnostics(loaded.model, x))[: args.rows]
+    dims = [d for d in dims_by_usage(posterior_diagnostics(loaded.model, x)) if layer is None or d in layer]
+    dims = dims[: args.rows]
     images = traverse(loaded.model, base, dims, args.steps)
     caption = f"test image {args.image}" if args.image.source is None else str(args.image)
     save_picture(args.output, traverse_picture(images, dims, traverse_values(args.steps).tolist(), caption,
                                                args.scale))
-    print(f"wrote traversals of dimensions {', '.join(map(str, dims))} (by KL) to {args.output}")
+    of_layer = f" of layer {args.layer}" if args.layer else ""
+    print(f"wrote traversals of dimensions {', '.join(map(str, dims))}{of_layer} (by KL) to {args.output}")
     return 0
 
 

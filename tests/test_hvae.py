@@ -17,7 +17,7 @@ from vaekit.errors import ConfigError, TrainingError
 from vaekit.evaluate import importance_weighted_nll
 from vaekit.generate import traverse
 from vaekit.models import build_model
-from vaekit.models.hvae import HVAE, HVAEOutput
+from vaekit.models.hvae import HVAE, LOGVAR_MAX, LOGVAR_MIN, PRIOR_LOGVAR_MIN, HVAEOutput
 from vaekit.models.posterior import DiagonalGaussian
 from vaekit.runs import load_run
 
@@ -96,6 +96,18 @@ def test_the_layer_kl_in_closed_form_matches_a_monte_carlo_estimate():
     closed = q.kl(p).item()
     assert closed > 1.0  # a real KL, not ~0
     assert monte_carlo == pytest.approx(closed, rel=0.02)
+
+
+def test_log_variances_stay_in_their_bounds_however_large_the_weights():
+    m = model()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(50)
+        out = m(images(), torch.randn(8, 6, generator=torch.Generator().manual_seed(9)))
+    for logvar, low in ((out.posterior_logvar, LOGVAR_MIN), (out.prior_logvar[:, 2:], PRIOR_LOGVAR_MIN)):
+        assert torch.isfinite(logvar).all() and logvar.min() >= low and logvar.max() <= LOGVAR_MAX + 1e-3
+        assert logvar.min() < low + 0.5 or logvar.max() > LOGVAR_MAX - 0.5  # the weights did push them to a bound
+    assert torch.isfinite(m.objective(images(), out, torch.randn(8, 6)))
 
 
 def test_objective_elbo_free_bits_and_kl_weight():

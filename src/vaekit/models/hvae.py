@@ -106,19 +106,27 @@ class HVAE(LatentVariableModel):
         self.output_shape = (decoder_channels(config), h, w)
         self.stem = _mlp([c * h * w, *config.hidden_dims], last_activation=True)  # x -> d_L
         # d_l = d_{l+1} + up[l](d_{l+1}), for l = L-1 .. 1: up[i] makes layer i's features (index 0 is the top)
-        self.up = nn.ModuleList(_mlp([width, width, width], last_activation=True) for _ in sizes[:-1])
-        # posterior heads: act(state_in(s) + feature_in(d_l)) -> (mu, logvar); the top's reads d_1 alone
-        self.feature_in = nn.ModuleList(nn.Linear(width, width) for _ in sizes)
+        # Every network that reads a residual stream (d, s) reads it through a LayerNorm ("pre-norm"): its output
+        # is then bounded by its own weights, however far the stream drifted. Without, one run at lr 2e-3 saw a
+        # few Adam steps move the weights of the deep bottom-up and top-down stacks coherently enough to throw
+        # every mean to 1e9 and the loss to inf at epoch 19 (with clip_grad 100 and bounded variances).
+        self.up = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), *_mlp([width, width, width], True))
+                                for _ in sizes[:-1])
+        # posterior heads: act(norm(state_in(s) + feature_in(d_l))) -> (mu, logvar); the top's reads d_1 alone
+        self.feature_in = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width)) for _ in sizes)
         self.state_in = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in sizes[1:])
+        self.posterior_norm = nn.ModuleList(nn.LayerNorm(width) for _ in sizes)
         self.posterior_out = nn.ModuleList(nn.Linear(width, 2 * n) for n in sizes)
-        # priors of the layers below the top: act(s) -> W -> (mu, logvar)
-        self.prior_head = nn.ModuleList(nn.Sequential(_activation(), *_mlp([width, width, 2 * n], False))
-                                        for n in sizes[1:])
-        # the state: s = top_in(z1); s = s + merge[l](s, z_l) below
+        # priors of the layers below the top: act(norm(s)) -> W -> (mu, logvar)
+        self.prior_head = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), _activation(),
+                                                      *_mlp([width, width, 2 * n], False)) for n in sizes[1:])
+        # the state: s = top_in(z1); s = s + merge[l](norm(s), z_l) below
         self.top_in = _mlp([sizes[0], width, width], last_activation=False)
+        self.merge_norm = nn.ModuleList(nn.LayerNorm(width) for _ in sizes[1:])
         self.merge = nn.ModuleList(_mlp([width + n, width, width], last_activation=False) for n in sizes[1:])
         out_dims = [width, *reversed(config.hidden_dims[:-1])]
-        self.out = nn.Sequential(_activation(), *_mlp([*out_dims, self.output_shape[0] * h * w], False))
+        self.out = nn.Sequential(nn.LayerNorm(width), _activation(),
+                                 *_mlp([*out_dims, self.output_shape[0] * h * w], False))
         for name, parameter in self.likelihood.extra_parameters().items():
             self.register_parameter(name, parameter)
 
@@ -143,7 +151,7 @@ class HVAE(LatentVariableModel):
 
     def _posterior(self, i: int, features: torch.Tensor, state: torch.Tensor | None) -> DiagonalGaussian:
         h = features if state is None else self.state_in[i - 1](state) + features
-        mu, logvar = self.posterior_out[i](F.silu(h)).float().chunk(2, dim=-1)
+        mu, logvar = self.posterior_out[i](F.silu(self.posterior_norm[i](h))).float().chunk(2, dim=-1)
         return DiagonalGaussian(mu, _soft_clamp(logvar))
 
     def _prior(self, i: int, state: torch.Tensor) -> DiagonalGaussian:
@@ -154,7 +162,7 @@ class HVAE(LatentVariableModel):
         """The state after layer i's sample z: top_in(z1) for the top, s + merge(s, z_i) below."""
         if state is None:
             return self.top_in(z)
-        return state + self.merge[i - 1](torch.cat([state, z], dim=-1))
+        return state + self.merge[i - 1](torch.cat([self.merge_norm[i - 1](state), z], dim=-1))
 
     def top_down(self, features: list[torch.Tensor] | None, eps: torch.Tensor | None = None,
                  z: torch.Tensor | None = None, draw_from_prior: bool = False) -> tuple[torch.Tensor, list]:

@@ -65,9 +65,9 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: test_loss, reconstruction (the distortion), kl (the rate), "
-                        "active_units, kl_per_dim, bits_per_dim_basis, bits_per_dim and bits_per_dim_elbo (unless "
-                        "the basis is none), and nll, iw_samples, precision; a non-finite value is null and named "
-                        "in non_finite")
+                        "active_units, kl_per_dim (kl_per_layer for a hierarchy), bits_per_dim_basis, bits_per_dim "
+                        "and bits_per_dim_elbo (unless the basis is none), and nll, iw_samples, precision; a "
+                        "non-finite value is null and named in non_finite")
     p.add_argument("--iw-samples", type=iw_count, default=None, metavar="K",
                    help="also estimate the negative log-likelihood with K importance samples per image")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -124,6 +124,9 @@ def run(args) -> int:
     if result["kl_per_dim"] is not None:
         ranked = sorted(enumerate(result["kl_per_dim"]), key=lambda item: -item[1])
         print("KL per dimension " + "  ".join(f"z{i}:{kl:.2f}" for i, kl in ranked))
+    if result.get("kl_per_layer"):
+        print("KL per layer     " + "  ".join(f"{name}:{kl:.2f}" for name, kl in result["kl_per_layer"].items()
+                                              if kl is not None))
     if args.iw_samples:
         print(f"NLL              {result['nll']:9.3f} nats per image ({args.iw_samples} importance samples)")
     if basis != "none":

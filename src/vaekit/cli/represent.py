@@ -17,10 +17,12 @@ Write the posterior of every input image: means and log-variances of q(z|x), wit
 input has them, as FILE.npz (keys mu, logvar, labels, names) and beside it FILE.csv (one row per
 image). INPUT is a split (mnist:test) or any image source vaekit reads. A run trained on dynamically
 binarized images encodes the grayscale images, the mean of its random binarizations.
+A hierarchical model (--family hvae) gives its top layer z1; --layer names another (z2, ...) or all.
 
 examples:
   vaekit embed runs/seed mnist:test -o latents.npz
   vaekit embed runs/seed my_digits/ -o mine.npz
+  vaekit embed runs/hvae mnist:test --layer z2 -o z2.npz
 """
 
 PROBE_HELP = """\
@@ -42,6 +44,7 @@ image's posterior mean; rows are ordered by the dimension's KL on the test set, 
 --image is a test-set index (default 0), or any image source vaekit reads (its first image, or
 image N with SOURCE@N), as interpolate --from and --to take.
 The picture names each row's dimension (z3, as eval prints it) and each column's value.
+--layer keeps to one layer of a hierarchical model (z1 the top, z2, ...).
 
 examples:
   vaekit traverse runs/seed -o traverse.png
@@ -66,7 +69,7 @@ def register(subparsers) -> None:
     add_run_argument(p)
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.npz")
-    add_layer_argument(p, "the latent layer embedded")
+    add_layer_argument(p, "the latent layer embedded", "z1, the top; all: every layer")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_embed)
@@ -77,7 +80,7 @@ def register(subparsers) -> None:
     p.add_argument("--labels", type=positive_int, nargs="+", default=[100, 1000], metavar="N",
                    help="label counts of the semi-supervised probes (default 100 1000)")
     p.add_argument("--no-pixels", action="store_true", help="skip the raw-pixel reference")
-    add_layer_argument(p, "the latent layer probed")
+    add_layer_argument(p, "the latent layer probed", "z1, the top; all: every layer")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_probe)
@@ -89,7 +92,7 @@ def register(subparsers) -> None:
     p.add_argument("--rows", type=positive_int, default=10, help="latent dimensions shown, by KL (default 10)")
     p.add_argument("--steps", type=picture_count, default=9, help="images per row (default 9)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
-    add_layer_argument(p, "the latent layer whose dimensions are swept")
+    add_layer_argument(p, "only dimensions of this latent layer", "every layer's, by KL")
     add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
@@ -191,7 +194,7 @@ def run_traverse(args) -> int:
     from ..plots import save_picture, traverse_picture
 
     loaded = open_run(args)
-    layer, part = loaded.model.layer(args.layer)
+    layer, part = loaded.model.layer(args.layer or "all")
     check_picture_count("--rows x --steps", min(args.rows, part.stop - part.start) * args.steps)
     x = test_inputs(loaded, args)
     base = reference_image(loaded, args, "--image", args.image, lambda: x)
@@ -201,13 +204,14 @@ def run_traverse(args) -> int:
     caption = f"test image {args.image}" if args.image.source is None else str(args.image)
     save_picture(args.output, traverse_picture(images, dims, traverse_values(args.steps).tolist(), caption,
                                                args.scale))
-    where = f" (layer {layer})" if len(loaded.model.layers) > 1 else ""
+    where = f" of layer {layer}" if args.layer and len(loaded.model.layers) > 1 else ""
     print(f"wrote traversals of dimensions {', '.join(map(str, dims))}{where} (by KL) to {args.output}")
     return 0
 
 
-def add_layer_argument(p, what: str) -> None:
-    p.add_argument("--layer", metavar="NAME", help=f"{what}, for a hierarchical model: z1 (the top, default), z2, ...")
+def add_layer_argument(p, what: str, default: str) -> None:
+    p.add_argument("--layer", metavar="NAME",
+                   help=f"{what}, for a hierarchical model: z1 (the top), z2, ..., or all (default: {default})")
 
 
 def layer_usage(diagnostics: dict, part: slice) -> dict:

@@ -130,7 +130,7 @@ OPTIONS: dict[str, Option] = {
                       "IMAGE"),
     "--steps": Option("images along a path or a sweep, ends included", ("interpolate", "traverse"), picture_count,
                       "STEPS"),
-    "--layer": Option("a hierarchical model's latent layer: z1 (the top) to zL", ("embed", "probe", "traverse"),
+    "--layer": Option("a hierarchical model's latent layer: z1 (the top) to zL, or all", ("embed", "probe", "traverse"),
                       metavar="NAME"),
     "--rows": Option("latent dimensions shown, one per row", ("traverse",), positive_int, "ROWS"),
     "--side": Option("images per side of a square grid", ("manifold",), positive_int, "SIDE"),

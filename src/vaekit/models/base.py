@@ -79,9 +79,12 @@ class LatentVariableModel(nn.Module):
         return (("z", slice(0, self.latent_dim)),)
 
     def layer(self, name: str | None) -> tuple[str, slice]:
-        """The layer called `name` (None: the top one, what `embed` gives by default); ConfigError if none is."""
+        """The layer called `name` (None: the top one, what `embed` gives by default; "all": the whole flat
+        latent); ConfigError if none is."""
         if name is None:
             return self.layers[0]
+        if name == "all":
+            return "all", slice(0, self.latent_dim)
         for layer in self.layers:
             if layer[0] == name:
                 return layer

@@ -343,12 +343,25 @@ def test_family_and_latent_layers_make_the_config():
     assert (config.family, config.latent_layers, config.latent_dim) == ("vae", (), 32)
 
 
+def test_a_family_brings_its_benchmarked_model_and_recipe_where_the_flags_leave_a_choice():
+    from vaekit.cli.train import build_config
+
+    config = build_config(parsed("--family", "hvae"))  # benchmarks/nll.py's hvae: 82.08 nats
+    assert (config.model.latent_layers, config.model.latent_dim, config.model.hidden_dims) == ((8, 16, 32, 64), 120,
+                                                                                               (512, 256))
+    assert (config.train.lr, config.train.kl_warmup, config.train.clip_grad) == (2e-3, 10, 100.0)
+    config = build_config(parsed("--family", "hvae", "--latent", 16, 32, "--hidden", 64, "--lr", "1e-3"))
+    assert (config.model.latent_layers, config.model.hidden_dims, config.train.lr) == ((16, 32), (64,), 1e-3)
+    assert config.train.kl_warmup == 10
+    seed = build_config(parsed("--family", "hvae", "--recipe", "seed"))
+    assert (seed.train.lr, seed.train.kl_warmup) == (1e-3, 0)  # the seed's recipe is the seed's
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--latent", 16, 32], "the vae family has one latent layer: --latent takes one size, got 2 (--latent 16 32); "
                            "one size per layer is for --family hvae"),
     (["--family", "hvae", "--latent", 16], "the hvae family has at least two latent layers: --latent takes one size "
                                            "per layer, top first (e.g. --latent 16 32), got one: --latent 16"),
-    (["--family", "hvae"], "--family hvae needs --latent with one size per latent layer, top first, at least two"),
     (["--family", "hvae", "--latent", 16, 32, "--architecture", "conv"], "the hvae family takes model.architecture "
                                                                          "mlp, not conv"),
     (["--family", "ladder"], "argument --family: invalid choice: 'ladder'"),

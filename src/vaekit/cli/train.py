@@ -258,8 +258,17 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
                                       math.prod(images.shape))
     else:
         recipe = TrainConfig()
+    family = registry.FAMILIES.get(args.family or defaults.model.family)
+    if base is None and args.family:  # the family's own starting points, where the flags leave a choice
+        model = dataclasses.replace(defaults.model, family=family.name, **dict(family.model_defaults))
+        defaults = dataclasses.replace(defaults, model=model)
+        if args.recipe is None and family.recipe:
+            overrides = dict(family.recipe)
+            if "lr" in overrides:  # scaled as vaekit's recipe scales its own rate to the images
+                overrides["lr"] = float(f"{overrides['lr'] * recipe.lr / TrainConfig().lr:.2g}")
+            recipe = dataclasses.replace(recipe, **overrides)
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
-    latent_dim, latent_layers = latent_sizes(args.latent, args.family or defaults.model.family, defaults.model)
+    latent_dim, latent_layers = latent_sizes(args.latent, family.name, defaults.model)
     return RunConfig(
         data=DataConfig(name=data, binarize=args.binarize or defaults.data.binarize, validation=validation,
                         standardize=bool(args.standardize) or (base is not None and base.data.standardize)),

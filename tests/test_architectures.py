@@ -14,14 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, load_run, load_split, resume
+from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, load_run, resume
 from vaekit.cli import build_parser, main
 from vaekit.cli.train import build_config
 from vaekit.errors import ConfigError
 from vaekit.models.vae import VAE
 
-from .conftest import DATA_DIR
-from .tiny_run import is_one_error_line
+from .tiny_run import is_one_error_line, mnist_npz
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,10 +141,7 @@ def own_module(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def small_npz(tmp_path_factory):
     """300 MNIST test images as a user's own .npz (30 held out as its test set)."""
-    mnist = load_split("mnist", "test", DATA_DIR)
-    path = tmp_path_factory.mktemp("data") / "small.npz"
-    np.savez(path, images=mnist.images[:300].squeeze(1).numpy(), labels=mnist.labels[:300].numpy())
-    return path
+    return mnist_npz(tmp_path_factory.mktemp("data") / "small.npz", 300)
 
 
 def cli(capsys, *argv):

@@ -10,25 +10,21 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, load_split, resume
+from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, resume
 from vaekit.callbacks import CallbackError, TensorBoardCallback, epoch_scalars
 from vaekit.cli import main
 from vaekit.errors import ConfigError, Interrupted
 from vaekit.runs import load_checkpoint, read_config, read_metrics
 from vaekit.train import learning_rate
 
-from .conftest import DATA_DIR
-from .tiny_run import is_one_error_line
+from .tiny_run import is_one_error_line, mnist_npz
 
 N_IMAGES = 300  # 270 train, 30 test: 5 steps an epoch at batch 64
 
 
 @pytest.fixture(scope="module")
 def small_npz(tmp_path_factory):
-    mnist = load_split("mnist", "test", DATA_DIR)
-    path = tmp_path_factory.mktemp("data") / "small.npz"
-    np.savez(path, images=mnist.images[:N_IMAGES].squeeze(1).numpy(), labels=mnist.labels[:N_IMAGES].numpy())
-    return path
+    return mnist_npz(tmp_path_factory.mktemp("data") / "small.npz", N_IMAGES)
 
 
 def tiny_config(data, epochs: int) -> RunConfig:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, load_run, load_split, resume
+from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, load_run, resume
 from vaekit.callbacks import CallbackError
 from vaekit.cli import main
 from vaekit.errors import ConfigError
@@ -20,7 +20,7 @@ from vaekit.models import DiagonalGaussian, build_model
 from vaekit.registry import FAMILIES, LIKELIHOODS, PRIORS, FamilySpec
 
 from .conftest import DATA_DIR
-from .tiny_run import is_one_error_line
+from .tiny_run import is_one_error_line, mnist_npz
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 SPEC = FamilySpec("isotropic", "isotropic_family:IsotropicVAE", "one posterior variance per image",
@@ -38,10 +38,7 @@ def isotropic(monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_npz(tmp_path_factory):
-    mnist = load_split("mnist", "test", DATA_DIR)
-    path = tmp_path_factory.mktemp("data") / "small.npz"
-    np.savez(path, images=mnist.images[:400].squeeze(1).numpy(), labels=mnist.labels[:400].numpy())
-    return path
+    return mnist_npz(tmp_path_factory.mktemp("data") / "small.npz", 400)
 
 
 def config_of(data: Path, epochs: int = 2) -> RunConfig:

@@ -22,7 +22,7 @@ from vaekit.models.posterior import DiagonalGaussian
 from vaekit.runs import load_run
 
 from .conftest import DATA_DIR
-from .tiny_run import is_one_error_line
+from .tiny_run import is_one_error_line, mnist_npz
 
 CONFIG = ModelConfig(family="hvae", hidden_dims=(48, 32), latent_dim=6, latent_layers=(2, 4))
 IMAGES = 300
@@ -43,10 +43,7 @@ def mnist_images(n: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def small_npz(tmp_path_factory):
-    mnist = load_split("mnist", "test", DATA_DIR)
-    path = tmp_path_factory.mktemp("data") / "small.npz"
-    np.savez(path, images=mnist.images[:IMAGES].squeeze(1).numpy(), labels=mnist.labels[:IMAGES].numpy())
-    return path
+    return mnist_npz(tmp_path_factory.mktemp("data") / "small.npz", IMAGES)
 
 
 def tiny_config(small_npz, epochs: int) -> RunConfig:

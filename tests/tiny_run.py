@@ -14,11 +14,16 @@ from .conftest import DATA_DIR
 N_IMAGES = 300
 
 
+def mnist_npz(path: Path, images: int = N_IMAGES) -> Path:
+    """The first `images` MNIST test images and their labels as a user's own .npz at `path`."""
+    mnist = load_split("mnist", "test", DATA_DIR)
+    np.savez(path, images=mnist.images[:images].squeeze(1).numpy(), labels=mnist.labels[:images].numpy())
+    return path
+
+
 def make_tiny_run(directory: Path, images: int = N_IMAGES) -> Path:
     """Train the tiny run into directory/run (its images in directory/small.npz); returns the run's path."""
-    mnist = load_split("mnist", "test", DATA_DIR)
-    data = directory / "small.npz"
-    np.savez(data, images=mnist.images[:images].squeeze(1).numpy(), labels=mnist.labels[:images].numpy())
+    data = mnist_npz(directory / "small.npz", images)
     config = RunConfig(data=DataConfig(name=str(data)), model=ModelConfig(hidden_dims=(32,), latent_dim=4),
                        train=TrainConfig(epochs=1, batch_size=64))
     return fit(config, directory / "run", device="cpu").path

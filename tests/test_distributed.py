@@ -38,7 +38,9 @@ def vaekit(*args: str, cwd: Path, fault: str | None = None, launcher: tuple[str,
     """Run `python <launcher> args` in a fresh environment (PYTHONPATH to this checkout, one thread each)."""
     path = [str(SRC)] + ([str(FAULTS)] if fault else [])
     environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    environment.update(PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1", **env,
+    # one thread each, whatever the caller's VAEKIT_THREADS (a module fixture runs before the tests' own setting):
+    # the test loss of a 1,000-image batch depends on the thread count
+    environment.update(PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1", VAEKIT_THREADS="1", **env,
                        **({"VAEKIT_TEST_FAULT": fault} if fault else {}))
     return subprocess.run([sys.executable, *launcher, *args], cwd=cwd, env=environment, capture_output=True,
                           text=True, timeout=timeout)

@@ -25,7 +25,7 @@ from vaekit import load_split
 from vaekit.cli import main
 from vaekit.distributed import World
 
-from .conftest import DATA_DIR
+from .conftest import DATA_DIR, SESSION_THREADS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 FAULTS = Path(__file__).resolve().parent / "faults"
@@ -35,12 +35,13 @@ TRAIN = ["--hidden", "32", "--latent", "4", "--batch-size", "128", "--validation
 
 def vaekit(*args: str, cwd: Path, fault: str | None = None, launcher: tuple[str, ...] = ("-m", "vaekit"),
            timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    """Run `python <launcher> args` in a fresh environment (PYTHONPATH to this checkout, one thread each)."""
+    """Run `python <launcher> args` in a fresh environment (PYTHONPATH to this checkout, the session's threads)."""
     path = [str(SRC)] + ([str(FAULTS)] if fault else [])
     environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    # one thread each, whatever the caller's VAEKIT_THREADS (a module fixture runs before the tests' own setting):
-    # the test loss of a 1,000-image batch depends on the thread count
-    environment.update(PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1", VAEKIT_THREADS="1", **env,
+    # the thread count the tests' own in-process commands use (conftest), even in a module fixture, which runs
+    # before that is set: a 1,000-image batch's sums depend on it, and results are compared across runs
+    environment.update(PYTHONPATH=os.pathsep.join(path), OMP_NUM_THREADS="1", VAEKIT_THREADS=str(SESSION_THREADS),
+                       **env,
                        **({"VAEKIT_TEST_FAULT": fault} if fault else {}))
     return subprocess.run([sys.executable, *launcher, *args], cwd=cwd, env=environment, capture_output=True,
                           text=True, timeout=timeout)

@@ -64,6 +64,19 @@ def negative_elbo(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor,
     return ELBOTerms(reconstruction + kl, reconstruction, kl)
 
 
+def negative_iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """-log (1/S) sum_s w_s summed over the batch, from log-weights (S, B) (Burda et al. 2016, Eq. 8)."""
+    return (math.log(log_w.shape[0]) - torch.logsumexp(log_w, dim=0)).sum()
+
+
+def floored_kl(kl_per_dim: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL summed over a batch (B, D), each dimension's batch mean floored at free_bits nats (Kingma et al.
+    2016, Eq. 15); with no free bits, the plain sum."""
+    if free_bits:
+        return kl_per_dim.mean(0).clamp(min=free_bits).sum() * len(kl_per_dim)
+    return kl_per_dim.sum()
+
+
 def training_loss(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                   eps: torch.Tensor, *, likelihood: Likelihood | str = "bernoulli",
                   prior_log_prob: PriorLogProb | None = None, kl_weight: torch.Tensor | float = 1.0,
@@ -78,13 +91,11 @@ def training_loss(x: torch.Tensor, recon_params: torch.Tensor, mu: torch.Tensor,
         z = posterior.rsample(eps)
         log_prior = standard_normal_log_prob(z) if prior_log_prob is None else prior_log_prob(z)
         log_w = -likelihood.nll(recon_params, x) + kl_weight * (log_prior - posterior.log_prob(z))
-        return (math.log(eps.shape[0]) - torch.logsumexp(log_w, dim=0)).sum()
+        return negative_iwae_bound(log_w)
     reconstruction = likelihood.batch_nll(recon_params, x)
     if prior_log_prob is not None:
         z = posterior.rsample(eps)
         kl = (posterior.log_prob(z) - prior_log_prob(z)).sum()
-    elif free_bits:
-        kl = posterior.kl_per_dim().mean(0).clamp(min=free_bits).sum() * len(x)
     else:
-        kl = posterior.kl_per_dim().sum()
+        kl = floored_kl(posterior.kl_per_dim(), free_bits)
     return reconstruction + kl_weight * kl

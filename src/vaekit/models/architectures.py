@@ -24,6 +24,7 @@ from ..config import BUILDER_PATTERN, CUSTOM_ARCHITECTURE, ModelConfig
 from ..errors import ConfigError
 from ..registry import ARCHITECTURES
 
+
 def decoder_channels(config: ModelConfig) -> int:
     """C', the channels per pixel the decoder of `config` gives: what its likelihood needs, times
     (1 + context_features) with pixel groups."""

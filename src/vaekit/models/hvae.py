@@ -19,13 +19,13 @@ blow up the KL between two layers. The training recipe matters as much: see BENC
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import objectives
 from ..config import ModelConfig
 from ..errors import ConfigError
 from .architectures import decoder_channels
@@ -222,18 +222,15 @@ class HVAE(LatentVariableModel):
         if eps.dim() == 3:
             z = output.z.float()
             log_w = -self.likelihood.nll(params, x) + kl_weight * (prior.log_prob(z) - posterior.log_prob(z))
-            return (math.log(eps.shape[0]) - torch.logsumexp(log_w, dim=0)).sum()
-        kl = posterior.kl_per_dim(prior)  # (B, D)
-        kl = kl.mean(0).clamp(min=free_bits).sum() * len(x) if free_bits else kl.sum()
+            return objectives.negative_iwae_bound(log_w)
+        kl = objectives.floored_kl(posterior.kl_per_dim(prior), free_bits)
         return self.likelihood.batch_nll(params, x) + kl_weight * kl
 
     def elbo(self, x, eps, frozen=None):
-        from ..objectives import ELBOTerms
-
         output = self(x, eps)
         reconstruction = self.likelihood.nll(output.recon_params.float(), x)
         kl = output.posterior.kl(output.prior)
-        return ELBOTerms(reconstruction + kl, reconstruction, kl)
+        return objectives.ELBOTerms(reconstruction + kl, reconstruction, kl)
 
     def iw_context(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.bottom_up(x)

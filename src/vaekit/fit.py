@@ -30,7 +30,8 @@ from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closi
                         with_tensorboard)
 from .config import RunConfig
 from .registry import ARCHITECTURES
-from .data import ImageSet, fixed_binarization, load_train_test
+from .data import ImageSet, load_train_test
+from .data.streamed import held_out_inputs
 from .devices import resolve_device
 from .distributed import World, is_peer_failure, peer_failure, world as current_world
 from .errors import ConfigError, Interrupted, RunError, TrainingError
@@ -152,7 +153,7 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
 
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
-                                          progress, images, config.data.standardize)
+                                          progress, images, config.data.standardize, stream=True)
     if train_set.shape != config.model.input_shape:
         raise ConfigError(f"{train_set.name} images are {train_set.shape}, "
                           f"the model expects {config.model.input_shape}")
@@ -166,7 +167,7 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
     log = log if world.is_main() else (lambda line: None)
     model = (model or build_model(config)).to(dev)
     trainer = Trainer(wrapped(model, dev, world), train_set.images.to(dev), config.train, config.data.binarize, world)
-    test_x = fixed_binarization(test_set.images.to(dev), config.data.binarize, config.train.seed)
+    test_x = held_out_inputs(test_set, config.data.binarize, config.train.seed, dev)  # a tensor, or read by slices
     sample_seed = derive_seed(config.train.seed, "samples")  # the same prior draws every epoch
     metrics: list[dict] = []
 

@@ -225,14 +225,17 @@ def log(line: str) -> None:
 
 def own_images(data: str | None) -> ImageSet | None:
     """The user's images when --data is a path (read here, once: they size the model); None for a built-in."""
-    from ..data import DATASETS, is_builtin, read_images
+    from ..data import DATASETS, is_builtin
 
     if data is None or data in DATASETS:
         return None
     if is_builtin(data):
         raise ConfigError(f"--data {data}: give the dataset's name ({data.partition(':')[0]}); "
                           "vaekit trains on its train split and tests on its test split")
-    return read_images(Path(data).resolve())  # checks the data before a run directory is made
+    from ..data.prepare import open_images
+
+    # checks the data before a run directory is made; data too big for memory is prepared into a cache, streamed
+    return open_images(Path(data).resolve(), progress=sys.stderr.isatty())
 
 
 def build_config(args, images: ImageSet | None = None, base: RunConfig | None = None) -> RunConfig:

@@ -58,6 +58,10 @@ def read_images(source: str | Path, data_dir: str | Path | None = None) -> Image
         return read_npy(path)
     if suffix == ".npz":
         return read_npz(path)
+    if suffix == ".vkds":  # a dataset cache (vaekit data prepare), read whole
+        from .streamed import open_streamed
+
+        return open_streamed(path).materialize()
     if suffix in IMAGE_SUFFIXES:
         image = read_image_file(path)
         return ImageSet(torch.from_numpy(image)[None], None, display(path), names=(display(path.name),))
@@ -187,8 +191,9 @@ def _palette_is_gray(image) -> bool:
     return bool((palette[..., 0] == palette[..., 1]).all() and (palette[..., 1] == palette[..., 2]).all())
 
 
-def read_folder(path: Path) -> ImageSet:
-    """All images in a folder, sorted by name; or, if it holds only subfolders, one class per subfolder."""
+def folder_files(path: Path) -> tuple[list[Path], torch.Tensor | None, tuple[str, ...]]:
+    """The image files of a folder, sorted by name, or, if it holds only subfolders, those of each subfolder in
+    turn; with their labels (the subfolder's index) and the class names (the subfolders'), or None and ()."""
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     classes: tuple[str, ...] = ()
     labels = None
@@ -202,6 +207,12 @@ def read_folder(path: Path) -> ImageSet:
     if not files:
         raise DataError(f"{display(path)}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
                         "directly or in class subfolders)")
+    return files, labels, classes
+
+
+def read_folder(path: Path) -> ImageSet:
+    """All images in a folder, sorted by name; or, if it holds only subfolders, one class per subfolder."""
+    files, labels, classes = folder_files(path)
     arrays, budget = [], MAX_DECODED_BYTES
     for f in files:
         arrays.append(read_image_file(f, budget))
@@ -303,16 +314,28 @@ def conform(images: ImageSet, shape: tuple[int, int, int]) -> ImageSet:
 
 def load_train_test(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
                     progress: bool = False, images: ImageSet | None = None,
-                    standardize: bool = False) -> tuple[ImageSet, ImageSet]:
+                    standardize: bool = False, stream: bool = False) -> tuple[ImageSet, ImageSet]:
     """A run's training images and held-out images, standardized per image if the run asks (`as_seen`).
 
     For a built-in dataset, its train and test splits; for a path, a seeded random `validation`
     fraction of its images is held out (at least one image each side). `images`, if given, are that
-    path's images already read (the CLI reads them once, to size the model).
+    path's images already read (the CLI reads them once, to size the model). `stream`: a path that
+    `prepare.should_stream` (or `images` already streamed) gives StreamedSets, read from its cache
+    batch by batch, with the same split.
     """
     if name in DATASETS:
         train, test = load_splits(name, ("train", "test"), data_dir, progress=progress)
         return as_seen(train, standardize), as_seen(test, standardize)
+    if stream:
+        from .prepare import open_images
+        from .streamed import StreamedSet
+
+        if images is None:
+            images = open_images(name, data_dir, progress)
+        if isinstance(images, StreamedSet):
+            images = images.standardized(standardize)
+            train_order, held_out_order = validation_split(len(images), validation, seed, images.name)
+            return images.subset(train_order), images.subset(held_out_order)
     images = as_seen(images if images is not None else read_images(name, data_dir), standardize)
     train_order, held_out_order = validation_split(len(images), validation, seed, images.name)
     return images.subset(train_order), images.subset(held_out_order)
@@ -324,6 +347,14 @@ def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path 
     read (or downloaded), never the training split."""
     if name in DATASETS:
         return as_seen(load_split(name, "test", data_dir), standardize)
+    from .prepare import should_stream
+
+    if should_stream(name):  # only the held-out share is read into memory
+        from .prepare import open_images
+
+        images = open_images(name, data_dir)
+        held_out = images.subset(validation_split(len(images), validation, seed, images.name)[1]).materialize()
+        return as_seen(held_out, standardize)
     images = read_images(name, data_dir)
     return as_seen(images.subset(validation_split(len(images), validation, seed, images.name)[1]), standardize)
 

@@ -21,9 +21,13 @@ HEAVY = ("torch", "numpy", "PIL", "matplotlib", "safetensors", "tqdm", "constric
 
 
 def commands() -> list[tuple[str, argparse.ArgumentParser]]:
-    top = build_parser()
-    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
-    return [(TOP, top), *sub.choices.items()]
+    """Every parser by its command: vaekit, its subcommands, and their own subcommands ("data prepare")."""
+    found = [(TOP, build_parser())]
+    for name, parser in found:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None:
+            found += [(child if name == TOP else f"{name} {child}", p) for child, p in sub.choices.items()]
+    return found
 
 
 def arguments():

@@ -56,7 +56,7 @@ OPTIONS: dict[str, Option] = {
     # where images come from
     "--data": Option("what to train on: a built-in dataset's name or a path to your images", ("train",),
                      non_empty_text, "DATA"),
-    "--data-dir": Option("the folder searched first for built-in datasets' files", READS_DATA, Path,
+    "--data-dir": Option("the folder searched first for built-in datasets' files", (*READS_DATA, "data prepare"), Path,
                          metavar="DATA_DIR"),
     "--validation": Option("the fraction of your own images held out as the test set", ("train",), unit_fraction,
                            metavar="FRACTION"),
@@ -93,7 +93,8 @@ OPTIONS: dict[str, Option] = {
     "--beta2": Option("Adam's second-moment decay", ("train",), unit_fraction, "BETA2"),
     "--clip-grad": Option("the bound on the gradients' global L2 norm", ("train",), non_negative_float, "NORM"),
     "--seed": Option("the seed of the command's random draws", ("train", "sample"), seed_int, "SEED"),
-    "--out": Option("the run directory to create", ("train",), non_empty_path, "RUN"),
+    "--out": Option("where to write: the run directory to create, or the folder of a dataset cache",
+                    ("train", "data prepare"), non_empty_path, "RUN", per_command={"data prepare": {"metavar": "DIR"}}),
     "--resume": Option("the run directory to continue", ("train",), non_empty_path, "RUN"),
     "--tensorboard": Option("also log every epoch to RUN/tensorboard", ("train",), switch=True),
     # how the numbers are computed
@@ -156,9 +157,11 @@ POSITIONALS: dict[str, Option] = {
     "run": Option("a run directory written by `vaekit train`", tuple(c for c in COMPUTE if c != "train"),
                   non_empty_path, "RUN"),
     "input": Option("images: a built-in split (mnist:test), an image file or array, or a folder", (
-        "embed", "score", "calibrate", "compress"), metavar="INPUT", per_command={"calibrate": {"nargs": "?"}}),
+        "embed", "score", "calibrate", "compress", "data prepare"), metavar="INPUT",
+        per_command={"calibrate": {"nargs": "?"}}),
     "file": Option("a file written by vaekit compress", ("decompress",), Path, "FILE"),
     "what": Option("what to draw", ("plot",), choices=PLOTS),
+    "data_command": Option("what `vaekit data` does", ("data",), metavar="ACTION"),
 }
 
 # former spellings, still accepted with a one-line note on stderr: (command, option) -> what replaced it

@@ -84,7 +84,9 @@ class CacheFile:
             self._fail(f"header checksum {stored:08x} does not match its contents")
         if version != VERSION:
             self._fail(f"format version {version}; this vaekit reads version {VERSION}")
-        if len(head) < HEADER_SIZE or any(head[HEADER.size + CRC.size:]):
+        if len(head) < HEADER_SIZE:
+            self._fail(f"{size} bytes, truncated inside its {HEADER_SIZE}-byte header")
+        if any(head[HEADER.size + CRC.size:]):
             self._fail("the header's padding is not zeros")
         if not (1 <= n <= MAX_IMAGES and 1 <= c <= MAX_CHANNELS and h >= 1 and w >= 1 and h * w <= MAX_IMAGE_PIXELS
                 and has_labels in (0, 1) and block >= 1 and meta_bytes <= MAX_META_BYTES):

@@ -24,6 +24,7 @@ from vaekit.data.prepare import (PrepareOptions, cache_dir, key_of, plan_of, pre
                                  stream_above)
 from vaekit.data.streamed import StreamedImages, open_streamed
 from vaekit.errors import ConfigError, DataError
+from vaekit.runs import NLL_FILE
 
 from .conftest import DATA_DIR
 from .tiny_run import is_one_error_line
@@ -293,3 +294,23 @@ def test_preparing_streams_its_input(tmp_path, monkeypatch):
     sizes = [len(images) for images, _ in preparing.chunks_of(plan_of(tmp_path / "big.npy"), PrepareOptions())]
     assert max(sizes) == 64 and sum(sizes) == 1000
 
+
+
+def test_eval_reads_a_streamed_run_by_slices_and_gets_the_in_memory_numbers(tmp_path, mnist, monkeypatch, capsys):
+    import vaekit.cli.evaluate as evaluating
+    from vaekit.data.streamed import PreparedInputs
+
+    source = small_npy(tmp_path / "a.npy", mnist, 300)
+    config = RunConfig(data=DataConfig(name=str(source), binarize="threshold"),
+                       model=ModelConfig(hidden_dims=(32,), latent_dim=4), train=TrainConfig(epochs=1, batch_size=64))
+    run = fit(config, tmp_path / "run", device="cpu").path
+    assert main(["eval", str(run), "--threads", "1", "--json", "--iw-samples", "20"]) == 0
+    in_memory = capsys.readouterr().out
+    seen = []
+    real = evaluating.streamed_test_inputs
+    monkeypatch.setattr(evaluating, "streamed_test_inputs", lambda *a: seen.append(real(*a)) or seen[-1])
+    monkeypatch.setenv("VAEKIT_STREAM_ABOVE", "0")
+    (run / NLL_FILE).unlink()  # estimated again, not read from the record
+    assert main(["eval", str(run), "--threads", "1", "--json", "--iw-samples", "20"]) == 0
+    assert isinstance(seen[0], PreparedInputs) and len(seen[0]) == 30
+    assert capsys.readouterr().out == in_memory and '"nll"' in in_memory

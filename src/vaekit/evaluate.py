@@ -69,13 +69,17 @@ BITS_PER_DIM_BASES = {
 DENSITY_BITS_PER_VALUE = math.log2(255)  # 7.994: vaekit holds the value k as k / 255, so its bins are 1/255 wide
 
 
-def bits_per_dim_basis(binary: bool, discrete_8bit: bool, x: torch.Tensor) -> str:
+def bits_per_dim_basis(binary: bool, discrete_8bit: bool, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> str:
     """Which of BITS_PER_DIM_BASES a likelihood's NLL on the images x has: `binary` and `discrete_8bit` are
     the likelihood's (vaekit.registry.LikelihoodSpec); the images are read for what they are (binary, on the
-    8-bit grid k / 255, or neither), not for what the config says."""
-    binary_data = bool(((x == 0) | (x == 1)).all())
-    scaled = x.double() * 255
-    on_grid = bool(((x >= 0) & (x <= 1)).all()) and bool(((scaled - scaled.round()).abs() < 1e-3).all())
+    8-bit grid k / 255, or neither), not for what the config says. x is read by slices of `batch_size`."""
+    binary_data = on_grid = True
+    for start in range(0, len(x), batch_size):
+        part = x[start:start + batch_size]
+        binary_data = binary_data and bool(((part == 0) | (part == 1)).all())
+        scaled = part.double() * 255
+        on_grid = (on_grid and bool(((part >= 0) & (part <= 1)).all())
+                   and bool(((scaled - scaled.round()).abs() < 1e-3).all()))
     if binary_data:
         return "binary" if binary or discrete_8bit else "none"
     if not on_grid or binary:

@@ -84,7 +84,9 @@ def run(args) -> int:
     from ..evaluate import bits_per_dim, bits_per_dim_basis, evaluate_elbo, posterior_diagnostics
 
     loaded = open_run(args)
-    x = test_inputs(loaded, args)
+    x = streamed_test_inputs(loaded, args.data_dir)
+    if x is None:
+        x = test_inputs(loaded, args)
     test_images = len(x)
     if args.images is not None:
         if args.images > test_images:
@@ -133,6 +135,21 @@ def run(args) -> int:
         print(f"bits/dim         {result['bits_per_dim']:9.4f}   ({basis}; from the "
               f"{'NLL' if args.iw_samples else 'negative ELBO'}; see vaekit eval --help)")
     return 0
+
+
+def streamed_test_inputs(loaded, data_dir):
+    """The run's test inputs read from its dataset cache by slices (`data.streamed.PreparedInputs`) when it was
+    trained streamed, or None: evaluation then needs the memory of a slice, not of the held-out split. (Under
+    dynamic binarization the split's one draw is made over all of it, in memory: None.)"""
+    from ..data.streamed import held_out_inputs, streamed_held_out
+
+    data = loaded.config.data
+    if data.binarize == "dynamic":
+        return None
+    held_out = streamed_held_out(data.name, data.validation, loaded.config.train.seed, data_dir, data.standardize)
+    if held_out is None or held_out.shape != loaded.config.model.input_shape:
+        return None
+    return held_out_inputs(held_out, data.binarize, loaded.config.train.seed, next(loaded.model.parameters()).device)
 
 
 def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: int) -> torch.Tensor:

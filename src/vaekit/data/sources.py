@@ -347,14 +347,10 @@ def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path 
     read (or downloaded), never the training split."""
     if name in DATASETS:
         return as_seen(load_split(name, "test", data_dir), standardize)
-    from .prepare import should_stream
+    from .streamed import streamed_held_out
 
-    if should_stream(name):  # only the held-out share is read into memory
-        from .prepare import open_images
-
-        images = open_images(name, data_dir)
-        held_out = images.subset(validation_split(len(images), validation, seed, images.name)[1]).materialize()
-        return as_seen(held_out, standardize)
+    if (streamed := streamed_held_out(name, validation, seed, data_dir, standardize)) is not None:
+        return streamed.materialize()  # only the held-out share is read into memory
     images = read_images(name, data_dir)
     return as_seen(images.subset(validation_split(len(images), validation, seed, images.name)[1]), standardize)
 

@@ -171,3 +171,17 @@ def held_out_inputs(images: ImageSet | StreamedSet, binarize: str, seed: int, de
             return PreparedInputs(images, binarize, seed, device)
         images = images.materialize()
     return fixed_binarization(images.images.to(device), binarize, seed)
+
+
+def streamed_held_out(name: str, validation: float, seed: int, data_dir=None,
+                      standardize: bool = False) -> StreamedSet | None:
+    """The held-out split of a run's data as a StreamedSet, when training streamed it (`prepare.should_stream`):
+    the same seeded share `sources.load_held_out` holds out; None for data held in memory."""
+    from .datasets import DATASETS
+    from .prepare import open_images, should_stream
+    from .sources import validation_split
+
+    if name in DATASETS or not should_stream(name):
+        return None
+    images = open_images(name, data_dir).standardized(standardize)
+    return images.subset(validation_split(len(images), validation, seed, images.name)[1])

@@ -22,7 +22,7 @@ from vaekit.data import encode_idx, read_images
 from vaekit.data.cache import HEADER, HEADER_SIZE, CacheFile
 from vaekit.data.prepare import (PrepareOptions, cache_dir, key_of, plan_of, prepare, should_stream,
                                  stream_above)
-from vaekit.data.streamed import StreamedImages, open_streamed
+from vaekit.data.streamed import PreparedInputs, StreamedImages, open_streamed
 from vaekit.errors import ConfigError, DataError
 from vaekit.runs import NLL_FILE
 
@@ -314,3 +314,21 @@ def test_eval_reads_a_streamed_run_by_slices_and_gets_the_in_memory_numbers(tmp_
     assert main(["eval", str(run), "--threads", "1", "--json", "--iw-samples", "20"]) == 0
     assert isinstance(seen[0], PreparedInputs) and len(seen[0]) == 30
     assert capsys.readouterr().out == in_memory and '"nll"' in in_memory
+
+
+@pytest.mark.parametrize("method", ["elbo", "iwae"])
+def test_score_reads_a_cache_by_slices_and_gets_the_in_memory_scores(tmp_path, mnist, monkeypatch, capsys, method):
+    import vaekit.data.streamed as streaming
+
+    source = small_npy(tmp_path / "a.npy", mnist, 300)
+    config = RunConfig(data=DataConfig(name=str(source), standardize=True),
+                       model=ModelConfig(hidden_dims=(32,), latent_dim=4), train=TrainConfig(epochs=1, batch_size=64))
+    run = str(fit(config, tmp_path / "run", device="cpu").path)
+    cache = str(prepare(source, directory=tmp_path / "c")[0])
+    options = ["--threads", "1", "--method", method, "--iw-samples", "5", "--extremes", str(tmp_path / "x.png")]
+    assert main(["score", run, str(source), "-o", str(tmp_path / "a.csv"), *options]) == 0
+    read = []
+    monkeypatch.setattr(streaming, "PreparedInputs", lambda *a: read.append(1) or PreparedInputs(*a))
+    assert main(["score", run, cache, "-o", str(tmp_path / "b.csv"), *options]) == 0
+    assert read == [1]
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()

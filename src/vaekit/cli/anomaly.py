@@ -126,7 +126,11 @@ def run_score(args) -> int:
     detector = Detector.load(loaded, args.mixture, method=args.method, combine=args.combine,
                              iw_samples=args.iw_samples, threshold=args.threshold, data_dir=args.data_dir,
                              progress=sys.stderr.isatty())
-    x, names, labels = model_inputs(loaded, args.input, args.data_dir)
+    from ..data.streamed import streamed_inputs
+
+    # a dataset cache is read by slices; anything else whole
+    streamed = streamed_inputs(loaded.config, args.input, next(loaded.model.parameters()).device)
+    x, names, labels = streamed or model_inputs(loaded, args.input, args.data_dir)
     result = detector.score(x)  # under torchrun, the processes share the images; the main process writes
     from ..distributed import world
 

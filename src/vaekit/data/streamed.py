@@ -155,11 +155,19 @@ class PreparedInputs:
     def shape(self) -> tuple[int, ...]:
         return (len(self.set), *self.set.shape)
 
-    def __getitem__(self, part: slice) -> torch.Tensor:
-        start, stop, step = part.indices(len(self.set))
-        if step != 1:
-            raise IndexError("streamed inputs are read in slices of step 1")
-        return fixed_binarization(self.set.read(start, max(start, stop)).to(self.device), self.binarize, self.seed)
+    def __getitem__(self, part: slice | list[int] | torch.Tensor) -> torch.Tensor:
+        """Inputs a to b of a slice, or those at a list of indices (in that order)."""
+        if isinstance(part, slice):
+            start, stop, step = part.indices(len(self.set))
+            if step != 1:
+                raise IndexError("streamed inputs are read in slices of step 1")
+            images = self.set.read(start, max(start, stop))
+        else:
+            order = np.asarray(part.tolist() if isinstance(part, torch.Tensor) else part, dtype=np.int64).reshape(-1)
+            if len(order) and (order.min() < 0 or order.max() >= len(self.set)):
+                raise IndexError(f"indices outside 0 to {len(self.set) - 1}")
+            images = self.set.read(0, len(order), order)
+        return fixed_binarization(images.to(self.device), self.binarize, self.seed)
 
 
 def held_out_inputs(images: ImageSet | StreamedSet, binarize: str, seed: int, device: torch.device):
@@ -185,3 +193,21 @@ def streamed_held_out(name: str, validation: float, seed: int, data_dir=None,
         return None
     images = open_images(name, data_dir).standardized(standardize)
     return images.subset(validation_split(len(images), validation, seed, images.name)[1])
+
+
+def streamed_inputs(config, source: str, device: torch.device) -> tuple[PreparedInputs, list[str], list] | None:
+    """A dataset cache given to a command as INPUT, as model inputs of the run whose config is `config`, read by
+    slices (`PreparedInputs`), with a name and a label (or None) per image; None for any other input, for images
+    of another shape than the model's, and under dynamic binarization (one draw over all the images at once)."""
+    from .prepare import is_cache
+
+    data = config.data
+    if not is_cache(source) or data.binarize == "dynamic":
+        return None
+    images = open_streamed(source)
+    if images.shape != config.model.input_shape:
+        return None  # converted in memory as any other input (`sources.conform`)
+    images = images.standardized(data.standardize)
+    names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
+    labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
+    return PreparedInputs(images, data.binarize, config.train.seed, device), names, labels

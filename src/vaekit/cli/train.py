@@ -235,7 +235,8 @@ def own_images(data: str | None) -> ImageSet | None:
     from ..data.prepare import open_images
 
     # checks the data before a run directory is made; data too big for memory is prepared into a cache, streamed
-    return open_images(Path(data).resolve(), progress=sys.stderr.isatty())
+    return open_images(Path(data).resolve(), progress=sys.stderr.isatty(),
+                       log=lambda line: print(f"vaekit: {line}", file=sys.stderr))
 
 
 def build_config(args, images: ImageSet | None = None, base: RunConfig | None = None) -> RunConfig:

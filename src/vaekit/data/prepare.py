@@ -314,13 +314,20 @@ def prepare(source: str | Path, options: PrepareOptions = PrepareOptions(), dire
     return path, True
 
 
-def open_images(source: str | Path, data_dir=None, progress: bool = False):
+def open_images(source: str | Path, data_dir=None, progress: bool = False, log=None):
     """The images of `source` as training reads them: a StreamedSet of its cache (found, or prepared now) if
-    `should_stream`, else an ImageSet in memory (`sources.read_images`)."""
+    `should_stream`, else an ImageSet in memory (`sources.read_images`). `log` gets a line saying which cache."""
     from .streamed import open_streamed
 
     if is_cache(source):
         return open_streamed(source, progress)
     if should_stream(source):
-        return open_streamed(prepare(source, data_dir=data_dir, progress=progress)[0], progress)
+        path, written = prepare(source, data_dir=data_dir, progress=progress)
+        images = open_streamed(path, progress)
+        if log is not None:
+            c, h, w = images.shape
+            how = "prepared now" if written else "found"
+            log(f"{display(source)}: {len(images):,} images of {c}x{h}x{w}, more than {stream_above():,} bytes of "
+                f"pixels: training streams them from the cache {display(path)} ({how})")
+        return images
     return read_images(source, data_dir)

@@ -93,7 +93,8 @@ def memory(tmp: Path, count: int) -> dict:
 
 def speed(tmp: Path, count: int, rounds: int, epochs: int = 3) -> dict:
     data = tmp / "fits.npy"
-    generate(data, count, 1)
+    if not data.exists():
+        generate(data, count, 1)
     env = {"VAEKIT_CACHE_DIR": str(tmp / "caches")}
     vaekit("data", "prepare", data, cwd=tmp, env=env)  # once, outside the timings
     rates: dict[str, list[float]] = {"in_memory": [], "streamed": []}
@@ -114,23 +115,82 @@ def speed(tmp: Path, count: int, rounds: int, epochs: int = 3) -> dict:
             "streamed_peak_rss_mb": max(peaks["streamed"])}
 
 
+def interleaved_child(data: Path, caches: Path, rounds: int) -> dict:
+    """In one process, two trainers of the same model, one on the images in memory and one streamed from their
+    cache, stepping whole epochs in turn (in memory, streamed, in memory, ...): the same load falls on both.
+    Per epoch, wall seconds and CPU seconds of the process (all its threads: the read-ahead thread's work counts)."""
+    import torch
+
+    from vaekit.config import ModelConfig, TrainConfig
+    from vaekit.data import read_images
+    from vaekit.data.prepare import prepare
+    from vaekit.data.streamed import open_streamed
+    from vaekit.models import build_model
+    from vaekit.train import Trainer
+
+    torch.set_num_threads(1)
+    in_memory = read_images(data)
+    streamed = open_streamed(prepare(data, directory=caches)[0])
+    model = ModelConfig(input_shape=in_memory.shape, hidden_dims=(128,), latent_dim=16)
+    train = TrainConfig(epochs=rounds + 1, batch_size=128, compile="off")
+    torch.manual_seed(0)
+    trainers = {"in_memory": Trainer(build_model(model), in_memory.images, train, "none"),
+                "streamed": Trainer(build_model(model), streamed.images, train, "none")}
+    times: dict[str, dict[str, list[float]]] = {path: {"wall": [], "cpu": []} for path in trainers}
+    for r in range(rounds + 1):
+        for path, trainer in trainers.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            trainer.train_epoch()
+            if r:  # the first round warms up
+                times[path]["wall"].append(time.perf_counter() - wall)
+                times[path]["cpu"].append(time.process_time() - cpu)
+    n = len(in_memory)
+    rate = {path: {kind: round(n / statistics.median(values)) for kind, values in kinds.items()}
+            for path, kinds in times.items()}
+    return {"images": n, "epochs_each": rounds, "images_per_second": rate,
+            "streamed_over_in_memory_wall": round(rate["streamed"]["wall"] / rate["in_memory"]["wall"], 3),
+            "streamed_over_in_memory_cpu": round(rate["streamed"]["cpu"] / rate["in_memory"]["cpu"], 3),
+            "epoch_seconds": {path: {k: [round(v, 2) for v in vs] for k, vs in kinds.items()}
+                              for path, kinds in times.items()}}
+
+
+def interleaved(tmp: Path, count: int, rounds: int) -> dict:
+    data = tmp / "fits.npy"
+    if not data.exists():
+        generate(data, count, 1)
+    code, out, err, _ = run_measured([sys.executable, __file__, "--interleaved", str(data), str(tmp / "caches"),
+                                      str(rounds)], env={"PYTHONPATH": str(REPO / "src")})
+    if code != 0:
+        sys.exit(f"the interleaved speed run failed:\n{err[-2000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    print(json.dumps({"step": "speed, interleaved in one process", **result}), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500_000)
     parser.add_argument("--speed-images", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--skip", choices=("memory", "speed"), default=None)
+    parser.add_argument("--skip", choices=("memory", "speed", "interleaved"), nargs="*", default=[])
     parser.add_argument("--generate", nargs=3, metavar=("PATH", "COUNT", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved", nargs=3, metavar=("PATH", "CACHES", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.interleaved:
+        path, caches, rounds = args.interleaved
+        print(json.dumps(interleaved_child(Path(path), Path(caches), int(rounds))))
+        return
     if args.generate:
         path, count, seed = args.generate
         write_npy(Path(path), int(count), int(seed))
         return
     summary = {"model": " ".join(MODEL)}
     with tempfile.TemporaryDirectory(prefix="vaekit-cache-bench-") as tmp:
-        if args.skip != "speed":
+        if "interleaved" not in args.skip:
+            summary["interleaved"] = interleaved(Path(tmp), args.speed_images, args.rounds)
+        if "speed" not in args.skip:
             summary["speed"] = speed(Path(tmp), args.speed_images, args.rounds)
-        if args.skip != "memory":
+        if "memory" not in args.skip:
             summary["memory"] = memory(Path(tmp), args.images)
     summary["machine"] = machine()  # imports torch: only after every child has run (see `write_npy`)
     print(json.dumps({"summary": summary}))

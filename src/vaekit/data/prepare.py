@@ -12,7 +12,6 @@ Caches live in $VAEKIT_CACHE_DIR, else $XDG_CACHE_HOME/vaekit/datasets, else ~/.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -205,25 +204,20 @@ def _image_header(path: Path) -> tuple[tuple[int, int, int], bool]:
 
 
 def _folder_plan(path: Path, progress: bool) -> Plan:
-    """A folder's Plan: its files listed, each read once for the digest and its header (size and channels)."""
-    from PIL import Image, UnidentifiedImageError
-
+    """A folder's Plan: its files listed, each read once for the digest (a chunk at a time) and its header (size
+    and channels); a palette image is decoded to learn whether its colours are grays."""
     files, labels, classes = folder_files(path)
     digest = hashlib.sha256()
     channels, size = 1, None
     for f in tqdm(files, unit="file", desc="reading", leave=False, disable=not progress):
-        with open_input(f) as handle:
-            data = handle.read()
         name = os.fsencode(f.relative_to(path))
-        digest.update(len(name).to_bytes(8, "little") + name + len(data).to_bytes(8, "little"))
-        digest.update(data)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                mode, (width, height) = image.mode, image.size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
-            raise DataError(f"{display(f)}: unreadable image ({e})") from None
-        c = read_image_file(f).shape[0] if mode == "P" else 1 if mode in ("1", "L", "I", "F", *SIXTEEN_BIT_MODES) else 3
-        channels = max(channels, c)
+        with open_input(f) as handle:
+            size_on_disk = os.fstat(handle.fileno()).st_size
+            digest.update(len(name).to_bytes(8, "little") + name + size_on_disk.to_bytes(8, "little"))
+            while chunk := handle.read(CHUNK_BYTES):
+                digest.update(chunk)
+        (c, height, width), palette = _image_header(f)
+        channels = max(channels, read_image_file(f).shape[0] if palette else c)
         if size is None:
             size = (height, width)
         elif (height, width) != size:

@@ -205,7 +205,8 @@ def imported_by(*argv: str) -> set[str]:
             if line.startswith("import time:") and "|" in line}
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["score", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["score", "--help"],
+                                  ["data", "prepare", "--help"]])
 def test_help_imports_no_heavy_module(argv):
     imported = imported_by("-m", "vaekit", *argv)
     assert "vaekit" in imported and "argparse" in imported  # the log is read right

@@ -120,7 +120,9 @@ class Trainer:
         self.world = world or current_world()  # the processes training together (a world of one by default)
         self.module = getattr(model, "module", model)  # the bare model inside a DDP wrapper
         self.module.require("train")
-        self.images = images  # (N, C, H, W) uint8, on the training device
+        # (N, C, H, W) uint8, on the training device; or data.streamed.StreamedImages, which reads each batch of the
+        # epoch's order from a dataset cache when sliced (the same batches, so the same weights)
+        self.images = images
         self.config = config
         self.binarize = binarize
         self.latent_dim = self.module.latent_dim

@@ -283,6 +283,9 @@ def test_the_cli_prepares_and_trains_from_the_cache(tmp_path, mnist, capsys, mon
     assert '"test_loss"' in capsys.readouterr().out
     assert main(["data", "prepare", "missing.npy"]) == 3
     assert is_one_error_line(capsys.readouterr().err)
+    Path("a-file").write_text("")
+    assert main(["data", "prepare", str(source), "--out", "a-file/caches"]) == 5
+    assert is_one_error_line(capsys.readouterr().err)
 
 
 def test_preparing_streams_its_input(tmp_path, monkeypatch):

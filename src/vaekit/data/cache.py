@@ -207,9 +207,9 @@ def write_cache(path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray | None
     c, h, w = shape
     item = c * h * w
     block = max(1, BLOCK_BYTES // item)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as e:
         raise OutputError(f"cannot write {display(temp)}: {e.strerror or e}") from None

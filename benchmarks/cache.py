@@ -123,7 +123,7 @@ def interleaved_child(data: Path, caches: Path, rounds: int) -> dict:
 
     from vaekit.config import ModelConfig, TrainConfig
     from vaekit.data import read_images
-    from vaekit.data.prepare import prepare
+    from vaekit.data.convert import prepare
     from vaekit.data.streamed import open_streamed
     from vaekit.models import build_model
     from vaekit.train import Trainer

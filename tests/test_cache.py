@@ -20,7 +20,7 @@ from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, load_sp
 from vaekit.cli import main
 from vaekit.data import encode_idx, read_images
 from vaekit.data.cache import HEADER, HEADER_SIZE, CacheFile
-from vaekit.data.prepare import (PrepareOptions, cache_dir, key_of, plan_of, prepare, should_stream,
+from vaekit.data.convert import (PrepareOptions, cache_dir, key_of, plan_of, prepare, should_stream,
                                  stream_above)
 from vaekit.data.streamed import PreparedInputs, StreamedImages, open_streamed
 from vaekit.errors import ConfigError, DataError
@@ -216,7 +216,7 @@ def test_a_file_that_shrinks_after_opening_is_a_data_error(tmp_path, a_cache):
 
 
 def test_an_interrupted_prepare_leaves_nothing(tmp_path, mnist, monkeypatch):
-    import vaekit.data.prepare as preparing
+    import vaekit.data.convert as preparing
 
     source = small_npy(tmp_path / "a.npy", mnist, 300)
     monkeypatch.setattr(preparing, "CHUNK_BYTES", 784 * 50)
@@ -236,7 +236,7 @@ def test_an_interrupted_prepare_leaves_nothing(tmp_path, mnist, monkeypatch):
 
 KILLABLE = """
 import sys, time
-import vaekit.data.prepare as preparing
+import vaekit.data.convert as preparing
 preparing.CHUNK_BYTES = 784 * 10
 real = preparing._native_chunks
 def slow(plan):
@@ -290,7 +290,7 @@ def test_the_cli_prepares_and_trains_from_the_cache(tmp_path, mnist, capsys, mon
 
 def test_preparing_streams_its_input(tmp_path, monkeypatch):
     """A raw array is converted a chunk at a time: the chunks the writer sees are bounded by CHUNK_BYTES."""
-    import vaekit.data.prepare as preparing
+    import vaekit.data.convert as preparing
 
     np.save(tmp_path / "big.npy", np.zeros((1000, 16, 16), dtype=np.float32))
     monkeypatch.setattr(preparing, "CHUNK_BYTES", 16 * 16 * 4 * 64)

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def run_prepare(args) -> int:
-    from ..data.prepare import prepare
+    from ..data.convert import prepare
     from ..data.streamed import open_streamed
 
     path, written = prepare(args.input, directory=args.out, data_dir=args.data_dir, progress=sys.stderr.isatty())

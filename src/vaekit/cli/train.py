@@ -232,7 +232,7 @@ def own_images(data: str | None) -> ImageSet | None:
     if is_builtin(data):
         raise ConfigError(f"--data {data}: give the dataset's name ({data.partition(':')[0]}); "
                           "vaekit trains on its train split and tests on its test split")
-    from ..data.prepare import open_images
+    from ..data.convert import open_images
 
     # checks the data before a run directory is made; data too big for memory is prepared into a cache, streamed
     return open_images(Path(data).resolve(), progress=sys.stderr.isatty(),

@@ -327,7 +327,7 @@ def load_train_test(name: str, validation: float, seed: int, data_dir: str | Pat
         train, test = load_splits(name, ("train", "test"), data_dir, progress=progress)
         return as_seen(train, standardize), as_seen(test, standardize)
     if stream:
-        from .prepare import open_images
+        from .convert import open_images
         from .streamed import StreamedSet
 
         if images is None:

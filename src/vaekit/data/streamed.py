@@ -186,7 +186,7 @@ def streamed_held_out(name: str, validation: float, seed: int, data_dir=None,
     """The held-out split of a run's data as a StreamedSet, when training streamed it (`prepare.should_stream`):
     the same seeded share `sources.load_held_out` holds out; None for data held in memory."""
     from .datasets import DATASETS
-    from .prepare import open_images, should_stream
+    from .convert import open_images, should_stream
     from .sources import validation_split
 
     if name in DATASETS or not should_stream(name):
@@ -199,7 +199,7 @@ def streamed_inputs(config, source: str, device: torch.device) -> tuple[Prepared
     """A dataset cache given to a command as INPUT, as model inputs of the run whose config is `config`, read by
     slices (`PreparedInputs`), with a name and a label (or None) per image; None for any other input, for images
     of another shape than the model's, and under dynamic binarization (one draw over all the images at once)."""
-    from .prepare import is_cache
+    from .convert import is_cache
 
     data = config.data
     if not is_cache(source) or data.binarize == "dynamic":

@@ -28,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from .compress import BitsBackCoder
+from .compress import BitsBackCoder, exact_one, require_restorable
 from .errors import DataError
 from .likelihoods import EIGHT_BIT, MAX_LOG_SCALE, MIN_LOG_SCALE
 
@@ -174,8 +174,6 @@ def eight_bit_values(array: np.ndarray, source: str) -> tuple[np.ndarray, int | 
     """The 8-bit values (uint8, the array's shape) to code and the value of 255 in the input (`one`): 255 for
     integer arrays, 1.0 for float arrays of values k / 255, True for bool arrays (0 and 255). DataError for
     anything `restore_8bit` could not give back exactly."""
-    from .compress import exact_one, require_restorable
-
     if array.size == 0:
         raise DataError(f"{source}: no images to compress")
     require_restorable(array, source)

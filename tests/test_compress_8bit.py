@@ -255,3 +255,20 @@ def test_cli_compresses_8bit_images_and_gives_them_back(tmp_path, mnist_train, c
     assert main(["decompress", str(run), str(tmp_path / "d.vkbb"), "-o", str(tmp_path / "back.npy")]) == 0
     back = np.load(tmp_path / "back.npy")
     assert back.dtype == np.uint8 and np.array_equal(back, images)
+
+
+def test_every_truncation_and_random_bit_flips_of_an_8bit_file_are_refused():
+    model, images = colour_model("discretized-logistic-mixture"), colour_images(4)
+    data, _ = compress_images(model, images, "npy", "none", 0)
+    for length in range(len(data)):
+        refuses(model, data[:length], "truncated|not a vaekit|corrupt")
+    rng = np.random.default_rng(1)
+    end = 12 + int.from_bytes(data[8:12], "little")
+    for _ in range(300):  # 1 to 4 flips, half of them in the magic, length and header
+        corrupt = bytearray(data)
+        for _ in range(int(rng.integers(1, 5))):
+            where = int(rng.integers(0, end if rng.random() < 0.5 else len(data)))
+            corrupt[where] ^= 1 << int(rng.integers(0, 8))
+        if bytes(corrupt) != data:
+            refuses(model, bytes(corrupt), "corrupt|truncated|not a vaekit|newer")
+    assert np.array_equal(decompress_images(model, data)[0], images)

@@ -38,9 +38,11 @@ from .models.context import SCHEMES
 
 MAGIC = b"VAEKITBB"
 # 2: a SHA-256 of every byte before it ends the file; initial_words in the header. 3: several shards (one per
-# process of a distributed compress), each its own ANS stack; one shard is still written as format 2.
-FORMAT_VERSION = 3
-READS_VERSIONS = (1, 2, 3)
+# process of a distributed compress), each its own ANS stack; one shard is still written as format 2. 4: 8-bit
+# images (vaekit.compress_8bit), `pixel_bits` 8 in the header and always `shards` (1 or more); binary images are
+# still written as format 2 or 3, byte for byte as before.
+FORMAT_VERSION = 4
+READS_VERSIONS = (1, 2, 3, 4)
 DIGEST_BYTES = 32
 MAX_HEADER_BYTES = 1 << 16  # a real header is under 1 KB
 DEFAULT_PRECISION = 8  # bits per latent dimension: 256 bins
@@ -49,9 +51,24 @@ MAX_SHARDS = 512  # a format-3 header lists every shard (about 60 bytes each) wi
 
 
 def require_codable(model) -> None:
-    """ConfigError unless the model can drive bits-back coding of binary images (its family says, by
+    """ConfigError unless the model can drive bits-back coding of binary or 8-bit images (its family says, by
     `unsupported("compress")`)."""
     model.require("compress")
+
+
+def pixel_bits(model) -> int:
+    """The bits of the pixel values a codable model's likelihood codes: 1 (binary) or 8 (discretized, 0..255)."""
+    return 1 if model.likelihood.binary else 8
+
+
+def coder_for(model, precision: int = DEFAULT_PRECISION) -> BitsBackCoder:
+    """The bits-back coder of a codable model: BitsBackCoder for binary images, EightBitCoder for 8-bit ones."""
+    require_codable(model)
+    if pixel_bits(model) == 8:
+        from .compress_8bit import EightBitCoder
+
+        return EightBitCoder(model, precision)
+    return BitsBackCoder(model, precision)
 
 
 @dataclass
@@ -60,9 +77,13 @@ class BitsBackCoder:
 
     model: VAE
     precision: int = DEFAULT_PRECISION
+    PIXEL_BITS = 1  # the pixels this coder codes (vaekit.compress_8bit.EightBitCoder: 8)
 
     def __post_init__(self) -> None:
         require_codable(self.model)
+        if pixel_bits(self.model) != self.PIXEL_BITS:
+            raise ConfigError(f"{type(self).__name__} codes {self.PIXEL_BITS}-bit pixels; this model's likelihood, "
+                              f"{self.model.likelihood.name}, gives {pixel_bits(self.model)}-bit ones (see coder_for)")
         if not 1 <= self.precision <= 16:
             raise ConfigError(f"latent precision must be 1 to 16 bits, got {self.precision}")
         import constriction  # an optional dependency until here
@@ -168,7 +189,8 @@ def _float64_copy(model: VAE) -> VAE:
 #   L bytes   header, UTF-8 JSON: format_version, model_fingerprint, precision, count, shape (C, H, W),
 #             layout (how to write the images back out), initial_words, payload_bytes, payload_sha256,
 #             images_sha256; format 3 has instead of initial_words `shards`, a list of 2 to MAX_SHARDS objects
-#             {count, initial_words, payload_bytes}, one per ANS stack, in image order
+#             {count, initial_words, payload_bytes}, one per ANS stack, in image order; format 4 (8-bit
+#             images) has `shards` (1 to MAX_SHARDS of them) and `pixel_bits` 8
 #   P bytes   payload: the ANS words, uint32 little-endian (format 3: the shards' words one after another)
 #   32 bytes  SHA-256 of every byte before it (format 2 and 3; format 1 files end with the payload)
 #
@@ -181,6 +203,7 @@ HEADER_KEYS = {1: {"format_version", "model_fingerprint", "precision", "count", 
                    "payload_bytes", "payload_sha256"}}
 HEADER_KEYS[2] = HEADER_KEYS[1] | {"initial_words"}
 HEADER_KEYS[3] = HEADER_KEYS[1] | {"shards"}
+HEADER_KEYS[4] = HEADER_KEYS[3] | {"pixel_bits"}
 SHARD_KEYS = {"count", "initial_words", "payload_bytes"}
 LAYOUT_KEYS = {"container", "shape", "dtype", "one"}
 CONTAINERS = ("idx", "npy")
@@ -192,9 +215,11 @@ MAX_DIMS = 32
 
 def pack(words: np.ndarray, header: dict) -> bytes:
     """The file bytes for ANS `words` and a header (payload length and checksums are added here): format 2, or
-    format 3 when the header lists `shards` (their words one after another in `words`)."""
+    format 3 when the header lists `shards` (their words one after another in `words`), or format 4 when it
+    gives `pixel_bits` (8-bit images)."""
     payload = words.astype("<u4").tobytes()
-    header = {"format_version": 3 if "shards" in header else 2, **header, "payload_bytes": len(payload),
+    version = 4 if "pixel_bits" in header else 3 if "shards" in header else 2
+    header = {"format_version": version, **header, "payload_bytes": len(payload),
               "payload_sha256": hashlib.sha256(payload).hexdigest()}
     encoded = json.dumps(header, sort_keys=True).encode()
     body = MAGIC + len(encoded).to_bytes(4, "little") + encoded + payload
@@ -315,13 +340,15 @@ def check_header(header: dict, version: int, source: str) -> None:
         bad("payload_bytes", "a multiple of 4")
     if version == 2 and not _is_int(header["initial_words"], 1, 2**40):
         bad("initial_words", "a positive integer")
+    if version >= 4 and header["pixel_bits"] != 8:
+        bad("pixel_bits", "8")
     if version >= 3:
-        shards = header["shards"]
-        if not (isinstance(shards, list) and 2 <= len(shards) <= MAX_SHARDS and all(
+        shards, fewest = header["shards"], 1 if version >= 4 else 2
+        if not (isinstance(shards, list) and fewest <= len(shards) <= MAX_SHARDS and all(
                 isinstance(shard, dict) and set(shard) == SHARD_KEYS and _is_int(shard["count"], 1, 2**40)
                 and _is_int(shard["initial_words"], 1, 2**40) and _is_int(shard["payload_bytes"], 4, 2**48)
                 and shard["payload_bytes"] % 4 == 0 for shard in shards)):
-            bad("shards", f"2 to {MAX_SHARDS} objects of a positive count, initial_words and payload_bytes "
+            bad("shards", f"{fewest} to {MAX_SHARDS} objects of a positive count, initial_words and payload_bytes "
                 "(a multiple of 4)")
     shape = header["shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(n, 1, 2**16) for n in shape)):
@@ -338,6 +365,13 @@ def check_header(header: dict, version: int, source: str) -> None:
         bad("layout.shape", f"{header['count']} images of {math.prod(shape)} pixels")
     if exact_one(layout["one"], np.dtype(dtype)) is None:
         bad("layout.one", f"a nonzero value {np.dtype(dtype).name} holds exactly")
+    if version >= 4 and layout["one"] != eight_bit_one(np.dtype(dtype)):
+        bad("layout.one", f"{eight_bit_one(np.dtype(dtype))!r}, the value of 255 in {np.dtype(dtype).name}")
+
+
+def eight_bit_one(dtype: np.dtype) -> int | float | bool:
+    """The value of the 8-bit value 255 in an array of `dtype` (vaekit.compress_8bit.eight_bit_values)."""
+    return True if dtype.kind == "b" else 255 if dtype.kind in "iu" else 1.0
 
 
 def _is_int(value, low: int, high: int) -> bool:
@@ -364,7 +398,8 @@ def exact_one(value, dtype: np.dtype) -> np.ndarray | None:
 
 
 def images_digest(bits: np.ndarray) -> str:
-    """SHA-256 of binary images as 0/1 bytes: checks a decompression is exact."""
+    """SHA-256 of the coded pixel values as bytes (0/1, or 0..255 for 8-bit images): checks a decompression is
+    exact."""
     return hashlib.sha256(np.ascontiguousarray(bits, dtype=np.uint8).tobytes()).hexdigest()
 
 
@@ -421,6 +456,8 @@ def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, se
                     world: World | None = None) -> tuple[bytes, dict]:
     """Compress an array of images (N, ...) holding N images of the model's size; returns file bytes and stats.
 
+    A run on a Bernoulli likelihood codes binary images (`binary_bits`: grayscale is binarized by `rule`), one
+    on a discretized likelihood 8-bit values exactly (vaekit.compress_8bit.eight_bit_values, format 4).
     `shards` > 1 cuts the images into that many contiguous shards (`World.split`, at most one per image), each
     coded on its own ANS stack (format 3); one shard is format 2. With a distributed `world` there is one shard
     per process: each process codes its own and every process gets the file's bytes, the same as one process
@@ -438,9 +475,15 @@ def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, se
         shards = world.size
     if not 1 <= shards <= MAX_SHARDS:
         raise ConfigError(f"compress writes 1 to {MAX_SHARDS} shards (one per process), not {shards}")
-    bits, one, exact = binary_bits(array, rule, seed, source)
+    depth = pixel_bits(model)
+    if depth == 8:
+        from .compress_8bit import eight_bit_values
+
+        (bits, one), exact = eight_bit_values(array, source), True
+    else:
+        bits, one, exact = binary_bits(array, rule, seed, source)
     flat = bits.reshape(len(bits), pixels)
-    coder = BitsBackCoder(model, precision)
+    coder = coder_for(model, precision)
     shards = min(shards, len(flat))
     cuts = [World(k, shards).split(len(flat)) for k in range(shards)]
     mine = ([world.rank] if world.rank < shards else []) if world.distributed else range(shards)
@@ -449,7 +492,9 @@ def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, se
               "shape": list(model.config.input_shape),
               "layout": {"container": container, "shape": list(array.shape), "dtype": array.dtype.str, "one": one},
               "images_sha256": images_digest(flat)}
-    if shards == 1:
+    if depth == 8:
+        header["pixel_bits"] = depth
+    if shards == 1 and depth == 1:
         header["initial_words"] = coded[0][1]
     else:
         header["shards"] = [{"count": cut.stop - cut.start, "initial_words": initial, "payload_bytes": 4 * words.size}
@@ -457,7 +502,7 @@ def compress_images(model: VAE, array: np.ndarray, container: str, rule: str, se
     words = np.concatenate([words for words, _ in coded])
     data = pack(words, header)
     stats = {"images": len(flat), "bytes": len(data), "bits_per_pixel": 8 * len(data) / flat.size,
-             "payload_bits_per_pixel": 32 * words.size / flat.size, "exact": exact}
+             "payload_bits_per_pixel": 32 * words.size / flat.size, "exact": exact, "pixel_bits": depth}
     return data, stats
 
 
@@ -497,7 +542,12 @@ def decompress_images(model: VAE, data: bytes, source: str = "<file>",
     if tuple(header["shape"]) != tuple(model.config.input_shape):
         raise DataError(f"{source}: corrupt header: images of shape {tuple(header['shape'])}, but the model that "
                         f"made it takes {tuple(model.config.input_shape)}")
-    coder = BitsBackCoder(model, precision)
+    depth = header.get("pixel_bits", 1)
+    require_codable(model)
+    if depth != pixel_bits(model):
+        raise DataError(f"{source}: corrupt header: it holds {depth}-bit images, but the model that made it codes "
+                        f"{pixel_bits(model)}-bit ones")
+    coder = coder_for(model, precision)
     parts = shard_words(header, words)
     for initial in (initial for _, initial, _ in parts if initial is not None):
         if initial < coder.base_initial_words():
@@ -521,5 +571,9 @@ def decompress_images(model: VAE, data: bytes, source: str = "<file>",
         raise DataError(f"{source}: the decoded images fail their checksum (a different platform or torch build "
                         "computed different probabilities); nothing was written")
     dtype = np.dtype(layout["dtype"])
+    if depth == 8:
+        from .compress_8bit import restore_8bit
+
+        return restore_8bit(bits.reshape(layout["shape"]), dtype, layout["one"]), layout["container"]
     images = np.where(bits.reshape(layout["shape"]) != 0, exact_one(layout["one"], dtype), np.zeros((), dtype))
     return images.astype(dtype, copy=False), layout["container"]

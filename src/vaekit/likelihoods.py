@@ -269,6 +269,12 @@ class DiscretizedLogistic(Likelihood):
     def means(self, params: torch.Tensor) -> torch.Tensor:
         return discretized_logistic_mean(*params.chunk(2, dim=-3))
 
+    def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """DiscretizedLogisticMixture.split's view of a mixture of one: (log weights of 0 (..., 1, 1, H, W),
+        means (..., 1, C, H, W), log-scales (..., 1, C, H, W)); what bits-back coding of 8-bit images reads."""
+        mean, log_scale = params.chunk(2, dim=-3)
+        return torch.zeros_like(mean[..., :1, :, :]).unsqueeze(-4), mean.unsqueeze(-4), log_scale.unsqueeze(-4)
+
 
 DEFAULT_COMPONENTS = 10  # PixelCNN++'s K, and ModelConfig.likelihood_components' default
 

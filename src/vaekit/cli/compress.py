@@ -1,4 +1,5 @@
-"""`vaekit compress` and `vaekit decompress`: lossless bits-back coding of binary images with a trained run."""
+"""`vaekit compress` and `vaekit decompress`: lossless bits-back coding of binary or 8-bit images with a trained
+run."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ if TYPE_CHECKING:
     import numpy as np
 
 COMPRESS_HELP = """\
-Compress binary images losslessly with bits-back coding (BB-ANS): each image costs about its negative
+Compress images losslessly with bits-back coding (BB-ANS): each image costs about its negative
 ELBO under the run's model. INPUT is any image source vaekit reads (a split such as mnist:test, an
-IDX, .npy or .npz file, an image, or a folder of images). Images whose pixels take only two values
-(0 and one other) round-trip exactly; grayscale images are binarized by the run's rule first
+IDX, .npy or .npz file, an image, or a folder of images).
+
+A run trained on --likelihood discretized-logistic or discretized-logistic-mixture codes 8-bit
+grayscale or colour images exactly, every value 0 to 255 (integer arrays, or floats of values
+k / 255). A run on the Bernoulli likelihood codes binary images: images whose pixels take only two
+values (0 and one other) round-trip exactly; grayscale images are binarized by the run's rule first
 (threshold > 127, or the run's seeded dynamic draw) and that binarization round-trips.
 
 Under torchrun, each process codes a contiguous shard of the images on its own stack, and the main
@@ -31,6 +36,7 @@ never wrong output.
 
 examples:
   vaekit compress runs/thresholded mnist:test -o test.vkbb
+  vaekit compress runs/8bit mnist:test -o test8.vkbb      # a run on discretized-logistic-mixture
   vaekit compress runs/thresholded digits.npy -o digits.vkbb
   vaekit compress runs/thresholded mnist:test --latent-bits 10 -o test.vkbb
 """
@@ -46,7 +52,7 @@ examples:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("compress", help="lossless bits-back compression of binary images",
+    p = subparsers.add_parser("compress", help="lossless bits-back compression of binary or 8-bit images",
                               description=COMPRESS_HELP)
     add_run_argument(p)
     p.add_argument("input", metavar="INPUT", help="images to compress")
@@ -93,8 +99,9 @@ def run_compress(args) -> int:
         return 0  # under torchrun, each process codes its shard of the images; the main process writes
     atomic_write_bytes(args.output, data)
     note = "" if stats["exact"] else " (grayscale input: its binarization by the run's rule was compressed)"
+    unit = "bits per pixel" if stats["pixel_bits"] == 1 else "bits per dim (8-bit values)"
     print(f"compressed {stats['images']} images to {args.output}: {stats['bytes']} bytes, "
-          f"{stats['bits_per_pixel']:.4f} bits per pixel{note}")
+          f"{stats['bits_per_pixel']:.4f} {unit}{note}")
     return 0
 
 

@@ -61,12 +61,13 @@ class VAE(LatentVariableModel):
     def unsupported(self, use: str) -> str | None:
         if use != "compress":
             return super().unsupported(use)
-        if not self.likelihood.binary:
-            return f"bits-back coding needs a Bernoulli likelihood; this run's is {self.likelihood.name}"
+        if not (self.likelihood.binary or self.likelihood.discrete_8bit):
+            return ("bits-back coding needs a Bernoulli likelihood (binary images) or a discretized one (8-bit "
+                    f"images); this run's is {self.likelihood.name}")
         if not isinstance(self.prior, priors.StandardNormal):
             return ("bits-back coding here needs the N(0, I) prior (its bins are equal-mass under it); "
                     f"this run's prior is {self.prior.name}")
-        return None  # vaekit.compress.BitsBackCoder
+        return None  # vaekit.compress.BitsBackCoder, vaekit.compress_8bit.EightBitCoder
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for a batch of images (B, C, H, W)."""

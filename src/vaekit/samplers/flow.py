@@ -70,7 +70,7 @@ class CouplingFlow(LatentSampler):
         center, spread = standardizer(latents)
         self.center.copy_(center)
         self.spread.copy_(spread)
-        loss = train_density(self, lambda z: -self.log_prob(z).mean(), latents, self.config.epochs, generator,
+        loss = train_density(self, lambda z, t: -self.log_prob(z).mean(), latents, self.config.epochs, generator,
                              progress, "flow")
         return {"log_likelihood": -loss}
 

@@ -12,9 +12,9 @@ BATCH = 256
 LR = 1e-3
 
 
-def train_density(module: torch.nn.Module, loss: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor,
+def train_density(module: torch.nn.Module, loss: Callable[[torch.Tensor, float], torch.Tensor], latents: torch.Tensor,
                   epochs: int, generator: torch.Generator, progress: bool = False, desc: str = "fit") -> float:
-    """Minimise loss(batch) (per-latent mean) over `epochs` shuffled passes of latents (N, D); returns the
+    """Minimise loss(batch, fraction of training done) (per-latent mean) over `epochs` shuffled passes of latents (N, D); returns the
     last epoch's mean loss. The order of batches comes from `generator` alone, so a fit repeats exactly."""
     optimizer = torch.optim.Adam(module.parameters(), lr=LR)
     steps_per_epoch = math.ceil(len(latents) / BATCH)
@@ -30,7 +30,7 @@ def train_density(module: torch.nn.Module, loss: Callable[[torch.Tensor], torch.
                 for group in optimizer.param_groups:
                     group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * t))
                 batch = latents[order[start:start + BATCH]]
-                value = loss(batch)
+                value = loss(batch, t)
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 torch.nn.utils.clip_grad_norm_(module.parameters(), 100.0)

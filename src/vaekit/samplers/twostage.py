@@ -14,6 +14,9 @@ from .base import LatentSampler, SamplerConfig, standardizer
 from .training import seeded_init, train_density
 
 
+KL_WARMUP = 0.3
+
+
 def mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, dim_out))
@@ -22,7 +25,8 @@ def mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
 class TwoStageVAE(LatentSampler):
     """z (standardized) -> q(u|z) -> u (D) -> N(z; g(u), gamma I), with gamma learned: the second stage's
     learned decoder variance is what lets it match the first stage's aggregate posterior (Dai & Wipf, Sec. 4).
-    Sampling: u ~ N(0, I), z = mean + std * g(u)."""
+    Sampling: u ~ N(0, I), z = mean + std * (g(u) + sqrt(gamma) eps), the second stage's own model of z
+    (the noise is small once gamma has shrunk)."""
 
     name = "two-stage"
 
@@ -39,8 +43,10 @@ class TwoStageVAE(LatentSampler):
         seeded_init(derive_seed(config.seed, "two-stage", "init"), build)
         self._noise: torch.Generator | None = None
 
-    def loss(self, z: torch.Tensor) -> torch.Tensor:
-        """The negative ELBO per latent (nats), averaged over the batch."""
+    def loss(self, z: torch.Tensor, done: float = 1.0) -> torch.Tensor:
+        """The negative ELBO per latent (nats), averaged over the batch, its KL weighted up from 0 over the first
+        KL_WARMUP of training (`done`: the fraction done), so that the decoder learns to use u before the KL
+        can switch it off (a second stage that ignores u only fits the latents' marginal Gaussian)."""
         x = (z - self.center) / self.spread
         mu, logvar = self.encoder(x).chunk(2, -1)
         logvar = logvar.clamp(-20, 10)
@@ -48,7 +54,7 @@ class TwoStageVAE(LatentSampler):
         recon = self.decoder(u)
         nll = 0.5 * (((x - recon) ** 2) / self.log_gamma.exp() + self.log_gamma + math.log(2 * math.pi)).sum(-1)
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)
-        return (nll + kl).mean()
+        return (nll + min(1.0, done / KL_WARMUP) * kl).mean()
 
     def fit(self, latents: torch.Tensor, generator: torch.Generator, progress: bool = False) -> dict[str, Any]:
         center, spread = standardizer(latents)
@@ -62,7 +68,8 @@ class TwoStageVAE(LatentSampler):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         u = torch.randn(n, self.dim, generator=generator, device=self.center.device)
-        return self.center + self.spread * self.decoder(u)
+        eps = torch.randn(n, self.dim, generator=generator, device=self.center.device)
+        return self.center + self.spread * (self.decoder(u) + (0.5 * self.log_gamma).exp() * eps)
 
     def check(self) -> None:
         if not bool((self.spread > 0).all()):

@@ -33,6 +33,7 @@ from vaekit.samplers.base import SamplerConfig  # noqa: E402
 from vaekit.samplers.store import fit_sampler, load_sampler, save_sampler, training_latents  # noqa: E402
 
 SAMPLERS = ("prior", "gmm", "flow", "two-stage")
+METRICS = ("fd_classifier", "precision", "recall", "density", "mmd2", "confidence", "class_coverage")
 
 
 def timed(fn):
@@ -72,8 +73,7 @@ def main() -> None:
     test = load_split(args.data, "test")
     train = load_split(args.data, "train")
     real = image_quality(to_unit(test.images), to_unit(train.images[:args.samples]), args.data)
-    result["train_images_as_samples"] = {k: real[k] for k in ("fd_classifier", "precision", "recall", "mmd2",
-                                                              "confidence", "class_coverage")}
+    result["train_images_as_samples"] = {k: real[k] for k in METRICS}
     print(json.dumps({"train_images_as_samples": result["train_images_as_samples"]}), file=sys.stderr, flush=True)
     for name in args.samplers:
         row = {}
@@ -86,8 +86,7 @@ def main() -> None:
         drawn, wall, cpu = timed(lambda: sample_many(run.model, 10_000, make_generator(1), sampler))  # noqa: B023
         row["sample_10000"] = {"wall_s": wall, "cpu_s": cpu}
         quality, wall, cpu = timed(lambda: run_quality(run, name, args.samples))  # noqa: B023
-        row["quality"] = {k: quality[k] for k in ("fd_classifier", "precision", "recall", "mmd2", "confidence",
-                                                  "class_coverage")}
+        row["quality"] = {k: quality[k] for k in METRICS}
         row["quality_seconds"] = {"wall_s": wall, "cpu_s": cpu}
         result["samplers"][name] = row
         print(json.dumps({name: row}), file=sys.stderr, flush=True)

@@ -45,9 +45,10 @@ def test_test_set_against_itself_is_near_zero_and_noise_is_far(test_features):
     noise = feature_quality(features[:2000], probs[:2000], noise_features, noise_probs)
     assert same["fd_classifier"] < 1e-3 and same["precision"] == 1.0 and same["recall"] == 1.0
     assert same["class_coverage"] == pytest.approx(1.0)
-    assert halves["fd_classifier"] < 0.02 * noise["fd_classifier"]
+    assert halves["fd_classifier"] < 0.01 * noise["fd_classifier"]
     assert halves["precision"] > 0.65 and halves["recall"] > 0.65  # k = 3 balls of one half hold most of the other
-    assert noise["precision"] < 0.05 and noise["recall"] < 0.05
+    assert noise["recall"] < 0.01
+    assert noise["class_coverage"] < 0.3  # uniform noise reads as one class (and fools precision: see vaekit.quality)
     assert abs(halves["mmd2"]) < 0.01 * noise["mmd2"]
     assert halves["class_coverage"] > 0.95
 
@@ -74,9 +75,9 @@ def test_one_class_of_samples_covers_a_tenth_and_is_imprecise_about_nothing(mnis
 
 def test_precision_and_recall_of_a_subset():
     g = torch.Generator().manual_seed(0)
-    real = torch.randn(500, 8, generator=g)
-    precision, recall = precision_recall(real, real[:100])
-    assert precision == 1.0 and recall < 0.6
+    real = torch.randn(2000, 4, generator=g)
+    precision, recall, density = precision_recall(real, real[real[:, 0] > 1])  # one tail of the data
+    assert precision == 1.0 and recall < 0.35 and density > 0.5
 
 
 def test_mmd2_is_unbiased_for_the_same_distribution():

@@ -33,6 +33,7 @@ QUALITY_HELP = """\
 Measure samples against the run's held-out images in the 128-feature space of a small classifier
 vaekit ships (MNIST, Fashion-MNIST; test accuracy in its note): FD-classifier (the Frechet distance of
 FID, in this classifier's space: not FID), precision and recall (Kynkaanniemi et al. 2019, k = 3),
+density (Naeem et al. 2020: precision that real outliers cannot fool),
 MMD^2 with the cubic polynomial kernel (unbiased; compares the feature distributions without a
 Gaussian assumption), the classifier's mean confidence, and class coverage (the overlap of the
 samples' predicted classes with the real images'). Lower FD and MMD^2 are better; higher the rest.
@@ -120,6 +121,7 @@ def run_quality_command(args) -> int:
     print(f"{loaded.path}, {args.sampler} sampler: {result['protocol']}")
     rows = [("FD-classifier (lower is better)", result["fd_classifier"]),
             (f"precision, k = {result['k']}", result["precision"]), (f"recall, k = {result['k']}", result["recall"]),
+            ("density (Naeem et al. 2020; 1 for real images)", result["density"]),
             ("MMD^2, cubic kernel (lower is better)", result["mmd2"]), ("classifier confidence", result["confidence"]),
             ("class coverage", result["class_coverage"])]
     for name, value in rows:

@@ -14,8 +14,8 @@ LR = 1e-3
 
 def train_density(module: torch.nn.Module, loss: Callable[[torch.Tensor, float], torch.Tensor], latents: torch.Tensor,
                   epochs: int, generator: torch.Generator, progress: bool = False, desc: str = "fit") -> float:
-    """Minimise loss(batch, fraction of training done) (per-latent mean) over `epochs` shuffled passes of latents (N, D); returns the
-    last epoch's mean loss. The order of batches comes from `generator` alone, so a fit repeats exactly."""
+    """Minimise loss(batch, fraction of training done) (per-latent mean) over `epochs` shuffled passes of latents
+    (N, D); returns the last epoch's mean loss. The order of batches comes from `generator` alone: a fit repeats."""
     optimizer = torch.optim.Adam(module.parameters(), lr=LR)
     steps_per_epoch = math.ceil(len(latents) / BATCH)
     total = epochs * steps_per_epoch

@@ -225,3 +225,20 @@ def test_fit_sample_and_quality_end_to_end(tiny, tmp_path, capsys):
         assert result["samples"] == 200 and result["references"] == 30 and result["sampler"] == sampler
         assert all(math.isfinite(result[k]) for k in ("fd_classifier", "precision", "recall", "mmd2"))
         assert 0 <= result["precision"] <= 1 and 0.1 <= result["confidence"] <= 1
+
+
+def test_a_hierarchy_is_fitted_on_its_whole_flat_latent(tmp_path):
+    from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit
+
+    from .tiny_run import mnist_npz
+
+    config = RunConfig(DataConfig(name=str(mnist_npz(tmp_path / "small.npz"))),
+                       ModelConfig(family="hvae", hidden_dims=(48, 32), latent_dim=6, latent_layers=(2, 4)),
+                       TrainConfig(epochs=1, batch_size=64))
+    run = load_run(fit(config, tmp_path / "run", device="cpu").path)
+    fitted = fit_sampler(run, SamplerConfig("gmm", components=2))
+    assert fitted.sampler.means.shape == (2, 6)  # both layers, top first
+    save_sampler(run.path, fitted)
+    z = load_sampler(run, "gmm").sample(8, torch.Generator().manual_seed(0))
+    pictures = run.model.pictures(z)
+    assert pictures.shape == (8, 1, 28, 28) and torch.isfinite(pictures).all()

@@ -81,7 +81,7 @@ def main() -> None:
             config = SamplerConfig(name, epochs=args.epochs) if name != "gmm" else SamplerConfig(name)
             fitted, wall, cpu = timed(lambda: fit_sampler(run, config, latents=latents))  # noqa: B023
             save_sampler(run.path, fitted)
-            row["fit"] = {"wall_s": wall, "cpu_s": cpu, **fitted.record["fitted_on"], **config.to_dict()}
+            row["fit"] = {"wall_s": wall, "cpu_s": cpu, **fitted.record["fitted_on"], "config": config.to_dict()}
         sampler = load_sampler(run, name)
         drawn, wall, cpu = timed(lambda: sample_many(run.model, 10_000, make_generator(1), sampler))  # noqa: B023
         row["sample_10000"] = {"wall_s": wall, "cpu_s": cpu}

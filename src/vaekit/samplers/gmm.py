@@ -59,7 +59,7 @@ class GaussianMixture(LatentSampler):
         self.weights.copy_(weights)
         self.means.copy_(means + offset)
         self.scales.copy_(scales)
-        return {"iterations": iterations, "converged": converged, "log_likelihood": final}
+        return {"em_iterations": iterations, "converged": converged, "log_likelihood": final}
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         # components drawn independently per sample: the samples come out in random order, not grouped

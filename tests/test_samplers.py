@@ -242,3 +242,11 @@ def test_a_hierarchy_is_fitted_on_its_whole_flat_latent(tmp_path):
     z = load_sampler(run, "gmm").sample(8, torch.Generator().manual_seed(0))
     pictures = run.model.pictures(z)
     assert pictures.shape == (8, 1, 28, 28) and torch.isfinite(pictures).all()
+
+
+def test_report_shows_the_samplers_samples(fitted_run, tmp_path, capsys):
+    page = tmp_path / "report.html"
+    assert main(["report", str(fitted_run), "--sampler", "flow", "--iw-samples", "2", "-o", str(page),
+                 "--threads", "1"]) == 0
+    assert "64 samples from the flow sampler" in page.read_text()
+    capsys.readouterr()

@@ -98,7 +98,12 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     return torch.stack(centers)
 
 
-CHUNK = 8192  # points per block of the E- and M-steps: memory stays CHUNK * K * D for any N
+BLOCK_ELEMENTS = 1 << 24  # the (points, K, D) blocks of the E- and M-steps hold at most this many floats (64 MB)
+
+
+def block_rows(k: int, d: int) -> int:
+    """Points per block, so that a (rows, K, D) block stays within BLOCK_ELEMENTS for any N, K and D."""
+    return max(1, BLOCK_ELEMENTS // (k * d))
 
 
 def m_step(x: torch.Tensor, resp: torch.Tensor, full: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,8 +117,9 @@ def m_step(x: torch.Tensor, resp: torch.Tensor, full: bool) -> tuple[torch.Tenso
         var = resp.T @ (x * x) / counts[:, None] - means ** 2
         return counts / counts.sum(), means, (var.clamp_min(0) + REG_COVAR).sqrt()
     second = x.new_zeros(k * d, d)  # sum_n r_nk x_n x_n^T for every k at once, as one product per block
-    for start in range(0, n, CHUNK):
-        xs, rs = x[start:start + CHUNK], resp[start:start + CHUNK]
+    rows = block_rows(k, d)
+    for start in range(0, n, rows):
+        xs, rs = x[start:start + rows], resp[start:start + rows]
         second += (rs[:, :, None] * xs[:, None, :]).reshape(len(xs), k * d).T @ xs
     cov = second.reshape(k, d, d) / counts[:, None, None] - means[:, :, None] * means[:, None, :]
     cov = (cov + cov.transpose(1, 2)) / 2 + REG_COVAR * torch.eye(d, dtype=x.dtype)
@@ -137,8 +143,9 @@ def component_log_probs(x: torch.Tensor, weights: torch.Tensor, means: torch.Ten
         precision = scales ** -2  # (K, D): the diagonal Mahalanobis term as two products, not an (N, K, D) tensor
         constant = (means * means * precision).sum(1)  # (K,)
     out = []
-    for start in range(0, n, CHUNK):
-        xs = x[start:start + CHUNK]
+    rows = block_rows(k, d)
+    for start in range(0, n, rows):
+        xs = x[start:start + rows]
         if full:
             y = (xs @ stacked).reshape(len(xs), k, d) - shift
             maha = (y * y).sum(-1)

@@ -74,3 +74,5 @@ class TwoStageVAE(LatentSampler):
     def check(self) -> None:
         if not bool((self.spread > 0).all()):
             raise ValueError("spread must be positive")
+        if not -50 <= self.log_gamma.item() <= 10:  # fitting starts at 0 and shrinks it; exp() must stay finite
+            raise ValueError(f"log_gamma must be in [-50, 10], got {self.log_gamma.item()}")

@@ -98,7 +98,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     return torch.stack(centers)
 
 
-BLOCK_ELEMENTS = 1 << 24  # the (points, K, D) blocks of the E- and M-steps hold at most this many floats (64 MB)
+BLOCK_ELEMENTS = 1 << 19  # the (points, K, D) blocks of the E- and M-steps: 2 MB, cache-sized (2.3x faster than 64 MB)
 
 
 def block_rows(k: int, d: int) -> int:

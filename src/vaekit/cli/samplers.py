@@ -19,7 +19,7 @@ in RUN/samplers/ (replacing an earlier fit of the same sampler). `vaekit sample`
 codes of real images; a fitted sampler draws where the decoder has learned to draw.
 
 samplers:
-{chr(10).join(f"  {name:10}{SAMPLERS.get(name).summary}" for name in FITTED)}
+{chr(10).join(f"  {name:11}{SAMPLERS.get(name).summary}" for name in FITTED)}
 
 A hierarchical model's sampler is fitted to its whole flat latent (every layer, top first).
 
@@ -37,6 +37,7 @@ density (Naeem et al. 2020: precision that real outliers cannot fool),
 MMD^2 with the cubic polynomial kernel (unbiased; compares the feature distributions without a
 Gaussian assumption), the classifier's mean confidence, and class coverage (the overlap of the
 samples' predicted classes with the real images'). Lower FD and MMD^2 are better; higher the rest.
+Compare numbers measured with the same -n: FD's bias and the k-NN balls depend on it.
 
 examples:
   vaekit quality runs/seed
@@ -121,7 +122,7 @@ def run_quality_command(args) -> int:
     print(f"{loaded.path}, {args.sampler} sampler: {result['protocol']}")
     rows = [("FD-classifier (lower is better)", result["fd_classifier"]),
             (f"precision, k = {result['k']}", result["precision"]), (f"recall, k = {result['k']}", result["recall"]),
-            ("density (Naeem et al. 2020; 1 for real images)", result["density"]),
+            ("density (about 1 for real images)", result["density"]),
             ("MMD^2, cubic kernel (lower is better)", result["mmd2"]), ("classifier confidence", result["confidence"]),
             ("class coverage", result["class_coverage"])]
     for name, value in rows:

@@ -325,6 +325,8 @@ def base_commands(run: Path, data: Path, tmp: Path) -> dict[str, tuple[list, tup
         "decompress": (["decompress", run, o["c.vkz"], "-o", o["d.npy"]], (o["d.npy"],)),
         "plot": (["plot", "latents", run, "-o", o["p.png"]], (o["p.png"],)),
         "report": (["report", run, "-o", o["r.html"]], (o["r.html"],)),
+        "fit-sampler": (["fit-sampler", run, "--sampler", "gmm"], ()),  # writes into the run (own_run)
+        "quality": (["quality", run, "--classifier", "mnist", "-n", "100", "--json"], ()),
     }
 
 
@@ -355,7 +357,7 @@ def own_run(tiny, tmp_path_factory):
 def test_numeric_flag(tiny, own_run, capsys, command, flag):
     for value in VALUES:
         with tempfile.TemporaryDirectory() as tmp:
-            run = own_run if command == "calibrate" else tiny
+            run = own_run if command in ("calibrate", "fit-sampler") else tiny
             base, outputs = base_commands(run, tiny.parent / "small.npz", Path(tmp))[command]
             if command == "decompress":
                 assert main(["compress", str(run), str(tiny.parent / "small.npz"), "-o", str(base[2])]) in DOCUMENTED

@@ -78,6 +78,8 @@ def test_wheel_ships_mnist_and_runs_the_main_job_from_another_directory(tmp_path
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"vaekit/data/bundled/mnist/{file.name}" for pair in MNIST.splits.values() for file in pair}
     assert expected | {"vaekit/data/bundled/mnist/README.md"} <= shipped  # the data and its licence note
+    assert {f"vaekit/data/classifiers/{name}.{kind}" for name in ("mnist", "fashion-mnist")
+            for kind in ("safetensors", "json")} <= shipped  # what `vaekit quality` measures with
 
     python = make_venv(tmp_path / "venv")
     step([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],

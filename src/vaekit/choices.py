@@ -10,3 +10,4 @@ PROJECTIONS = ("pca", "tsne", "umap")  # vaekit.representation.project_2d
 SCORE_METHODS = ("elbo", "iwae", "recon", "mse")  # vaekit.anomaly.anomaly_scores
 MIXTURE_RULES = ("density", "typical")  # how several runs' scores combine: anomaly.mixture_scores, typical_scores
 LATENT_BITS = 8  # vaekit.compress: bits per latent dimension (256 bins), the default of compress --latent-bits
+QUALITY_CLASSIFIERS = ("mnist", "fashion-mnist")  # vaekit.classifier.CLASSIFIERS: the classifiers vaekit ships

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .choices import INTERPOLATIONS
@@ -9,10 +11,21 @@ from .models import LatentVariableModel
 
 
 @torch.no_grad()
-def sample(model: LatentVariableModel, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Decode `n` draws from the model's prior (the family's `pictures`)."""
+def sample(model: LatentVariableModel, n: int, generator: torch.Generator | None = None,
+           sampler: Any = None) -> torch.Tensor:
+    """Decode `n` draws from the model's prior, or from a latent sampler (vaekit.samplers: anything with
+    `.sample(n, generator) -> (n, D)`), as the family's `pictures`."""
     model.require("sample")
-    return model.pictures(model.sample_prior(n, generator), generator)
+    z = model.sample_prior(n, generator) if sampler is None else sampler.sample(n, generator)
+    return model.pictures(z, generator)
+
+
+@torch.no_grad()
+def sample_many(model: LatentVariableModel, n: int, generator: torch.Generator | None = None,
+                sampler: Any = None, batch_size: int = 1000) -> torch.Tensor:
+    """`sample` for many images (N, C, H, W), on the CPU, decoded `batch_size` at a time: memory stays bounded."""
+    return torch.cat([sample(model, min(batch_size, n - start), generator, sampler).cpu()
+                      for start in range(0, n, batch_size)])
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import datetime
 import html
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -68,10 +69,11 @@ def table(rows: list[list], header: list[str]) -> str:
 @torch.no_grad()
 def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet | None = None, iw_samples: int = 100,
                scatter_points: int = 3000, log: Callable[[str], object] = lambda line: None,
-               progress: bool = False) -> str:
+               progress: bool = False, sampler: Any = None, sampler_name: str = "prior") -> str:
     """The report page for `run`, given its test inputs prepared as for training (`fixed_binarization`),
     the test images (labels, classes) and, for the probes, the training images. `log` is told of each
-    stage as it begins; `progress` shows a bar during the NLL, the longest."""
+    stage as it begins; `progress` shows a bar during the NLL, the longest. `sampler` (vaekit.samplers), where
+    given, draws the samples shown in place of the prior; `sampler_name` says which in the caption."""
     if len(x_test) < 2:  # it interpolates between test images 0 and 1, and measures spreads
         raise DataError(f"{run.path}'s held-out set has {len(x_test)} image(s); a report needs at least 2")
     started = time.perf_counter()
@@ -107,7 +109,8 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     log("samples, reconstructions, an interpolation and traversals...")
     generator = make_generator(seed)
     inputs = x_test[:10]
-    body = image(grid_png(sample(model, 64, generator), nrow=8, scale=2), "64 samples from the prior")
+    body = image(grid_png(sample(model, 64, generator, sampler), nrow=8, scale=2),
+                 "64 samples from the prior" if sampler is None else f"64 samples from the {sampler_name} sampler")
     body += image(grid_png(torch.cat([inputs, reconstruct(model, inputs)]), nrow=10, scale=2),
                   "Test images (top) and their reconstructions (bottom)")
     sections.append(("Samples and reconstructions", body))

@@ -6,16 +6,19 @@ import functools
 
 from ..choices import INTERPOLATIONS
 from ..errors import ConfigError
+from .samplers import add_sampler_argument
 from .args import (IMAGE_HELP, add_data_dir_argument, add_device_argument, add_run_argument, add_scale_argument,
                    image_reference, open_run, picture_count, png_or_gif_path, png_path, reference_image, seed_int,
                    test_inputs)
 
 SAMPLE_HELP = """\
-Draw images from the prior: z ~ N(0, I), decoded to pixel probabilities, as one PNG grid.
+Draw images from the prior (z ~ N(0, I)), or from a latent sampler fitted by `vaekit fit-sampler`,
+decoded to pixel probabilities, as one PNG grid.
 
 examples:
   vaekit sample runs/seed -n 64 -o samples.png
   vaekit sample runs/seed -n 16 --seed 7 -o more.png
+  vaekit sample runs/seed --sampler gmm -o gmm.png
 """
 
 RECONSTRUCT_HELP = """\
@@ -44,6 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("-n", type=picture_count, default=64, help="number of images (default 64)")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws (default 0)")
+    add_sampler_argument(p)
     add_scale_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_sample)
@@ -81,11 +85,14 @@ def run_sample(args) -> int:
     from ..plots import save_image_grid
     from ..rng import make_generator
 
+    from ..samplers.store import load_sampler
+
     loaded = open_run(args)
     device = next(loaded.model.parameters()).device
-    images = sample(loaded.model, args.n, make_generator(args.seed, device))
+    sampler = None if args.sampler == "prior" else load_sampler(loaded, args.sampler)
+    images = sample(loaded.model, args.n, make_generator(args.seed, device), sampler)
     save_image_grid(args.output, images, nrow=8, scale=args.scale)
-    print(f"wrote {args.n} samples to {args.output}")
+    print(f"wrote {args.n} samples{'' if sampler is None else f' from the {args.sampler} sampler'} to {args.output}")
     return 0
 
 

@@ -7,6 +7,7 @@ import time
 
 from .args import (add_data_dir_argument, add_device_argument, add_run_argument, html_path, iw_count, open_run,
                    stage_log)
+from .samplers import add_sampler_argument
 
 HELP = """\
 Write one self-contained HTML page (every image inlined) about a run: its config, loss curves and
@@ -25,6 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=html_path, required=True, metavar="FILE.html")
     p.add_argument("--iw-samples", type=iw_count, default=100, metavar="K",
                    help="importance samples of the NLL (default 100; 5000 is the literature's, and slow)")
+    add_sampler_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run)
@@ -36,12 +38,15 @@ def run(args) -> int:
     from ..report import run_report
 
     start = time.perf_counter()
+    from ..samplers.store import load_sampler
+
     loaded = open_run(args)
+    sampler = None if args.sampler == "prior" else load_sampler(loaded, args.sampler)
     data, seed = loaded.config.data, loaded.config.train.seed
     train, test = load_train_test(data.name, data.validation, seed, args.data_dir, standardize=data.standardize)
     x_test = fixed_binarization(test.images.to(next(loaded.model.parameters()).device), data.binarize, seed)
     page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples, log=stage_log(start),
-                      progress=sys.stderr.isatty())
+                      progress=sys.stderr.isatty(), sampler=sampler, sampler_name=args.sampler)
     atomic_write_text(args.output, page)
     print(f"wrote {args.output} ({len(page) // 1024} KiB) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..choices import INTERPOLATIONS, MIXTURE_RULES, PROJECTIONS, SCORE_METHODS
+from ..choices import INTERPOLATIONS, MIXTURE_RULES, PROJECTIONS, QUALITY_CLASSIFIERS, SCORE_METHODS
 from ..config import BINARIZE_MODES, COMPILE_MODES, FAMILIES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS, SCHEDULES
 from .args import (architecture_name, finite_float, html_path, image_reference, iw_count, non_empty_path,
                    non_empty_text, non_negative_float, non_negative_int, picture_count, picture_scale, png_or_gif_path,
                    png_path, positive_float, positive_int, seed_int, threads_value, unit_fraction)
+from ..samplers import COVARIANCES, SAMPLERS
 from .plot import PLOTS
+from .samplers import FITTED
 
 TOP = "vaekit"  # the options before the subcommand
 COMPUTE = ("train", "eval", "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "probe", "plot",
-           "report", "score", "calibrate", "compress", "decompress")
+           "report", "score", "calibrate", "compress", "decompress", "fit-sampler", "quality")
 ON_A_DEVICE = tuple(c for c in COMPUTE if c not in ("compress", "decompress"))  # bits-back coding runs on the CPU
 READS_DATA = tuple(c for c in COMPUTE if c not in ("sample", "decompress"))
 PICTURES = ("sample", "reconstruct", "interpolate", "traverse", "manifold")
@@ -85,14 +87,15 @@ OPTIONS: dict[str, Option] = {
     "--free-bits": Option("the floor on each latent dimension's KL", ("train",), non_negative_float, "NATS"),
     "--iwae": Option("train on the IWAE bound with K samples per image", ("train",), positive_int, "K"),
     "--recipe": Option("the optimisation defaults", ("train",), choices=("vaekit", "seed")),
-    "--epochs": Option("epochs to train (in all)", ("train",), positive_int, "EPOCHS"),
+    "--epochs": Option("epochs to train (in all)", ("train", "fit-sampler"), positive_int, "EPOCHS"),
     "--batch-size": Option("images per training step", ("train",), positive_int, "BATCH_SIZE"),
     "--lr": Option("Adam's peak learning rate", ("train",), positive_float, "LR"),
     "--schedule": Option("the learning rate after warm-up", ("train",), choices=SCHEDULES),
     "--warmup": Option("the fraction of steps of linear learning-rate warm-up", ("train",), unit_fraction, "WARMUP"),
     "--beta2": Option("Adam's second-moment decay", ("train",), unit_fraction, "BETA2"),
     "--clip-grad": Option("the bound on the gradients' global L2 norm", ("train",), non_negative_float, "NORM"),
-    "--seed": Option("the seed of the command's random draws", ("train", "sample"), seed_int, "SEED"),
+    "--seed": Option("the seed of the command's random draws", ("train", "sample", "fit-sampler", "quality"), seed_int,
+                     "SEED"),
     "--out": Option("where to write: the run directory to create, or the folder of a dataset cache",
                     ("train", "data prepare"), non_empty_path, "RUN", per_command={"data prepare": {"metavar": "DIR"}}),
     "--resume": Option("the run directory to continue", ("train",), non_empty_path, "RUN"),
@@ -114,8 +117,9 @@ OPTIONS: dict[str, Option] = {
         "manifold": _output(png_path, "FILE.png"), "plot": _output(png_path, "FILE.png"),
         "embed": _output(Path, "FILE.npz"), "report": _output(html_path, "FILE.html"), "score": _output(Path, "FILE"),
         "compress": _output(Path, "FILE"), "decompress": _output(Path, "OUTPUT")}),
-    "--json": Option("print one JSON object instead of a table", ("eval", "probe"), switch=True),
-    "-n": Option("how many images", ("sample", "reconstruct"), picture_count, "N"),
+    "--json": Option("print one JSON object instead of a table", ("eval", "probe", "quality"), switch=True),
+    "-n": Option("how many images", ("sample", "reconstruct", "quality"), picture_count, "N",
+                 per_command={"quality": {"value": positive_int}}),
     "--images": Option("use only the first N images of the test set", ("eval",), positive_int, "N"),
     "--iw-samples": Option("importance samples per image of the NLL estimate", ("eval", "report", "score", "calibrate"),
                            iw_count, "K"),
@@ -146,6 +150,14 @@ OPTIONS: dict[str, Option] = {
     "--extremes": Option("also draw the most and least anomalous inputs", ("score",), png_path, "FILE.png"),
     "--mixture": Option("more runs that score with RUN as one detector", ("score", "calibrate"), Path, "RUN", "+"),
     "--combine": Option("how --mixture combines the runs' scores", ("score", "calibrate"), choices=MIXTURE_RULES),
+    # samplers and sample quality
+    "--sampler": Option("where the latents are drawn from: the prior, or a sampler fitted by fit-sampler",
+                        ("sample", "report", "quality", "fit-sampler"), choices=SAMPLERS.names(),
+                        per_command={"fit-sampler": {"choices": FITTED}}),
+    "--components": Option("a gmm sampler's mixture components", ("fit-sampler",), positive_int, "K"),
+    "--covariance": Option("a gmm sampler's covariances", ("fit-sampler",), choices=COVARIANCES),
+    "--classifier": Option("the shipped classifier whose features measure samples", ("quality",),
+                           choices=QUALITY_CLASSIFIERS),
     # compression
     "--latent-bits": Option("bits per latent dimension of the discretized latent", ("compress",), positive_int,
                             "BITS"),

@@ -30,7 +30,8 @@ from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closi
                         with_tensorboard)
 from .config import RunConfig
 from .registry import ARCHITECTURES
-from .data import ImageSet, fixed_binarization, load_train_test
+from .data import ImageSet, as_seen, fixed_binarization, load_train_test
+from .data.prepare import Preparation, background
 from .devices import resolve_device
 from .distributed import World, is_peer_failure, peer_failure, world as current_world
 from .errors import ConfigError, Interrupted, RunError, TrainingError
@@ -72,7 +73,8 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
     if model is not None and isinstance(model, LatentVariableModel):
         config = dataclasses.replace(config, model=model.config)  # VAE(encoder=...) records architecture "custom"
     check_size(config.model)
-    data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
+    data, measured = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
+    config = _measured(config, measured)
     model = runs.given_model(model, config) or build_model(config)  # and so does a model that cannot be built
     out = current_world().on_main(runs.create_run, out, config)
     with closing(callbacks):
@@ -107,7 +109,7 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
         if epochs < done:
             raise ConfigError(f"--epochs {epochs} is fewer than the {done} epochs {path} has finished")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
+    data, _ = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
     if new_total:
         world.on_main(runs.write_config, path, config)
     with closing(callbacks):
@@ -139,7 +141,8 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
         raise RunError(f"{path} has finished epochs; it continues only with its own config (vaekit train "
                        f"--resume {shlex.quote(str(path))}), or train a new run with --out")
     dev = resolve_device(device)
-    data = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
+    data, measured = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
+    config = _measured(config, measured)
 
     def rewrite():
         runs.remove_stale_temp_files(path)
@@ -151,12 +154,21 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
 
 
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
+    """The run's training and test images, fitted to its model's size and channels (`data.prepare`), and the
+    training images' background brightness (measured before any standardization), which polarity needs."""
+    preparation = Preparation(config.model.input_shape, config.data.resize)
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
-                                          progress, images, config.data.standardize)
+                                          progress, images, preparation=preparation)
     if train_set.shape != config.model.input_shape:
         raise ConfigError(f"{train_set.name} images are {train_set.shape}, "
                           f"the model expects {config.model.input_shape}")
-    return train_set, test_set
+    measured = background(train_set.images)
+    return (as_seen(train_set, config.data.standardize), as_seen(test_set, config.data.standardize)), measured
+
+
+def _measured(config: RunConfig, measured: float) -> RunConfig:
+    """`config` recording its training images' background (data.background)."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, background=measured))
 
 
 def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log,

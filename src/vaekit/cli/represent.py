@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from .args import (IMAGE_HELP, DeprecatedAlias, ImageRef, add_data_dir_argument, add_device_argument,
-                   add_run_argument, add_scale_argument, check_picture_count, image_reference, model_inputs,
-                   open_run, picture_count, png_path, positive_int, reference_image, test_inputs)
+                   add_invert_argument, add_run_argument, add_scale_argument, check_picture_count, image_reference,
+                   model_inputs, open_run, picture_count, png_path, positive_int, reference_image, test_inputs)
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
@@ -70,6 +70,7 @@ def register(subparsers) -> None:
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.npz")
     add_layer_argument(p, "the latent layer embedded", "z1, the top; all: every layer")
+    add_invert_argument(p, "auto")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_embed)
@@ -94,6 +95,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
     add_layer_argument(p, "only dimensions of this latent layer", "every layer's, by KL")
     add_scale_argument(p)
+    add_invert_argument(p, "auto")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_traverse)
@@ -125,7 +127,7 @@ def run_embed(args) -> int:
 
     loaded = open_run(args)
     layer = loaded.model.layer(args.layer)[0]  # a layer the model lacks is said before the images are read
-    x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
+    x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True, invert=args.invert)
     mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x, layer=layer, world=world()))
     if not world().is_main():
         return 0  # under torchrun, the processes share the images; the main process writes

@@ -168,7 +168,7 @@ def most_common_size(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], str
     counts = Counter(sizes)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     shown = ", ".join(f"{h}x{w}: {k} image{'s' if k > 1 else ''}" for (h, w), k in ranked[:4])
-    more = f", and {len(ranked) - 4} more sizes" if len(ranked) > 4 else ""
+    more = f", and {len(ranked) - 4} more size{'s' if len(ranked) > 5 else ''}" if len(ranked) > 4 else ""
     return ranked[0][0], shown + more
 
 

@@ -102,6 +102,25 @@ def test_a_folder_of_mixed_images_trains_samples_colour_and_is_scored_and_embedd
         assert codes["labels"].tolist() == [0] * 14 + [1] * 14
 
 
+def test_channels_a_rectangular_size_resume_and_probe_on_a_mixed_folder(capsys, tmp_path):
+    folder = users_folder(tmp_path / "fruit")
+    run = tmp_path / "gray"
+    code, _, err = run_cli(capsys, "train", "--data", folder, "--image-size", "16x24", "--channels", 1, "--hidden", 16,
+                           "--latent", 2, "--epochs", 1, "--batch-size", 8, "--validation", 0.25, "--threads", 1,
+                           "--out", run)
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["model"]["input_shape"] == [1, 16, 24]
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--epochs", 2, "--threads", 1)  # reads the folder again
+    assert code == 0, err
+    assert [row["epoch"] for row in load_run(run).metrics] == [1, 2]
+    code, out, err = run_cli(capsys, "probe", run, "--json", "--labels", 4, "--no-pixels", "--threads", 1)
+    assert code == 0, err
+    probes = json.loads(out)  # on the held-out quarter, fitted as the training images were
+    assert 0 <= probes["linear"] <= 1 and set(probes["knn"]) == {"1", "5", "10"}
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--image-size", 32, "--threads", 1)
+    assert code == 2 and "drop --image-size" in err, err
+
+
 def seven(size: int = 200, ink: int = 0, paper: int = 255) -> Image.Image:
     """The issue's example: a thick "7" drawn in `ink` on `paper`, as a user would scan or draw it."""
     picture = Image.new("L", (size, size), paper)

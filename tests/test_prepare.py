@@ -151,6 +151,16 @@ def test_modes_are_read_by_their_range(tmp_path):
     assert not alpha and array[:, 1, 1].tolist() == [200, 100, 50] and array[:, 0, 0].tolist() == [0, 0, 0]
 
 
+def test_a_photo_is_turned_the_way_its_exif_orientation_says(tmp_path):
+    photo = np.zeros((2, 3, 3), np.uint8)  # 2 rows, 3 columns, the top left pixel red
+    photo[0, 0] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: display rotated 90 degrees clockwise
+    Image.fromarray(photo).save(tmp_path / "turned.png", exif=exif)
+    array, _ = read_image(tmp_path / "turned.png")
+    assert array.shape == (3, 3, 2) and array[:, 0, 1].tolist() == [255, 0, 0]  # now 3 rows; red at the top right
+
+
 def test_alpha_is_said_once_per_folder(tmp_path):
     for i in range(3):
         save(tmp_path / f"{i}.png", np.zeros((4, 4, 4), np.uint8), "RGBA")

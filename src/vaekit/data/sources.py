@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import struct
 import warnings
 import zipfile
 import zlib
@@ -153,7 +154,7 @@ def read_image_file(path: Path, budget: int = MAX_DECODED_BYTES) -> np.ndarray:
 
 def read_image(path: Path, budget: int = MAX_DECODED_BYTES) -> tuple[np.ndarray, bool]:
     """`read_image_file`, and whether the image had an alpha channel (or a transparent palette entry)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     source = display(path)
     try:
@@ -169,13 +170,15 @@ def read_image(path: Path, budget: int = MAX_DECODED_BYTES) -> tuple[np.ndarray,
                          f"more than the {MAX_DECODED_BYTES} bytes vaekit decodes from images at once")
                 raise DataError(f"{source}: a {width}x{height} image is {limit}")
             image.load()  # decode now: a truncated file fails here, not later
+            image = ImageOps.exif_transpose(image)  # a camera's photo the way up it was taken (EXIF orientation)
             array = _gray_by_range(image, source)
             if array is None:
                 if image.mode in ("1", "L", "LA", "La") or (image.mode in ("P", "PA") and _palette_is_gray(image)):
                     array = np.asarray(image.convert("L"))[None]  # the alpha channel dropped, not composited
                 else:
                     array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            struct.error, KeyError, TypeError) as e:  # the last three: malformed EXIF data
         raise DataError(f"{source}: unreadable image ({e})") from None
     return np.array(array, dtype=np.uint8, order="C"), alpha  # a writable copy: PIL's arrays are read-only
 

@@ -19,7 +19,7 @@ from . import registry
 from .errors import ConfigError
 
 BINARIZE_MODES = ("none", "dynamic", "threshold")
-RESIZE_MODES = ("crop", "aspect")  # vaekit.data.prepare: shorter side and centre crop; same aspect ratio only
+RESIZE_MODES = ("crop", "aspect")  # vaekit.data.preparation: shorter side and centre crop; same aspect ratio only
 CUSTOM_ARCHITECTURE = "custom"  # networks given in Python (vaekit.models.architectures)
 # the registries' names when this module loads (built-in choices, for --help); validation asks the registries
 FAMILIES = registry.FAMILIES.names()
@@ -92,11 +92,11 @@ class DataConfig:
     binarize: str = "none"  # none: grayscale in [0, 1]; dynamic: Bernoulli draw per epoch; threshold: > 127
     validation: float = 0.1  # for a path: the seeded fraction of images held out (built-ins have a test split)
     standardize: bool = False  # each image to zero mean and unit variance first (vaekit.data.standardize)
-    # how images of another size become the model's (vaekit.data.prepare): crop (the shorter side resized, the
+    # how images of another size become the model's (vaekit.data.preparation): crop (the shorter side resized, the
     # centre cropped) or aspect (the same aspect ratio only, runs before format 8)
     resize: str = "crop"
     # the training images' mean border brightness in [0, 1], measured when training starts, which new images'
-    # polarity is judged against (vaekit.data.prepare); None: not measured (runs before format 8)
+    # polarity is judged against (vaekit.data.preparation); None: not measured (runs before format 8)
     background: float | None = None
 
     def __post_init__(self) -> None:

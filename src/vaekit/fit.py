@@ -31,7 +31,7 @@ from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closi
 from .config import RunConfig
 from .registry import ARCHITECTURES
 from .data import ImageSet, as_seen, fixed_binarization, load_train_test
-from .data.prepare import Preparation, background
+from .data.preparation import Preparation, background
 from .devices import resolve_device
 from .distributed import World, is_peer_failure, peer_failure, world as current_world
 from .errors import ConfigError, Interrupted, RunError, TrainingError
@@ -154,7 +154,7 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
 
 
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
-    """The run's training and test images, fitted to its model's size and channels (`data.prepare`), and the
+    """The run's training and test images, fitted to its model's size and channels (`data.preparation`), and the
     training images' background brightness (measured before any standardization), which polarity needs."""
     preparation = Preparation(config.model.input_shape, config.data.resize)
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,

@@ -28,7 +28,7 @@ from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
 from .config import MAX_EPOCHS, MAX_IW_SAMPLES, RunConfig
 from .data import ImageSet, as_seen, fixed_binarization, latent_inputs, load_held_out
-from .data.prepare import Preparation, prepare
+from .data.preparation import Preparation, prepare
 from .errors import ConfigError, RunError
 from .models import LatentVariableModel, build_model, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
@@ -359,13 +359,13 @@ class Run:
     metrics: list[dict] = field(default_factory=list)
 
     def preparation(self, invert: str = "off") -> Preparation:
-        """How new images become this run's inputs (`data.prepare`): its size and channels, fitted as it was trained,
-        and `invert` (auto, on, off) against its training images' background."""
+        """How new images become this run's inputs (`data.preparation`): its size and channels, fitted as it was
+        trained, and `invert` (auto, on, off) against its training images' background."""
         data = self.config.data
         return Preparation(self.config.model.input_shape, data.resize, data.background, invert)
 
     def inputs(self, images: ImageSet, for_latents: bool = False, invert: str = "off") -> torch.Tensor:
-        """`images` as this run's model takes them, on its device: prepared (`data.prepare`: its size and channels,
+        """`images` as this run's model takes them, on its device: prepared (`data.preparation`: its size and channels,
         inverted as `invert` says), standardized (if it was trained so) and binarized as in its training, with its
         seed.
 

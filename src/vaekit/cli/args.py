@@ -277,12 +277,12 @@ def model_inputs(run, source: str, data_dir, for_latents: bool = False,
                  invert: str = "off") -> tuple[torch.Tensor, list[str], list]:
     """Images from any source as the run's model inputs (`Run.inputs`), with a name and a label (or None) per image:
     a folder's images fitted to the run's size as they are read, all of them prepared as the run's own
-    (`data.prepare`), with `invert` (--invert) for their polarity; what was inverted or dropped is said on stderr.
+    (`data.preparation`), with `invert` (--invert) for their polarity; what was inverted or dropped is said on stderr.
 
     for_latents: prepared for reading codes (`latent_inputs`) rather than for scoring or coding them.
     """
     from ..data import read_images
-    from ..data.prepare import prepare
+    from ..data.preparation import prepare
 
     preparation = run.preparation(invert)
     images = read_images(source, data_dir, size=preparation.size, resize=preparation.resize, warn=warn)

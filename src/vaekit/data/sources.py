@@ -30,7 +30,7 @@ from .datasets import DATASETS, load_split, load_splits
 from .files import MAX_DECODED_BYTES, MAX_IMAGE_PIXELS, display, open_input, read_npy_header
 from .idx import read_idx
 from .imageset import ImageSet
-from .prepare import Preparation, fit_images, most_common_size, prepare, size_text
+from .preparation import Preparation, fit_images, most_common_size, prepare, size_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ARRAY_IMAGE_KEYS = ("images", "x", "X", "arr_0")

@@ -1,4 +1,5 @@
-"""vaekit.data.prepare (channels, size, polarity) and the reading it relies on: folders at any depth, modes by range."""
+"""vaekit.data.preparation (channels, size, polarity) and the reading it relies on: folders at any depth, modes by
+range."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 from vaekit import DataConfig, RunConfig
 from vaekit.cli.args import image_size
 from vaekit.data import ImageSet, conform, from_array, read_images
-from vaekit.data.prepare import (Preparation, background, border_brightness, fit_images, polarity_mismatch, prepare)
+from vaekit.data.preparation import Preparation, background, border_brightness, fit_images, polarity_mismatch, prepare
 from vaekit.data.sources import read_image
 from vaekit.errors import ConfigError, DataError
 from vaekit.runs import ADDED_BY_FORMAT, migrate_config

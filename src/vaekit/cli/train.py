@@ -54,8 +54,8 @@ examples:
   vaekit train --recipe seed --out runs/seed-as-written
   vaekit train --data fashion-mnist --epochs 20 --out runs/fashion
   vaekit train --data my_digits/ --out runs/mine          # the recipe sized to your images
-  vaekit train --data photos/ --image-size 32 --architecture conv --likelihood discretized-logistic \
-      --out runs/photos                                 # photos of any size, as 32x32 colour
+  vaekit train --data photos/ --image-size 32 --architecture conv --out runs/photos
+                                                     # photos of any size, as 32x32 colour
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
   vaekit train --architecture conv --prior vamp --binarize dynamic --epochs 100 --out runs/best
   PYTHONPATH=. vaekit train --architecture my_resnet:build --out runs/resnet

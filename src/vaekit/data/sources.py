@@ -47,7 +47,7 @@ def read_images(source: str | Path, data_dir: str | Path | None = None, size: tu
                 resize: str = "crop", warn: Callable[[str], None] | None = None) -> ImageSet:
     """Read the images (and labels, where the source has them) of any supported source.
 
-    `size` (H, W): a folder's images are fitted to it one by one as they are read (`prepare.fit_images` with
+    `size` (H, W): a folder's images are fitted to it one by one as they are read (`preparation.fit_images` with
     `resize`), so that images of differing sizes become one set; without it they must share a size. `warn`
     receives one line about what was dropped (an alpha channel)."""
     text = str(source)
@@ -211,8 +211,9 @@ def _palette_is_gray(image) -> bool:
 
 def read_folder(path: Path, size: tuple[int, int] | None = None, resize: str = "crop",
                 warn: Callable[[str], None] | None = None) -> ImageSet:
-    """All images under a folder, at any depth, sorted by path; if it holds only subfolders (and no images
-    directly), one class per subfolder, labelled in sorted order. Hidden files and folders are skipped.
+    """All images under a folder, at any depth, sorted by path; if it holds no images directly, one class per
+    subfolder, labelled in sorted order, with the images at any depth below it. Hidden files and folders are
+    skipped.
 
     `size` (H, W): each image is fitted to it as it is read (see `read_images`); without it, images of
     differing sizes are a DataError that names the sizes found and suggests the most common one.
@@ -238,9 +239,9 @@ def read_folder(path: Path, size: tuple[int, int] | None = None, resize: str = "
         if size is not None and array.shape[1:] != size:  # fitted now: only the fitted image is kept
             one = ImageSet(torch.from_numpy(array)[None], None, display(f))
             array = fit_images(one, (array.shape[0], *size), resize).images[0].numpy()
-        if array.nbytes > budget:
-            raise DataError(f"{display(path)}: its images are more than the {MAX_DECODED_BYTES} bytes vaekit "
-                            f"decodes from images at once" + ("" if size else "; --image-size makes them smaller"))
+        if array.nbytes > budget:  # only when fitted: read_image checked the others against the budget left
+            raise DataError(f"{display(path)}: its images, at {size[0]}x{size[1]}, are more than the "
+                            f"{MAX_DECODED_BYTES} bytes vaekit decodes from images at once")
         arrays.append(array)
         budget -= array.nbytes
         with_alpha += alpha

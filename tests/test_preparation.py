@@ -84,7 +84,7 @@ def test_prepare_inverts_what_the_policy_says():
     assert off.inverted.tolist() == [False, False] and torch.equal(off.images.images[:, 0], torch.from_numpy(x))
     assert off.note().endswith("--invert auto inverts them")
     on = prepare(images(x), Preparation(shape, background=0.01, invert="on"))
-    assert torch.equal(on.images.images[:, 0], 255 - torch.from_numpy(x))
+    assert torch.equal(on.images.images[:, 0], 255 - torch.from_numpy(x)) and on.note() is None  # as asked
     unknown = prepare(images(x), Preparation(shape, invert="auto"))  # no statistic: nothing is judged
     assert unknown.note() is None and not unknown.inverted.any()
 

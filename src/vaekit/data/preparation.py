@@ -66,11 +66,13 @@ class Prepared:
     inverted: torch.Tensor  # (N,) bool
     mismatched: torch.Tensor  # (N,) bool
     background: float | None
+    invert: str = "off"
 
     def note(self) -> str | None:
-        """One line saying what polarity did (or would have done), or None when nothing is to be said."""
+        """One line saying what polarity did (or would have done), or None when nothing is to be said (nothing
+        mismatched, or every image inverted as asked)."""
         n, inverted, mismatched = len(self.inverted), int(self.inverted.sum()), int(self.mismatched.sum())
-        if not mismatched:
+        if not mismatched or self.invert == "on":
             return None
         run = "light on dark" if (self.background or 0) < 0.5 else "dark on light"
         found = "dark on light" if run == "light on dark" else "light on dark"
@@ -90,7 +92,7 @@ def prepare(images: ImageSet, preparation: Preparation) -> Prepared:
     if inverted.any():
         pixels = torch.where(inverted.view(-1, 1, 1, 1), 255 - fitted.images, fitted.images)
         fitted = dataclasses.replace(fitted, images=pixels)
-    return Prepared(fitted, inverted, mismatched, preparation.background)
+    return Prepared(fitted, inverted, mismatched, preparation.background, preparation.invert)
 
 
 def fit_images(images: ImageSet, shape: tuple[int, int, int], resize: str = "crop") -> ImageSet:

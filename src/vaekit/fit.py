@@ -60,7 +60,9 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
         progress: bool = False, log: Log | None = None, images: ImageSet | None = None,
         callbacks: Iterable[Callback] | None = None, tensorboard: bool = False,
         model: LatentVariableModel | None = None) -> runs.Run:
-    """Train `config` into a new run directory `out`; returns the finished run.
+    """Train `config` into a new run directory `out`; returns the finished run. Its images are fitted to
+    `config.model.input_shape` (`data.preparation`), and the run records their background (`data.background`,
+    measured here whatever `config` says), against which later commands judge new images' polarity.
 
     `images`: the images at `config.data.name` when the caller has already read them (they are not
     read again); the run still records the path, which `resume` reads. `callbacks`: called after every

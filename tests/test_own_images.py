@@ -17,6 +17,7 @@ from vaekit.anomaly import anomaly_scores
 from vaekit.cli import main
 from vaekit.cli.args import model_inputs
 from vaekit.generate import reconstruct
+from vaekit.runs import create_run
 
 from .conftest import DATA_DIR
 from .tiny_run import is_one_error_line
@@ -119,6 +120,10 @@ def test_channels_a_rectangular_size_resume_and_probe_on_a_mixed_folder(capsys, 
     assert 0 <= probes["linear"] <= 1 and set(probes["knn"]) == {"1", "5", "10"}
     code, _, err = run_cli(capsys, "train", "--resume", run, "--image-size", 32, "--threads", 1)
     assert code == 2 and "drop --image-size" in err, err
+    unfinished = create_run(tmp_path / "unfinished", load_run(run).config)  # as if its first epoch had failed
+    code, _, err = run_cli(capsys, "train", "--resume", unfinished, "--lr", "1e-3", "--threads", 1)
+    assert code == 0, err  # starts again on the same folder, at the size and channels it was made with
+    assert load_run(unfinished).config.model.input_shape == (1, 16, 24)
 
 
 def seven(size: int = 200, ink: int = 0, paper: int = 255) -> Image.Image:

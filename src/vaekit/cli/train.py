@@ -203,7 +203,8 @@ def run(args) -> int:
                               "may be given)")
         if given:  # no finished epoch: nothing is lost by starting again with these settings
             recorded = runs.read_config(args.resume)
-            images = own_images(args.data or recorded.data.name, args.image_size)
+            kept = recorded.model.input_shape[1:] if args.data is None else None  # the same data: its size
+            images = own_images(args.data or recorded.data.name, args.image_size or kept)
             config = build_config(args, images, base=recorded)
             result = restart(args.resume, config, images=images, **options)
         else:
@@ -258,7 +259,8 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     defaults = base or RunConfig()
     source = args.data or defaults.data.name
     data = str(Path(source).resolve()) if images is not None else source
-    channels, height, width = images.shape if images is not None else RunConfig().model.input_shape
+    kept = base.model.input_shape if base is not None and args.data is None else None  # restarting on the same data
+    channels, height, width = kept or (images.shape if images is not None else RunConfig().model.input_shape)
     height, width = args.image_size or (height, width)
     input_shape = (args.channels or channels, height, width)
     validation = args.validation if args.validation is not None else defaults.data.validation

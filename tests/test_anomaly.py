@@ -191,8 +191,11 @@ def test_score_errors(digit_run, tmp_path, capsys):
     assert main(["score", str(digit_run), "mnist:test", "-o", str(tmp_path / "s.txt")]) == 2
     assert "-o must end in .csv or .jsonl" in capsys.readouterr().err
     np.save(tmp_path / "wide.npy", np.zeros((2, 28, 40), np.uint8))
-    assert main(["score", str(digit_run), str(tmp_path / "wide.npy")]) == 3
-    assert "resizing would distort them" in capsys.readouterr().err
+    assert main(["score", str(digit_run), str(tmp_path / "wide.npy")]) == 0  # run format 8: the centre 28x28 crop
+    assert len(capsys.readouterr().out.splitlines()) == 3  # the header and 2 rows
+    np.save(tmp_path / "two.npy", np.zeros((2, 2, 28, 28), np.uint8))
+    assert main(["score", str(digit_run), str(tmp_path / "two.npy")]) == 3
+    assert "need 1 or 3 channels" in capsys.readouterr().err
 
 
 def test_standardized_run_scores_what_it_was_trained_on_and_separates_better(tmp_path, capsys, mnist_train, mnist_test):

@@ -273,7 +273,7 @@ def test_training_on_a_folder_of_images(capsys, tmp_path, mnist_train, monkeypat
         Image.fromarray(digit).save(folder / f"{i:03d}.png")
     reads = []
     read_folder = sources.read_folder
-    monkeypatch.setattr(sources, "read_folder", lambda path: reads.append(path) or read_folder(path))
+    monkeypatch.setattr(sources, "read_folder", lambda path, **kw: reads.append(path) or read_folder(path, **kw))
     out = tmp_path / "run"
     code, out_text, err = run_cli(capsys, "train", "--data", folder, "--epochs", 3, "--hidden", 64, "--latent", 4,
                                   "--batch-size", 32, "--out", out)

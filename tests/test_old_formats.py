@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from vaekit import load_run
 from vaekit.cli import main
+from vaekit.cli.args import model_inputs
 
 OLD = Path(__file__).resolve().parent / "data" / "format5"
 # `vaekit eval run --json --iw-samples 50 --precision fp32` by the vaekit of commit 36bdf57
@@ -47,3 +49,20 @@ def test_a_format_5_run_resumes(old):
     run = load_run(old / "run")
     assert [m["epoch"] for m in run.metrics] == [1, 2, 3] and run.config.train.epochs == 3
     assert run.config.train.warmup_min_steps == 20  # format 5 had the floor; it is kept, not reset
+
+
+def test_a_format_5_run_prepares_new_images_as_before(old, capsys):
+    """Before format 8 a run resized only images of its own aspect ratio and knew no background: so it still does,
+    and --invert auto inverts nothing (a folder of differing sizes of its aspect ratio is now read, where it failed)."""
+    run = load_run(old / "run")
+    assert (run.config.data.resize, run.config.data.background) == ("aspect", None)
+    np.save(old / "wide.npy", np.zeros((2, 28, 40), np.uint8))
+    assert main(["score", "run", "wide.npy"]) == 3
+    assert "resizing would distort them (different aspect ratio)" in capsys.readouterr().err
+    (old / "pages").mkdir()
+    Image.new("L", (56, 56), 255).save(old / "pages" / "white.png")  # a white page: no background to judge it by
+    Image.new("L", (28, 28), 0).save(old / "pages" / "black.png")
+    assert main(["embed", "run", "pages", "-o", "codes.npz"]) == 0
+    assert "invert" not in capsys.readouterr().err
+    x, names, _ = model_inputs(run, "pages", None, invert="auto")
+    assert names == ["black.png", "white.png"] and x[0].max() == 0 and x[1].min() == 1  # as given

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from vaekit import VAE, ModelConfig, RunConfig, TrainConfig, load_run
+from vaekit import VAE, DataConfig, ModelConfig, RunConfig, TrainConfig, load_run
 from vaekit.errors import RunError
 from vaekit.runs import create_run, read_metrics, read_threshold, save_weights, write_metrics, write_threshold
 
@@ -27,7 +27,7 @@ def test_round_trip(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor)
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["format_version"] == 7 and document["model"]["hidden_dims"] == [16]
+    assert document["format_version"] == 8 and document["model"]["hidden_dims"] == [16]
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
@@ -68,7 +68,8 @@ def test_a_first_format_1_run_reads_with_the_behaviour_it_was_trained_with(tmp_p
     model = make_run(tmp_path / "r")
     (tmp_path / "r" / "config.json").write_text(json.dumps(FIRST_FORMAT_1))
     run = load_run(tmp_path / "r")
-    assert run.config == RunConfig(model=ModelConfig(hidden_dims=(16,), latent_dim=3),
+    assert run.config == RunConfig(data=DataConfig(resize="aspect"), model=ModelConfig(hidden_dims=(16,),
+                                                                                       latent_dim=3),
                                    train=TrainConfig.seed_settings(precision="fp32", warmup_min_steps=0))
     assert all(torch.equal(run.model.state_dict()[name], t) for name, t in model.state_dict().items())
     # a later format-1 document kept what it wrote: only the missing fields take the old behaviour

@@ -146,7 +146,9 @@ def test_folder_errors(tmp_path):
     (tmp_path / "mixed").mkdir()
     save_png(tmp_path / "mixed" / "a.png", np.zeros((8, 8), np.uint8))
     save_png(tmp_path / "mixed" / "b.png", np.zeros((9, 8), np.uint8))
-    with pytest.raises(DataError, match="must share a size: a.png is 8x8, b.png is 8x9"):
+    save_png(tmp_path / "mixed" / "c.png", np.zeros((9, 8), np.uint8))
+    with pytest.raises(DataError, match=r"differ in size \(HxW 9x8: 2 images, 8x8: 1 image\); give --image-size "
+                                        r"9x8 \(the most common\)"):
         read_images(tmp_path / "mixed")
     with pytest.raises(DataError, match="no such file or directory"):
         read_images(tmp_path / "nope.npy")

@@ -9,5 +9,6 @@ INTERPOLATIONS = ("linear", "slerp")  # vaekit.generate.interpolate
 PROJECTIONS = ("pca", "tsne", "umap")  # vaekit.representation.project_2d
 SCORE_METHODS = ("elbo", "iwae", "recon", "mse")  # vaekit.anomaly.anomaly_scores
 MIXTURE_RULES = ("density", "typical")  # how several runs' scores combine: anomaly.mixture_scores, typical_scores
+INVERT_MODES = ("auto", "on", "off")  # vaekit.data.preparation: new images' polarity against the training images'
 LATENT_BITS = 8  # vaekit.compress: bits per latent dimension (256 bins), the default of compress --latent-bits
 QUALITY_CLASSIFIERS = ("mnist", "fashion-mnist")  # vaekit.classifier.CLASSIFIERS: the classifiers vaekit ships

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from . import registry
 from .errors import ConfigError
 
 BINARIZE_MODES = ("none", "dynamic", "threshold")
+RESIZE_MODES = ("crop", "aspect")  # vaekit.data.preparation: shorter side and centre crop; same aspect ratio only
 CUSTOM_ARCHITECTURE = "custom"  # networks given in Python (vaekit.models.architectures)
 # the registries' names when this module loads (built-in choices, for --help); validation asks the registries
 FAMILIES = registry.FAMILIES.names()
@@ -90,6 +92,12 @@ class DataConfig:
     binarize: str = "none"  # none: grayscale in [0, 1]; dynamic: Bernoulli draw per epoch; threshold: > 127
     validation: float = 0.1  # for a path: the seeded fraction of images held out (built-ins have a test split)
     standardize: bool = False  # each image to zero mean and unit variance first (vaekit.data.standardize)
+    # how images of another size become the model's (vaekit.data.preparation): crop (the shorter side resized, the
+    # centre cropped) or aspect (the same aspect ratio only, runs before format 8)
+    resize: str = "crop"
+    # the training images' mean border brightness in [0, 1], measured when training starts, which new images'
+    # polarity is judged against (vaekit.data.preparation); None: not measured (runs before format 8)
+    background: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -98,6 +106,9 @@ class DataConfig:
         _number_in("data.validation", self.validation, 0, 1)
         if not isinstance(self.standardize, bool):
             raise ConfigError(f"data.standardize must be true or false, got {self.standardize!r}")
+        _choice("data.resize", self.resize, RESIZE_MODES)
+        if self.background is not None:
+            _number_in("data.background", self.background, 0, 1, low_inclusive=True, high_inclusive=True)
 
 
 @dataclass(frozen=True)
@@ -362,6 +373,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _from_dict(hint, value, where)
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):  # X | None
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return None if value is None else _convert(inner[0], value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")

@@ -30,8 +30,9 @@ from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closi
                         with_tensorboard)
 from .config import RunConfig
 from .registry import ARCHITECTURES
-from .data import ImageSet, load_train_test
-from .data.streamed import held_out_inputs
+from .data import ImageSet, as_seen, load_train_test
+from .data.preparation import Preparation, background
+from .data.streamed import StreamedSet, held_out_inputs
 from .devices import resolve_device
 from .distributed import World, is_peer_failure, peer_failure, world as current_world
 from .errors import ConfigError, Interrupted, RunError, TrainingError
@@ -60,7 +61,9 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
         progress: bool = False, log: Log | None = None, images: ImageSet | None = None,
         callbacks: Iterable[Callback] | None = None, tensorboard: bool = False,
         model: LatentVariableModel | None = None) -> runs.Run:
-    """Train `config` into a new run directory `out`; returns the finished run.
+    """Train `config` into a new run directory `out`; returns the finished run. Its images are fitted to
+    `config.model.input_shape` (`data.preparation`), and the run records their background (`data.background`,
+    measured here whatever `config` says), against which later commands judge new images' polarity.
 
     `images`: the images at `config.data.name` when the caller has already read them (they are not
     read again); the run still records the path, which `resume` reads. `callbacks`: called after every
@@ -73,7 +76,8 @@ def fit(config: RunConfig, out: str | Path, *, data_dir: str | Path | None = Non
     if model is not None and isinstance(model, LatentVariableModel):
         config = dataclasses.replace(config, model=model.config)  # VAE(encoder=...) records architecture "custom"
     check_size(config.model)
-    data = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
+    data, measured = _load_data(config, data_dir, progress, images)  # bad data fails before a run directory exists
+    config = _measured(config, measured)
     model = runs.given_model(model, config) or build_model(config)  # and so does a model that cannot be built
     out = current_world().on_main(runs.create_run, out, config)
     with closing(callbacks):
@@ -108,7 +112,7 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
         if epochs < done:
             raise ConfigError(f"--epochs {epochs} is fewer than the {done} epochs {path} has finished")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    data = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
+    data, _ = _load_data(config, data_dir, progress)  # bad data fails before the config is rewritten
     if new_total:
         world.on_main(runs.write_config, path, config)
     with closing(callbacks):
@@ -140,7 +144,8 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
         raise RunError(f"{path} has finished epochs; it continues only with its own config (vaekit train "
                        f"--resume {shlex.quote(str(path))}), or train a new run with --out")
     dev = resolve_device(device)
-    data = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
+    data, measured = _load_data(config, data_dir, progress, images)  # bad data fails before the config is rewritten
+    config = _measured(config, measured)
 
     def rewrite():
         runs.remove_stale_temp_files(path)
@@ -152,12 +157,25 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
 
 
 def _load_data(config: RunConfig, data_dir, progress: bool, images: ImageSet | None = None):
+    """The run's training and test images, fitted to its model's size and channels (`data.preparation`), and the
+    training images' background brightness (measured before any standardization), which polarity needs."""
+    preparation = Preparation(config.model.input_shape, config.data.resize)
     train_set, test_set = load_train_test(config.data.name, config.data.validation, config.train.seed, data_dir,
-                                          progress, images, config.data.standardize, stream=True)
+                                          progress, images, stream=True, preparation=preparation)
     if train_set.shape != config.model.input_shape:
         raise ConfigError(f"{train_set.name} images are {train_set.shape}, "
                           f"the model expects {config.model.input_shape}")
-    return train_set, test_set
+    if isinstance(train_set, StreamedSet):  # from a cache: the background of (at most) its first 10,000 images
+        measured = background(train_set.read(0, min(len(train_set), 10_000)))
+        standardize = config.data.standardize
+        return (train_set.standardized(standardize), test_set.standardized(standardize)), measured
+    measured = background(train_set.images)
+    return (as_seen(train_set, config.data.standardize), as_seen(test_set, config.data.standardize)), measured
+
+
+def _measured(config: RunConfig, measured: float) -> RunConfig:
+    """`config` recording its training images' background (data.background)."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, background=measured))
 
 
 def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, progress: bool, log: Log,

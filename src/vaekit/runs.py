@@ -27,14 +27,16 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
 from .config import MAX_EPOCHS, MAX_IW_SAMPLES, RunConfig
-from .data import ImageSet, as_seen, conform, fixed_binarization, latent_inputs, load_held_out
+from .data import ImageSet, as_seen, fixed_binarization, latent_inputs, load_held_out
+from .data.preparation import Preparation, prepare
 from .errors import ConfigError, RunError
 from .models import LatentVariableModel, build_model, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
                          is_number, parse_json, read_bounded, state_spec)
 
-FORMAT_VERSION = 7  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
-# 5 train.warmup_min_steps; 6 model.family, model.latent_layers; 7 model.likelihood_components
+FORMAT_VERSION = 8  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
+# 5 train.warmup_min_steps; 6 model.family, model.latent_layers; 7 model.likelihood_components;
+# 8 data.resize, data.background
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -285,6 +287,7 @@ ADDED_BY_FORMAT = {
     5: {"train": {"warmup_min_steps": 0}},  # a warm-up of the fraction alone, even when shorter than one step
     6: {"model": {"family": "vae", "latent_layers": []}},  # model families (vaekit.registry.FAMILIES)
     7: {"model": {"likelihood_components": 10}},  # no run before it had a mixture likelihood: any value serves
+    8: {"data": {"resize": "aspect", "background": None}},  # same-aspect resizing only; no polarity statistics
 }
 
 
@@ -355,24 +358,32 @@ class Run:
     model: LatentVariableModel
     metrics: list[dict] = field(default_factory=list)
 
-    def inputs(self, images: ImageSet, for_latents: bool = False) -> torch.Tensor:
-        """`images` as this run's model takes them, on its device: converted to its size and channels,
-        standardized (if it was trained so) and binarized as in its training, with its seed.
+    def preparation(self, invert: str = "off") -> Preparation:
+        """How new images become this run's inputs (`data.preparation`): its size and channels, fitted as it was
+        trained, and `invert` (auto, on, off) against its training images' background."""
+        data = self.config.data
+        return Preparation(self.config.model.input_shape, data.resize, data.background, invert)
+
+    def inputs(self, images: ImageSet, for_latents: bool = False, invert: str = "off") -> torch.Tensor:
+        """`images` as this run's model takes them, on its device: prepared (`data.preparation`: its size and channels,
+        inverted as `invert` says), standardized (if it was trained so) and binarized as in its training, with its
+        seed.
 
         for_latents: prepared for reading codes (`data.latent_inputs`) rather than for scoring or coding.
         So `anomaly_scores(run.model, run.inputs(load_split("mnist", "test")))` scores as `vaekit score` does.
         """
         data = self.config.data
-        conformed = as_seen(conform(images, self.config.model.input_shape), data.standardize)
-        prepare = latent_inputs if for_latents else fixed_binarization
+        prepared = as_seen(prepare(images, self.preparation(invert)).images, data.standardize)
+        to_inputs = latent_inputs if for_latents else fixed_binarization
         device = next(self.model.parameters()).device
-        return prepare(conformed.images.to(device), data.binarize, self.config.train.seed)
+        return to_inputs(prepared.images.to(device), data.binarize, self.config.train.seed)
 
     def held_out(self, data_dir: str | Path | None = None) -> ImageSet:
         """The images this run was tested on: its dataset's test split, or the seeded share of the user's images
-        it held out (never the training split)."""
+        it held out (never the training split), in its size and channels."""
         data = self.config.data
-        return load_held_out(data.name, data.validation, self.config.train.seed, data_dir)
+        return load_held_out(data.name, data.validation, self.config.train.seed, data_dir,
+                             preparation=self.preparation())
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu", model: LatentVariableModel | None = None) -> Run:

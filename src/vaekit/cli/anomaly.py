@@ -9,8 +9,8 @@ from pathlib import Path
 from ..choices import MIXTURE_RULES, SCORE_METHODS
 from ..errors import ConfigError
 from ..tables import csv_text
-from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_run_argument, finite_float,
-                   iw_count, model_inputs, open_run, png_path)
+from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_invert_argument, add_run_argument,
+                   finite_float, iw_count, model_inputs, open_run, png_path)
 
 METHOD_HELP = {  # what each of SCORE_METHODS scores, for --help
     "elbo": "the negative ELBO", "iwae": "the importance-sampled NLL", "recon": "the reconstruction term",
@@ -22,8 +22,12 @@ Score images for how anomalous they are under a trained run: per image, a score 
 anomalous: --method elbo, the negative ELBO; iwae, the importance-sampled NLL; recon, the
 reconstruction term, all in nats; or mse, the squared error of the reconstruction) and, if a
 threshold is known, the decision. INPUT is a built-in split (mnist:test), an IDX, .npy or .npz
-file, an image, or a folder of images; images are converted to the run's size and channels, then
-standardized (if the run was trained with --standardize) and binarized as in its training.
+file, an image, or a folder of images of any sizes; images are made the run's size and channels
+as its training images were (a folder's one by one as they are read: the shorter side resized, the
+centre cropped), then standardized (if the run was trained with --standardize) and binarized as in
+its training. Images whose polarity is the reverse of the run's training images (dark on light for
+a run of light digits on black) are said in a warning; an inverted image is itself an anomaly, so
+score leaves them as they are unless --invert auto (or on) inverts them.
 For the best detector, train with --likelihood gaussian-shared --standardize
 (docs/anomaly-detection.md).
 
@@ -75,6 +79,7 @@ def register(subparsers) -> None:
                    help="FILE.csv, FILE.jsonl or - (CSV on stdout, the default)")
     p.add_argument("--extremes", type=png_path, metavar="FILE.png",
                    help="also draw the 16 most anomalous inputs (top two rows) and the 16 least (bottom two)")
+    add_invert_argument(p, "off")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_score)
@@ -88,6 +93,7 @@ def register(subparsers) -> None:
     add_method_arguments(p)
     p.add_argument("--data", dest="data_alias", action=DeprecatedAlias, instead="the positional INPUT: "
                    "vaekit calibrate RUN {value}")
+    add_invert_argument(p, "off")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_calibrate)
@@ -128,9 +134,9 @@ def run_score(args) -> int:
                              progress=sys.stderr.isatty())
     from ..data.streamed import streamed_inputs
 
-    # a dataset cache is read by slices; anything else whole
+    # a dataset cache is read by slices (as the run's training prepared it); anything else whole, prepared as the run's
     streamed = streamed_inputs(loaded.config, args.input, next(loaded.model.parameters()).device)
-    x, names, labels = streamed or model_inputs(loaded, args.input, args.data_dir)
+    x, names, labels = streamed or model_inputs(loaded, args.input, args.data_dir, invert=args.invert)
     result = detector.score(x)  # under torchrun, the processes share the images; the main process writes
     from ..distributed import world
 
@@ -168,7 +174,7 @@ def run_calibrate(args) -> int:
     loaded = open_run(args)
     detector = Detector(loaded, args.mixture, method=args.method or "elbo", combine=args.combine or "density",
                         iw_samples=args.iw_samples, data_dir=args.data_dir, progress=sys.stderr.isatty())
-    images = model_inputs(loaded, source, args.data_dir)[0] if source else None
+    images = model_inputs(loaded, source, args.data_dir, invert=args.invert)[0] if source else None
     result = detector.calibrate(images, args.quantile, data=source)
     detector.save()
     if warning := quantile_support(result["fitted_on"], args.quantile):

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import DEVICE_CHOICES
-from ..config import ARCHITECTURES, BUILDER_PATTERN, MAX_IW_SAMPLES, MAX_PICTURES, MAX_SEED
+from ..choices import INVERT_MODES
+from ..config import ARCHITECTURES, BUILDER_PATTERN, MAX_IW_SAMPLES, MAX_PICTURES, MAX_SEED, MAX_SIDE
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -71,6 +72,16 @@ finite_float = _number(float, "a finite number", lambda v: abs(v) < float("inf")
 positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
 non_negative_float = _number(float, "a non-negative number", lambda v: 0 <= v < float("inf"))
 unit_fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """An argparse type: --image-size S (square) or HxW, as (H, W), each side from 1 to MAX_SIDE."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        sides = [int(p) for p in parts]
+        if all(1 <= side <= MAX_SIDE for side in sides):
+            return (sides[0], sides[-1])
+    raise argparse.ArgumentTypeError(f"expected a size S or HxW (sides from 1 to {MAX_SIDE:,}), got {text!r}")
 
 
 def non_empty_path(text: str) -> Path:
@@ -160,7 +171,7 @@ def reference_image(run, args, flag: str, ref: ImageRef, test_set) -> torch.Tens
         x = test_set()
         check_index(flag, ref.index, len(x), "the test set")
     else:
-        x, _, _ = model_inputs(run, ref.source, args.data_dir)
+        x, _, _ = model_inputs(run, ref.source, args.data_dir, invert=args.invert)
         check_index(flag, ref.index, len(x), ref.source, prefix=f"{ref.source}@")
     return x[ref.index]
 
@@ -262,18 +273,39 @@ def test_data(run, args, for_latents: bool = False):
     return run.inputs(test, for_latents), test  # standardizes only the images used, not the training split
 
 
-def model_inputs(run, source: str, data_dir, for_latents: bool = False) -> tuple[torch.Tensor, list[str], list]:
-    """Images from any source as the run's model inputs (`Run.inputs`), with a name and a label (or None) per image.
+def model_inputs(run, source: str, data_dir, for_latents: bool = False,
+                 invert: str = "off") -> tuple[torch.Tensor, list[str], list]:
+    """Images from any source as the run's model inputs (`Run.inputs`), with a name and a label (or None) per image:
+    a folder's images fitted to the run's size as they are read, all of them prepared as the run's own
+    (`data.preparation`), with `invert` (--invert) for their polarity; what was inverted or dropped is said on stderr.
 
     for_latents: prepared for reading codes (`latent_inputs`) rather than for scoring or coding them.
     """
     from ..data import read_images
+    from ..data.preparation import prepare
 
-    images = read_images(source, data_dir)
-    x = run.inputs(images, for_latents)
+    preparation = run.preparation(invert)
+    images = read_images(source, data_dir, size=preparation.size, resize=preparation.resize, warn=warn)
+    prepared = prepare(images, preparation)
+    if note := prepared.note():
+        warn(f"{source}: {note}")
+    x = run.inputs(prepared.images, for_latents)
     names = list(images.names) if images.names is not None else [str(i) for i in range(len(images))]
     labels = images.labels.tolist() if images.labels is not None else [None] * len(images)
     return x, names, labels
+
+
+def warn(line: str) -> None:
+    """A warning about the images read, one line on stderr."""
+    print(f"vaekit: warning: {line}", file=sys.stderr)
+
+
+def add_invert_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """--invert auto|on|off: the polarity of the images a command reads, against the run's training images."""
+    parser.add_argument("--invert", choices=INVERT_MODES, default=default,
+                        help="dark-on-light images given to a run trained on light-on-dark ones (or the reverse): "
+                             "auto inverts those whose border says so, on inverts every image, off none (a warning "
+                             f"says what auto would do); default {default}")
 
 
 def stage_log(started: float | None = None):

@@ -6,10 +6,10 @@ import functools
 
 from ..choices import INTERPOLATIONS
 from ..errors import ConfigError
+from .args import (IMAGE_HELP, add_data_dir_argument, add_device_argument, add_invert_argument, add_run_argument,
+                   add_scale_argument, image_reference, open_run, picture_count, png_or_gif_path, png_path,
+                   reference_image, seed_int, test_inputs)
 from .samplers import add_sampler_argument
-from .args import (IMAGE_HELP, add_data_dir_argument, add_device_argument, add_run_argument, add_scale_argument,
-                   image_reference, open_run, picture_count, png_or_gif_path, png_path, reference_image, seed_int,
-                   test_inputs)
 
 SAMPLE_HELP = """\
 Draw images from the prior (z ~ N(0, I)), or from a latent sampler fitted by `vaekit fit-sampler`,
@@ -31,8 +31,10 @@ example:
 INTERPOLATE_HELP = """\
 Walk the latent space between two images, decoding each step, as a strip (-o FILE.png) or an
 animated GIF (-o FILE.gif). Each end is a test-set index, or any image source vaekit reads (its
-first image, or image N with SOURCE@N), as traverse --image takes. slerp follows the great circle,
-which keeps intermediate codes at a typical distance from the origin.
+first image, or image N with SOURCE@N), as traverse --image takes, made the run's size and
+channels as its training images were; an image whose polarity is the reverse of the run's (a dark
+digit on white paper for a run of light digits on black) is inverted (--invert auto, the default).
+slerp follows the great circle, which keeps intermediate codes at a typical distance from the origin.
 
 examples:
   vaekit interpolate runs/seed --from 0 --to 1 --steps 10 -o interpolation.png
@@ -75,6 +77,7 @@ def register(subparsers) -> None:
                    help=f"{' or '.join(INTERPOLATIONS)} (default linear)")
     p.add_argument("-o", "--output", type=png_or_gif_path, required=True, metavar="FILE.png|FILE.gif")
     add_scale_argument(p)
+    add_invert_argument(p, "auto")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_interpolate)

@@ -43,7 +43,8 @@ def run(args) -> int:
     loaded = open_run(args)
     sampler = None if args.sampler == "prior" else load_sampler(loaded, args.sampler)
     data, seed = loaded.config.data, loaded.config.train.seed
-    train, test = load_train_test(data.name, data.validation, seed, args.data_dir, standardize=data.standardize)
+    train, test = load_train_test(data.name, data.validation, seed, args.data_dir, standardize=data.standardize,
+                                  preparation=loaded.preparation())
     x_test = fixed_binarization(test.images.to(next(loaded.model.parameters()).device), data.binarize, seed)
     page = run_report(loaded, x_test, test, train, iw_samples=args.iw_samples, log=stage_log(start),
                       progress=sys.stderr.isatty(), sampler=sampler, sampler_name=args.sampler)

@@ -9,14 +9,17 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from .args import (IMAGE_HELP, DeprecatedAlias, ImageRef, add_data_dir_argument, add_device_argument,
-                   add_run_argument, add_scale_argument, check_picture_count, image_reference, model_inputs,
-                   open_run, picture_count, png_path, positive_int, reference_image, test_inputs)
+                   add_invert_argument, add_run_argument, add_scale_argument, check_picture_count, image_reference,
+                   model_inputs, open_run, picture_count, png_path, positive_int, reference_image, test_inputs)
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
 input has them, as FILE.npz (keys mu, logvar, labels, names) and beside it FILE.csv (one row per
-image). INPUT is a split (mnist:test) or any image source vaekit reads. A run trained on dynamically
-binarized images encodes the grayscale images, the mean of its random binarizations.
+image). INPUT is a split (mnist:test) or any image source vaekit reads, of any size: images are
+made the run's size and channels as its training images were, and those whose polarity is the
+reverse of the run's (dark on light for a run of light on dark) are inverted (--invert auto, the
+default; off keeps them, with a warning). A run trained on dynamically binarized images encodes
+the grayscale images, the mean of its random binarizations.
 A hierarchical model (--family hvae) gives its top layer z1; --layer names another (z2, ...) or all.
 
 examples:
@@ -42,7 +45,8 @@ TRAVERSE_HELP = """\
 Latent traversals: each row sweeps one latent dimension over [-3, 3] while the others keep an
 image's posterior mean; rows are ordered by the dimension's KL on the test set, most used first.
 --image is a test-set index (default 0), or any image source vaekit reads (its first image, or
-image N with SOURCE@N), as interpolate --from and --to take.
+image N with SOURCE@N), as interpolate --from and --to take, with its polarity as interpolate's
+(--invert).
 The picture names each row's dimension (z3, as eval prints it) and each column's value.
 --layer keeps to one layer of a hierarchical model (z1 the top, z2, ...).
 
@@ -70,6 +74,7 @@ def register(subparsers) -> None:
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.npz")
     add_layer_argument(p, "the latent layer embedded", "z1, the top; all: every layer")
+    add_invert_argument(p, "auto")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_embed)
@@ -94,6 +99,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
     add_layer_argument(p, "only dimensions of this latent layer", "every layer's, by KL")
     add_scale_argument(p)
+    add_invert_argument(p, "auto")
     add_data_dir_argument(p)
     add_device_argument(p)
     p.set_defaults(func=run_traverse)
@@ -125,7 +131,7 @@ def run_embed(args) -> int:
 
     loaded = open_run(args)
     layer = loaded.model.layer(args.layer)[0]  # a layer the model lacks is said before the images are read
-    x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True)
+    x, names, labels = model_inputs(loaded, args.input, args.data_dir, for_latents=True, invert=args.invert)
     mu, logvar = (t.cpu().numpy() for t in embed(loaded.model, x, layer=layer, world=world()))
     if not world().is_main():
         return 0  # under torchrun, the processes share the images; the main process writes
@@ -152,7 +158,7 @@ def labelled_latents(loaded, args):
 
     data = loaded.config.data
     train, test = load_train_test(data.name, data.validation, loaded.config.train.seed, args.data_dir,
-                                  standardize=data.standardize)
+                                  standardize=data.standardize, preparation=loaded.preparation())
     if train.labels is None or test.labels is None:
         raise DataError(f"{data.name} has no labels: probes need labelled images (a built-in dataset, an .npz "
                         "with labels, or a folder of class subfolders)")

@@ -13,8 +13,9 @@ from .. import registry
 from ..config import (BINARIZE_MODES, COMPILE_MODES, FAMILIES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
                       RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig)
 from ..errors import ConfigError
-from .args import (add_data_dir_argument, add_device_argument, architecture_name, non_empty_path, non_empty_text,
-                   non_negative_float, non_negative_int, positive_float, positive_int, seed_int, unit_fraction)
+from .args import (add_data_dir_argument, add_device_argument, architecture_name, image_size, non_empty_path,
+                   non_empty_text, non_negative_float, non_negative_int, positive_float, positive_int, seed_int,
+                   unit_fraction, warn)
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -27,8 +28,11 @@ ends with the same weights an uninterrupted run would have. Ctrl-C stops at once
 saved.
 
 --data is a built-in dataset (mnist, fashion-mnist) or your own images: an IDX, .npy or .npz file,
-or a folder of PNG/JPEG images (or of class subfolders). From your own images a seeded fraction
-(--validation, default 0.1) is held out as the test set.
+or a folder of PNG/JPEG/TIFF/WebP/BMP images, read at any depth (a folder of only subfolders: one
+class per subfolder). Colour, grayscale, palette, 16-bit and float images are read by their format's
+range (an alpha channel is dropped). Images of differing sizes need --image-size S or HxW: the
+shorter side is resized and the centre cropped; --channels 1 or 3 converts. From your own images a
+seeded fraction (--validation, default 0.1) is held out as the test set.
 
 The model defaults to the seed tutorial's 784-400-20 MLP. The optimisation defaults to vaekit's
 recipe, tuned for time to quality: 4 epochs at batch 128, Adam with lr 6e-3 and beta2 0.98, a 5%
@@ -50,6 +54,8 @@ examples:
   vaekit train --recipe seed --out runs/seed-as-written
   vaekit train --data fashion-mnist --epochs 20 --out runs/fashion
   vaekit train --data my_digits/ --out runs/mine          # the recipe sized to your images
+  vaekit train --data photos/ --image-size 32 --architecture conv --out runs/photos
+                                                     # photos of any size, as 32x32 colour
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
   vaekit train --architecture conv --prior vamp --binarize dynamic --epochs 100 --out runs/best
   PYTHONPATH=. vaekit train --architecture my_resnet:build --out runs/resnet
@@ -72,8 +78,8 @@ TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "see
                "beta", "kl_warmup", "free_bits", "iw_samples")
 MODEL_FLAGS = ("family", "architecture", "conv_channels", "likelihood", "likelihood_components", "prior",
                "prior_components", "pixel_groups", "context_channels", "context_features")
-CONFIG_FLAGS = ("data", "hidden", "latent", "binarize", "validation", "standardize", "recipe", *MODEL_FLAGS,
-                *TRAIN_FLAGS)
+CONFIG_FLAGS = ("data", "image_size", "channels", "hidden", "latent", "binarize", "validation", "standardize", "recipe",
+                *MODEL_FLAGS, *TRAIN_FLAGS)
 
 
 def register(subparsers) -> None:
@@ -85,6 +91,12 @@ def register(subparsers) -> None:
     p.add_argument("--validation", type=unit_fraction, metavar="FRACTION",
                    help=f"fraction of your own images held out as the test set (default "
                         f"{defaults.data.validation:g}); a built-in dataset has its own test split")
+    p.add_argument("--image-size", type=image_size, metavar="S|HxW",
+                   help="make every image this size: the shorter side resized, the centre cropped (needed when your "
+                        "images differ in size); later commands fit new images the same way")
+    p.add_argument("--channels", type=int, choices=(1, 3),
+                   help="1: grayscale (BT.601 luma), 3: colour (gray repeated); default: as read (colour if any "
+                        "image is)")
     p.add_argument("--standardize", action="store_true", default=None,
                    help="see every image at zero mean and unit variance (global contrast normalization); "
                         "the run applies it to everything it scores or encodes later. Best for anomaly detection")
@@ -191,13 +203,14 @@ def run(args) -> int:
                               "may be given)")
         if given:  # no finished epoch: nothing is lost by starting again with these settings
             recorded = runs.read_config(args.resume)
-            images = own_images(args.data or recorded.data.name)
+            kept = recorded.model.input_shape[1:] if args.data is None else None  # the same data: its size
+            images = own_images(args.data or recorded.data.name, args.image_size or kept)
             config = build_config(args, images, base=recorded)
             result = restart(args.resume, config, images=images, **options)
         else:
             result = resume(args.resume, epochs=args.epochs, **options)
     else:
-        images = own_images(args.data)
+        images = own_images(args.data, args.image_size)
         config = build_config(args, images)
         out = world().broadcast(args.out or default_out(args))  # the main process's clock names the run
         result = fit(config, out, images=images, **options)
@@ -223,20 +236,24 @@ def log(line: str) -> None:
         print(line)
 
 
-def own_images(data: str | None) -> ImageSet | None:
-    """The user's images when --data is a path (read here, once: they size the model); None for a built-in."""
-    from ..data import DATASETS, is_builtin
+def own_images(data: str | None, size: tuple[int, int] | None = None) -> ImageSet | None:
+    """The user's images when --data is a path (read here, once: they size the model), fitted to `size`
+    (--image-size) as they are read; None for a built-in. Data too big for memory (or a cache) is opened
+    from its cache (prepared now if need be), to be streamed."""
+    from ..data import DATASETS, is_builtin, read_images
 
     if data is None or data in DATASETS:
         return None
     if is_builtin(data):
         raise ConfigError(f"--data {data}: give the dataset's name ({data.partition(':')[0]}); "
                           "vaekit trains on its train split and tests on its test split")
-    from ..data.convert import open_images
+    from ..data.convert import is_cache, open_images, should_stream
 
-    # checks the data before a run directory is made; data too big for memory is prepared into a cache, streamed
-    return open_images(Path(data).resolve(), progress=sys.stderr.isatty(),
-                       log=lambda line: print(f"vaekit: {line}", file=sys.stderr))
+    path = Path(data).resolve()  # the data is checked before a run directory is made
+    if is_cache(path) or should_stream(path):
+        return open_images(path, progress=sys.stderr.isatty(),
+                           log=lambda line: print(f"vaekit: {line}", file=sys.stderr))
+    return read_images(path, size=size, warn=warn)
 
 
 def build_config(args, images: ImageSet | None = None, base: RunConfig | None = None) -> RunConfig:
@@ -249,7 +266,10 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     defaults = base or RunConfig()
     source = args.data or defaults.data.name
     data = str(Path(source).resolve()) if images is not None else source
-    input_shape = images.shape if images is not None else RunConfig().model.input_shape
+    kept = base.model.input_shape if base is not None and args.data is None else None  # restarting on the same data
+    channels, height, width = kept or (images.shape if images is not None else RunConfig().model.input_shape)
+    height, width = args.image_size or (height, width)
+    input_shape = (args.channels or channels, height, width)
     validation = args.validation if args.validation is not None else defaults.data.validation
     if args.recipe == "seed":
         recipe = TrainConfig.seed_settings()
@@ -259,7 +279,7 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
         from ..data.sources import held_out_count
 
         recipe = TrainConfig.for_data(max(1, len(images) - held_out_count(len(images), validation)),
-                                      math.prod(images.shape))
+                                      math.prod(input_shape))
     else:
         recipe = TrainConfig()
     family = registry.FAMILIES.get(args.family or defaults.model.family)

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..choices import INTERPOLATIONS, MIXTURE_RULES, PROJECTIONS, QUALITY_CLASSIFIERS, SCORE_METHODS
+from ..choices import INTERPOLATIONS, INVERT_MODES, MIXTURE_RULES, PROJECTIONS, QUALITY_CLASSIFIERS, SCORE_METHODS
 from ..config import BINARIZE_MODES, COMPILE_MODES, FAMILIES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS, SCHEDULES
-from .args import (architecture_name, finite_float, html_path, image_reference, iw_count, non_empty_path,
-                   non_empty_text, non_negative_float, non_negative_int, picture_count, picture_scale, png_or_gif_path,
-                   png_path, positive_float, positive_int, seed_int, threads_value, unit_fraction)
 from ..samplers import COVARIANCES, SAMPLERS
+from .args import (architecture_name, finite_float, html_path, image_reference, image_size, iw_count,
+                   non_empty_path, non_empty_text, non_negative_float, non_negative_int, picture_count, picture_scale,
+                   png_or_gif_path, png_path, positive_float, positive_int, seed_int, threads_value, unit_fraction)
 from .plot import PLOTS
 from .samplers import FITTED
 
@@ -64,6 +64,11 @@ OPTIONS: dict[str, Option] = {
                            metavar="FRACTION"),
     "--standardize": Option("see every image at zero mean and unit variance", ("train",), switch=True),
     "--binarize": Option("how pixels become training targets", ("train",), choices=BINARIZE_MODES),
+    "--image-size": Option("the size every image is made: the shorter side resized, the centre cropped", ("train",),
+                           image_size, "S|HxW"),
+    "--channels": Option("the image channels: 1 (grayscale) or 3 (colour)", ("train",), int, choices=(1, 3)),
+    "--invert": Option("the polarity of new images against the run's training images", (
+        "score", "calibrate", "embed", "interpolate", "traverse"), choices=INVERT_MODES),
     # the model
     "--family": Option("the model family", ("train",), choices=FAMILIES),
     "--architecture": Option("the encoder and decoder networks: a built-in's name or a builder module:function",

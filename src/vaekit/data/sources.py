@@ -1,7 +1,8 @@
 """Images from anywhere a user keeps them, read strictly into an ImageSet.
 
 A source is a built-in split (`mnist:test`, `fashion-mnist:train`), an IDX file, a `.npy` or `.npz`
-array, a single PNG/JPEG/BMP image, or a folder of images (or of class subfolders of images).
+array, a single PNG/JPEG/BMP/TIFF/WebP image, or a folder of images, read recursively (a folder of only
+subfolders: one class per subfolder, its images at any depth).
 Arrays may be N x H x W, N x H*W (square images), N x C x H x W or N x H x W x C (C = 1 or 3), as
 uint8, bool, integers in [0, 255] or floats in [0, 1]. Anything else is a DataError that says
 what was expected and what was found.
@@ -12,14 +13,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import struct
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import DataError
 from ..rng import derive_seed, make_generator
@@ -28,6 +30,7 @@ from .datasets import DATASETS, load_split, load_splits
 from .files import MAX_DECODED_BYTES, MAX_IMAGE_PIXELS, display, open_input, read_npy_header
 from .idx import read_idx
 from .imageset import ImageSet
+from .preparation import Preparation, fit_images, most_common_size, prepare, size_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ARRAY_IMAGE_KEYS = ("images", "x", "X", "arr_0")
@@ -40,8 +43,13 @@ def is_builtin(source: str) -> bool:
     return bool(split) and name in DATASETS
 
 
-def read_images(source: str | Path, data_dir: str | Path | None = None) -> ImageSet:
-    """Read the images (and labels, where the source has them) of any supported source."""
+def read_images(source: str | Path, data_dir: str | Path | None = None, size: tuple[int, int] | None = None,
+                resize: str = "crop", warn: Callable[[str], None] | None = None) -> ImageSet:
+    """Read the images (and labels, where the source has them) of any supported source.
+
+    `size` (H, W): a folder's images are fitted to it one by one as they are read (`preparation.fit_images` with
+    `resize`), so that images of differing sizes become one set; without it they must share a size. `warn`
+    receives one line about what was dropped (an alpha channel)."""
     text = str(source)
     if is_builtin(text):
         name, _, split = text.partition(":")
@@ -52,7 +60,7 @@ def read_images(source: str | Path, data_dir: str | Path | None = None) -> Image
         raise DataError(f"{display(path)}: no such file or directory (expected a built-in split such as {hint}, an "
                         "IDX, .npy or .npz file, an image, or a folder of images)")
     if path.is_dir():
-        return read_folder(path)
+        return read_folder(path, size=size, resize=resize, warn=warn)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return read_npy(path)
@@ -63,7 +71,9 @@ def read_images(source: str | Path, data_dir: str | Path | None = None) -> Image
 
         return open_streamed(path).materialize()
     if suffix in IMAGE_SUFFIXES:
-        image = read_image_file(path)
+        image, alpha = read_image(path)
+        if alpha and warn:
+            warn(f"{display(path)}: has an alpha channel, which is dropped (vaekit models colour only)")
         return ImageSet(torch.from_numpy(image)[None], None, display(path), names=(display(path.name),))
     return from_array(read_idx(path), display(path))
 
@@ -132,14 +142,23 @@ def _npz_member(archive, key: str, source: str) -> np.ndarray:
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
 def read_image_file(path: Path, budget: int = MAX_DECODED_BYTES) -> np.ndarray:
     """One image file as a uint8 array (C, H, W): grayscale stays one channel, colour becomes RGB.
 
+    Palette images become RGB, or grayscale when the palette is gray; an alpha channel is dropped.
     16-bit images are scaled by their range (65535 -> 255), float images (TIFF) must be in [0, 1], as
     float arrays must. The size in the file's header is checked against MAX_IMAGE_PIXELS and `budget`
     (bytes still allowed) before anything is decoded.
     """
-    from PIL import Image, UnidentifiedImageError
+    return read_image(path, budget)[0]
+
+
+def read_image(path: Path, budget: int = MAX_DECODED_BYTES) -> tuple[np.ndarray, bool]:
+    """`read_image_file`, and whether the image had an alpha channel (or a transparent palette entry)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     source = display(path)
     try:
@@ -147,22 +166,25 @@ def read_image_file(path: Path, budget: int = MAX_DECODED_BYTES) -> np.ndarray:
         with (open_input(path) as f, warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
               Image.open(f) as image):
             width, height = image.size
-            channels = 1 if image.mode in ("1", "L", "I", "F", *SIXTEEN_BIT_MODES) else 3
+            channels = 1 if image.mode in ("1", "L", "LA", "La", "I", "F", *SIXTEEN_BIT_MODES) else 3
+            alpha = image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
             if width * height > MAX_IMAGE_PIXELS or width * height * channels > budget:
                 limit = (f"more than {MAX_IMAGE_PIXELS} pixels, the most vaekit decodes from one image"
                          if width * height > MAX_IMAGE_PIXELS else
                          f"more than the {MAX_DECODED_BYTES} bytes vaekit decodes from images at once")
                 raise DataError(f"{source}: a {width}x{height} image is {limit}")
             image.load()  # decode now: a truncated file fails here, not later
+            image = ImageOps.exif_transpose(image)  # a camera's photo the way up it was taken (EXIF orientation)
             array = _gray_by_range(image, source)
             if array is None:
-                if image.mode in ("1", "L") or (image.mode == "P" and _palette_is_gray(image)):
-                    array = np.asarray(image.convert("L"))[None]
+                if image.mode in ("1", "L", "LA", "La") or (image.mode in ("P", "PA") and _palette_is_gray(image)):
+                    array = np.asarray(image.convert("L"))[None]  # the alpha channel dropped, not composited
                 else:
                     array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            struct.error, KeyError, TypeError) as e:  # the last three: malformed EXIF data
         raise DataError(f"{source}: unreadable image ({e})") from None
-    return np.array(array, dtype=np.uint8, order="C")  # a writable copy: PIL's arrays are read-only
+    return np.array(array, dtype=np.uint8, order="C"), alpha  # a writable copy: PIL's arrays are read-only
 
 
 def _gray_by_range(image, source: str) -> np.ndarray | None:
@@ -192,40 +214,82 @@ def _palette_is_gray(image) -> bool:
 
 
 def folder_files(path: Path) -> tuple[list[Path], torch.Tensor | None, tuple[str, ...]]:
-    """The image files of a folder, sorted by name, or, if it holds only subfolders, those of each subfolder in
-    turn; with their labels (the subfolder's index) and the class names (the subfolders'), or None and ()."""
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files under a folder, at any depth, sorted by path; if it holds no images directly, those of
+    each subfolder (at any depth below it) in turn, with their labels (the subfolder's index, in sorted order)
+    and the class names (the subfolders'), else None and (). Hidden files and folders are skipped."""
+    top = _visible(path)
+    files = sorted(p for p in top if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     classes: tuple[str, ...] = ()
     labels = None
     if not files:
-        folders = sorted(p for p in path.iterdir() if p.is_dir())
-        per_class = [sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-                     for d in folders]
+        folders = sorted(p for p in top if p.is_dir())
+        per_class = [_images_under(d) for d in folders]
         files = [f for group in per_class for f in group]
         labels = torch.tensor([i for i, group in enumerate(per_class) for _ in group], dtype=torch.long)
         classes = tuple(display(d.name) for d in folders)
+    else:
+        files = _images_under(path)
     if not files:
         raise DataError(f"{display(path)}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
-                        "directly or in class subfolders)")
+                        "in it and its subfolders)")
     return files, labels, classes
 
 
-def read_folder(path: Path) -> ImageSet:
-    """All images in a folder, sorted by name; or, if it holds only subfolders, one class per subfolder."""
+def read_folder(path: Path, size: tuple[int, int] | None = None, resize: str = "crop",
+                warn: Callable[[str], None] | None = None) -> ImageSet:
+    """All images under a folder (`folder_files`: at any depth, class subfolders as labels).
+
+    `size` (H, W): each image is fitted to it as it is read (see `read_images`); without it, images of
+    differing sizes are a DataError that names the sizes found and suggests the most common one.
+    """
     files, labels, classes = folder_files(path)
-    arrays, budget = [], MAX_DECODED_BYTES
+    arrays, budget, with_alpha = [], MAX_DECODED_BYTES, 0
     for f in files:
-        arrays.append(read_image_file(f, budget))
-        budget -= arrays[-1].nbytes
+        array, alpha = read_image(f, MAX_DECODED_BYTES if size else budget)
+        if size is not None and array.shape[1:] != size:  # fitted now: only the fitted image is kept
+            one = ImageSet(torch.from_numpy(array)[None], None, display(f))
+            array = fit_images(one, (array.shape[0], *size), resize).images[0].numpy()
+        if array.nbytes > budget:  # only when fitted: read_image checked the others against the budget left
+            raise DataError(f"{display(path)}: its images, at {size[0]}x{size[1]}, are more than the "
+                            f"{MAX_DECODED_BYTES} bytes vaekit decodes from images at once")
+        arrays.append(array)
+        budget -= array.nbytes
+        with_alpha += alpha
+    if with_alpha and warn:
+        warn(f"{display(path)}: {with_alpha} of {len(files)} images have an alpha channel, which is dropped "
+             "(vaekit models colour only)")
     channels = 3 if any(a.shape[0] == 3 for a in arrays) else 1
     arrays = [np.repeat(a, 3, axis=0) if a.shape[0] != channels else a for a in arrays]
-    size = arrays[0].shape[1:]
-    for f, a in zip(files, arrays):
-        if a.shape[1:] != size:
-            raise DataError(f"{display(path)}: images in one folder must share a size: {display(files[0].name)} is "
-                            f"{size[1]}x{size[0]}, {display(f.relative_to(path))} is {a.shape[2]}x{a.shape[1]}")
+    sizes = [a.shape[1:] for a in arrays]
+    if len(set(sizes)) > 1:
+        common, found = most_common_size(sizes)
+        raise DataError(f"{display(path)}: its images differ in size (HxW {found}); give --image-size "
+                        f"{size_text(common)} (the most common) or another size to resize the shorter side and "
+                        "crop the centre")
     names = tuple(display(f.relative_to(path)) for f in files)
     return ImageSet(torch.from_numpy(np.stack(arrays)), labels, display(path), classes, names)
+
+
+def _visible(folder: Path) -> list[Path]:
+    """A folder's entries, without hidden ones (.DS_Store, .ipynb_checkpoints)."""
+    try:
+        return [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError as e:
+        raise DataError(f"{display(folder)}: cannot list ({e.strerror or e})") from None
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """The image files under `folder` at any depth (not following links to folders, so no loop), sorted by path."""
+    found = []
+    for root, dirs, names in os.walk(folder, onerror=lambda e: _unlistable(e)):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES
+                  and (Path(root) / n).is_file()]
+    return sorted(found)
+
+
+def _unlistable(error: OSError) -> None:
+    raise DataError(f"{display(error.filename)}: cannot list ({error.strerror or error})")
 
 
 def from_array(array: np.ndarray, source: str, labels: np.ndarray | None = None) -> ImageSet:
@@ -285,74 +349,70 @@ def _to_nchw(images: np.ndarray, source: str) -> np.ndarray:
 
 
 def conform(images: ImageSet, shape: tuple[int, int, int]) -> ImageSet:
-    """Convert images to a model's (C, H, W): RGB <-> grayscale, and resizing at the same aspect ratio.
-
-    Grayscale becomes RGB by repeating the channel and RGB becomes grayscale by ITU-R BT.601 luma;
-    sizes change by antialiased bilinear resampling. A different aspect ratio would distort the
-    images, so it is an error.
-    """
-    c, h, w = shape
-    n, c_in, h_in, w_in = images.images.shape
-    if (c_in, h_in, w_in) == (c, h, w):
-        return images
-    x = images.images.float()
-    if c_in != c:
-        if (c_in, c) == (1, 3):
-            x = x.expand(n, 3, h_in, w_in)
-        elif (c_in, c) == (3, 1):
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        else:
-            raise DataError(f"{images.name}: cannot turn {c_in}-channel images into {c}-channel ones")
-    if (h_in, w_in) != (h, w):
-        if abs(h_in / w_in - h / w) > 0.05 * (h / w):
-            raise DataError(f"{images.name}: images are {w_in}x{h_in}, the model takes {w}x{h}; resizing "
-                            "would distort them (different aspect ratio)")
-        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    pixels = x.round().clamp(0, 255).to(torch.uint8)
-    return ImageSet(pixels, images.labels, images.name, images.classes, images.names)
+    """Convert images to a model's (C, H, W) as runs before format 8 did: RGB <-> grayscale, and resizing at
+    the same aspect ratio only (`prepare.fit_images` with resize "aspect"; a different one is a DataError)."""
+    return fit_images(images, shape, "aspect")
 
 
 def load_train_test(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
-                    progress: bool = False, images: ImageSet | None = None,
-                    standardize: bool = False, stream: bool = False) -> tuple[ImageSet, ImageSet]:
+                    progress: bool = False, images: ImageSet | None = None, standardize: bool = False,
+                    stream: bool = False, preparation: Preparation | None = None) -> tuple[ImageSet, ImageSet]:
     """A run's training images and held-out images, standardized per image if the run asks (`as_seen`).
 
     For a built-in dataset, its train and test splits; for a path, a seeded random `validation`
     fraction of its images is held out (at least one image each side). `images`, if given, are that
-    path's images already read (the CLI reads them once, to size the model). `stream`: a path that
-    `prepare.should_stream` (or `images` already streamed) gives StreamedSets, read from its cache
-    batch by batch, with the same split.
+    path's images already read (the CLI reads them once, to size the model). `stream`: a cache, or a path
+    that `convert.should_stream` (or `images` already streamed) gives StreamedSets, read from its cache
+    batch by batch, with the same split. `preparation`: the run's (`preparation.prepare`, its size and
+    channels; polarity is for new images, never the run's own).
     """
     if name in DATASETS:
         train, test = load_splits(name, ("train", "test"), data_dir, progress=progress)
-        return as_seen(train, standardize), as_seen(test, standardize)
+        return as_seen(_fitted(train, preparation), standardize), as_seen(_fitted(test, preparation), standardize)
     if stream:
-        from .convert import open_images
+        from .convert import is_cache, open_images, should_stream
         from .streamed import StreamedSet
 
-        if images is None:
+        if images is None and (is_cache(name) or should_stream(name)):
             images = open_images(name, data_dir, progress)
         if isinstance(images, StreamedSet):
             images = images.standardized(standardize)
             train_order, held_out_order = validation_split(len(images), validation, seed, images.name)
             return images.subset(train_order), images.subset(held_out_order)
-    images = as_seen(images if images is not None else read_images(name, data_dir), standardize)
+    if images is None:
+        images = _read_for(name, data_dir, preparation)
+    images = as_seen(_fitted(images, preparation), standardize)
     train_order, held_out_order = validation_split(len(images), validation, seed, images.name)
     return images.subset(train_order), images.subset(held_out_order)
 
 
 def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path | None = None,
-                  standardize: bool = False) -> ImageSet:
+                  standardize: bool = False, preparation: Preparation | None = None) -> ImageSet:
     """The held-out images of `load_train_test` alone: for a built-in dataset only its test split is
-    read (or downloaded), never the training split."""
+    read (or downloaded), never the training split; from a cache, only the held-out share."""
     if name in DATASETS:
-        return as_seen(load_split(name, "test", data_dir), standardize)
+        return as_seen(_fitted(load_split(name, "test", data_dir), preparation), standardize)
     from .streamed import streamed_held_out
 
     if (streamed := streamed_held_out(name, validation, seed, data_dir, standardize)) is not None:
         return streamed.materialize()  # only the held-out share is read into memory
-    images = read_images(name, data_dir)
-    return as_seen(images.subset(validation_split(len(images), validation, seed, images.name)[1]), standardize)
+    images = _read_for(name, data_dir, preparation)
+    held_out = images.subset(validation_split(len(images), validation, seed, images.name)[1])
+    return as_seen(_fitted(held_out, preparation), standardize)
+
+
+def _read_for(name: str, data_dir, preparation: Preparation | None) -> ImageSet:
+    """A run's own images, a folder's fitted to the run's size as they are read."""
+    if preparation is None:
+        return read_images(name, data_dir)
+    return read_images(name, data_dir, size=preparation.size, resize=preparation.resize)
+
+
+def _fitted(images: ImageSet, preparation: Preparation | None) -> ImageSet:
+    """A run's own images in its channels and size (never inverted: the run was trained on them as they are)."""
+    if preparation is None:
+        return images
+    return prepare(images, dataclasses.replace(preparation, invert="off")).images
 
 
 def held_out_count(n: int, validation: float) -> int:

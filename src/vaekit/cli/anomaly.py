@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..choices import MIXTURE_RULES, SCORE_METHODS
+from ..choices import CALIBRATE_RULE, MIXTURE_RULES, SCORE_METHODS
 from ..errors import ConfigError
 from ..tables import csv_text
 from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_run_argument, finite_float,
@@ -15,6 +15,8 @@ from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, 
 METHOD_HELP = {  # what each of SCORE_METHODS scores, for --help
     "elbo": "the negative ELBO", "iwae": "the importance-sampled NLL", "recon": "the reconstruction term",
     "mse": "the squared error of the reconstruction, not in nats",
+    "complexity": "the negative ELBO in bits less the image's PNG length", "ratio": "the negative ELBO less "
+    "--background's",
 }
 
 SCORE_HELP = """\
@@ -102,9 +104,12 @@ def add_method_arguments(p) -> None:
                    help="score with RUN and these runs as one detector (elbo, iwae or recon); "
                         "after the positional arguments")
     p.add_argument("--combine", choices=MIXTURE_RULES, default=None,
-                   help="how --mixture combines the runs' scores: density (default; nats) or typical (standard "
-                        "deviations of each run's own held-out scores, the smallest); "
-                        "score uses the calibrated rule by default")
+                   help="density: the score as it is, with --mixture the mixture's (nats); typical: with --mixture, "
+                        "in standard deviations of each run's own held-out scores, the smallest; typical-set: the "
+                        "same both ways, |z|, for one run too (score uses the calibrated rule by default)")
+    p.add_argument("--background", type=Path, default=None, metavar="RUN",
+                   help="for --method ratio: a run trained on the training images with a share of their pixels "
+                        "replaced by noise (score uses the calibrated one by default)")
 
 
 def run_score(args) -> int:
@@ -125,7 +130,7 @@ def run_score(args) -> int:
     loaded = open_run(args)
     detector = Detector.load(loaded, args.mixture, method=args.method, combine=args.combine,
                              iw_samples=args.iw_samples, threshold=args.threshold, data_dir=args.data_dir,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), background=args.background)
     x, names, labels = model_inputs(loaded, args.input, args.data_dir)
     result = detector.score(x)  # under torchrun, the processes share the images; the main process writes
     from ..distributed import world
@@ -162,14 +167,16 @@ def run_calibrate(args) -> int:
     from ..detector import Detector
 
     loaded = open_run(args)
-    detector = Detector(loaded, args.mixture, method=args.method or "elbo", combine=args.combine or "density",
-                        iw_samples=args.iw_samples, data_dir=args.data_dir, progress=sys.stderr.isatty())
+    detector = Detector(loaded, args.mixture, method=args.method,
+                        combine=args.combine or CALIBRATE_RULE, iw_samples=args.iw_samples, data_dir=args.data_dir,
+                        progress=sys.stderr.isatty(), background=args.background)
     images = model_inputs(loaded, source, args.data_dir)[0] if source else None
     result = detector.calibrate(images, args.quantile, data=source)
     detector.save()
     if warning := quantile_support(result["fitted_on"], args.quantile):
         print(f"vaekit: warning: {warning}", file=sys.stderr)
-    how = f"{detector.method}, {detector.combine} rule" if args.mixture else detector.method
+    how = f"{detector.method}, {detector.combine} rule" if args.mixture or detector.combine != "density" \
+        else detector.method
     print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "
           f"{result['false_positive_rate']:.4f}")

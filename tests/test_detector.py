@@ -13,6 +13,8 @@ from vaekit.cli import main
 from vaekit.data import ImageSet, load_train_test
 from vaekit.errors import ConfigError, RunError
 
+from .tiny_run import copy_run
+
 
 def train_on(folder, images, name):
     np.save(folder / f"{name}.npy", images)
@@ -197,3 +199,40 @@ def test_the_likelihood_ratio_against_a_background_run(runs, test_digits, mnist_
     mismatched = train_on(tmp_path, ones_images[:300, 0, :14, :14].numpy(), "small")
     with pytest.raises(ConfigError, match="must share the run's image size"):
         Detector(ones, method="ratio", background=mismatched)
+
+
+def test_a_threshold_json_from_before_the_new_detectors_keeps_its_meaning(runs, test_digits, tmp_path):
+    """Files written before complexity was the default hold "method" and no "combine": elbo by the density rule."""
+    old = copy_run(runs[0], tmp_path / "old")
+    (old / "threshold.json").write_text(json.dumps({
+        "threshold": 150.0, "quantile": 0.99, "false_positive_rate": 0.01, "fitted_on": 50, "measured_on": 50,
+        "method": "elbo", "iw_samples": None, "data": "the run's held-out images", "mixture": []}))
+    detector = Detector.load(old)
+    assert (detector.method, detector.combine, detector.threshold, detector.background) == (
+        "elbo", "density", 150.0, None)
+    run = load_run(old)
+    expected = anomaly_scores(run.model, run.inputs(test_digits), "elbo", run.config.train.seed)
+    result = detector.score(test_digits)
+    assert torch.equal(result.scores, expected) and torch.equal(result.anomaly, expected > 150.0)
+
+
+def test_the_cli_calibrates_and_scores_with_a_background_run(runs, mnist_train, tmp_path, capsys):
+    noised = perturb(mnist_train.images[mnist_train.labels == 1][:1000], 0.2, torch.Generator().manual_seed(0))
+    background = train_on(tmp_path, noised[:, 0].numpy(), "noised")
+    run = copy_run(runs[0], tmp_path / "ones")
+    capsys.readouterr()
+    assert main(["calibrate", str(run), "--method", "ratio", "--background", str(background), "--quantile", "0.9"]) == 0
+    assert "(ratio, quantile 0.9)" in capsys.readouterr().out
+    stored = json.loads((run / "threshold.json").read_text())
+    assert stored["method"] == "ratio" and stored["background"] == str(background.resolve())
+    np.save(tmp_path / "digits.npy", mnist_train.images[:200, 0].numpy())
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(run), str(tmp_path / "digits.npy"), "-o", str(out)]) == 0  # the stored background
+    scores = torch.tensor([float(r["score"]) for r in csv.DictReader(out.open())])
+    expected = Detector(run, method="ratio", background=background).scores(
+        ImageSet(mnist_train.images[:200], None, "digits"))
+    torch.testing.assert_close(scores, expected.float(), rtol=0, atol=1e-3)
+    assert main(["score", str(run), str(tmp_path / "digits.npy"), "--method", "elbo"]) == 2
+    assert "calibrated for --method ratio, not elbo" in capsys.readouterr().err
+    assert main(["calibrate", str(run), "--method", "ratio"]) == 2
+    assert "--method ratio needs --background RUN" in capsys.readouterr().err

@@ -22,10 +22,14 @@ METHOD_HELP = {  # what each of SCORE_METHODS scores, for --help
 SCORE_HELP = """\
 Score images for how anomalous they are under a trained run: per image, a score (higher is more
 anomalous: --method elbo, the negative ELBO; iwae, the importance-sampled NLL; recon, the
-reconstruction term, all in nats; or mse, the squared error of the reconstruction) and, if a
-threshold is known, the decision. INPUT is a built-in split (mnist:test), an IDX, .npy or .npz
-file, an image, or a folder of images; images are converted to the run's size and channels, then
-standardized (if the run was trained with --standardize) and binarized as in its training.
+reconstruction term, all in nats; mse, the squared error of the reconstruction; complexity, the
+negative ELBO less the image's PNG length at a rate fitted on normal images, so that simple images
+do not pass for normal (Serra et al. 2020); ratio, the negative ELBO less that of --background RUN,
+a run trained on noised images (Ren et al. 2019)) and, if a threshold is known, the decision. The
+method is the calibrated one (vaekit calibrate picks complexity), else elbo.
+INPUT is a built-in split (mnist:test), an IDX, .npy or .npz file, an image, or a folder of
+images; images are converted to the run's size and channels, then standardized (if the run was
+trained with --standardize) and binarized as in its training.
 For the best detector, train with --likelihood gaussian-shared --standardize
 (docs/anomaly-detection.md).
 
@@ -53,6 +57,11 @@ examples:
 CALIBRATE_HELP = """\
 Fit an anomaly threshold on held-out normal images and store it in the run (threshold.json): the
 score at --quantile of half of them, with the false-positive rate measured on the other half. The
+score is --method complexity unless told (with --mixture, elbo): the negative ELBO less the image's
+PNG length at the exchange rate that holds on these normal images, also stored, which keeps simple
+out-of-distribution images (MNIST digits to a Fashion-MNIST model, blank images) from passing for
+normal ones (docs/anomaly-detection.md). --combine typical-set scores the distance from the normal
+scores both ways, so an image far likelier than normal is an anomaly too. The
 normal images are the run's held-out set (its dataset's test split, or the validation share of your
 own images) unless INPUT names others (any image source, as score's INPUT). With --mixture, the
 threshold is for that mixture's scores (score then needs the same --mixture and --combine);
@@ -62,6 +71,8 @@ examples:
   vaekit calibrate runs/digits
   vaekit calibrate runs/digits --quantile 0.995 --method iwae
   vaekit calibrate runs/digits normal_batch.npy
+  vaekit calibrate runs/digits --method ratio --background runs/digits-noised
+  vaekit calibrate runs/digits --method elbo --combine typical-set
   vaekit calibrate runs/digit0 normal_batch.npy --mixture runs/digit1 runs/digit2
   vaekit calibrate runs/digit0 normal_batch.npy --combine typical --mixture runs/digit1 runs/digit2
 """

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from PIL import Image
@@ -36,7 +37,8 @@ def png_bits(x: torch.Tensor) -> torch.Tensor:
 
     Pixels are rounded to 8 bits (x * 255); one channel is a grayscale PNG, three an RGB one, any other
     count is compressed as the channels stacked vertically in one grayscale image. zlib level 9, the
-    whole file (its fixed 60-odd bytes of headers included: the same for every image of a size).
+    whole file (its fixed 60-odd bytes of headers included: the same for every image of a size). About 0.3-0.6 ms
+    an image of 28x28 on one CPU thread, some 20 times the ELBO's cost; torch's threads encode in parallel.
     """
     if x.ndim != 4:
         raise ValueError(f"expected model inputs (N, C, H, W), got shape {tuple(x.shape)}")
@@ -46,12 +48,20 @@ def png_bits(x: torch.Tensor) -> torch.Tensor:
         arrays = pixels.permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
     else:
         arrays = pixels.reshape(n, channels * height, width).numpy()
-    out = torch.empty(n, dtype=torch.float64)
-    for i, array in enumerate(arrays):
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG", compress_level=9)
-        out[i] = 8 * buffer.getbuffer().nbytes
-    return out
+    workers = min(torch.get_num_threads(), max(1, n // 256))  # zlib lets go of the GIL: torch's threads share it
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            lengths = list(pool.map(_png_length, arrays, chunksize=64))
+    else:
+        lengths = [_png_length(array) for array in arrays]
+    return 8 * torch.tensor(lengths, dtype=torch.float64)
+
+
+def _png_length(array) -> int:
+    """Bytes of one image (H, W) or (H, W, 3) uint8 as a PNG file, zlib level 9."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=9)
+    return buffer.getbuffer().nbytes
 
 
 def complexity_scores(nll: torch.Tensor, bits: torch.Tensor, rate: float = LN2) -> torch.Tensor:

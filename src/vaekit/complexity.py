@@ -37,8 +37,8 @@ def png_bits(x: torch.Tensor) -> torch.Tensor:
 
     Pixels are rounded to 8 bits (x * 255); one channel is a grayscale PNG, three an RGB one, any other
     count is compressed as the channels stacked vertically in one grayscale image. zlib level 9, the
-    whole file (its fixed 60-odd bytes of headers included: the same for every image of a size). About 0.3-0.6 ms
-    an image of 28x28 on one CPU thread, some 20 times the ELBO's cost; torch's threads encode in parallel.
+    whole file (its fixed 60-odd bytes of headers included: the same for every image of a size). About 0.55 ms
+    an image of 28x28 on one busy CPU thread, many times the ELBO's cost; torch's threads encode in parallel.
     """
     if x.ndim != 4:
         raise ValueError(f"expected model inputs (N, C, H, W), got shape {tuple(x.shape)}")

@@ -141,8 +141,8 @@ def typical_scores(member_scores: Sequence[torch.Tensor], references: Sequence[t
     that member's own normal images, or likelier. Two-sided (the typical-set rule), if some member finds
     it neither much less nor much more likely than its own normal images: the typicality test of
     Nalisnick et al. 2019 ("Detecting out-of-distribution inputs to deep generative models using
-    typicality", eq. 4, one image at a time), which catches the images a model finds too likely, the
-    simple images of another dataset. With one member, the distance of its score from its normal scores' mean.
+    typicality", eq. 4, one image at a time), which catches the images a model finds far too likely (a
+    blank image). With one member, the distance of its score from its normal scores' mean.
     """
     if not member_scores or len(member_scores) != len(references):
         raise ValueError(f"typical scores need each member's scores and its reference, got "

@@ -11,6 +11,7 @@ from PIL import Image
 from vaekit.anomaly import typical_reference, typical_scores
 from vaekit.background import perturb, ratio_scores
 from vaekit.complexity import LN2, complexity_scores, fit_rate, png_bits
+from vaekit.runs import check_threshold
 
 
 def png_length(array) -> int:
@@ -117,3 +118,16 @@ def test_the_typical_set_rule_flags_images_too_likely_as_well_as_too_unlikely():
     other = typical_reference(torch.tensor([55.0, 60.0, 65.0]))  # mean 60, std 5
     mixed = typical_scores([scores, scores], [reference, other], two_sided=True)
     torch.testing.assert_close(mixed, torch.tensor([0.0, 3.0, 0.0, 0.5], dtype=torch.float64))
+
+
+def test_threshold_json_checks_the_new_fields():
+    record = {"threshold": 1.0, "method": "complexity", "complexity_rates": {"/runs/a": 0.05}}
+    assert check_threshold(dict(record)) == record
+    assert check_threshold({"threshold": 1.0, "method": "ratio", "background": "/runs/b"})["background"] == "/runs/b"
+    assert check_threshold({"threshold": 1.0, "method": "elbo", "combine": "typical-set"})["combine"] == "typical-set"
+    for bad, match in [({"complexity_rates": {"/runs/a": float("nan")}}, "complexity_rates"),
+                       ({"complexity_rates": [0.05]}, "complexity_rates"),
+                       ({"complexity_rates": {"/runs/a": "0.05"}}, "complexity_rates"),
+                       ({"background": 3}, "background"), ({"combine": "typical-sets"}, "combine")]:
+        with pytest.raises(ValueError, match=match):
+            check_threshold({**record, **bad})

@@ -4,6 +4,7 @@ Fashion-MNIST model finds MNIST's digits likelier than its own test images).
 
     python benchmarks/ood.py --out bench-runs/ood              # trains 4 models (10 epochs each) unless there
     python benchmarks/ood.py --out bench-runs/ood --epochs 20  # a run directory of OUT already holds them
+    python benchmarks/ood.py --out bench-runs/ood-gs --likelihood gaussian-shared --standardize
 
 Models, each `vaekit train --data D --epochs E --threads 1` with every other option at its default (the
 seed MLP 784-400-20, a Bernoulli likelihood of gray pixels, vaekit's recipe):
@@ -64,15 +65,15 @@ DETECTORS = [
 ]
 
 
-def train(data: str, out: Path, epochs: int, log) -> float:
-    """`vaekit train --data data --epochs epochs` into out (unless out holds a run); CPU seconds it took."""
+def train(data: str, out: Path, epochs: int, options: list[str], log) -> float:
+    """`vaekit train --data data --epochs epochs *options` into out (unless out holds a run); CPU seconds it took."""
     if (out / "model.safetensors").is_file():
         log(f"{out}: trained already")
         return 0.0
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     before = os.times()
     subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", data, "--epochs", str(epochs), "--threads", "1",
-                    "--out", str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
+                    "--out", str(out), *options], check=True, env=env, stdout=subprocess.DEVNULL)
     after = os.times()
     return after.children_user - before.children_user
 
@@ -110,20 +111,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-runs/ood"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="background models' perturbation rate")
+    parser.add_argument("--likelihood", default=None, help="train with this --likelihood (default: vaekit's)")
+    parser.add_argument("--standardize", action="store_true", help="train with --standardize")
     args = parser.parse_args()
+    options = ([f"--likelihood={args.likelihood}"] if args.likelihood else []) + (
+        ["--standardize"] if args.standardize else [])
     torch.set_num_threads(1)
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine(), "epochs": args.epochs, "perturbation_rate": args.rate, "train_cpu_s": {},
+    result = {"machine": machine(), "epochs": args.epochs, "train_options": options, "perturbation_rate": args.rate,
+              "train_cpu_s": {},
               "models": {}}
     for dataset in DATASETS:
         perturbed = args.out / f"{dataset}-perturbed.npy"
         if not perturbed.is_file():
             train_images = load_split(dataset, "train").images
             np.save(perturbed, perturb(train_images, args.rate, torch.Generator().manual_seed(0))[:, 0].numpy())
-        result["train_cpu_s"][dataset] = round(train(dataset, args.out / dataset, args.epochs, log), 1)
+        result["train_cpu_s"][dataset] = round(train(dataset, args.out / dataset, args.epochs, options, log), 1)
         result["train_cpu_s"][f"{dataset} background"] = round(
-            train(str(perturbed), args.out / f"{dataset}-background", args.epochs, log), 1)
+            train(str(perturbed), args.out / f"{dataset}-background", args.epochs, options, log), 1)
     for dataset, other_name in DATASETS.items():
         run, background = load_run(args.out / dataset), load_run(args.out / f"{dataset}-background")
         test, other = load_split(dataset, "test"), load_split(other_name, "test")

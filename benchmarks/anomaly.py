@@ -68,11 +68,12 @@ def scores_by_method(model, x, seed: int, k: int, methods=("elbo", "iwae", "reco
 
 
 def combined(members: list[dict], references: list[dict], rule: str) -> dict[str, torch.Tensor]:
-    """Several models' scores (members[i][method]) as one detector's under `rule` (density or typical);
+    """Several models' scores (members[i][method]) as one detector's under `rule` (density, typical, typical-set);
     references[i][method] are model i's scores of its own held-out images (for the typical rule)."""
     if rule == "density":
         return {method: mixture_scores([m[method] for m in members]) for method in MIXTURE_METHODS}
-    return {method: typical_scores([m[method] for m in members], [typical_reference(r[method]) for r in references])
+    return {method: typical_scores([m[method] for m in members], [typical_reference(r[method]) for r in references],
+                                   two_sided=rule == "typical-set")
             for method in MIXTURE_METHODS}
 
 

@@ -151,7 +151,8 @@ def digit_run(tmp_path_factory, mnist_train):
 def test_score_and_calibrate_end_to_end(digit_run, tmp_path, capsys, mnist_test):
     assert main(["calibrate", str(digit_run), "--quantile", "0.95"]) == 0
     stored = json.loads((digit_run / "threshold.json").read_text())
-    assert stored["method"] == "elbo" and stored["quantile"] == 0.95 and 0 < stored["false_positive_rate"] < 0.2
+    assert stored["method"] == "complexity" and stored["quantile"] == 0.95 and 0 < stored["false_positive_rate"] < 0.2
+    assert list(stored["complexity_rates"]) == [str(digit_run.resolve())] and "combine" not in stored
     capsys.readouterr()
     assert main(["score", str(digit_run), "mnist:test", "--data-dir", str(DATA_DIR),
                  "-o", str(tmp_path / "s.csv"), "--extremes", str(tmp_path / "e.png")]) == 0
@@ -250,7 +251,8 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     for name, (run, extra) in {"ones": (digit_run, []), "sevens": (sevens, []),
                                "mixture": (digit_run, ["--mixture", str(sevens)])}.items():
         out = tmp_path / f"{name}.csv"
-        assert main(["score", str(run), str(first1000), *extra, "--threshold", "0", "-o", str(out)]) == 0
+        assert main(["score", str(run), str(first1000), *extra, "--method", "elbo", "--threshold", "0",
+                     "-o", str(out)]) == 0
         scores[name] = read_scores(out)[0]
     torch.testing.assert_close(scores["mixture"], mixture_scores([scores["ones"], scores["sevens"]]), atol=2e-4, rtol=0)
     anomalous = (mnist_test.labels[:1000] != 1) & (mnist_test.labels[:1000] != 7)

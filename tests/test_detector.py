@@ -7,9 +7,13 @@ import torch
 
 from vaekit import Detector, load_run
 from vaekit.anomaly import anomaly_scores, auroc, calibrate, mixture_scores, typical_reference, typical_scores
+from vaekit.background import perturb
+from vaekit.complexity import LN2, fit_rate, png_bits
 from vaekit.cli import main
 from vaekit.data import ImageSet, load_train_test
 from vaekit.errors import ConfigError, RunError
+
+from .tiny_run import copy_run
 
 
 def train_on(folder, images, name):
@@ -35,7 +39,7 @@ def test_digits(mnist_test):
 
 def test_calibrate_score_save_and_load_from_python(runs, test_digits, tmp_path):
     ones = load_run(runs[0])
-    detector = Detector(ones)
+    detector = Detector(ones, method="elbo")
     assert detector.threshold is None and detector.score(test_digits).anomaly is None
     record = detector.calibrate(quantile=0.9)  # on the run's 100 held-out 1s
     held_out = load_train_test(ones.config.data.name, ones.config.data.validation, ones.config.train.seed)[1]
@@ -126,4 +130,109 @@ def test_bad_choices_are_typed_errors(runs):
     with pytest.raises(RunError, match="not a run directory"):
         Detector(runs[0].parent / "missing")
     with pytest.raises(ConfigError, match="at least 4 normal images"):
-        Detector(runs[0]).calibrate(torch.zeros(3, 1, 28, 28))
+        Detector(runs[0], method="elbo").calibrate(torch.zeros(3, 1, 28, 28))
+    with pytest.raises(ConfigError, match="differing compressed lengths"):
+        Detector(runs[0]).calibrate(torch.zeros(8, 1, 28, 28))  # complexity: the rate needs lengths that vary
+
+
+def test_the_default_detector_corrects_the_elbo_for_complexity_and_stores_its_rate(runs, test_digits):
+    ones = load_run(runs[0])
+    detector = Detector(ones)  # what `vaekit calibrate RUN` picks
+    assert (detector.method, detector.combine) == ("complexity", "density")
+    held_out = ones.inputs(ones.held_out())
+    record = detector.calibrate(quantile=0.9)
+    rate = fit_rate(anomaly_scores(ones.model, held_out, "elbo", ones.config.train.seed), png_bits(held_out))
+    assert 0 < rate < LN2  # a Bernoulli of gray pixels prices a bit of complexity below a discrete likelihood's
+    assert record["complexity_rates"] == {str(runs[0].resolve()): rate} and "combine" not in record
+    expected = calibrate(anomaly_scores(ones.model, held_out, "complexity", ones.config.train.seed,
+                                        complexity_rate=rate), 0.9, ones.config.train.seed)
+    assert {k: record[k] for k in expected} == expected
+    x = ones.inputs(test_digits)
+    result = detector.score(test_digits)
+    torch.testing.assert_close(result.scores, anomaly_scores(ones.model, x, "elbo", ones.config.train.seed).double()
+                               - rate * png_bits(x), rtol=0, atol=1e-9)
+    assert auroc(result.scores, test_digits.labels != 1) > 0.95
+    detector.save()
+    again = Detector.load(runs[0])  # the rate comes back from threshold.json, not from the held-out images
+    assert (again.method, again.threshold) == ("complexity", record["threshold"])
+    assert torch.equal(again.score(test_digits).scores, result.scores)
+
+
+def test_the_typical_set_rule_scores_one_run_by_its_distance_from_normal(runs, test_digits):
+    ones = load_run(runs[0])
+    detector = Detector(ones, method="elbo", combine="typical-set")
+    record = detector.calibrate(quantile=0.9)
+    held_out_scores = anomaly_scores(ones.model, ones.inputs(ones.held_out()), "elbo", ones.config.train.seed)
+    mean, spread = typical_reference(held_out_scores)
+    assert record["combine"] == "typical-set" and record["references"] == {str(runs[0].resolve()): [mean, spread]}
+    elbo = anomaly_scores(ones.model, ones.inputs(test_digits), "elbo", ones.config.train.seed).double()
+    torch.testing.assert_close(detector.score(test_digits).scores, ((elbo - mean) / spread).abs(), rtol=0, atol=1e-9)
+    # two-sided: an image far likelier than normal 1s (a blank one) is as anomalous as its distance says
+    blank = detector.score(torch.zeros(1, 1, 28, 28)).scores
+    assert blank.item() > 1
+    detector.save()
+    assert Detector.load(runs[0]).combine == "typical-set"  # calibrated for one run, so no --mixture needed
+
+
+def test_the_likelihood_ratio_against_a_background_run(runs, test_digits, mnist_train, tmp_path):
+    ones_images = mnist_train.images[mnist_train.labels == 1][:1000]
+    background = train_on(tmp_path, perturb(ones_images, 0.2, torch.Generator().manual_seed(0))[:, 0].numpy(),
+                          "background")
+    ones, bg = load_run(runs[0]), load_run(background)
+    with pytest.raises(ConfigError, match="needs --background"):
+        Detector(ones, method="ratio")
+    with pytest.raises(ConfigError, match="for --method ratio"):
+        Detector(ones, method="elbo", background=bg)
+    detector = Detector(ones, method="ratio", background=background)
+    record = detector.calibrate(quantile=0.9)
+    assert record["background"] == str(background.resolve())
+    x = ones.inputs(test_digits)
+    seed = ones.config.train.seed
+    torch.testing.assert_close(detector.score(test_digits).scores,
+                               anomaly_scores(ones.model, x, "elbo", seed).double()
+                               - anomaly_scores(bg.model, x, "elbo", seed).double(), rtol=0, atol=1e-9)
+    detector.save()
+    again = Detector.load(runs[0])  # the background run comes back from threshold.json
+    assert again.background_name == str(background.resolve()) and again.threshold == record["threshold"]
+    with pytest.raises(ConfigError, match="calibrated with the background run"):
+        Detector.load(runs[0], background=runs[1])
+    mismatched = train_on(tmp_path, ones_images[:300, 0, :14, :14].numpy(), "small")
+    with pytest.raises(ConfigError, match="must share the run's image size"):
+        Detector(ones, method="ratio", background=mismatched)
+
+
+def test_a_threshold_json_from_before_the_new_detectors_keeps_its_meaning(runs, test_digits, tmp_path):
+    """Files written before complexity was the default hold "method" and no "combine": elbo by the density rule."""
+    old = copy_run(runs[0], tmp_path / "old")
+    (old / "threshold.json").write_text(json.dumps({
+        "threshold": 150.0, "quantile": 0.99, "false_positive_rate": 0.01, "fitted_on": 50, "measured_on": 50,
+        "method": "elbo", "iw_samples": None, "data": "the run's held-out images", "mixture": []}))
+    detector = Detector.load(old)
+    assert (detector.method, detector.combine, detector.threshold, detector.background) == (
+        "elbo", "density", 150.0, None)
+    run = load_run(old)
+    expected = anomaly_scores(run.model, run.inputs(test_digits), "elbo", run.config.train.seed)
+    result = detector.score(test_digits)
+    assert torch.equal(result.scores, expected) and torch.equal(result.anomaly, expected > 150.0)
+
+
+def test_the_cli_calibrates_and_scores_with_a_background_run(runs, mnist_train, tmp_path, capsys):
+    noised = perturb(mnist_train.images[mnist_train.labels == 1][:1000], 0.2, torch.Generator().manual_seed(0))
+    background = train_on(tmp_path, noised[:, 0].numpy(), "noised")
+    run = copy_run(runs[0], tmp_path / "ones")
+    capsys.readouterr()
+    assert main(["calibrate", str(run), "--method", "ratio", "--background", str(background), "--quantile", "0.9"]) == 0
+    assert "(ratio, quantile 0.9)" in capsys.readouterr().out
+    stored = json.loads((run / "threshold.json").read_text())
+    assert stored["method"] == "ratio" and stored["background"] == str(background.resolve())
+    np.save(tmp_path / "digits.npy", mnist_train.images[:200, 0].numpy())
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(run), str(tmp_path / "digits.npy"), "-o", str(out)]) == 0  # the stored background
+    scores = torch.tensor([float(r["score"]) for r in csv.DictReader(out.open())])
+    expected = Detector(run, method="ratio", background=background).scores(
+        ImageSet(mnist_train.images[:200], None, "digits"))
+    torch.testing.assert_close(scores, expected.float(), rtol=0, atol=1e-3)
+    assert main(["score", str(run), str(tmp_path / "digits.npy"), "--method", "elbo"]) == 2
+    assert "calibrated for --method ratio, not elbo" in capsys.readouterr().err
+    assert main(["calibrate", str(run), "--method", "ratio"]) == 2
+    assert "--method ratio needs --background RUN" in capsys.readouterr().err

@@ -10,10 +10,16 @@ all per image in nats (higher is more anomalous):
 - recon: -log p(x | z = posterior mean), the reconstruction term alone.
 - mse: the squared error of the posterior-mean reconstruction, summed over pixels (not in nats), the
   score of reconstruction-based detectors such as PyOD's VAE.
+- complexity: the elbo score less the image's length as a PNG file at an exchange rate of nats per bit
+  (Serrà et al. 2020, vaekit.complexity): the likelihood corrected for how simple the image is.
+- ratio: the elbo score minus a background model's (Ren et al. 2019, vaekit.background): a model trained
+  on the training images with a share of their pixels replaced by noise, which learns what every image
+  shares and not what the normal ones show.
 
 Likelihood scores share a known failure (Nalisnick et al. 2019): images simpler than the normal class,
-such as a 1 against a model of 8s, get a higher likelihood than the normal images themselves.
-The squared error is less prone to it on MNIST (BENCHMARKS.md).
+such as a 1 against a model of 8s, or MNIST's digits against a model of Fashion-MNIST, get a higher
+likelihood than the normal images themselves. The complexity and ratio scores and the typical-set rule
+are the published remedies (docs/anomaly-detection.md measures them).
 
 Several runs can score as one detector, one run per kind of normal image (say, per digit); it often
 detects what none of them was trained on better than one run trained on all of it. Two rules combine
@@ -24,6 +30,9 @@ their scores (MIXTURE_RULES):
   normal images, in their standard deviations, and the smallest taken: an image is normal if it is
   typical for some run. Kinds differ in how likely their images are (a 1 is simpler than an 8), and
   under the density rule a simple image of no kind can pass for the likeliest kind.
+- typical-set (`typical_scores(..., two_sided=True)`): the same distance taken both ways, so an image
+  far likelier than a run's normal images is anomalous too (Nalisnick et al.'s typicality test); it
+  applies to a single run as well.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ import torch
 from tqdm import tqdm
 
 from .acceleration import accumulator_dtype
+from .background import ratio_scores
 from .choices import MIXTURE_RULES, SCORE_METHODS  # noqa: F401 (MIXTURE_RULES: re-exported)
+from .complexity import LN2, complexity_scores, png_bits
 from .config import RunConfig
 from .distributed import World
 from .evaluate import EVAL_BATCH, importance_weighted_nll
@@ -51,13 +62,24 @@ _MIXTURE_MUST_MATCH = {"image size": lambda c: tuple(c.model.input_shape), "like
 @torch.no_grad()
 def anomaly_scores(model: LatentVariableModel, x: torch.Tensor, method: str = "elbo", seed: int = 0,
                    iw_samples: int = 100, batch_size: int = EVAL_BATCH, progress: bool = False,
-                   world: World | None = None) -> torch.Tensor:
+                   world: World | None = None, background: LatentVariableModel | None = None,
+                   complexity_rate: float = LN2) -> torch.Tensor:
     """Per-image anomaly scores (N,) in nats for model inputs x (N, C, H, W); higher is more anomalous.
+    `background`: the background model the ratio score needs (vaekit.background); `complexity_rate`: the
+    nats per bit of compressed length the complexity score subtracts (vaekit.complexity; ln 2 is Serrà et al.'s).
 
     `world` (vaekit.distributed): the processes share the batches out whole and gather the scores in order, the
     single process's bit for bit (each image's noise is drawn with all of it, whoever scores it)."""
     if method not in SCORE_METHODS:
         raise ValueError(f"unknown score {method!r}; choose one of {', '.join(SCORE_METHODS)}")
+    if (method == "ratio") != (background is not None):
+        raise ValueError("the ratio score needs a background model, and only it takes one")
+    if method in ("complexity", "ratio"):
+        scores = anomaly_scores(model, x, "elbo", seed, iw_samples, batch_size, progress, world)
+        if method == "complexity":
+            return complexity_scores(scores, png_bits(x), complexity_rate).to(scores.device)
+        return ratio_scores(scores, anomaly_scores(background, x, "elbo", seed, iw_samples, batch_size, progress,
+                                                   world))
     model.require("score")
     world = world or World()
     if method == "iwae":
@@ -108,27 +130,36 @@ def typical_reference(reference_scores: torch.Tensor) -> tuple[float, float]:
     return reference.mean().item(), spread
 
 
-def typical_scores(member_scores: Sequence[torch.Tensor], references: Sequence[tuple[float, float]]) -> torch.Tensor:
-    """Scores under the most typical member: min over members m of (s_m(x) - mean_m) / std_m.
+def typical_scores(member_scores: Sequence[torch.Tensor], references: Sequence[tuple[float, float]],
+                   two_sided: bool = False) -> torch.Tensor:
+    """Scores under the most typical member: min over members m of (s_m(x) - mean_m) / std_m, or with
+    `two_sided` of |s_m(x) - mean_m| / std_m.
 
     member_scores[m] are member m's scores of the images; references[m] is `typical_reference` of its
     scores of its own held-out normal images, whose mean and standard deviation put its scores in
-    common units. An image is normal if some member finds it as likely as that member's own normal images.
+    common units. One-sided (the typical rule), an image is normal if some member finds it as likely as
+    that member's own normal images, or likelier. Two-sided (the typical-set rule), if some member finds
+    it neither much less nor much more likely than its own normal images: the typicality test of
+    Nalisnick et al. 2019 ("Detecting out-of-distribution inputs to deep generative models using
+    typicality", eq. 4, one image at a time), which catches the images a model finds far too likely (a
+    blank image). With one member, the distance of its score from its normal scores' mean.
     """
     if not member_scores or len(member_scores) != len(references):
         raise ValueError(f"typical scores need each member's scores and its reference, got "
                          f"{len(member_scores)} and {len(references)}")
-    return torch.stack([(scores.double() - mean) / spread
+    distance = torch.abs if two_sided else (lambda z: z)
+    return torch.stack([distance((scores.double() - mean) / spread)
                         for scores, (mean, spread) in zip(member_scores, references)]).min(0).values
 
 
-def check_mixable(configs: dict[str, RunConfig], method: str) -> None:
+def check_mixable(configs: dict[str, RunConfig], method: str, density: bool = True) -> None:
     """ValueError unless runs (named by the keys) can score the same inputs as one mixture with `method`.
 
     Their scores must be densities of the same thing: the same image size, pixel likelihood and input
-    preparation (standardization and binarization), and a score in nats.
+    preparation (standardization and binarization), and, for the density rule (`density`), a score in nats;
+    the typical rules measure each run's scores in their own units, and take any score.
     """
-    if method not in MIXTURE_METHODS:
+    if density and method not in MIXTURE_METHODS:
         raise ValueError(f"a mixture of runs needs a score in nats ({', '.join(MIXTURE_METHODS)}), not {method}")
     (first_name, first), *others = configs.items()
     for name, config in others:
@@ -136,6 +167,15 @@ def check_mixable(configs: dict[str, RunConfig], method: str) -> None:
             if get(config) != get(first):
                 raise ValueError(f"{name} cannot join a mixture with {first_name}: its {what} is {get(config)!r}, "
                                  f"not {get(first)!r}")
+
+
+def check_background(config: RunConfig, background: RunConfig, name: str) -> None:
+    """ValueError unless the background run `name` scores the same inputs as a run of `config`: a ratio of
+    two densities needs the same image size, pixel likelihood and input preparation."""
+    for what, get in _MIXTURE_MUST_MATCH.items():
+        if get(background) != get(config):
+            raise ValueError(f"the background run {name} must share the run's {what}: it has {get(background)!r}, "
+                             f"the run {get(config)!r}")
 
 
 def calibrate(scores: torch.Tensor, quantile: float, seed: int = 0) -> dict:

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .anomaly import anomaly_scores, calibrate, check_mixable, mixture_scores, typical_reference, typical_scores
-from .choices import MIXTURE_RULES, SCORE_METHODS
+from .anomaly import (anomaly_scores, calibrate, check_background, check_mixable, mixture_scores, typical_reference,
+                      typical_scores)
+from .choices import CALIBRATE_METHOD, CALIBRATE_RULE, MIXTURE_RULES, SCORE_METHODS
+from .complexity import LN2, fit_rate, png_bits
 from .config import MAX_IW_SAMPLES
 from .data import ImageSet
 from .distributed import world as current_world
@@ -31,6 +33,7 @@ from .errors import ConfigError, DataError, RunError
 from .runs import Run, load_run, read_threshold, write_threshold
 
 HELD_OUT = "the run's held-out images"  # what threshold.json's "data" says when no images were given
+TYPICAL_RULES = ("typical", "typical-set")  # the rules that measure scores against a run's held-out ones
 
 
 @dataclass(frozen=True)
@@ -45,15 +48,20 @@ class Scores:
 
 class Detector:
     """One run, or several as one mixture (`mixture`: more runs, or their paths), scoring images by `method`
-    (SCORE_METHODS) and combining the runs' scores by `combine` (MIXTURE_RULES); `threshold`, if given,
+    (SCORE_METHODS; by default complexity for a run alone, elbo for a mixture: `default_method`) and combining
+    the runs' scores by `combine` (MIXTURE_RULES); `threshold`, if given,
     decides which scores are anomalies. `data_dir` is where the runs' training data is found, which the
-    typical rule needs for a run's held-out images unless a calibration stored its reference; `progress`
+    typical rules need for a run's held-out images unless a calibration stored its reference; `progress`
     shows a bar on stderr. Runs given as paths are loaded on `device` (the mixture's, on the first run's).
+    `background`: the background run (or its path) of the ratio score (vaekit.background).
     """
 
-    def __init__(self, run: Run | str | Path, mixture: Sequence[Run | str | Path] = (), *, method: str = "elbo",
-                 combine: str = "density", iw_samples: int = 100, threshold: float | None = None,
-                 data_dir: str | Path | None = None, progress: bool = False, device: torch.device | str = "cpu"):
+    def __init__(self, run: Run | str | Path, mixture: Sequence[Run | str | Path] = (), *,
+                 method: str | None = None, combine: str = CALIBRATE_RULE, iw_samples: int = 100,
+                 threshold: float | None = None,
+                 data_dir: str | Path | None = None, progress: bool = False, device: torch.device | str = "cpu",
+                 background: Run | str | Path | None = None):
+        method = method or default_method(len(mixture) > 0)
         if method not in SCORE_METHODS:
             raise ConfigError(f"unknown score {method!r}; choose one of {', '.join(SCORE_METHODS)}")
         if combine not in MIXTURE_RULES:
@@ -65,41 +73,61 @@ class Detector:
         self.method, self.combine, self.iw_samples, self.threshold = method, combine, iw_samples, threshold
         self.data_dir, self.progress = data_dir, progress
         self.runs = open_mixture(run if isinstance(run, Run) else load_run(run, device), mixture, method, combine)
+        self.background = open_background(self.runs[0], background, method)
         self.calibration: dict | None = None  # threshold.json's record: read by `load`, or made by `calibrate`
         self._references: dict[str, list[float]] | None = None  # the typical rule's, once `scores` needed them
+        self._rates: dict[str, float] | None = None  # the complexity score's, once needed
 
     @classmethod
     def load(cls, run: Run | str | Path, mixture: Sequence[Run | str | Path] = (), *, method: str | None = None,
              combine: str | None = None, iw_samples: int = 100, threshold: float | None = None,
              data_dir: str | Path | None = None, progress: bool = False,
-             device: torch.device | str = "cpu") -> Detector:
-        """The detector calibrated in `run` (RUN/threshold.json): its method, rule and threshold, unless given.
+             device: torch.device | str = "cpu", background: Run | str | Path | None = None) -> Detector:
+        """The detector calibrated in `run` (RUN/threshold.json): its method, rule, background and threshold,
+        unless given.
 
-        A run without a calibration scores by elbo with no threshold. A `method`, `mixture` or `combine`
-        other than the calibrated ones needs a `threshold` of its own (ConfigError otherwise).
+        A run without a calibration scores by elbo with no threshold. A `method`, `mixture`, `combine` or
+        `background` other than the calibrated ones needs a `threshold` of its own (ConfigError otherwise).
+        A threshold.json without "combine" was calibrated by the density rule (the only one of a single run
+        before the typical-set rule), so files written before it keep their meaning.
         """
         run = run if isinstance(run, Run) else load_run(run, device)
         calibration = read_threshold(run.path)
-        method = method or (calibration["method"] if calibration else "elbo")
+        # the calibrated method, where the calibration is for these runs; else elbo alone, a mixture's default
+        same_runs = calibration is not None and (len(calibration.get("mixture", [])) > 0) == (len(mixture) > 0)
+        method = method or (calibration["method"] if same_runs else default_method(len(mixture) > 0)
+                            if calibration else "elbo")
         calibrated_rule = calibration.get("combine", "density") if calibration else "density"
-        rule = combine or (calibrated_rule if mixture else "density")
+        rule = combine or (calibrated_rule if mixture or calibrated_rule != "typical" else "density")
+        calibrated_background = (calibration or {}).get("background")
+        if background is None and method == "ratio" and calibrated_background is not None:
+            background = calibrated_background
         detector = cls(run, mixture, method=method, combine=rule, iw_samples=iw_samples, threshold=threshold,
-                       data_dir=data_dir, progress=progress)
+                       data_dir=data_dir, progress=progress, background=background)
         if threshold is None and calibration is not None:
-            if calibration["method"] != method:
-                raise ConfigError(f"the run's threshold was calibrated for --method {calibration['method']}, not "
-                                  f"{method}; pass --threshold or calibrate again")
             if sorted(calibration.get("mixture", [])) != sorted(detector.mixture_names):  # a mixture has no order
                 calibrated_for = (f"--mixture {' '.join(calibration['mixture'])}" if calibration.get("mixture")
                                   else "the run alone")
                 raise ConfigError(f"the run's threshold was calibrated for {calibrated_for}; pass --threshold or "
                                   "calibrate again with this --mixture")
+            if calibration["method"] != method:
+                raise ConfigError(f"the run's threshold was calibrated for --method {calibration['method']}, not "
+                                  f"{method}; pass --threshold or calibrate again")
             if calibrated_rule != rule:
                 raise ConfigError(f"the run's threshold was calibrated for --combine {calibrated_rule}, not {rule}; "
                                   "pass --threshold or calibrate again")
+            if detector.background_name != calibrated_background:
+                raise ConfigError(f"the run's threshold was calibrated with the background run "
+                                  f"{calibrated_background}, not {detector.background_name}; pass --threshold or "
+                                  "calibrate again")
             detector.threshold = calibration["threshold"]
         detector.calibration = calibration
         return detector
+
+    @property
+    def background_name(self) -> str | None:
+        """The background run's resolved path, as a calibration records it; None without one."""
+        return None if self.background is None else reference_key(self.background)
 
     @property
     def mixture_names(self) -> list[str]:
@@ -114,10 +142,11 @@ class Detector:
     def scores(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
         """The combined score (N,) of each image; higher is more anomalous."""
         x = self.inputs(images)
-        if self.combine == "typical" and self._references is None:
+        if self.method == "complexity" and self._rates is None:
+            self._rates = self.complexity_rates(self.calibration)
+        if self.combine in TYPICAL_RULES and self._references is None:
             self._references = self.references(self.calibration)
-        return combine_scores(self.runs, [member_scores(m, x, self.method, self.iw_samples, self.progress)
-                                          for m in self.runs], self._references)
+        return combine_scores(self.runs, [self.member_scores(m, x) for m in self.runs], self._references, self.combine)
 
     def score(self, images: ImageSet | torch.Tensor) -> Scores:
         """The images' scores and, if the detector has a threshold, which lie above it."""
@@ -134,11 +163,15 @@ class Detector:
         normal images of every kind); `data` says in the record what they were.
         """
         x = held_out_inputs(self.runs[0], self.data_dir) if images is None else self.inputs(images)
-        each = [member_scores(m, x, self.method, self.iw_samples, self.progress) for m in self.runs]
+        self._rates = None
+        if self.method == "complexity":  # a lone run's rate on the normal images given, a mixture's on its own
+            self._rates = self.complexity_rates() if len(self.runs) > 1 else {
+                reference_key(self.runs[0]): self.fit_rate(self.runs[0], x)}
+        each = [self.member_scores(m, x) for m in self.runs]
         references = None
-        if self.combine == "typical":  # on the run's own held-out set, its scores are its reference's
+        if self.combine in TYPICAL_RULES:  # on the run's own held-out set, its scores are its reference's
             references = self.references(measured={} if images is not None else {reference_key(self.runs[0]): each[0]})
-        scores = combine_scores(self.runs, each, references)
+        scores = combine_scores(self.runs, each, references, self.combine)
         if not bool(torch.isfinite(scores).all()):
             raise RunError(f"{self.runs[0].path} gives {int((~torch.isfinite(scores)).sum())} of {len(scores)} "
                            "normal images a non-finite score; no threshold can be fitted on them")
@@ -148,10 +181,43 @@ class Detector:
             raise ConfigError(str(e)) from None
         result.update(method=self.method, iw_samples=self.iw_samples if self.method == "iwae" else None,
                       data=data or (HELD_OUT if images is None else "images given to Detector.calibrate"),
-                      mixture=self.mixture_names, **({"combine": self.combine} if len(self.runs) > 1 else {}),
+                      mixture=self.mixture_names,
+                      **({"combine": self.combine} if len(self.runs) > 1 or self.combine != "density" else {}),
+                      **({"background": self.background_name} if self.background is not None else {}),
+                      **({"complexity_rates": self._rates} if self._rates else {}),
                       **({"references": references} if references else {}))
         self.calibration, self.threshold, self._references = result, result["threshold"], references
         return result
+
+    def member_scores(self, member: Run, x: torch.Tensor) -> torch.Tensor:
+        """One of the detector's runs' scores of model inputs x, by the detector's method."""
+        rate = self._rates[reference_key(member)] if self.method == "complexity" else LN2
+        return member_scores(member, x, self.method, self.iw_samples, self.progress, self.background, rate)
+
+    def complexity_rates(self, calibration: dict | None = None) -> dict[str, float]:
+        """The complexity score's exchange rate of each run (`complexity.fit_rate`: nats of its elbo score per
+        bit of PNG length), by its resolved path: from `calibration` when it stored them for the same runs (a
+        lone run's fitted on the images it was calibrated on), measured on each run's held-out images otherwise."""
+        stored = (calibration or {}).get("complexity_rates", {})
+        if all(reference_key(m) in stored for m in self.runs):
+            return {reference_key(m): stored[reference_key(m)] for m in self.runs}
+        rates = {}
+        for m in self.runs:
+            try:
+                held_out = held_out_inputs(m, self.data_dir)
+            except DataError as e:
+                raise DataError(f"--method complexity measures {m.path}'s exchange rate on its held-out images, "
+                                f"which need its training data ({e}); `vaekit calibrate` with this --method stores "
+                                "it") from None
+            rates[reference_key(m)] = self.fit_rate(m, held_out)
+        return rates
+
+    def fit_rate(self, member: Run, x: torch.Tensor) -> float:
+        """`complexity.fit_rate` of a run on normal model inputs x."""
+        try:
+            return fit_rate(member_scores(member, x, "elbo", self.iw_samples, self.progress), png_bits(x))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def save(self) -> Path:
         """Store the calibration in the first run (RUN/threshold.json), where `Detector.load` finds it."""
@@ -169,7 +235,8 @@ class Detector:
         """
         stored = (calibration or {}).get("references", {})
         same_method = calibration is not None and calibration["method"] == self.method and (
-            self.method != "iwae" or calibration.get("iw_samples") == self.iw_samples)
+            self.method != "iwae" or calibration.get("iw_samples") == self.iw_samples) and (
+            calibration.get("background") == self.background_name)
         if same_method and all(reference_key(m) in stored for m in self.runs):
             return {reference_key(m): stored[reference_key(m)] for m in self.runs}
         references = {}
@@ -182,7 +249,7 @@ class Detector:
                     raise DataError(f"--combine typical measures {m.path} against its held-out images, which need "
                                     f"its training data ({e}); `vaekit calibrate` with this --combine and --method "
                                     "stores what it needs") from None
-                held_out_scores = member_scores(m, held_out, self.method, self.iw_samples, self.progress)
+                held_out_scores = self.member_scores(m, held_out)
             try:
                 references[reference_key(m)] = list(typical_reference(held_out_scores))
             except ValueError as e:
@@ -190,36 +257,65 @@ class Detector:
         return references
 
 
+def default_method(mixture: bool) -> str:
+    """The score a detector uses unless told: CALIBRATE_METHOD for a run alone; elbo for a mixture, whose
+    default density rule needs a score in nats."""
+    return "elbo" if mixture else CALIBRATE_METHOD
+
+
 def open_mixture(run: Run, mixture: Sequence[Run | str | Path], method: str, rule: str) -> list[Run]:
     """`run` and the `mixture` runs (paths loaded on its device), checked to score as one mixture by `rule`."""
     if not mixture:
-        if rule != "density":
-            raise ConfigError(f"--combine {rule} combines the runs of --mixture; give --mixture too")
+        if rule == "typical":  # one-sided, a lone run's z-score ranks as its score does
+            raise ConfigError(f"--combine {rule} combines the runs of --mixture; give --mixture too (or --combine "
+                              "typical-set, which applies to one run)")
         return [run]
     device = next(run.model.parameters()).device
     members = [run, *(m if isinstance(m, Run) else load_run(m, device) for m in mixture)]
     try:
-        check_mixable({str(m.path): m.config for m in members}, method)
+        check_mixable({str(m.path): m.config for m in members}, method, density=rule == "density")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return members
 
 
-def member_scores(member: Run, x: torch.Tensor, method: str, iw_samples: int, progress: bool = False) -> torch.Tensor:
-    """One run's anomaly scores of model inputs x."""
+def open_background(run: Run, background: Run | str | Path | None, method: str) -> Run | None:
+    """The ratio score's background run (a path loaded on `run`'s device), checked to score `run`'s inputs."""
+    if method != "ratio":
+        if background is not None:
+            raise ConfigError(f"a background run is for --method ratio, not {method}")
+        return None
+    if background is None:
+        raise ConfigError("--method ratio needs --background RUN: a run trained on the training images with a share "
+                          "of their pixels replaced by noise (docs/anomaly-detection.md)")
+    if not isinstance(background, Run):
+        background = load_run(background, next(run.model.parameters()).device)
+    try:
+        check_background(run.config, background.config, str(background.path))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return background
+
+
+def member_scores(member: Run, x: torch.Tensor, method: str, iw_samples: int, progress: bool = False,
+                  background: Run | None = None, complexity_rate: float = LN2) -> torch.Tensor:
+    """One run's anomaly scores of model inputs x (with method ratio, against the `background` run; with
+    complexity, at `complexity_rate`)."""
     world = current_world()  # under torchrun, the processes share the images (vaekit.distributed)
     return anomaly_scores(member.model, x, method, member.config.train.seed, iw_samples,
-                          progress=progress and world.is_main(), world=world)
+                          progress=progress and world.is_main(), world=world,
+                          background=None if background is None else background.model,
+                          complexity_rate=complexity_rate)
 
 
-def combine_scores(members: list[Run], scores: list[torch.Tensor], references: dict | None) -> torch.Tensor:
-    """The members' scores of the same images as one score: by the typical rule when `references`
-    (from `Detector.references`) are given, else by the density rule; a lone member's scores as they are."""
-    if len(scores) == 1:
-        return scores[0]
-    if references is None:
-        return mixture_scores(scores)
-    return typical_scores(scores, [references[reference_key(m)] for m in members])
+def combine_scores(members: list[Run], scores: list[torch.Tensor], references: dict | None,
+                   rule: str = "density") -> torch.Tensor:
+    """The members' scores of the same images as one score by `rule`: a typical rule needs `references`
+    (from `Detector.references`); by the density rule a lone member's scores are as they are."""
+    if rule in TYPICAL_RULES:
+        return typical_scores(scores, [references[reference_key(m)] for m in members],
+                              two_sided=rule == "typical-set")
+    return scores[0] if len(scores) == 1 else mixture_scores(scores)
 
 
 def held_out_inputs(run: Run, data_dir: str | Path | None = None) -> torch.Tensor:

@@ -167,6 +167,12 @@ def check_threshold(calibration) -> dict:
     mixture = calibration.get("mixture", [])
     if not isinstance(mixture, list) or not all(isinstance(name, str) for name in mixture):
         raise ValueError(f"mixture must be a list of run paths, got {mixture!r}")
+    background = calibration.get("background")
+    if background is not None and not isinstance(background, str):
+        raise ValueError(f"background must be a run's path, got {background!r}")
+    rates = calibration.get("complexity_rates", {})
+    if not isinstance(rates, dict) or not all(is_number(v) and math.isfinite(v) for v in rates.values()):
+        raise ValueError(f"complexity_rates must map runs to finite numbers, got {rates!r}")
     k = calibration.get("iw_samples")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_IW_SAMPLES):
         raise ValueError(f"iw_samples must be null or an integer from 1 to {MAX_IW_SAMPLES:,}, got {k!r}")

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..choices import MIXTURE_RULES, SCORE_METHODS
+from ..choices import CALIBRATE_RULE, MIXTURE_RULES, SCORE_METHODS
 from ..errors import ConfigError
 from ..tables import csv_text
 from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, add_invert_argument, add_run_argument,
@@ -15,19 +15,25 @@ from .args import (DeprecatedAlias, add_data_dir_argument, add_device_argument, 
 METHOD_HELP = {  # what each of SCORE_METHODS scores, for --help
     "elbo": "the negative ELBO", "iwae": "the importance-sampled NLL", "recon": "the reconstruction term",
     "mse": "the squared error of the reconstruction, not in nats",
+    "complexity": "the negative ELBO in bits less the image's PNG length", "ratio": "the negative ELBO less "
+    "--background's",
 }
 
 SCORE_HELP = """\
 Score images for how anomalous they are under a trained run: per image, a score (higher is more
 anomalous: --method elbo, the negative ELBO; iwae, the importance-sampled NLL; recon, the
-reconstruction term, all in nats; or mse, the squared error of the reconstruction) and, if a
-threshold is known, the decision. INPUT is a built-in split (mnist:test), an IDX, .npy or .npz
-file, an image, or a folder of images of any sizes; images are made the run's size and channels
-as its training images were (a folder's one by one as they are read: the shorter side resized, the
-centre cropped), then standardized (if the run was trained with --standardize) and binarized as in
-its training. Images whose polarity is the reverse of the run's training images (dark on light for
-a run of light digits on black) are said in a warning; an inverted image is itself an anomaly, so
-score leaves them as they are unless --invert auto (or on) inverts them.
+reconstruction term, all in nats; mse, the squared error of the reconstruction; complexity, the
+negative ELBO less the image's PNG length at a rate fitted on normal images, so that simple images
+do not pass for normal (Serra et al. 2020); ratio, the negative ELBO less that of --background RUN,
+a run trained on noised images (Ren et al. 2019)) and, if a threshold is known, the decision. The
+method is the calibrated one (vaekit calibrate picks complexity), else elbo.
+INPUT is a built-in split (mnist:test), an IDX, .npy or .npz file, an image, or a folder of images
+of any sizes; images are made the run's size and channels as its training images were (a folder's
+one by one as they are read: the shorter side resized, the centre cropped), then standardized (if
+the run was trained with --standardize) and binarized as in its training. Images whose polarity is
+the reverse of the run's training images (dark on light for a run of light digits on black) are
+said in a warning; an inverted image is itself an anomaly, so score leaves them as they are unless
+--invert auto (or on) inverts them.
 For the best detector, train with --likelihood gaussian-shared --standardize
 (docs/anomaly-detection.md).
 
@@ -55,6 +61,11 @@ examples:
 CALIBRATE_HELP = """\
 Fit an anomaly threshold on held-out normal images and store it in the run (threshold.json): the
 score at --quantile of half of them, with the false-positive rate measured on the other half. The
+score is --method complexity unless told (with --mixture, elbo): the negative ELBO less the image's
+PNG length at the exchange rate that holds on these normal images, also stored, which keeps simple
+out-of-distribution images (MNIST digits to a Fashion-MNIST model, blank images) from passing for
+normal ones (docs/anomaly-detection.md). --combine typical-set scores the distance from the normal
+scores both ways, so an image far likelier than normal is an anomaly too. The
 normal images are the run's held-out set (its dataset's test split, or the validation share of your
 own images) unless INPUT names others (any image source, as score's INPUT). With --mixture, the
 threshold is for that mixture's scores (score then needs the same --mixture and --combine);
@@ -64,6 +75,8 @@ examples:
   vaekit calibrate runs/digits
   vaekit calibrate runs/digits --quantile 0.995 --method iwae
   vaekit calibrate runs/digits normal_batch.npy
+  vaekit calibrate runs/digits --method ratio --background runs/digits-noised
+  vaekit calibrate runs/digits --method elbo --combine typical-set
   vaekit calibrate runs/digit0 normal_batch.npy --mixture runs/digit1 runs/digit2
   vaekit calibrate runs/digit0 normal_batch.npy --combine typical --mixture runs/digit1 runs/digit2
 """
@@ -108,9 +121,12 @@ def add_method_arguments(p) -> None:
                    help="score with RUN and these runs as one detector (elbo, iwae or recon); "
                         "after the positional arguments")
     p.add_argument("--combine", choices=MIXTURE_RULES, default=None,
-                   help="how --mixture combines the runs' scores: density (default; nats) or typical (standard "
-                        "deviations of each run's own held-out scores, the smallest); "
-                        "score uses the calibrated rule by default")
+                   help="density: the score as it is, with --mixture the mixture's (nats); typical: with --mixture, "
+                        "in standard deviations of each run's own held-out scores, the smallest; typical-set: the "
+                        "same both ways, |z|, for one run too (score uses the calibrated rule by default)")
+    p.add_argument("--background", type=Path, default=None, metavar="RUN",
+                   help="for --method ratio: a run trained on the training images with a share of their pixels "
+                        "replaced by noise (score uses the calibrated one by default)")
 
 
 def run_score(args) -> int:
@@ -131,7 +147,7 @@ def run_score(args) -> int:
     loaded = open_run(args)
     detector = Detector.load(loaded, args.mixture, method=args.method, combine=args.combine,
                              iw_samples=args.iw_samples, threshold=args.threshold, data_dir=args.data_dir,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), background=args.background)
     from ..data.streamed import streamed_inputs
 
     # a dataset cache is read by slices (as the run's training prepared it); anything else whole, prepared as the run's
@@ -172,14 +188,16 @@ def run_calibrate(args) -> int:
     from ..detector import Detector
 
     loaded = open_run(args)
-    detector = Detector(loaded, args.mixture, method=args.method or "elbo", combine=args.combine or "density",
-                        iw_samples=args.iw_samples, data_dir=args.data_dir, progress=sys.stderr.isatty())
+    detector = Detector(loaded, args.mixture, method=args.method,
+                        combine=args.combine or CALIBRATE_RULE, iw_samples=args.iw_samples, data_dir=args.data_dir,
+                        progress=sys.stderr.isatty(), background=args.background)
     images = model_inputs(loaded, source, args.data_dir, invert=args.invert)[0] if source else None
     result = detector.calibrate(images, args.quantile, data=source)
     detector.save()
     if warning := quantile_support(result["fitted_on"], args.quantile):
         print(f"vaekit: warning: {warning}", file=sys.stderr)
-    how = f"{detector.method}, {detector.combine} rule" if args.mixture else detector.method
+    how = f"{detector.method}, {detector.combine} rule" if args.mixture or detector.combine != "density" \
+        else detector.method
     print(f"threshold {result['threshold']:.3f} ({how}, quantile {args.quantile}) stored in "
           f"{args.run / 'threshold.json'}; false-positive rate on {result['measured_on']} other normal images: "
           f"{result['false_positive_rate']:.4f}")

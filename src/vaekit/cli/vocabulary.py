@@ -154,7 +154,9 @@ OPTIONS: dict[str, Option] = {
                          "QUANTILE"),
     "--extremes": Option("also draw the most and least anomalous inputs", ("score",), png_path, "FILE.png"),
     "--mixture": Option("more runs that score with RUN as one detector", ("score", "calibrate"), Path, "RUN", "+"),
-    "--combine": Option("how --mixture combines the runs' scores", ("score", "calibrate"), choices=MIXTURE_RULES),
+    "--combine": Option("how scores are measured against normal ones and --mixture's combined", ("score", "calibrate"),
+                        choices=MIXTURE_RULES),
+    "--background": Option("the background run of the ratio score", ("score", "calibrate"), Path, "RUN"),
     # samplers and sample quality
     "--sampler": Option("where the latents are drawn from: the prior, or a sampler fitted by fit-sampler",
                         ("sample", "report", "quality", "fit-sampler"), choices=SAMPLERS.names(),

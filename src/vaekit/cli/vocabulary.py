@@ -25,9 +25,9 @@ from .plot import PLOTS
 
 TOP = "vaekit"  # the options before the subcommand
 COMPUTE = ("train", "eval", "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "probe", "plot",
-           "report", "score", "calibrate", "compress", "decompress")
+           "report", "score", "calibrate", "compress", "decompress", "disentanglement")
 ON_A_DEVICE = tuple(c for c in COMPUTE if c not in ("compress", "decompress"))  # bits-back coding runs on the CPU
-READS_DATA = tuple(c for c in COMPUTE if c not in ("sample", "decompress"))
+READS_DATA = tuple(c for c in COMPUTE if c not in ("sample", "decompress", "disentanglement"))  # it draws its own
 PICTURES = ("sample", "reconstruct", "interpolate", "traverse", "manifold")
 
 
@@ -92,7 +92,10 @@ OPTIONS: dict[str, Option] = {
     "--warmup": Option("the fraction of steps of linear learning-rate warm-up", ("train",), unit_fraction, "WARMUP"),
     "--beta2": Option("Adam's second-moment decay", ("train",), unit_fraction, "BETA2"),
     "--clip-grad": Option("the bound on the gradients' global L2 norm", ("train",), non_negative_float, "NORM"),
-    "--seed": Option("the seed of the command's random draws", ("train", "sample"), seed_int, "SEED"),
+    "--seed": Option("the seed of the command's random draws", ("train", "sample", "disentanglement"), seed_int,
+                     "SEED"),
+    "--samples": Option("samples per disentanglement score", ("disentanglement",), positive_int, "N"),
+    "--estimator": Option("DCI's regressor", ("disentanglement",), choices=("lasso", "gbt")),
     "--out": Option("where to write: the run directory to create, or the folder of a dataset cache",
                     ("train", "data prepare"), non_empty_path, "RUN", per_command={"data prepare": {"metavar": "DIR"}}),
     "--resume": Option("the run directory to continue", ("train",), non_empty_path, "RUN"),
@@ -114,7 +117,7 @@ OPTIONS: dict[str, Option] = {
         "manifold": _output(png_path, "FILE.png"), "plot": _output(png_path, "FILE.png"),
         "embed": _output(Path, "FILE.npz"), "report": _output(html_path, "FILE.html"), "score": _output(Path, "FILE"),
         "compress": _output(Path, "FILE"), "decompress": _output(Path, "OUTPUT")}),
-    "--json": Option("print one JSON object instead of a table", ("eval", "probe"), switch=True),
+    "--json": Option("print one JSON object instead of a table", ("eval", "probe", "disentanglement"), switch=True),
     "-n": Option("how many images", ("sample", "reconstruct"), picture_count, "N"),
     "--images": Option("use only the first N images of the test set", ("eval",), positive_int, "N"),
     "--iw-samples": Option("importance samples per image of the NLL estimate", ("eval", "report", "score", "calibrate"),

@@ -68,6 +68,7 @@ class Protocol:
             raise ValueError(f"lasso_alpha must lie in (0, 1), got {self.lasso_alpha!r}")
 
 
+DEFAULT_PROTOCOL = Protocol()
 Represent = Callable[[np.ndarray], np.ndarray]  # (n, K) factor indices -> (n, D) codes (draws its own images)
 
 
@@ -246,7 +247,7 @@ def factor_vae_score(represent: Represent, sizes: tuple[int, ...], rng: np.rando
             "votes": train_votes, "active": active}
 
 
-def scores(represent: Represent, sizes: tuple[int, ...], seed: int = 0, protocol: Protocol = Protocol()) -> dict:
+def scores(represent: Represent, sizes: tuple[int, ...], seed: int = 0, protocol: Protocol = DEFAULT_PROTOCOL) -> dict:
     """All three scores of a representation, every sample drawn from numpy's Generator seeded with `seed`."""
     rng = np.random.default_rng(seed)
     factors = sample_factors(sizes, protocol.mig_samples, rng)

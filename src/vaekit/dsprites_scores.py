@@ -8,7 +8,7 @@ import torch
 
 from .data import dsprites
 from .data.imageset import ImageSet
-from .disentanglement import Protocol, Represent, scores
+from .disentanglement import DEFAULT_PROTOCOL, Protocol, Represent, scores
 from .representation import embed
 
 
@@ -32,7 +32,7 @@ def run_represent(run) -> Represent:
     return represent
 
 
-def run_scores(run, seed: int = 0, protocol: Protocol = Protocol()) -> dict:
+def run_scores(run, seed: int = 0, protocol: Protocol = DEFAULT_PROTOCOL) -> dict:
     """MIG, DCI and the FactorVAE score of `run` on dSprites, as plain JSON-ready numbers."""
     result = scores(run_represent(run), dsprites.FACTOR_SIZES, seed, protocol)
     mig, dci, fvae = result["mig"], result["dci"], result["factor_vae"]

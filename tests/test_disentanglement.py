@@ -179,6 +179,21 @@ def test_factor_vae_score_of_rotated_noise_and_missing_codes():
     assert score("missing") <= 0.8 + 0.03
 
 
+def test_factor_vae_score_leaves_collapsed_codes_out():
+    perfect = representation("perfect")
+
+    def with_collapsed(factors):  # a code that barely moves, as a collapsed one does, is not a candidate
+        return np.concatenate([perfect(factors), 0.01 * perfect(factors)[:, :1]], axis=1)
+
+    result = dis.factor_vae_score(with_collapsed, SIZES, np.random.default_rng(1), train=200, evaluate=100,
+                                  variance_samples=1000)
+    assert result["active"].tolist() == [True] * 5 + [False]
+    assert result["eval_accuracy"] == 1.0
+    unpruned = dis.factor_vae_score(with_collapsed, SIZES, np.random.default_rng(1), train=200, evaluate=100,
+                                    variance_samples=1000, prune=0.0)
+    assert unpruned["active"].all()
+
+
 def test_scores_are_deterministic_for_a_seed():
     protocol = dis.Protocol(mig_samples=2000, dci_train=1000, dci_test=500, factor_vae_train=100,
                             factor_vae_eval=100, factor_vae_variance_samples=500)

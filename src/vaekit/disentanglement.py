@@ -23,8 +23,9 @@ that study's:
   samples `batch` (64) observations that share it, divides each code's variance over the batch by its variance
   over the whole data (10,000 samples), and takes the code of least normalized variance; a majority-vote
   classifier maps each code to the factor it was most often chosen for; the score is its accuracy on 5,000 fresh
-  votes (trained on 10,000). Codes whose global standard deviation is 0 are left out (disentanglement_lib's
-  `_prune_dims`); with none left the score is 0.
+  votes (trained on 10,000). Codes whose global standard deviation is below 0.05 (collapsed to the prior) are
+  left out, as disentanglement_lib's study configuration sets `prune_dims.threshold`; with none left the
+  score is 0.
 
 Random draws take a `numpy.random.Generator`: same seed, same scores.
 """
@@ -54,6 +55,7 @@ class Protocol:
     factor_vae_train: int = 10_000
     factor_vae_eval: int = 5_000
     factor_vae_variance_samples: int = 10_000
+    factor_vae_prune: float = 0.05
 
     def __post_init__(self):
         for name in ("mig_samples", "bins", "dci_train", "dci_test", "factor_vae_train", "factor_vae_eval",
@@ -62,6 +64,8 @@ class Protocol:
                 raise ValueError(f"{name} must be an integer of at least 2, got {getattr(self, name)!r}")
         if not isinstance(self.factor_vae_batch, int) or self.factor_vae_batch < 2:
             raise ValueError(f"factor_vae_batch must be an integer of at least 2, got {self.factor_vae_batch!r}")
+        if not (isinstance(self.factor_vae_prune, float) and self.factor_vae_prune >= 0):
+            raise ValueError(f"factor_vae_prune must be a non-negative float, got {self.factor_vae_prune!r}")
         if self.dci_estimator not in ESTIMATORS:
             raise ValueError(f"dci_estimator must be one of {', '.join(ESTIMATORS)}, got {self.dci_estimator!r}")
         if not (isinstance(self.lasso_alpha, float) and 0 < self.lasso_alpha < 1):
@@ -217,11 +221,12 @@ def dci(codes: np.ndarray, factors: np.ndarray, codes_test: np.ndarray, factors_
 
 
 def factor_vae_score(represent: Represent, sizes: tuple[int, ...], rng: np.random.Generator, batch: int = 64,
-                     train: int = 10_000, evaluate: int = 5_000, variance_samples: int = 10_000) -> dict:
+                     train: int = 10_000, evaluate: int = 5_000, variance_samples: int = 10_000,
+                     prune: float = 0.05) -> dict:
     """The FactorVAE score (Kim & Mnih 2018): {"train_accuracy", "eval_accuracy", "votes" (D, K), "active" (D,)}."""
     global_var = np.var(np.asarray(represent(sample_factors(sizes, variance_samples, rng)), np.float64), axis=0,
                         ddof=1)
-    active = np.sqrt(global_var) > 0
+    active = (np.sqrt(global_var) >= prune) & (global_var > 0)  # prune 0 still leaves constant codes out
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "votes": np.zeros((len(global_var), len(sizes))),
                 "active": active}
@@ -256,5 +261,6 @@ def scores(represent: Represent, sizes: tuple[int, ...], seed: int = 0, protocol
     out["dci"] = dci(represent(train), train, represent(test), test, protocol.dci_estimator, protocol.lasso_alpha,
                      seed)
     out["factor_vae"] = factor_vae_score(represent, sizes, rng, protocol.factor_vae_batch, protocol.factor_vae_train,
-                                         protocol.factor_vae_eval, protocol.factor_vae_variance_samples)
+                                         protocol.factor_vae_eval, protocol.factor_vae_variance_samples,
+                                         protocol.factor_vae_prune)
     return out

@@ -27,9 +27,9 @@ from .samplers import FITTED
 
 TOP = "vaekit"  # the options before the subcommand
 COMPUTE = ("train", "eval", "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "probe", "plot",
-           "report", "score", "calibrate", "compress", "decompress", "fit-sampler", "quality")
+           "report", "score", "calibrate", "compress", "decompress", "fit-sampler", "quality", "disentanglement")
 ON_A_DEVICE = tuple(c for c in COMPUTE if c not in ("compress", "decompress"))  # bits-back coding runs on the CPU
-READS_DATA = tuple(c for c in COMPUTE if c not in ("sample", "decompress"))
+READS_DATA = tuple(c for c in COMPUTE if c not in ("sample", "decompress", "disentanglement"))  # it draws its own
 PICTURES = ("sample", "reconstruct", "interpolate", "traverse", "manifold")
 
 
@@ -99,8 +99,10 @@ OPTIONS: dict[str, Option] = {
     "--warmup": Option("the fraction of steps of linear learning-rate warm-up", ("train",), unit_fraction, "WARMUP"),
     "--beta2": Option("Adam's second-moment decay", ("train",), unit_fraction, "BETA2"),
     "--clip-grad": Option("the bound on the gradients' global L2 norm", ("train",), non_negative_float, "NORM"),
-    "--seed": Option("the seed of the command's random draws", ("train", "sample", "fit-sampler", "quality"), seed_int,
-                     "SEED"),
+    "--seed": Option("the seed of the command's random draws", ("train", "sample", "fit-sampler", "quality",
+                                                                "disentanglement"), seed_int, "SEED"),
+    "--samples": Option("samples per disentanglement score", ("disentanglement",), positive_int, "N"),
+    "--estimator": Option("DCI's regressor", ("disentanglement",), choices=("lasso", "gbt")),
     "--out": Option("where to write: the run directory to create, or the folder of a dataset cache",
                     ("train", "data prepare"), non_empty_path, "RUN", per_command={"data prepare": {"metavar": "DIR"}}),
     "--resume": Option("the run directory to continue", ("train",), non_empty_path, "RUN"),
@@ -122,7 +124,8 @@ OPTIONS: dict[str, Option] = {
         "manifold": _output(png_path, "FILE.png"), "plot": _output(png_path, "FILE.png"),
         "embed": _output(Path, "FILE.npz"), "report": _output(html_path, "FILE.html"), "score": _output(Path, "FILE"),
         "compress": _output(Path, "FILE"), "decompress": _output(Path, "OUTPUT")}),
-    "--json": Option("print one JSON object instead of a table", ("eval", "probe", "quality"), switch=True),
+    "--json": Option("print one JSON object instead of a table", ("eval", "probe", "quality", "disentanglement"),
+                     switch=True),
     "-n": Option("how many images", ("sample", "reconstruct", "quality"), picture_count, "N",
                  per_command={"quality": {"value": positive_int}}),
     "--images": Option("use only the first N images of the test set", ("eval",), positive_int, "N"),

@@ -1,0 +1,105 @@
+"""The generated dSprites set on disk: every image bit-packed, checked by hash on every open.
+
+Layout (integers little-endian):
+
+    header  HEADER: magic, format version, the generator's version, image count, bytes per image, the SHA-256 of
+            the images, then the CRC-32 of those bytes
+    images  count x PACKED_BYTES uint8 (np.packbits of each image's rows), DeepMind's order
+
+The file's size must be exactly what the header says, the generator's version the one this vaekit draws with,
+and the images must hash to the header's SHA-256: a truncated, doctored or stale file is a DataError naming the
+problem, never a crash. The file is written once, under a temporary name renamed into place (vaekit.atomic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..errors import DataError
+from . import dsprites
+from .files import display, open_input
+
+MAGIC = b"VKSPRT\r\n"
+VERSION = 1
+GENERATOR_VERSION = 1  # bump when dsprites.py draws any pixel differently
+HEADER = struct.Struct("<8sIIQI32s")  # magic, version, generator version, count, bytes per image, sha256
+CRC = struct.Struct("<I")
+FILE_NAME = f"dsprites-v{GENERATOR_VERSION}.vksprites"
+HASH_CHUNK = 64 << 20
+
+
+def path_in(directory: str | Path) -> Path:
+    return Path(directory) / FILE_NAME
+
+
+def encode(packed: np.ndarray) -> bytes:
+    """The file's bytes for (COUNT, PACKED_BYTES) packed images."""
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    if packed.ndim != 2 or packed.shape[1] != dsprites.PACKED_BYTES:
+        raise ValueError(f"expected (N, {dsprites.PACKED_BYTES}) packed images, found {packed.shape}")
+    head = HEADER.pack(MAGIC, VERSION, GENERATOR_VERSION, len(packed), dsprites.PACKED_BYTES,
+                       hashlib.sha256(packed).digest())
+    return head + CRC.pack(zlib.crc32(head) & 0xFFFFFFFF) + packed.tobytes()
+
+
+def read(path: str | Path, count: int = dsprites.COUNT) -> np.ndarray:
+    """(count, PACKED_BYTES) packed images from a file written by `encode`, every check passed."""
+    source = display(Path(path))
+
+    def fail(what: str):
+        raise DataError(f"{source}: not a usable vaekit dSprites file ({what}); delete it and it will be generated "
+                        "again")
+
+    with open_input(Path(path)) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(HEADER.size + CRC.size)
+        if len(head) < HEADER.size + CRC.size:
+            fail(f"{size} bytes, shorter than a header")
+        magic, version, generator, n, per_image, digest = HEADER.unpack_from(head)
+        if magic != MAGIC:
+            fail("wrong magic")
+        if CRC.unpack_from(head, HEADER.size)[0] != zlib.crc32(head[:HEADER.size]) & 0xFFFFFFFF:
+            fail("header checksum mismatch")
+        if version != VERSION or generator != GENERATOR_VERSION:
+            fail(f"format {version}, generator {generator}; this vaekit reads format {VERSION}, generator "
+                 f"{GENERATOR_VERSION}")
+        if n != count or per_image != dsprites.PACKED_BYTES:
+            fail(f"{n} images of {per_image} bytes, expected {count} of {dsprites.PACKED_BYTES}")
+        if size != len(head) + n * per_image:
+            fail(f"{size} bytes, the header declares {len(head) + n * per_image}")
+        packed = np.empty((n, per_image), dtype=np.uint8)
+        view = memoryview(packed).cast("B")
+        hasher = hashlib.sha256()
+        offset = 0
+        while offset < len(view):
+            got = f.readinto(view[offset:offset + HASH_CHUNK])
+            if not got:
+                fail("file ended early")
+            hasher.update(view[offset:offset + got])
+            offset += got
+    if hasher.digest() != digest:
+        fail("the images do not match their SHA-256")
+    return packed
+
+
+def load(directory: str | Path, progress: bool = False, log=None, generate=dsprites.generate_packed,
+         count: int = dsprites.COUNT) -> np.ndarray:
+    """The full set's packed images from `directory`, generated and written there on first use (`generate` and
+    `count`: tests pass a smaller set)."""
+    path = path_in(directory)
+    if path.exists():
+        return read(path, count)
+    if log:
+        log(f"generating dSprites ({count:,} images) into {display(path)}")
+    packed = generate(progress=progress)
+    if packed.shape != (count, dsprites.PACKED_BYTES):
+        raise ValueError(f"generated {packed.shape} packed images, expected ({count}, {dsprites.PACKED_BYTES})")
+    atomic_write_bytes(path, encode(packed))
+    return packed

@@ -152,4 +152,7 @@ ARCHITECTURES: Registry[ArchitectureSpec] = Registry(
     ArchitectureSpec("mlp", "vaekit.models.mlp:from_config", "the seed's multilayer perceptrons"),
     ArchitectureSpec("conv", "vaekit.models.conv:from_config", "strided 4x4 convolutions and a dense layer",
                      fields=("conv_channels",)),
+    ArchitectureSpec("resnet", "vaekit.models.resnet:from_config",
+                     "residual blocks with GroupNorm, for colour or gray images of 32 to 128 pixels",
+                     fields=("width", "blocks", "latent_shape")),
 )

@@ -33,8 +33,9 @@ from .models import LatentVariableModel, build_model, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
                          is_number, parse_json, read_bounded, state_spec)
 
-FORMAT_VERSION = 7  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
-# 5 train.warmup_min_steps; 6 model.family, model.latent_layers; 7 model.likelihood_components
+FORMAT_VERSION = 8  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
+# 5 train.warmup_min_steps; 6 model.family, model.latent_layers; 7 model.likelihood_components; 8 model.width,
+# model.blocks, model.latent_shape
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -285,6 +286,7 @@ ADDED_BY_FORMAT = {
     5: {"train": {"warmup_min_steps": 0}},  # a warm-up of the fraction alone, even when shorter than one step
     6: {"model": {"family": "vae", "latent_layers": []}},  # model families (vaekit.registry.FAMILIES)
     7: {"model": {"likelihood_components": 10}},  # no run before it had a mixture likelihood: any value serves
+    8: {"model": {"width": 32, "blocks": 2, "latent_shape": "dense"}},  # the resnet's: no run before it had one
 }
 
 

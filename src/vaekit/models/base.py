@@ -168,7 +168,8 @@ class LatentVariableModel(nn.Module):
 
 # ModelConfig fields added after run format 5, left out of a fingerprint while they hold these values: a
 # model that could be written before them keeps the fingerprint its compressed files name
-_FINGERPRINT_NEW_FIELDS = {"family": "vae", "latent_layers": (), "likelihood_components": 10}
+_FINGERPRINT_NEW_FIELDS = {"family": "vae", "latent_layers": (), "likelihood_components": 10, "width": 32, "blocks": 2,
+                           "latent_shape": "dense"}
 
 
 def fingerprint_config(config: ModelConfig) -> str:

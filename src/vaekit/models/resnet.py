@@ -144,6 +144,15 @@ class ResNetDecoder(nn.Module):
         return out.view(*lead, *out.shape[1:])
 
 
+def feature_stem(config: ModelConfig, features: int) -> nn.Sequential:
+    """x (B, C, H, W) -> (B, features): the encoder's trunk, then a linear layer and SiLU (the hvae's bottom-up
+    path from the pixels)."""
+    c, h, w = config.input_shape
+    trunk = ResNetTrunk(c, config.width, config.blocks, resnet_stages(h, w))
+    return nn.Sequential(trunk, nn.Flatten(), nn.Linear(trunk.out_channels * math.prod(resnet_bottom(h, w)), features),
+                         nn.SiLU())
+
+
 def from_config(config: ModelConfig) -> tuple[ResNetEncoder, ResNetDecoder]:
     """The (encoder, decoder) pair of `config`: the architecture "resnet"."""
     c, h, w = config.input_shape

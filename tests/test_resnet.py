@@ -14,6 +14,7 @@ from vaekit.callbacks import CallbackError
 from vaekit.cli import main
 from vaekit.config import resnet_bottom, resnet_stages
 from vaekit.errors import ConfigError
+from vaekit.evaluate import EVAL_BATCH, IW_ROWS, chunk_rows
 from vaekit.models import build_model
 from vaekit.models.architectures import check_networks, decoder_channels
 from vaekit.models.base import fingerprint_config
@@ -182,3 +183,19 @@ def test_the_cli_refuses_a_size_it_cannot_halve_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and is_one_error_line(err) and "both sides must divide by 8, got 36x36" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_chunks_shrink_with_the_images_they_decode():
+    """MNIST's models keep their chunks; large colour images decode fewer at a time (memory: vaekit.evaluate)."""
+    def rows(shape, likelihood, most, device="cpu"):
+        model = build_model(ModelConfig(input_shape=shape, likelihood=likelihood, latent_dim=16,
+                                        **{**SMALL, "width": 4}))
+        return chunk_rows(model, most, torch.device(device))
+
+    cpu = IW_ROWS["cpu"]
+    assert rows((1, 28, 28), "bernoulli", EVAL_BATCH) == EVAL_BATCH and rows((1, 28, 28), "bernoulli", cpu) == cpu
+    assert rows((1, 28, 28), "discretized-logistic-mixture", cpu) == cpu  # 23,520 values per image
+    # 70 parameters per pixel (10 x (a weight, and a mean and a scale per channel)): 2 ** 26 values a chunk on a CPU
+    assert [rows((3, s, s), "discretized-logistic-mixture", cpu) for s in (32, 64, 128)] == [
+        2 ** 26 // (70 * s * s) for s in (32, 64, 128)] == [936, 234, 58]
+    assert rows((3, 64, 64), "discretized-logistic-mixture", IW_ROWS["cuda"], "cuda") == 2 ** 31 // (70 * 64 * 64)

@@ -199,3 +199,16 @@ def test_evaluation_chunks_shrink_with_the_images_they_decode():
     assert [rows((3, s, s), "discretized-logistic-mixture", cpu) for s in (32, 64, 128)] == [
         2 ** 26 // (70 * s * s) for s in (32, 64, 128)] == [936, 234, 58]
     assert rows((3, 64, 64), "discretized-logistic-mixture", IW_ROWS["cuda"], "cuda") == 2 ** 31 // (70 * 64 * 64)
+
+
+def test_groupnorm_groups_hold_several_channels():
+    """A group of one channel (InstanceNorm) zeroes a flat colour; vaekit.models.resnet._norm keeps 8 or more."""
+    from vaekit.models.resnet import _norm
+
+    groups = {c: _norm(c).num_groups for c in (4, 8, 12, 16, 32, 64, 128, 256, 512)}
+    assert groups == {4: 1, 8: 1, 12: 1, 16: 2, 32: 4, 64: 8, 128: 16, 256: 32, 512: 32}
+    torch.manual_seed(0)
+    flat = torch.rand(2, 16, 1, 1).expand(2, 16, 8, 8)  # two images, each channel constant over the image
+    normalized = _norm(16)(flat)
+    assert (normalized[0] - normalized[1]).abs().max() > 0.5  # the two colours still differ after the norm
+    assert torch.nn.GroupNorm(16, 16)(flat).abs().max() == 0  # where one channel a group would zero them

@@ -211,4 +211,4 @@ def test_groupnorm_groups_hold_several_channels():
     flat = torch.rand(2, 16, 1, 1).expand(2, 16, 8, 8)  # two images, each channel constant over the image
     normalized = _norm(16)(flat)
     assert (normalized[0] - normalized[1]).abs().max() > 0.5  # the two colours still differ after the norm
-    assert torch.nn.GroupNorm(16, 16)(flat).abs().max() == 0  # where one channel a group would zero them
+    assert torch.nn.GroupNorm(16, 16)(flat).abs().max() < 1e-4  # where one channel a group zeroes them (float error)

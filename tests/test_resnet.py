@@ -100,9 +100,9 @@ def stop_after_first(epoch) -> None:
 def test_training_on_colour_images_lowers_the_loss_and_resumes_bitwise(colour_npy, tmp_path):
     run = fit(train_config(colour_npy, 3), tmp_path / "whole", device="cpu")
     losses = [m["test_loss"] for m in run.metrics]
-    # 8-bit colour: 3,072 values of 9.9 bits each untrained (a logistic of scale 1 over [0, 1]); after 3 epochs of
-    # 9 steps well under (measured: 21,281 -> 18,996 nats, 10.0 -> 8.9 bits/dim)
-    assert losses[0] < 21_700 and losses[-1] < 0.95 * losses[0], losses
+    # 8-bit colour: 3,072 values of about 10 bits each untrained (a logistic of scale 1 over [0, 1]); 3 epochs of
+    # 9 steps take it well under (measured: 20,293 after the first epoch, 17,843 after the third: 9.5 -> 8.4 bits/dim)
+    assert losses[0] < 21_700 and losses[-1] < 0.92 * losses[0], losses
     with pytest.raises(CallbackError):  # stopped after its first epoch
         fit(train_config(colour_npy, 3), tmp_path / "parts", device="cpu", callbacks=[stop_after_first])
     resumed = resume(tmp_path / "parts", device="cpu")

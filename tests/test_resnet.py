@@ -212,3 +212,10 @@ def test_groupnorm_groups_hold_several_channels():
     normalized = _norm(16)(flat)
     assert (normalized[0] - normalized[1]).abs().max() > 0.5  # the two colours still differ after the norm
     assert torch.nn.GroupNorm(16, 16)(flat).abs().max() < 1e-4  # where one channel a group zeroes them (float error)
+
+
+def test_a_resnet_too_large_is_refused_before_it_is_built():
+    from vaekit.models import check_size
+
+    with pytest.raises(ConfigError, match="the model would have 6,308,603,947 parameters, more than vaekit's bound"):
+        check_size(ModelConfig(input_shape=(3, 128, 128), architecture="resnet", width=1024))  # counted on meta

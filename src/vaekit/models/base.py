@@ -218,4 +218,4 @@ def check_size(config: ModelConfig) -> None:
         count = parameter_count(config)
     if count > MAX_PARAMETERS:
         raise ConfigError(f"the model would have {count:,} parameters, more than vaekit's bound of {MAX_PARAMETERS:,} "
-                          "(about 400 MB); make --hidden, --latent, --prior-components or the images smaller")
+                          "(about 400 MB); make --hidden, --width, --latent, --prior-components or the images smaller")

@@ -2,6 +2,7 @@
 # The GPU benchmarks in one command, for a lent CUDA machine (BENCHMARKS.md, "GPU"):
 #
 #   OUT=/some/folder benchmarks/gpu.sh      # JSON in $OUT/gpu.json (default ./gpu-results); under 8 minutes on an H200
+#   OUT=/some/folder benchmarks/gpu.sh --steps resnet   # only the resnet on CIFAR-10- and CelebA-64-shaped data
 #
 # vaekit goes on top of the machine's own torch: pip install --no-deps -e . (falling back to PYTHONPATH=src
 # where the machine cannot build it offline), plus whichever of the few other packages that training and

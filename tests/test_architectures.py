@@ -311,12 +311,12 @@ def test_a_module_beside_you_but_not_on_the_path_is_named(tmp_path, capsys, monk
     assert "beside_nets.py is in this folder, but Python does not look here: run with PYTHONPATH=." in err
 
 
-@pytest.mark.parametrize("text", ["resnet", "my nets:build", "my_nets", "my_nets:", ":build", "my-nets:build",
+@pytest.mark.parametrize("text", ["resnet50", "my nets:build", "my_nets", "my_nets:", ":build", "my-nets:build",
                                   "custom", "a.:b"])
 def test_an_architecture_of_neither_form_is_refused_by_the_parser(capsys, text):
     code, _, err = cli(capsys, "train", "--architecture", text)
     assert code == 2 and is_one_error_line(err)
-    assert (f"argument --architecture: expected mlp, conv, or your own builder as package.module:function, "
+    assert (f"argument --architecture: expected mlp, conv, resnet, or your own builder as package.module:function, "
             f"got {text!r}") in err
 
 
@@ -359,7 +359,7 @@ def test_a_family_brings_its_benchmarked_model_and_recipe_where_the_flags_leave_
     (["--family", "hvae", "--latent", 16], "the hvae family has at least two latent layers: --latent takes one size "
                                            "per layer, top first (e.g. --latent 16 32), got one: --latent 16"),
     (["--family", "hvae", "--latent", 16, 32, "--architecture", "conv"], "the hvae family takes model.architecture "
-                                                                         "mlp, not conv"),
+                                                                         "mlp or resnet, not conv"),
     (["--family", "ladder"], "argument --family: invalid choice: 'ladder'"),
     (["--latent", 4000, 4000, "--family", "hvae"], "model.latent_dim must be at most 4,096"),
 ])

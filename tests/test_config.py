@@ -82,12 +82,14 @@ def test_in_effect_leaves_out_the_settings_that_do_not_apply():
     plain = fields(RunConfig())  # MNIST, an MLP, the normal prior, no pixel groups
     assert every["data"] - plain["data"] == {"validation"}
     assert every["model"] - plain["model"] == {"conv_channels", "prior_components", "context_channels", "latent_layers",
-                                               "context_features", "likelihood_components"}
+                                               "context_features", "likelihood_components", "width", "blocks",
+                                               "latent_shape"}
     assert plain["train"] == every["train"]
     rich = fields(RunConfig(DataConfig("/data/mine.npy"),
                             ModelConfig(architecture="conv", prior="vamp", pixel_groups=4), TrainConfig(iw_samples=5)))
     assert rich["data"] == every["data"]
-    assert rich["model"] == every["model"] - {"latent_layers", "likelihood_components"}  # one latent, no mixture
+    assert rich["model"] == every["model"] - {"latent_layers", "likelihood_components",  # one latent, no mixture
+                                              "width", "blocks", "latent_shape"}  # no resnet
     mixture = fields(RunConfig(model=ModelConfig(likelihood="discretized-logistic-mixture")))
     assert every["model"] - mixture["model"] == every["model"] - plain["model"] - {"likelihood_components"}
     assert every["train"] - rich["train"] == {"free_bits"}  # the IWAE bound has no per-dimension KL to floor

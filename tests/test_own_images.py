@@ -22,7 +22,7 @@ from vaekit.runs import create_run
 from .conftest import DATA_DIR
 from .tiny_run import is_one_error_line
 
-ARCHITECTURE = "conv"  # "resnet" once that architecture lands: the only word to change
+ARCHITECTURE = ("--architecture", "resnet", "--width", 8, "--blocks", 1)  # GroupNorm residual blocks, small
 
 
 def run_cli(capsys, *argv):
@@ -73,7 +73,7 @@ def test_a_folder_of_mixed_images_trains_samples_colour_and_is_scored_and_embedd
     assert not (tmp_path / "refused").exists()
 
     run = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--data", folder, "--image-size", 32, "--architecture", ARCHITECTURE,
+    code, _, err = run_cli(capsys, "train", "--data", folder, "--image-size", 32, *ARCHITECTURE,
                            "--hidden", 32, "--latent", 4, "--epochs", 1, "--batch-size", 2, "--validation", 0.25,
                            "--threads", 1, "--out", run)
     assert code == 0, err

@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 BINARIZE_MODES = ("none", "dynamic", "threshold")
 RESIZE_MODES = ("crop", "aspect")  # vaekit.data.preparation: shorter side and centre crop; same aspect ratio only
+LATENT_SHAPES = ("dense", "spatial")  # resnet only: a latent vector, or one on the bottom grid (vaekit.models.resnet)
 CUSTOM_ARCHITECTURE = "custom"  # networks given in Python (vaekit.models.architectures)
 # the registries' names when this module loads (built-in choices, for --help); validation asks the registries
 FAMILIES = registry.FAMILIES.names()
@@ -50,6 +51,8 @@ MAX_IW_ROWS = 2 ** 18  # train.iw_samples x train.batch_size: the decoded sample
 MAX_SEED = 2 ** 63 - 1  # seeds are int64 in torch
 MAX_IW_SAMPLES = 1_000_000  # importance samples per image in an estimate (memory is bounded for any; time is not)
 MAX_PICTURES = 10_000  # images in one picture: samples, interpolation steps, grid sides
+MAX_BLOCKS = 32  # residual blocks at each resolution
+RESNET_MIN_SIDE = 8  # a resnet halves an image at least once, down to a side of 4 to 7
 MAX_PARAMETERS = 100_000_000  # the whole model (400 MB in fp32; Adam's state triples it), vaekit.models.check_size
 
 
@@ -118,6 +121,8 @@ class ModelConfig:
     family: vae (one latent, the default) or hvae (latent_layers, top first); see vaekit.registry.FAMILIES.
     mlp: input -> hidden_dims -> latent, mirrored by the decoder (the seed's model by default).
     conv: strided 4x4 convolutions with conv_channels, then one dense layer of hidden_dims[0].
+    resnet: residual blocks (blocks at each resolution) from width channels, halving the image down to a side of
+    4 to 7, to a dense latent or a spatial one on that grid (latent_shape; vaekit.models.resnet).
     "package.module:function": the user's builder (vaekit.models.architectures); "custom": networks given
     in Python.
     """
@@ -139,6 +144,9 @@ class ModelConfig:
     context_channels: int = 32
     # pixel groups: channels per pixel the decoder passes to the context besides its logit (0: the logit only)
     context_features: int = 0
+    width: int = 32  # resnet: channels at full resolution (x2 at half, x4 below)
+    blocks: int = 2  # resnet: residual blocks at each resolution
+    latent_shape: str = "dense"  # resnet: dense (a vector) or spatial (latent_dim / (h w) channels on the h x w grid)
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3:
@@ -204,11 +212,53 @@ class ModelConfig:
         if self.architecture == "conv" and (self.input_shape[1] % scale or self.input_shape[2] % scale):
             raise ConfigError(f"a conv model with {len(self.conv_channels)} stride-2 layers needs image sides that "
                               f"divide by {scale}, got {self.input_shape[1]}x{self.input_shape[2]}")
+        _positive_int("model.width", self.width, MAX_CONV_CHANNELS // 4)
+        _positive_int("model.blocks", self.blocks, MAX_BLOCKS)
+        _choice("model.latent_shape", self.latent_shape, LATENT_SHAPES)
+        if self.architecture == "resnet":
+            self._check_resnet(family)
+        elif self.latent_shape != "dense":
+            raise ConfigError(f"model.latent_shape {self.latent_shape} needs the resnet architecture, not "
+                              f"{self.architecture}")
+
+    def _check_resnet(self, family) -> None:
+        """ConfigError unless a resnet can take images of this size (and the latent its shape)."""
+        h, w = self.input_shape[1:]
+        if min(h, w) < RESNET_MIN_SIDE:
+            raise ConfigError(f"a resnet model needs images of at least {RESNET_MIN_SIDE}x{RESNET_MIN_SIDE} pixels, "
+                              f"got {h}x{w}")
+        stages = resnet_stages(h, w)
+        if h % 2 ** stages or w % 2 ** stages:
+            side = min(h, w) >> stages << stages
+            raise ConfigError(f"a resnet model halves {h}x{w} images {stages} times (until the shorter side is 4 to "
+                              f"7 pixels), so both sides must divide by {2 ** stages}, got {h}x{w}; resize the images "
+                              f"(to {side} or {side + 2 ** stages} pixels on that side, say)")
+        if self.latent_shape == "spatial":
+            if family.hierarchical:
+                raise ConfigError(f"the {self.family} family's latent layers are vectors: model.latent_shape must be "
+                                  "dense")
+            bh, bw = resnet_bottom(h, w)
+            if self.latent_dim % (bh * bw):
+                low = max(1, self.latent_dim // (bh * bw)) * bh * bw
+                raise ConfigError(f"a spatial latent lies on the resnet's {bh}x{bw} grid: --latent must be a multiple "
+                                  f"of {bh * bw} (channels x {bh} x {bw}), got {self.latent_dim}; "
+                                  f"try {low} or {low + bh * bw}")
 
     @property
     def input_dim(self) -> int:
         c, h, w = self.input_shape
         return c * h * w
+
+
+def resnet_stages(height: int, width: int) -> int:
+    """How many times a resnet halves an image: until its shorter side is 4 to 7 pixels (32, 64, 128 -> 4; 28 -> 7)."""
+    return max(0, (min(height, width) // 4).bit_length() - 1)
+
+
+def resnet_bottom(height: int, width: int) -> tuple[int, int]:
+    """The (h, w) grid at the bottom of a resnet for images of height x width (sides dividing by 2 ** stages)."""
+    stages = resnet_stages(height, width)
+    return height >> stages, width >> stages
 
 
 SCHEDULES = ("constant", "cosine")

@@ -14,11 +14,17 @@ from .acceleration import accumulator_dtype, autocast_dtype, compile_with_fallba
 from .config import MAX_IW_SAMPLES  # memory is bounded for any k, time is not: 1,000,000 decodes per image
 from .distributed import World
 from .models import LatentVariableModel
+from .models.architectures import decoder_channels
 from .rng import derive_seed, make_generator
 from .runs import append_nll_block, read_nll_blocks
 
 EVAL_BATCH = 1000
 IW_ROWS = {"cpu": 2048, "cuda": 65536}  # decoded samples per chunk: bounds the memory of --iw-samples
+# ...and of large images, at most this many decoded values (likelihood parameters) per chunk, by device: a chunk's
+# parameters and a convolutional decoder's full-size activations grow with them (a resnet at 64x64x3 with a
+# 10-logistic mixture, 286,720 values per image, took 6.7 MB per image in evaluate_elbo: 6.7 GB at EVAL_BATCH).
+# MNIST's models (784 to 23,520 values per image) keep EVAL_BATCH and IW_ROWS.
+DECODED_VALUES = {"cpu": 1 << 26, "cuda": 1 << 31}
 # Above this many noise values per chunk of images, the noise is drawn chunk by chunk rather than all at once
 # (below it, all at once, as vaekit always has: the same numbers for the same seed).
 IW_NOISE_AT_ONCE = 1 << 24
@@ -27,15 +33,23 @@ IW_NOISE_AT_ONCE = 1 << 24
 COMPILE_MIN_SAMPLES = 2_000_000
 
 
+def chunk_rows(model: LatentVariableModel, most: int, device: torch.device) -> int:
+    """Decoded samples per chunk: `most`, or fewer where the model's images are large (DECODED_VALUES)."""
+    c, h, w = model.config.input_shape
+    values = decoder_channels(model.config) * h * w
+    return max(1, min(most, DECODED_VALUES.get(device.type, DECODED_VALUES["cpu"]) // values))
+
+
 @torch.no_grad()
 def evaluate_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int,
-                  batch_size: int = EVAL_BATCH) -> dict[str, float]:
+                  batch_size: int | None = None) -> dict[str, float]:
     """Mean negative ELBO and its two terms over inputs x (N, C, H, W), per sample in nats.
 
     One posterior sample per image from a generator seeded by `seed`, so the numbers repeat exactly.
-    Keys: test_loss, reconstruction, kl.
+    Keys: test_loss, reconstruction, kl. `batch_size`: images per pass (default EVAL_BATCH, fewer for large images).
     """
     model.require("eval")
+    batch_size = batch_size or chunk_rows(model, EVAL_BATCH, x.device)
     was_training = model.training
     model.eval()
     noise = make_generator(derive_seed(seed, "eval-noise"), x.device)
@@ -262,7 +276,7 @@ def importance_weighted_nll(model: LatentVariableModel, x: torch.Tensor, k: int,
         raise ValueError(f"k must be at most {MAX_IW_SAMPLES:,}, got {k}")
     was_training = model.training
     model.eval()
-    rows = rows or IW_ROWS.get(x.device.type, 4096)
+    rows = rows or chunk_rows(model, IW_ROWS.get(x.device.type, 4096), x.device)
     batch = max(1, min(len(x), rows // k))  # images per chunk: several when k is small
     n_chunks = math.ceil(k / max(1, rows // batch))
     samples = math.ceil(k / n_chunks)  # posterior samples per chunk, as equal as k allows

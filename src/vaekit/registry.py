@@ -116,7 +116,7 @@ FAMILIES: Registry[FamilySpec] = Registry(
     FamilySpec("vae", "vaekit.models.vae:VAE", "one diagonal-Gaussian latent (Kingma & Welling 2014)"),
     FamilySpec("hvae", "vaekit.models.hvae:HVAE",
                "a hierarchy of Gaussian latents with top-down inference (Ladder VAE, Sonderby et al. 2016)",
-               hierarchical=True, priors=("normal",), architectures=("mlp",), pixel_context=False,
+               hierarchical=True, priors=("normal",), architectures=("mlp", "resnet"), pixel_context=False,
                # benchmarks/nll.py's hvae: 82.08 nats (K=5000) after 150 epochs; at lr 6e-3 without a KL
                # warm-up it collapses to its top layer
                model_defaults=(("latent_layers", (8, 16, 32, 64)), ("latent_dim", 120), ("hidden_dims", (512, 256))),
@@ -152,4 +152,7 @@ ARCHITECTURES: Registry[ArchitectureSpec] = Registry(
     ArchitectureSpec("mlp", "vaekit.models.mlp:from_config", "the seed's multilayer perceptrons"),
     ArchitectureSpec("conv", "vaekit.models.conv:from_config", "strided 4x4 convolutions and a dense layer",
                      fields=("conv_channels",)),
+    ArchitectureSpec("resnet", "vaekit.models.resnet:from_config",
+                     "residual blocks with GroupNorm, for colour or gray images of 32 to 128 pixels",
+                     fields=("width", "blocks", "latent_shape")),
 )

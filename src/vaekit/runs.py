@@ -36,7 +36,7 @@ from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_m
 
 FORMAT_VERSION = 8  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
 # 5 train.warmup_min_steps; 6 model.family, model.latent_layers; 7 model.likelihood_components;
-# 8 data.resize, data.background
+# 8 data.resize, data.background, model.width, model.blocks, model.latent_shape
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -293,7 +293,8 @@ ADDED_BY_FORMAT = {
     5: {"train": {"warmup_min_steps": 0}},  # a warm-up of the fraction alone, even when shorter than one step
     6: {"model": {"family": "vae", "latent_layers": []}},  # model families (vaekit.registry.FAMILIES)
     7: {"model": {"likelihood_components": 10}},  # no run before it had a mixture likelihood: any value serves
-    8: {"data": {"resize": "aspect", "background": None}},  # same-aspect resizing only; no polarity statistics
+    8: {"data": {"resize": "aspect", "background": None},  # same-aspect resizing only; no polarity statistics
+        "model": {"width": 32, "blocks": 2, "latent_shape": "dense"}},  # the resnet's: no run before it had one
 }
 
 

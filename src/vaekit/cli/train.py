@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import registry
-from ..config import (BINARIZE_MODES, COMPILE_MODES, FAMILIES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS,
-                      RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig)
+from ..config import (BINARIZE_MODES, COMPILE_MODES, FAMILIES, LATENT_SHAPES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS,
+                      PRIORS, RECIPE_MIN_BATCH, RECIPE_MIN_STEPS, SCHEDULES, DataConfig, ModelConfig, RunConfig,
+                      TrainConfig)
 from ..errors import ConfigError
 from .args import (add_data_dir_argument, add_device_argument, architecture_name, image_size, non_empty_path,
                    non_empty_text, non_negative_float, non_negative_int, positive_float, positive_int, seed_int,
@@ -58,6 +59,8 @@ examples:
                                                      # photos of any size, as 32x32 colour
   vaekit train --hidden 512 256 --latent 32 --binarize dynamic --out runs/deeper
   vaekit train --architecture conv --prior vamp --binarize dynamic --epochs 100 --out runs/best
+  vaekit train --data photos.npy --architecture resnet --likelihood discretized-logistic-mixture --out runs/colour
+                                                     # colour images of 32 to 128 pixels (docs/colour-images.md)
   PYTHONPATH=. vaekit train --architecture my_resnet:build --out runs/resnet
                                                      # your own networks (docs/own-networks.md)
   vaekit train --family hvae --latent 16 32 --binarize dynamic --out runs/ladder   # two latent layers, top first
@@ -76,8 +79,9 @@ examples:
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
                "beta", "kl_warmup", "free_bits", "iw_samples")
-MODEL_FLAGS = ("family", "architecture", "conv_channels", "likelihood", "likelihood_components", "prior",
-               "prior_components", "pixel_groups", "context_channels", "context_features")
+MODEL_FLAGS = ("family", "architecture", "conv_channels", "width", "blocks", "latent_shape", "likelihood",
+               "likelihood_components", "prior", "prior_components", "pixel_groups", "context_channels",
+               "context_features")
 CONFIG_FLAGS = ("data", "image_size", "channels", "hidden", "latent", "binarize", "validation", "standardize", "recipe",
                 *MODEL_FLAGS, *TRAIN_FLAGS)
 
@@ -109,11 +113,21 @@ def register(subparsers) -> None:
                    help=f"latent dimensions (default {defaults.model.latent_dim}); for a hierarchical family one size "
                         "per layer, top first (--family hvae --latent 16 32)")
     p.add_argument("--architecture", type=architecture_name, metavar="NAME",
-                   help="the encoder and decoder: mlp (the seed's, default), conv, or your own builder "
+                   help="the encoder and decoder: mlp (the seed's, default), conv, resnet (residual blocks, for "
+                        "colour or gray images of 32 to 128 pixels), or your own builder "
                         "package.module:function, importable (on PYTHONPATH), called as build(config) -> (encoder, "
                         "decoder); see docs/own-networks.md")
     p.add_argument("--conv-channels", type=positive_int, nargs="+", metavar="C",
                    help="conv: channels of the stride-2 layers (default 32 64); --hidden sets the dense layer")
+    p.add_argument("--width", type=positive_int, metavar="W",
+                   help=f"resnet: channels at full resolution, twice as many at half, four times below "
+                        f"(default {defaults.model.width})")
+    p.add_argument("--blocks", type=positive_int, metavar="N",
+                   help=f"resnet: residual blocks at each resolution (default {defaults.model.blocks}); the image is "
+                        "halved until its shorter side is 4 to 7 pixels (32, 64 and 128 to 4)")
+    p.add_argument("--latent-shape", choices=LATENT_SHAPES,
+                   help="resnet: dense (default: a vector of --latent values) or spatial (--latent / 16 channels on "
+                        "the 4x4 grid at the bottom, for 32, 64 or 128 pixels; --latent a multiple of 16)")
     p.add_argument("--likelihood", choices=LIKELIHOODS,
                    help="pixel likelihood: bernoulli (default), continuous-bernoulli, gaussian (a deviation per "
                         "pixel), gaussian-shared (one learned deviation), or for 8-bit pixels discretized-logistic "

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..choices import INTERPOLATIONS, INVERT_MODES, MIXTURE_RULES, PROJECTIONS, QUALITY_CLASSIFIERS, SCORE_METHODS
-from ..config import BINARIZE_MODES, COMPILE_MODES, FAMILIES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS, PRIORS, SCHEDULES
+from ..config import (BINARIZE_MODES, COMPILE_MODES, FAMILIES, LATENT_SHAPES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS,
+                      PRIORS, SCHEDULES)
 from ..samplers import COVARIANCES, SAMPLERS
 from .args import (architecture_name, finite_float, html_path, image_reference, image_size, iw_count,
                    non_empty_path, non_empty_text, non_negative_float, non_negative_int, picture_count, picture_scale,
@@ -75,6 +76,11 @@ OPTIONS: dict[str, Option] = {
                              ("train",), architecture_name, "NAME"),
     "--hidden": Option("hidden layer sizes", ("train",), positive_int, "SIZE", "+"),
     "--conv-channels": Option("channels of a conv model's stride-2 layers", ("train",), positive_int, "C", "+"),
+    "--width": Option("a resnet's channels at full resolution (x2 at half, x4 below)", ("train",), positive_int,
+                      "W"),
+    "--blocks": Option("a resnet's residual blocks at each resolution", ("train",), positive_int, "N"),
+    "--latent-shape": Option("a resnet's latent: a vector, or channels on its smallest grid", ("train",),
+                             choices=LATENT_SHAPES),
     "--latent": Option("latent dimensions: one size, or one per latent layer, top first", ("train",), positive_int,
                        "N", "+"),
     "--likelihood": Option("the pixel likelihood", ("train",), choices=LIKELIHOODS),

@@ -168,7 +168,8 @@ class LatentVariableModel(nn.Module):
 
 # ModelConfig fields added after run format 5, left out of a fingerprint while they hold these values: a
 # model that could be written before them keeps the fingerprint its compressed files name
-_FINGERPRINT_NEW_FIELDS = {"family": "vae", "latent_layers": (), "likelihood_components": 10}
+_FINGERPRINT_NEW_FIELDS = {"family": "vae", "latent_layers": (), "likelihood_components": 10, "width": 32, "blocks": 2,
+                           "latent_shape": "dense"}
 
 
 def fingerprint_config(config: ModelConfig) -> str:
@@ -217,4 +218,4 @@ def check_size(config: ModelConfig) -> None:
         count = parameter_count(config)
     if count > MAX_PARAMETERS:
         raise ConfigError(f"the model would have {count:,} parameters, more than vaekit's bound of {MAX_PARAMETERS:,} "
-                          "(about 400 MB); make --hidden, --latent, --prior-components or the images smaller")
+                          "(about 400 MB); make --hidden, --width, --latent, --prior-components or the images smaller")

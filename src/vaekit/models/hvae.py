@@ -12,6 +12,10 @@ deterministically.
                 for l = 2..L: p(z_l|z_<l) = N(head(s)),  q(z_l|x, z_<l) = N(head(s, d_l)),  s = s + Block(s, z_l)
     pixels:     likelihood parameters = MLP(s), widths reversed(hidden_dims)
 
+With `architecture` resnet the two pixel paths are convolutional (vaekit.models.resnet): d_L = SiLU(linear(trunk(x)))
+and the pixels = the resnet decoder of norm(s), each of width hidden_dims[-1] on the latent side; the layers
+between stay as above.
+
 Every log-variance is soft-bounded, the priors' below more tightly than the posteriors' (see LOGVAR_MIN for why):
 smooth, near the identity in between, so that a variance cannot overflow nor a prior's precision exp(-logvar)
 blow up the KL between two layers. The training recipe matters as much: see BENCHMARKS.md (lr 2e-3, KL warm-up).
@@ -31,6 +35,7 @@ from ..errors import ConfigError
 from .architectures import decoder_channels
 from .base import LatentUsage, LatentVariableModel
 from .posterior import DiagonalGaussian
+from .resnet import ResNetDecoder, feature_stem
 
 # Log-variances are soft-bounded (`_soft_clamp`): a posterior's to (LOGVAR_MIN, LOGVAR_MAX), std in (0.018, 2.7),
 # a lower layer's prior's to (PRIOR_LOGVAR_MIN, LOGVAR_MAX), std above 0.135. The KL between two layers multiplies
@@ -91,6 +96,7 @@ class HVAE(LatentVariableModel):
     the widths of the MLP from the pixels to the bottom-up features and, reversed, of the MLP from the final
     top-down state back to the pixels, as in the VAE's encoder and decoder; the last entry W is the width of
     every deterministic feature and state between the stochastic layers (each block there is W -> W -> out).
+    With the resnet architecture, a resnet trunk and decoder (config.width, config.blocks) replace the two MLPs.
     The top prior is N(0, I); the likelihood is any registered one.
     """
 
@@ -104,7 +110,11 @@ class HVAE(LatentVariableModel):
         c, h, w = config.input_shape
         sizes, width = config.latent_layers, config.hidden_dims[-1]
         self.output_shape = (decoder_channels(config), h, w)
-        self.stem = _mlp([c * h * w, *config.hidden_dims], last_activation=True)  # x -> d_L
+        self.convolutional = config.architecture == "resnet"  # else the MLPs, on flattened pixels
+        if self.convolutional:
+            self.stem = feature_stem(config, width)  # x (B, C, H, W) -> d_L (B, W)
+        else:
+            self.stem = _mlp([c * h * w, *config.hidden_dims], last_activation=True)  # x -> d_L
         # d_l = d_{l+1} + up[l](d_{l+1}), for l = L-1 .. 1: up[i] makes layer i's features (index 0 is the top)
         # Every network that reads a residual stream (d, s) reads it through a LayerNorm ("pre-norm"): its output
         # is then bounded by its own weights, however far the stream drifted. Without, one run at lr 2e-3 saw a
@@ -124,9 +134,13 @@ class HVAE(LatentVariableModel):
         self.top_in = _mlp([sizes[0], width, width], last_activation=False)
         self.merge_norm = nn.ModuleList(nn.LayerNorm(width) for _ in sizes[1:])
         self.merge = nn.ModuleList(_mlp([width + n, width, width], last_activation=False) for n in sizes[1:])
-        out_dims = [width, *reversed(config.hidden_dims[:-1])]
-        self.out = nn.Sequential(nn.LayerNorm(width), _activation(),
-                                 *_mlp([*out_dims, self.output_shape[0] * h * w], False))
+        if self.convolutional:  # (..., W) -> (..., C', H, W)
+            self.out = nn.Sequential(nn.LayerNorm(width), _activation(),
+                                     ResNetDecoder(width, self.output_shape, config.width, config.blocks))
+        else:
+            out_dims = [width, *reversed(config.hidden_dims[:-1])]
+            self.out = nn.Sequential(nn.LayerNorm(width), _activation(),
+                                     *_mlp([*out_dims, self.output_shape[0] * h * w], False))
         for name, parameter in self.likelihood.extra_parameters().items():
             self.register_parameter(name, parameter)
 
@@ -142,7 +156,7 @@ class HVAE(LatentVariableModel):
     # --- the two passes ------------------------------------------------------------------------------
     def bottom_up(self, x: torch.Tensor) -> list[torch.Tensor]:
         """feature_in(d_l) for each layer, top first, each (B, W): all the posterior needs of x."""
-        d = self.stem(x.reshape(len(x), -1))
+        d = self.stem(x if self.convolutional else x.reshape(len(x), -1))
         features = [d]
         for block in reversed(self.up):
             d = d + block(d)
@@ -206,7 +220,8 @@ class HVAE(LatentVariableModel):
         return HVAEOutput(recon_params, *(torch.cat(t, dim=-1) for t in (z, q_mu, q_logvar, p_mu, p_logvar)))
 
     def _pixels(self, state: torch.Tensor) -> torch.Tensor:
-        params = self.out(state).unflatten(-1, self.output_shape)
+        params = self.out(state)
+        params = params if self.convolutional else params.unflatten(-1, self.output_shape)
         return self.likelihood.finish(params, self)
 
     # --- training and evaluation ---------------------------------------------------------------------

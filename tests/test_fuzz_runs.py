@@ -327,6 +327,8 @@ def base_commands(run: Path, data: Path, tmp: Path) -> dict[str, tuple[list, tup
         "report": (["report", run, "-o", o["r.html"]], (o["r.html"],)),
         "fit-sampler": (["fit-sampler", run, "--sampler", "gmm"], ()),  # writes into the run (own_run)
         "quality": (["quality", run, "--classifier", "mnist", "-n", "100", "--json"], ()),
+        "data": (["data", "prepare", data, "--out", o["run"]], (o["run"],)),
+        "disentanglement": (["disentanglement", run, "--samples", "200", "--json"], ()),
     }
 
 

@@ -22,13 +22,15 @@ examples:
 """
 
 
+MAX_SAMPLES = 100_000  # 6.4 GB of 64x64 float32 images at most; disentanglement_lib uses 10,000
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("disentanglement", help="MIG, DCI and FactorVAE scores on dSprites", description=HELP)
     add_run_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--seed", type=seed_int, default=0, metavar="SEED", help="the seed of the factor draws (default 0)")
     p.add_argument("--samples", type=positive_int, default=10_000, metavar="N",
-                   help="samples per score (default 10000)")
+                   help=f"samples per score (default 10000, at most {MAX_SAMPLES:,})")
     p.add_argument("--estimator", choices=("lasso", "gbt"), default="lasso",
                    help="DCI's regressor: lasso (default) or gbt (scikit-learn)")
     add_device_argument(p)
@@ -40,8 +42,8 @@ def run_disentanglement(args) -> int:
     from ..dsprites_scores import protocol_for, run_scores
     from .args import open_run
 
-    if args.samples < 2:
-        raise ConfigError(f"--samples must be at least 2, got {args.samples}")
+    if not 2 <= args.samples <= MAX_SAMPLES:  # each score holds its samples' images and codes in memory
+        raise ConfigError(f"--samples must be from 2 to {MAX_SAMPLES:,}, got {args.samples}")
     if args.estimator == "gbt":
         try:
             import sklearn  # noqa: F401

@@ -140,35 +140,22 @@ class BitsBackCoder:
         return torch.sigmoid(group).reshape(-1).numpy()
 
     def encode(self, images: np.ndarray, initial_words: int | None = None, shard: int = 0) -> np.ndarray:
-        """Compress binary images (N, C*H*W) of 0/1 into ANS words (uint32)."""
+        """Compress images (N, C*H*W) into ANS words (uint32): per image, pop z from the posterior (bits back),
+        push the pixels given z (`push_pixels`), push z with the prior."""
         coder = self._stack.AnsCoder(self.initial_words(initial_words, shard))
         for image in images:
             z = coder.decode(self.categorical, self.posterior_probs(image))  # pop: bits back
-            logits = self.decoder_logits(z)
-            full = torch.from_numpy(image.astype(np.float64)).view(1, *self.shape)
-            known, groups = torch.zeros_like(full), []
-            for k, (stride, row, col) in enumerate(self.lattices):
-                symbols = full[..., row::stride, col::stride]
-                groups.append((symbols.reshape(-1).numpy().astype(np.int32), self.group_probs(k, logits, known)))
-                known[..., row::stride, col::stride] = symbols
-            for symbols, probs in reversed(groups):  # a stack: the decoder pops group 0 first
-                coder.encode_reverse(symbols, self.bernoulli, probs)
+            self.push_pixels(coder, image, z)
             coder.encode_reverse(z.astype(np.int32), self.uniform)
         return coder.get_compressed()
 
     def decode(self, words: np.ndarray, count: int, initial_words: int | None = None, shard: int = 0) -> np.ndarray:
-        """Decompress `count` images (count, C*H*W) of 0/1 from ANS words; checks the initial words come back."""
+        """Decompress `count` images (count, C*H*W) from ANS words; checks the initial words come back."""
         coder = self._stack.AnsCoder(words)
         images = np.empty((count, math.prod(self.shape)), dtype=np.uint8)
         for i in reversed(range(count)):
             z = coder.decode(self.uniform, self.latent_dim)
-            logits = self.decoder_logits(z)
-            known = torch.zeros(1, *self.shape, dtype=logits.dtype)
-            for k, (stride, row, col) in enumerate(self.lattices):
-                symbols = coder.decode(self.bernoulli, self.group_probs(k, logits, known))
-                known[..., row::stride, col::stride] = torch.from_numpy(symbols.astype(np.float64)).view_as(
-                    known[..., row::stride, col::stride])
-            image = known.reshape(-1).numpy().astype(np.uint8)
+            image = self.pop_pixels(coder, z)
             coder.encode_reverse(z.astype(np.int32), self.categorical, self.posterior_probs(image))  # bits back
             images[i] = image
         left = coder.get_compressed()
@@ -176,6 +163,28 @@ class BitsBackCoder:
             raise DataError("decoding did not end on the initial bits: "
                             "the file does not match this model or is corrupt")
         return images
+
+    def push_pixels(self, coder, image: np.ndarray, z: np.ndarray) -> None:
+        """Push a binary image's (C*H*W,) pixels of 0/1 given the latent bins z, group by group."""
+        logits = self.decoder_logits(z)
+        full = torch.from_numpy(image.astype(np.float64)).view(1, *self.shape)
+        known, groups = torch.zeros_like(full), []
+        for k, (stride, row, col) in enumerate(self.lattices):
+            symbols = full[..., row::stride, col::stride]
+            groups.append((symbols.reshape(-1).numpy().astype(np.int32), self.group_probs(k, logits, known)))
+            known[..., row::stride, col::stride] = symbols
+        for symbols, probs in reversed(groups):  # a stack: the decoder pops group 0 first
+            coder.encode_reverse(symbols, self.bernoulli, probs)
+
+    def pop_pixels(self, coder, z: np.ndarray) -> np.ndarray:
+        """Pop a binary image (C*H*W,) uint8 given the latent bins z: `push_pixels` undone."""
+        logits = self.decoder_logits(z)
+        known = torch.zeros(1, *self.shape, dtype=logits.dtype)
+        for k, (stride, row, col) in enumerate(self.lattices):
+            symbols = coder.decode(self.bernoulli, self.group_probs(k, logits, known))
+            known[..., row::stride, col::stride] = torch.from_numpy(symbols.astype(np.float64)).view_as(
+                known[..., row::stride, col::stride])
+        return known.reshape(-1).numpy().astype(np.uint8)
 
 
 def _float64_copy(model: VAE) -> VAE:

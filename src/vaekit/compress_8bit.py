@@ -23,7 +23,6 @@ fixed-point categorical (`perfect=False`: a deterministic rule, every value at l
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -127,41 +126,26 @@ class EightBitCoder(BitsBackCoder):
         params = self.net.decode(self.centers[torch.from_numpy(bins.astype(np.int64))][None])
         return mixture_cdfs(*self.net.likelihood.split(params))
 
-    def encode(self, images: np.ndarray, initial_words: int | None = None, shard: int = 0) -> np.ndarray:
-        """Compress 8-bit images (N, C*H*W) of values 0..255 into ANS words (uint32)."""
-        coder = self._stack.AnsCoder(self.initial_words(initial_words, shard))
-        for image in images:
-            z = coder.decode(self.categorical, self.posterior_probs(image))  # pop: bits back
-            weights, cdfs = self.components(z)
-            channels = image.reshape(self.channels, -1).astype(np.int64)
-            probs = []
-            for c in range(self.channels):  # the decoder's order, so that it computes the same numbers
-                probs.append(channel_probs(weights, cdfs[c]))
-                weights = update_weights(weights, cdfs[c], channels[c])
-            for c in reversed(range(self.channels)):  # a stack: the decoder pops channel 0 first
-                coder.encode_reverse(channels[c].astype(np.int32), self.values, probs[c])
-            coder.encode_reverse(z.astype(np.int32), self.uniform)
-        return coder.get_compressed()
+    def push_pixels(self, coder, image: np.ndarray, z: np.ndarray) -> None:
+        """Push an 8-bit image's (C*H*W,) values given the latent bins z, channel by channel (each channel's
+        mixture weights updated by the channels before it, as the likelihood was trained)."""
+        weights, cdfs = self.components(z)
+        channels = image.reshape(self.channels, -1).astype(np.int64)
+        probs = []
+        for c in range(self.channels):  # the decoder's order, so that it computes the same numbers
+            probs.append(channel_probs(weights, cdfs[c]))
+            weights = update_weights(weights, cdfs[c], channels[c])
+        for c in reversed(range(self.channels)):  # a stack: the decoder pops channel 0 first
+            coder.encode_reverse(channels[c].astype(np.int32), self.values, probs[c])
 
-    def decode(self, words: np.ndarray, count: int, initial_words: int | None = None, shard: int = 0) -> np.ndarray:
-        """Decompress `count` 8-bit images (count, C*H*W) from ANS words; checks the initial words come back."""
-        coder = self._stack.AnsCoder(words)
-        images = np.empty((count, math.prod(self.shape)), dtype=np.uint8)
-        for i in reversed(range(count)):
-            z = coder.decode(self.uniform, self.latent_dim)
-            weights, cdfs = self.components(z)
-            channels = np.empty((self.channels, len(weights)), dtype=np.int64)
-            for c in range(self.channels):
-                channels[c] = coder.decode(self.values, channel_probs(weights, cdfs[c]))
-                weights = update_weights(weights, cdfs[c], channels[c])
-            image = channels.reshape(-1).astype(np.uint8)
-            coder.encode_reverse(z.astype(np.int32), self.categorical, self.posterior_probs(image))  # bits back
-            images[i] = image
-        left = coder.get_compressed()
-        if not np.array_equal(left, self.initial_words(initial_words, shard)):
-            raise DataError("decoding did not end on the initial bits: "
-                            "the file does not match this model or is corrupt")
-        return images
+    def pop_pixels(self, coder, z: np.ndarray) -> np.ndarray:
+        """Pop an 8-bit image (C*H*W,) uint8 given the latent bins z: `push_pixels` undone."""
+        weights, cdfs = self.components(z)
+        channels = np.empty((self.channels, len(weights)), dtype=np.int64)
+        for c in range(self.channels):
+            channels[c] = coder.decode(self.values, channel_probs(weights, cdfs[c]))
+            weights = update_weights(weights, cdfs[c], channels[c])
+        return channels.reshape(-1).astype(np.uint8)
 
 
 # --- arrays in, values out, and back ------------------------------------------------------------------

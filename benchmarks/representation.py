@@ -24,7 +24,7 @@ from common import BENCHMARK_DATA, DATA_DIR, machine, on_data, runs_folder
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, fit, load_run, load_split
 from vaekit.config import DataConfig
-from vaekit.representation import posterior_features, probe_accuracy, probe_report
+from vaekit.representation import knn_accuracy, posterior_features, probe_accuracy, probe_report
 
 DYNAMIC = DataConfig(binarize="dynamic")
 CONFIGS = {
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--use", nargs="+", default=[], metavar="NAME=RUN", help="evaluate existing runs")
     parser.add_argument("--no-pixels", action="store_true")
+    parser.add_argument("--pixels-only", action="store_true",
+                        help="only the raw-pixel references: the linear probe and kNN (k = 1, 5, 10) on the pixels")
     parser.add_argument("--data", default="mnist", choices=BENCHMARK_DATA, help="the dataset (default mnist)")
     parser.add_argument("--out", type=Path, default=Path("bench-runs/representation"))
     args = parser.parse_args()
@@ -51,7 +53,7 @@ def main() -> None:
     result = {"benchmark": "representation", "data": args.data, "machine": machine(), "models": {}}
     if args.data == "mnist":
         result["targets_for_seed_mlp"] = TARGETS
-    for name in args.only or CONFIGS:
+    for name in [] if args.pixels_only else args.only or CONFIGS:
         path = Path(given[name]) if name in given else runs_folder(args.out, args.data) / name
         if not (path / "model.safetensors").exists():
             fit(on_data(CONFIGS[name], args.data), path, data_dir=DATA_DIR,
@@ -75,6 +77,8 @@ def main() -> None:
     if not args.no_pixels:
         pixels = lambda images: images.images.flatten(1).float() / 255  # noqa: E731
         result["pixels_linear"] = probe_accuracy(pixels(train), train.labels, pixels(test), test.labels)
+        if args.pixels_only:
+            result["pixels_knn"] = knn_accuracy(pixels(train), train.labels, pixels(test), test.labels)
     print(json.dumps(result))
 
 

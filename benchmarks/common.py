@@ -15,6 +15,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "data"
 SEED_SCRIPT = REPO.parent / "shared" / "bench" / "seed_vae.py"
+BENCHMARK_DATA = ("mnist", "fashion-mnist")  # the built-in datasets the quality benchmarks take (--data)
+
+
+def on_data(config, name: str):
+    """A RunConfig with its data replaced by the built-in dataset `name`, everything else kept."""
+    from dataclasses import replace
+
+    return config if config.data.name == name else replace(config, data=replace(config.data, name=name))
+
+
+def runs_folder(out: Path, data: str) -> Path:
+    """Where a benchmark keeps its runs: `out` for MNIST (as before), out/<dataset> for any other dataset."""
+    return out if data == "mnist" else out / data
 
 
 def machine() -> dict:

@@ -2,6 +2,7 @@
 
     python benchmarks/compression.py --threshold-run RUN_T --stochastic-run RUN_S
     python benchmarks/compression.py                       # trains both runs first (long on a CPU)
+    python benchmarks/compression.py --data fashion-mnist --threshold-run RUN --skip-stochastic
 
 Two test sets, both the 10,000 MNIST test images: thresholded at 127, and stochastically binarized
 (each pixel a Bernoulli draw with its intensity as probability, seed 0). For each: bits per pixel
@@ -9,6 +10,8 @@ of vaekit (the whole file: header, initial bits and payload), the model's negati
 per pixel, gzip -9, bz2 -9 and lzma (preset 9 extreme) on raw bytes (one byte per pixel) and on
 bit-packed bytes (8 pixels per byte), and PNG and lossless WebP of all images tiled into one
 2800x2800 picture. Also compression and decompression throughput, and an exact round-trip check.
+--data fashion-mnist does the same with the 10,000 Fashion-MNIST test images (and runs trained on
+Fashion-MNIST).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import DATA_DIR, machine
+from common import BENCHMARK_DATA, DATA_DIR, machine, on_data, runs_folder
 from PIL import Image
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, fit, load_run, load_split
@@ -80,32 +83,38 @@ def measure(run, bits: np.ndarray) -> dict:
             "decompress_images_per_s": round(len(bits) / decompress_s)}
 
 
-def get_run(path: Path | None, binarize: str, out: Path):
-    if path is not None:
-        return load_run(path)
-    target = out / f"compression-{binarize}"
-    if not (target / "model.safetensors").exists():
-        fit(DEFAULT_RUNS[binarize], target, data_dir=DATA_DIR,
-            log=lambda line: print(f"[{binarize}] {line}", file=sys.stderr, flush=True))
-    return load_run(target)
+def get_run(path: Path | None, binarize: str, out: Path, data: str):
+    if path is None:
+        path = runs_folder(out, data) / f"compression-{binarize}"
+        if not (path / "model.safetensors").exists():
+            fit(on_data(DEFAULT_RUNS[binarize], data), path, data_dir=DATA_DIR,
+                log=lambda line: print(f"[{binarize}] {line}", file=sys.stderr, flush=True))
+    run = load_run(path)
+    if run.config.data.name != data:
+        sys.exit(f"{path} was trained on {run.config.data.name}, not on {data}")
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threshold-run", type=Path, help="a run trained with --binarize threshold")
     parser.add_argument("--stochastic-run", type=Path, help="a run trained with --binarize dynamic")
+    parser.add_argument("--data", default="mnist", choices=BENCHMARK_DATA, help="the test set (default mnist)")
+    parser.add_argument("--skip-stochastic", action="store_true", help="the thresholded set only")
     parser.add_argument("--out", type=Path, default=Path("bench-runs"))
     args = parser.parse_args()
-    test = load_split("mnist", "test", DATA_DIR).images[:, 0].numpy()
+    test = load_split(args.data, "test", DATA_DIR).images[:, 0].numpy()
     sets = {
         "thresholded": ((test > 127).reshape(len(test), -1).astype(np.uint8), args.threshold_run, "threshold"),
         "stochastic": ((np.random.default_rng(0).random(test.shape)
                         < test / 255.0).reshape(len(test), -1).astype(np.uint8),
                        args.stochastic_run, "dynamic"),
     }
-    result = {"benchmark": "compression", "machine": machine()}
+    if args.skip_stochastic:
+        del sets["stochastic"]
+    result = {"benchmark": "compression", "data": args.data, "machine": machine()}
     for name, (bits, run_path, binarize) in sets.items():
-        run = get_run(run_path, binarize, args.out)
+        run = get_run(run_path, binarize, args.out, args.data)
         result[name] = {"run": str(run.path), "model": run.config.model.__dict__, "epochs": len(run.metrics),
                         **measure(run, bits), "baselines": baselines(bits)}
         bz2_bpp = min(result[name]["baselines"]["bz2 -9 (raw bytes)"], result[name]["baselines"]["bz2 -9 (bit-packed)"])

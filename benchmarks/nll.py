@@ -4,6 +4,7 @@
     python benchmarks/nll.py --only seed-mlp         # one of them
     python benchmarks/nll.py --only iwae-50 --epochs 30 --out bench-runs
     python benchmarks/nll.py --only seed-mlp --lr 1e-3 --out bench-runs/lr1e-3
+    python benchmarks/nll.py --data fashion-mnist --only seed-mlp --epochs 30   # in bench-runs/fashion-mnist/
 
 Each configuration trains with a fixed seed into OUT/<name> (an existing finished run is evaluated
 again, an unfinished one resumed) and is evaluated with `importance_weighted_nll` (K=5000, the
@@ -11,6 +12,8 @@ decoder in bf16 where the CPU has it: the mean moves by 3e-4 nats, see BENCHMARK
 images at a time: each finished block goes to OUT/<name>.nll-k<K>.jsonl, and a stopped evaluation
 resumes at the first unfinished block when the command is run again. One JSON line per
 configuration goes to OUT/nll.jsonl as it finishes; the last line printed is the JSON list.
+--data fashion-mnist trains and evaluates the same configurations on dynamically binarized
+Fashion-MNIST instead, in OUT/fashion-mnist/.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ import sys
 from pathlib import Path
 
 import torch
-from common import DATA_DIR, machine
+from common import BENCHMARK_DATA, DATA_DIR, machine, on_data, runs_folder
 
 from vaekit import ModelConfig, RunConfig, TrainConfig, fit, resume
 from vaekit.config import DataConfig
 from vaekit.data import fixed_binarization, load_split
 from vaekit.errors import RunError
 from vaekit.evaluate import evaluate_elbo, posterior_diagnostics, recorded_nll
-from vaekit.runs import load_checkpoint, load_run
+from vaekit.runs import load_checkpoint, load_run, read_config
 
 DYNAMIC = DataConfig(binarize="dynamic")
 
@@ -80,9 +83,14 @@ CONFIGS = {
 }
 
 
+# published NLLs on dynamically binarized Fashion-MNIST, for the configurations that have a close one
+FASHION_ANCHORS: dict[str, str] = {}
+
+
 def evaluate(path: Path, k: int, images: int | None, log) -> dict:
     run = load_run(path)
-    test = fixed_binarization(load_split("mnist", "test", DATA_DIR).images, "dynamic", run.config.train.seed)[:images]
+    test = load_split(run.config.data.name, "test", DATA_DIR).images
+    test = fixed_binarization(test, "dynamic", run.config.train.seed)[:images]
     nll, seconds = blockwise_nll(run, path, test, k, log)
     return {"nll": round(nll.mean().item(), 3), "eval_s": round(seconds, 1),
             "elbo": round(evaluate_elbo(run.model, test, run.config.train.seed)["test_loss"], 3),
@@ -110,22 +118,32 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="override every configuration's batch size")
     parser.add_argument("-k", type=int, default=5000, help="importance samples (default 5000)")
     parser.add_argument("--images", type=int, help="evaluate on the first N test images only (default all 10,000)")
-    parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="where the runs go")
+    parser.add_argument("--data", default="mnist", choices=BENCHMARK_DATA,
+                        help="the dataset, dynamically binarized (default mnist)")
+    parser.add_argument("--out", type=Path, default=Path("bench-runs"),
+                        help="where the runs go (OUT/<dataset>/ for a dataset other than mnist)")
     args = parser.parse_args()
+    out = runs_folder(args.out, args.data)
     results = []
     for name in args.only or CONFIGS:
         config, anchor = CONFIGS[name]
+        config = on_data(config, args.data)
+        if args.data != "mnist":
+            anchor = FASHION_ANCHORS.get(name, f"none found for this model on {args.data}")
         overrides = {key: value for key, value in (("epochs", args.epochs), ("lr", args.lr),
                                                    ("batch_size", args.batch_size)) if value}
         if overrides:
             config = RunConfig(config.data, config.model, TrainConfig(**{**config.train.__dict__, **overrides}))
-        path = args.out / name
+        path = out / name
         log = lambda line, name=name: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
         try:
             checkpoint = load_checkpoint(path)
         except RunError:
             checkpoint = None
         if (path / "config.json").exists():
+            trained_on = read_config(path).data.name
+            if trained_on != args.data:
+                sys.exit(f"{path} was trained on {trained_on}, not {args.data}: choose another --out")
             done = checkpoint[1]["epoch"] if checkpoint else 0
             if done < config.train.epochs:
                 resume(path, epochs=config.train.epochs, data_dir=DATA_DIR, log=log)
@@ -136,11 +154,11 @@ def main() -> None:
                                                              ("beta", "kl_warmup", "free_bits", "iw_samples")},
                "recipe": {key: config.train.__dict__[key] for key in ("batch_size", "lr", "schedule", "beta2")}}
         results.append(row)
-        args.out.mkdir(parents=True, exist_ok=True)
-        with open(args.out / "nll.jsonl", "a") as f:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "nll.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), file=sys.stderr, flush=True)
-    print(json.dumps({"benchmark": "nll", "machine": machine(), "results": results}))
+    print(json.dumps({"benchmark": "nll", "data": args.data, "machine": machine(), "results": results}))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ MINIMAL_ARGS = {
     "manifold": ["r", "-o", "s.png"], "embed": ["r", "x.png", "-o", "e.npz"], "probe": ["r"],
     "plot": ["loss", "r", "-o", "s.png"], "report": ["r", "-o", "r.html"], "score": ["r", "x.png"],
     "calibrate": ["r"], "compress": ["r", "x.png", "-o", "c.vkz"], "decompress": ["r", "c.vkz", "-o", "out"],
-    "fit-sampler": ["r", "--sampler", "gmm"], "quality": ["r"],
+    "fit-sampler": ["r", "--sampler", "gmm"], "quality": ["r"], "disentanglement": ["r"],
 }
 
 

@@ -20,6 +20,19 @@ DATA_DIR = REPO / "data"  # the bundled MNIST files
 SESSION_THREADS = torch.get_num_threads()  # torch's count when the tests start, before any command changes it
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_threads():
+    """The thread pin of `isolated` (below), for the whole session: module- and session-scoped fixtures (a
+    reference run trained once, in this process or a subprocess) are set up before any function-scoped fixture,
+    so without this they train at the load-dependent default count while the tests they serve are pinned."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("VAEKIT_THREADS"):
+        yield
+        return
+    os.environ["VAEKIT_THREADS"] = str(SESSION_THREADS)
+    yield
+    os.environ.pop("VAEKIT_THREADS", None)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path_factory, monkeypatch):
     """Every test gets its own cache dir, no $VAEKIT_DATA_DIR, and no network beyond loopback."""

@@ -78,7 +78,7 @@ examples:
 """
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
-               "beta", "kl_warmup", "free_bits", "iw_samples")
+               "beta", "kl_warmup", "free_bits", "iw_samples", "tc_beta")
 MODEL_FLAGS = ("family", "architecture", "conv_channels", "width", "blocks", "latent_shape", "likelihood",
                "likelihood_components", "prior", "prior_components", "pixel_groups", "context_channels",
                "context_features")
@@ -147,6 +147,9 @@ def register(subparsers) -> None:
     p.add_argument("--prior", choices=PRIORS, help="normal (default) or vamp (Tomczak & Welling 2018)")
     p.add_argument("--prior-components", type=positive_int, help="vamp: pseudo-inputs (default 500)")
     p.add_argument("--beta", type=non_negative_float, help="weight of the KL term (default 1: the ELBO)")
+    p.add_argument("--tc-beta", type=non_negative_float, metavar="B",
+                   help="beta-TCVAE (Chen et al. 2018): weight the KL's total correlation by B, its other terms by "
+                        "--beta (default: off, the ELBO)")
     p.add_argument("--kl-warmup", type=non_negative_int, metavar="EPOCHS",
                    help="raise the KL weight linearly from 0 over this many epochs (default 0)")
     p.add_argument("--free-bits", type=non_negative_float, metavar="NATS",

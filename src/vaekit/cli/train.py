@@ -67,6 +67,8 @@ examples:
   vaekit train --iwae 50 --binarize dynamic --out runs/iwae
   vaekit train --binarize threshold --pixel-groups 7 --epochs 30 --out runs/ctx   # for vaekit compress
   vaekit train --kl-warmup 10 --free-bits 0.25 --out runs/no-collapse
+  vaekit train --data dsprites.npy --binarize none --latent 6 --tc-beta 6 --out runs/tc   # beta-TCVAE
+                                                     # (docs/disentanglement.md)
   vaekit train --data normal_parts/ --likelihood gaussian-shared --standardize --epochs 50 --out runs/parts
                                                      # an anomaly detector (docs/anomaly-detection.md)
   vaekit train --tensorboard --out runs/watched      # then: tensorboard --logdir runs/watched

@@ -167,7 +167,7 @@ def test_eval_reports_bits_per_dim_and_sample_draws_for_a_discretized_mixture(tm
                  "--likelihood-components", "3", "--hidden", "32", "--latent", "4", "--epochs", "1",
                  "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["likelihood_components"] == 3 and config["format_version"] == 8
+    assert config["model"]["likelihood_components"] == 3 and config["format_version"] == 9
     capsys.readouterr()
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
     assert capsys.readouterr().out.startswith("wrote 4 samples to ")

@@ -27,7 +27,7 @@ def test_round_trip(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor)
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["format_version"] == 8 and document["model"]["hidden_dims"] == [16]
+    assert document["format_version"] == 9 and document["model"]["hidden_dims"] == [16]
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])

@@ -48,6 +48,8 @@ MAX_INPUT_DIM = 2 ** 24  # pixels times channels
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 65_536
 MAX_IW_ROWS = 2 ** 18  # train.iw_samples x train.batch_size: the decoded samples of one training step
+# train.batch_size ** 2 x model.latent_dim under --tc-beta: the pairwise densities of one step (autograd keeps a few)
+MAX_TC_PAIRS = 2 ** 26
 MAX_SEED = 2 ** 63 - 1  # seeds are int64 in torch
 MAX_IW_SAMPLES = 1_000_000  # importance samples per image in an estimate (memory is bounded for any; time is not)
 MAX_PICTURES = 10_000  # images in one picture: samples, interpolation steps, grid sides
@@ -297,6 +299,8 @@ class TrainConfig:
     kl_warmup: int = 0  # epochs over which the KL weight rises linearly from 0 to beta (Bowman et al. 2016)
     free_bits: float = 0.0  # floor, in nats, on each latent dimension's batch-mean KL (Kingma et al. 2016)
     iw_samples: int = 1  # posterior samples per image in the IWAE bound (Burda et al. 2016); 1 is the ELBO
+    # beta-TCVAE (Chen et al. 2018): the total correlation's weight, the KL's other two terms keeping beta; None: off
+    tc_beta: float | None = None
     compile: str = "auto"  # torch.compile the loss: auto (where it pays), on, off
     precision: str = "auto"  # auto (bf16 autocast on CUDA, else fp32), fp32, bf16
 
@@ -319,6 +323,11 @@ class TrainConfig:
                  f" at batch size {self.batch_size} (samples x batch size at most {MAX_IW_ROWS:,}, for memory)")
         if self.free_bits and self.iw_samples > 1:
             raise ConfigError("train.free_bits applies to the ELBO; it cannot combine with iw_samples > 1")
+        if self.tc_beta is not None:
+            _number_in("train.tc_beta", self.tc_beta, 0, math.inf, low_inclusive=True)
+            if self.iw_samples > 1 or self.free_bits:
+                raise ConfigError("train.tc_beta (beta-TCVAE) decomposes the ELBO's KL; it cannot combine with "
+                                  + ("iw_samples > 1" if self.iw_samples > 1 else "free_bits"))
         _choice("train.schedule", self.schedule, SCHEDULES)
         _choice("train.compile", self.compile, COMPILE_MODES)
         _choice("train.precision", self.precision, PRECISIONS)
@@ -365,6 +374,15 @@ class RunConfig:
             closed = [n for n in registry.PRIORS.names() if registry.PRIORS.get(n).closed_form_kl]
             raise ConfigError(f"train.free_bits needs the {' or '.join(closed)} prior (a closed-form KL per "
                               f"dimension): the {self.model.prior} prior's KL has no per-dimension terms")
+        if self.train.tc_beta is not None:
+            if self.model.prior != "normal":
+                raise ConfigError("train.tc_beta (beta-TCVAE) needs the normal prior, whose dimensions are independent "
+                                  f"(the dimension-wise KL): this run's prior is {self.model.prior}")
+            pairs = self.train.batch_size ** 2 * self.model.latent_dim
+            if pairs > MAX_TC_PAIRS:
+                raise ConfigError(f"train.tc_beta: batch size {self.train.batch_size} squared times "
+                                  f"{self.model.latent_dim} latents is {pairs:,} pairwise densities per step, over "
+                                  f"{MAX_TC_PAIRS:,} (memory); use a smaller batch")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

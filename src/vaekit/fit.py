@@ -223,6 +223,7 @@ def _train(out: Path, config: RunConfig, checkpoint, data, dev: torch.device, pr
                         "active_units": diagnostics["active_units"], "kl_per_dim": diagnostics["kl_per_dim"],
                         **({"kl_per_layer": diagnostics["kl_per_layer"]} if "kl_per_layer" in diagnostics
                            else {}),
+                        **(trainer.last_tc_terms or {}),  # --tc-beta: the train KL's MI, TC, dimension-wise KL
                         "seconds": seconds})
         tensors, meta = trainer.state()
         runs.save_checkpoint(out, tensors, {**meta, "metrics": metrics})  # the commit point

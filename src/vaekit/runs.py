@@ -34,9 +34,9 @@ from .models import LatentVariableModel, build_model, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
                          is_number, parse_json, read_bounded, state_spec)
 
-FORMAT_VERSION = 8  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
+FORMAT_VERSION = 9  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
 # 5 train.warmup_min_steps; 6 model.family, model.latent_layers; 7 model.likelihood_components;
-# 8 data.resize, data.background, model.width, model.blocks, model.latent_shape
+# 8 data.resize, data.background, model.width, model.blocks, model.latent_shape; 9 train.tc_beta
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
@@ -295,6 +295,7 @@ ADDED_BY_FORMAT = {
     7: {"model": {"likelihood_components": 10}},  # no run before it had a mixture likelihood: any value serves
     8: {"data": {"resize": "aspect", "background": None},  # same-aspect resizing only; no polarity statistics
         "model": {"width": 32, "blocks": 2, "latent_shape": "dense"}},  # the resnet's: no run before it had one
+    9: {"train": {"tc_beta": None}},  # the plain (beta-weighted) ELBO, no beta-TCVAE
 }
 
 

@@ -120,6 +120,8 @@ class Trainer:
         self.world = world or current_world()  # the processes training together (a world of one by default)
         self.module = getattr(model, "module", model)  # the bare model inside a DDP wrapper
         self.module.require("train")
+        if config.tc_beta is not None:
+            self.module.require("tc")
         # (N, C, H, W) uint8, on the training device; or data.streamed.StreamedImages, which reads each batch of the
         # epoch's order from a dataset cache when sliced (the same batches, so the same weights)
         self.images = images
@@ -131,6 +133,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(images) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.epoch = 0  # epochs finished
+        # under --tc-beta, the last epoch's per-sample KL decomposition (vaekit.total_correlation), in nats
+        self.last_tc_terms: dict[str, float] | None = None
         self.busy = BusyMonitor(torch.get_num_threads())  # the progress bar's "the CPU is busy" note (CPU only)
         self.amp_dtype = autocast_dtype(config.precision, self.device)  # bf16 keeps the fp32 learning curve
         # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates small models on GPU;
@@ -139,17 +143,26 @@ class Trainer:
         self._batch_loss = (compile_with_fallback(self._eager_loss, mode)
                             if use_compile(config, self.device, self.total_steps) else self._eager_loss)
 
-    def _eager_loss(self, x: torch.Tensor, eps: torch.Tensor, kl_weight: torch.Tensor) -> torch.Tensor:
+    def _eager_loss(self, x: torch.Tensor, eps: torch.Tensor, kl_weight: torch.Tensor,
+                    tc_weight: torch.Tensor | None = None) -> torch.Tensor:
         """The objective summed over the batch, in nats (a 0-dim kl_weight tensor keeps compiled graphs reusable)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             output = self.model(x, eps)
+        if tc_weight is not None:  # --tc-beta: [loss, MI, TC, dimension-wise KL], summed over the batch
+            return self.module.tc_objective(x, output, eps, dataset_size=len(self.images), kl_weight=kl_weight,
+                                            tc_weight=tc_weight)
         return self.module.objective(x, output, eps, kl_weight=kl_weight, free_bits=self.config.free_bits)
 
     def kl_weight(self, step: int) -> float:
         """beta, ramped linearly from 0 over the first kl_warmup epochs (Bowman et al. 2016)."""
         warmup_steps = self.config.kl_warmup * self.steps_per_epoch
         return self.config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else self.config.beta
+
+    def tc_weight(self, step: int) -> float:
+        """tc_beta, the total correlation's weight (beta-TCVAE), ramped like beta over the KL warm-up."""
+        warmup_steps = self.config.kl_warmup * self.steps_per_epoch
+        return self.config.tc_beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else self.config.tc_beta
 
     @property
     def compiled(self) -> bool:
@@ -181,6 +194,8 @@ class Trainer:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self.model.train()
         total = torch.zeros((), dtype=accumulator_dtype(self.device), device=self.device)
+        tc = self.config.tc_beta is not None
+        tc_total = torch.zeros(3, dtype=accumulator_dtype(self.device), device=self.device) if tc else None
         first_step = self.epoch * self.steps_per_epoch
         progress = progress and self.world.is_main()
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
@@ -193,13 +208,17 @@ class Trainer:
             shape = ((len(x), self.latent_dim) if self.config.iw_samples == 1
                      else (self.config.iw_samples, len(x), self.latent_dim))
             eps = torch.randn(shape, generator=noise, device=self.device)
-            kl_weight = torch.tensor(self.kl_weight(first_step + i), device=self.device)
+            weights = (torch.tensor(self.kl_weight(first_step + i), device=self.device),)
+            if tc:
+                weights += (torch.tensor(self.tc_weight(first_step + i), device=self.device),)
             if self.world.distributed:
-                loss_sum, weight = self._slice_loss(x, eps, kl_weight)
-                objective = loss_sum * weight
+                loss_sum, share = self._slice_loss(x, eps, *weights)
             else:
-                loss_sum = self._batch_loss(x, eps, kl_weight)
-                objective = loss_sum / len(x)
+                loss_sum = self._batch_loss(x, eps, *weights)
+            if tc:
+                loss_sum, tc_sums = loss_sum[0], loss_sum[1:]
+                tc_total += tc_sums
+            objective = loss_sum * share if self.world.distributed else loss_sum / len(x)
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()
             finite = torch.isfinite(loss_sum)
@@ -222,9 +241,13 @@ class Trainer:
         if not all(torch.isfinite(p).all() for p in parameters):  # the last step's gradients, before saving
             self._stop(epoch, self.steps_per_epoch, parameters)
         self.epoch = epoch
+        if tc:
+            sums = self.world.sum(tc_total).tolist()
+            self.last_tc_terms = {f"train_{name}": s / n for name, s in
+                                  zip(("mutual_information", "total_correlation", "dimension_kl"), sums)}
         return self.world.sum(total).item() / n
 
-    def _slice_loss(self, x: torch.Tensor, eps: torch.Tensor, kl_weight: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _slice_loss(self, x: torch.Tensor, eps: torch.Tensor, *weights: torch.Tensor) -> tuple[torch.Tensor, float]:
         """This process's summed loss over its slice of the global batch x (and of its noise eps), and the factor
         that turns it into its share of the global batch's mean: DDP averages the processes' gradients, so each
         weighs its sum by size / len(x), and the average is the gradient of the global batch's mean loss.
@@ -235,8 +258,8 @@ class Trainer:
         part = self.world.split(len(x))
         mine = eps[..., part, :]  # (B', D) or (S, B', D)
         if part.start == part.stop:
-            return self._batch_loss(x[:1], eps[..., :1, :], kl_weight) * 0.0, 0.0
-        return self._batch_loss(x[part], mine, kl_weight), self.world.size / len(x)
+            return self._batch_loss(x[:1], eps[..., :1, :], *weights) * 0.0, 0.0
+        return self._batch_loss(x[part], mine, *weights), self.world.size / len(x)
 
     def _stop(self, epoch: int, step: int, parameters: list[torch.Tensor]):
         """TrainingError naming the step (0-based `step`) where training went non-finite.

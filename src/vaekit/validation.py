@@ -149,7 +149,8 @@ def check_epoch(value: Any, most: int, what: str = "epoch") -> int:
     return value
 
 
-METRIC_NUMBERS = ("train_loss", "test_loss", "test_reconstruction", "test_kl", "seconds")
+METRIC_NUMBERS = ("train_loss", "test_loss", "test_reconstruction", "test_kl", "seconds", "train_mutual_information",
+                  "train_total_correlation", "train_dimension_kl")
 
 
 def check_metrics(rows: Any, what: str = "metrics") -> list[dict]:

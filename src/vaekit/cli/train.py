@@ -67,6 +67,8 @@ examples:
   vaekit train --iwae 50 --binarize dynamic --out runs/iwae
   vaekit train --binarize threshold --pixel-groups 7 --epochs 30 --out runs/ctx   # for vaekit compress
   vaekit train --kl-warmup 10 --free-bits 0.25 --out runs/no-collapse
+  vaekit train --data dsprites.npy --binarize none --latent 6 --tc-beta 6 --out runs/tc   # beta-TCVAE
+                                                     # (docs/disentanglement.md)
   vaekit train --data normal_parts/ --likelihood gaussian-shared --standardize --epochs 50 --out runs/parts
                                                      # an anomaly detector (docs/anomaly-detection.md)
   vaekit train --tensorboard --out runs/watched      # then: tensorboard --logdir runs/watched
@@ -78,7 +80,7 @@ examples:
 """
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup", "beta2", "seed", "clip_grad", "compile", "precision",
-               "beta", "kl_warmup", "free_bits", "iw_samples")
+               "beta", "kl_warmup", "free_bits", "iw_samples", "tc_beta")
 MODEL_FLAGS = ("family", "architecture", "conv_channels", "width", "blocks", "latent_shape", "likelihood",
                "likelihood_components", "prior", "prior_components", "pixel_groups", "context_channels",
                "context_features")
@@ -147,6 +149,9 @@ def register(subparsers) -> None:
     p.add_argument("--prior", choices=PRIORS, help="normal (default) or vamp (Tomczak & Welling 2018)")
     p.add_argument("--prior-components", type=positive_int, help="vamp: pseudo-inputs (default 500)")
     p.add_argument("--beta", type=non_negative_float, help="weight of the KL term (default 1: the ELBO)")
+    p.add_argument("--tc-beta", type=non_negative_float, metavar="B",
+                   help="beta-TCVAE (Chen et al. 2018): weight the KL's total correlation by B, its other terms by "
+                        "--beta (default: off, the ELBO)")
     p.add_argument("--kl-warmup", type=non_negative_int, metavar="EPOCHS",
                    help="raise the KL weight linearly from 0 over this many epochs (default 0)")
     p.add_argument("--free-bits", type=non_negative_float, metavar="NATS",

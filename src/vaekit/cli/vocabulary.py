@@ -94,6 +94,7 @@ OPTIONS: dict[str, Option] = {
                                  non_negative_int, "M"),
     # the objective and the optimisation
     "--beta": Option("the weight of the KL term", ("train",), non_negative_float, "BETA"),
+    "--tc-beta": Option("the weight of the KL's total correlation (beta-TCVAE)", ("train",), non_negative_float, "B"),
     "--kl-warmup": Option("epochs over which the KL weight rises from 0", ("train",), non_negative_int, "EPOCHS"),
     "--free-bits": Option("the floor on each latent dimension's KL", ("train",), non_negative_float, "NATS"),
     "--iwae": Option("train on the IWAE bound with K samples per image", ("train",), positive_int, "K"),

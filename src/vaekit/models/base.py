@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # every use a command makes of a model, what it is called in a refusal, and the contract methods it needs
 USES = {
     "train": ("train", ("forward", "objective")),
+    "tc": ("train with the beta-TCVAE objective (--tc-beta)", ("forward", "tc_objective")),
     "eval": ("evaluate the ELBO", ("elbo", "usage")),
     "nll": ("estimate the importance-sampled NLL", ("iw_context", "log_weights")),
     "sample": ("sample", ("sample_prior", "decode")),
@@ -117,6 +118,13 @@ class LatentVariableModel(nn.Module):
                   free_bits: float = 0.0) -> torch.Tensor:
         """The training loss summed over the batch, from `forward`'s output: -ELBO with the KL weighted by
         kl_weight and floored per dimension at free_bits nats, or the negative IWAE bound when eps is (S, B, D)."""
+        raise NotImplementedError
+
+    def tc_objective(self, x: torch.Tensor, output: Any, eps: torch.Tensor, *, dataset_size: int,
+                     kl_weight: torch.Tensor | float, tc_weight: torch.Tensor | float) -> torch.Tensor:
+        """The beta-TCVAE objective (vaekit.total_correlation) from `forward`'s output for eps (B, D): a (4,)
+        tensor [loss summed over the batch, then its mutual information, total correlation and dimension-wise KL
+        summed over the batch], with the total correlation weighted by tc_weight and the other two by kl_weight."""
         raise NotImplementedError
 
     def freeze(self) -> Any:

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .. import objectives, priors
+from .. import objectives, priors, total_correlation
 from ..config import CUSTOM_ARCHITECTURE, ModelConfig
 from ..errors import ConfigError
 from ..registry import ARCHITECTURES
@@ -128,6 +128,12 @@ class VAE(LatentVariableModel):
                                         likelihood=self.likelihood,
                                         prior_log_prob=None if self.analytic_kl else self.prior_log_prob,
                                         kl_weight=kl_weight, free_bits=free_bits)
+
+    def tc_objective(self, x, output, eps, *, dataset_size, kl_weight, tc_weight) -> torch.Tensor:
+        recon_params, mu, logvar = output
+        return total_correlation.tc_training_loss(x, recon_params.float(), mu.float(), logvar.float(), eps,
+                                                  likelihood=self.likelihood, dataset_size=dataset_size,
+                                                  kl_weight=kl_weight, tc_weight=tc_weight)
 
     def freeze(self):
         return self.frozen_prior_log_prob()

@@ -148,6 +148,12 @@ def measure(real: torch.Tensor, fake: torch.Tensor, data: str) -> dict:
     return {k: quality[k] for k in METRICS}
 
 
+def grid_pick(drawn: torch.Tensor, seed: int, n: int = 64) -> torch.Tensor:
+    """n of the samples, picked at random: pythae's GMM sampler (scikit-learn's GaussianMixture.sample) returns
+    each batch grouped by component, so its first 64 would show one or two components only."""
+    return drawn[torch.randperm(len(drawn), generator=make_generator(seed))[:n]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=("mnist", "fashion-mnist"), default="mnist")
@@ -193,7 +199,7 @@ def main() -> None:
         drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
             lambda: sample_many(run.model, args.samples, make_generator(args.seed), sampler))  # noqa: B023
         row.update(measure(test, drawn, args.data))
-        result["vaekit"][name], draws[("vaekit", name)] = row, drawn[:64]
+        result["vaekit"][name], draws[("vaekit", name)] = row, grid_pick(drawn, args.seed)
         log({"vaekit": {name: row}})
 
     # pythae: the same architecture, trained by pythae, and its samplers
@@ -211,7 +217,7 @@ def main() -> None:
             drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
                 lambda: sampler.sample(num_samples=args.samples, batch_size=1000))  # noqa: B023
         row.update(measure(test, drawn, args.data))
-        result["pythae"][name], draws[("pythae", name)] = row, drawn[:64]
+        result["pythae"][name], draws[("pythae", name)] = row, grid_pick(drawn, args.seed)
         log({"pythae": {name: row}})
 
     best = {tool: min(result[tool], key=lambda s: result[tool][s]["fd_classifier"])  # noqa: B023

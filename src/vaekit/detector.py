@@ -203,14 +203,19 @@ class Detector:
             return {reference_key(m): stored[reference_key(m)] for m in self.runs}
         rates = {}
         for m in self.runs:
-            try:
-                held_out = held_out_inputs(m, self.data_dir)
-            except DataError as e:
-                raise DataError(f"--method complexity measures {m.path}'s exchange rate on its held-out images, "
-                                f"which need its training data ({e}); `vaekit calibrate` with this --method stores "
-                                "it") from None
+            held_out = self.held_out(m, f"--method complexity measures {m.path}'s exchange rate on",
+                                     "with this --method stores it")
             rates[reference_key(m)] = self.fit_rate(m, held_out)
         return rates
+
+    def held_out(self, member: Run, measures: str, calibrate_stores: str) -> torch.Tensor:
+        """A run's held-out model inputs, which a reference is measured on; without its training data, a DataError
+        that says what needed them (`measures` ... its held-out images) and what `vaekit calibrate` stores instead."""
+        try:
+            return held_out_inputs(member, self.data_dir)
+        except DataError as e:
+            raise DataError(f"{measures} its held-out images, which need its training data ({e}); `vaekit calibrate` "
+                            f"{calibrate_stores}") from None
 
     def fit_rate(self, member: Run, x: torch.Tensor) -> float:
         """`complexity.fit_rate` of a run on normal model inputs x."""
@@ -243,12 +248,8 @@ class Detector:
         for m in self.runs:
             held_out_scores = (measured or {}).get(reference_key(m))
             if held_out_scores is None:
-                try:
-                    held_out = held_out_inputs(m, self.data_dir)
-                except DataError as e:
-                    raise DataError(f"--combine typical measures {m.path} against its held-out images, which need "
-                                    f"its training data ({e}); `vaekit calibrate` with this --combine and --method "
-                                    "stores what it needs") from None
+                held_out = self.held_out(m, f"--combine typical measures {m.path} against",
+                                         "with this --combine and --method stores what it needs")
                 held_out_scores = self.member_scores(m, held_out)
             try:
                 references[reference_key(m)] = list(typical_reference(held_out_scores))

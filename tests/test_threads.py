@@ -19,6 +19,7 @@ MINIMAL_ARGS = {
     "plot": ["loss", "r", "-o", "s.png"], "report": ["r", "-o", "r.html"], "score": ["r", "x.png"],
     "calibrate": ["r"], "compress": ["r", "x.png", "-o", "c.vkz"], "decompress": ["r", "c.vkz", "-o", "out"],
     "fit-sampler": ["r", "--sampler", "gmm"], "quality": ["r"], "disentanglement": ["r"],
+    "explore": ["r"],
 }
 
 

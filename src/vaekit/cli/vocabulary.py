@@ -20,6 +20,7 @@ from ..choices import INTERPOLATIONS, INVERT_MODES, MIXTURE_RULES, PROJECTIONS, 
 from ..config import (BINARIZE_MODES, COMPILE_MODES, FAMILIES, LATENT_SHAPES, LIKELIHOODS, PIXEL_GROUPS, PRECISIONS,
                       PRIORS, SCHEDULES)
 from ..samplers import COVARIANCES, SAMPLERS
+from .explore import port_number
 from .args import (architecture_name, finite_float, html_path, image_reference, image_size, iw_count,
                    non_empty_path, non_empty_text, non_negative_float, non_negative_int, picture_count, picture_scale,
                    png_or_gif_path, png_path, positive_float, positive_int, seed_int, threads_value, unit_fraction)
@@ -28,7 +29,8 @@ from .samplers import FITTED
 
 TOP = "vaekit"  # the options before the subcommand
 COMPUTE = ("train", "eval", "sample", "reconstruct", "interpolate", "traverse", "manifold", "embed", "probe", "plot",
-           "report", "score", "calibrate", "compress", "decompress", "fit-sampler", "quality", "disentanglement")
+           "report", "score", "calibrate", "compress", "decompress", "fit-sampler", "quality", "disentanglement",
+           "explore")
 ON_A_DEVICE = tuple(c for c in COMPUTE if c not in ("compress", "decompress"))  # bits-back coding runs on the CPU
 READS_DATA = tuple(c for c in COMPUTE if c not in ("sample", "decompress", "disentanglement"))  # it draws its own
 PICTURES = ("sample", "reconstruct", "interpolate", "traverse", "manifold")
@@ -175,6 +177,11 @@ OPTIONS: dict[str, Option] = {
     "--covariance": Option("a gmm sampler's covariances", ("fit-sampler",), choices=COVARIANCES),
     "--classifier": Option("the shipped classifier whose features measure samples", ("quality",),
                            choices=QUALITY_CLASSIFIERS),
+    # the explorer
+    "--port": Option("the TCP port the explorer listens on (0: any free one)", ("explore",), port_number, "PORT"),
+    "--host": Option("the address the explorer listens on", ("explore",), metavar="HOST"),
+    "--map": Option("the 2-D map of the test images' posterior means", ("explore",), choices=PROJECTIONS),
+    "--map-points": Option("test images on the explorer's map", ("explore",), positive_int, "N"),
     # compression
     "--latent-bits": Option("bits per latent dimension of the discretized latent", ("compress",), positive_int,
                             "BITS"),
@@ -184,7 +191,7 @@ OPTIONS: dict[str, Option] = {
 POSITIONALS: dict[str, Option] = {
     "command": Option("the subcommand", (TOP,), metavar="COMMAND"),
     "run": Option("a run directory written by `vaekit train`", tuple(c for c in COMPUTE if c != "train"),
-                  non_empty_path, "RUN"),
+                  non_empty_path, "RUN", per_command={"explore": {"nargs": "+"}}),
     "input": Option("images: a built-in split (mnist:test), an image file or array, or a folder", (
         "embed", "score", "calibrate", "compress", "data prepare"), metavar="INPUT",
         per_command={"calibrate": {"nargs": "?"}}),

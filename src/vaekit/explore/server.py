@@ -1,0 +1,209 @@
+"""The explorer's web app: the page (static/, served from the package) and the JSON API (docs/explore.md), a
+Starlette app over `session.Explorer`. Every error is a 4xx (5xx for a vaekit bug) with {"error": "one line"},
+and the server keeps serving. No request names a file: runs are named, images are test indices or uploads.
+
+Torch work runs in Starlette's thread pool (each run's lock serializes its model); request bodies are read
+with a bound, counted while they stream, so no request holds more than MAX_UPLOAD_BYTES and some slack.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import VaekitError
+from ..validation import parse_json
+from .session import MAX_UPLOAD_BYTES, Explorer, Refused, short
+
+STATIC = Path(__file__).parent / "static"
+MAX_JSON_BODY = 4 << 20  # a decode request: 256 rows of a few thousand numbers as text
+MULTIPART_SLACK = 64 << 10  # an upload's body: the file, its part headers and the other fields
+IMAGE_TYPES = ("image/png", "image/jpeg")
+
+
+class TooLarge(Refused):
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is larger than {limit:,} bytes, the most this endpoint reads", 413)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) as soon as it is known to pass `limit` bytes: by its Content-Length
+    before anything is read, else by counting while it streams."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isascii() or not declared.isdigit() or int(declared) > limit):
+        raise TooLarge(limit) if declared.isascii() and declared.isdigit() else Refused("a malformed Content-Length")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request) -> dict:
+    """The request's JSON object (NaN and Infinity are parsed, so that the checks name them)."""
+    try:
+        document = parse_json(await read_body(request, MAX_JSON_BODY), allow_nan=True)
+    except ValueError as e:
+        raise Refused(f"the body is not JSON ({e})") from None
+    if not isinstance(document, dict):
+        raise Refused(f"the body must be a JSON object, got {short(document)}")
+    return document
+
+
+def query_int(request: Request, name: str, default: int | None = None) -> int:
+    """An integer query parameter, strictly (ASCII digits, an optional minus)."""
+    text = request.query_params.get(name)
+    if text is None:
+        if default is None:
+            raise Refused(f"the query needs {name}")
+        return default
+    digits = text[1:] if text.startswith("-") else text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 20:
+        raise Refused(f"{name} must be an integer, got {short(text)}")
+    return int(text)
+
+
+def create_app(explorer: Explorer) -> Starlette:
+    """The explorer's Starlette app over `explorer`."""
+
+    def run_of(request: Request):
+        return explorer.get(request.query_params.get("run"))
+
+    async def runs(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(explorer.describe))
+
+    async def latent_map(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(run_of(request).map_document))
+
+    async def image(request: Request) -> Response:
+        run = run_of(request)
+        return JSONResponse(await run_in_threadpool(run.image, query_int(request, "index"),
+                                                    query_int(request, "scale", 1)))
+
+    async def decode(request: Request) -> Response:
+        body = await json_body(request)
+        unknown = set(body) - {"run", "z", "map_points", "format", "scale"}
+        if unknown:
+            raise Refused(f"unknown field {short(sorted(unknown)[0])}; decode takes run, z or map_points, format, "
+                          "scale")
+        run = explorer.get(body.get("run"))
+        kind = body.get("format", "json")
+        if kind not in ("json", "png"):
+            raise Refused(f"format must be json or png, got {short(kind)}")
+        arguments = (body.get("z"), body.get("map_points"), body.get("scale", 1))
+        if kind == "png":
+            return Response(await run_in_threadpool(run.decode_png, *arguments), media_type="image/png")
+        return JSONResponse({"images": await run_in_threadpool(run.decode_images, *arguments)})
+
+    async def encode(request: Request) -> Response:
+        run = explorer.get(request.query_params.get("run"))
+        data = await upload(request)
+        invert = request.query_params.get("invert", "off")
+        return JSONResponse(await run_in_threadpool(run.encode, data, invert, query_int(request, "scale", 1)))
+
+    async def samples(request: Request) -> Response:
+        run = run_of(request)
+        images = await run_in_threadpool(run.samples, query_int(request, "count", 16), query_int(request, "seed", 0),
+                                         request.query_params.get("sampler", "prior"), query_int(request, "scale", 1))
+        return JSONResponse({"images": images})
+
+    async def interpolate(request: Request) -> Response:
+        body = await json_body(request)
+        unknown = set(body) - {"run", "a", "b", "steps", "method", "scale"}
+        if unknown:
+            raise Refused(f"unknown field {short(sorted(unknown)[0])}; interpolate takes run, a, b, steps, method, "
+                          "scale")
+        run = explorer.get(body.get("run"))
+        return JSONResponse(await run_in_threadpool(run.interpolate, body.get("a"), body.get("b"),
+                                                    body.get("steps", 9), body.get("method", "linear"),
+                                                    body.get("scale", 1)))
+
+    async def index(request: Request) -> Response:
+        page = STATIC / "index.html"
+        if page.is_file():
+            return FileResponse(page)
+        return HTMLResponse(PLACEHOLDER.format(runs=", ".join(html.escape(name) for name in explorer.runs)))
+
+    routes = [
+        Route("/", index), Route("/api/runs", runs), Route("/api/map", latent_map), Route("/api/image", image),
+        Route("/api/decode", decode, methods=["POST"]), Route("/api/encode", encode, methods=["POST"]),
+        Route("/api/samples", samples), Route("/api/interpolate", interpolate, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
+    ]
+    handlers = {Refused: refused, VaekitError: vaekit_error, HTTPException: http_error, Exception: internal_error}
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+async def upload(request: Request) -> bytes:
+    """The uploaded image's bytes: the multipart field `file`, or the whole body sent as image/png or
+    image/jpeg; at most MAX_UPLOAD_BYTES (413 past it, without reading further)."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind in IMAGE_TYPES or kind == "application/octet-stream":
+        return await read_body(request, MAX_UPLOAD_BYTES)
+    if kind != "multipart/form-data":
+        raise Refused(f"upload the image as multipart/form-data (field file) or as image/png or image/jpeg, not "
+                      f"{short(kind or 'no content type')}", 415)
+    body = await read_body(request, MAX_UPLOAD_BYTES + MULTIPART_SLACK)
+    sent = False
+
+    async def replay():  # the bounded body, once, for Starlette's multipart parser
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except HTTPException as e:
+        raise Refused(f"a malformed multipart body ({e.detail})") from None
+    try:
+        file = form.get("file")
+        if file is None or isinstance(file, str):
+            raise Refused("the multipart body has no file field holding the image")
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+    finally:
+        await form.close()
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise TooLarge(MAX_UPLOAD_BYTES)
+    return data
+
+
+def error(message: str, status: int) -> JSONResponse:
+    line = " ".join(str(message).split())  # one line, whatever the message held
+    return JSONResponse({"error": line}, status_code=status)
+
+
+async def refused(request: Request, e: Refused) -> Response:
+    return error(str(e), e.status)
+
+
+async def vaekit_error(request: Request, e: VaekitError) -> Response:
+    return error(str(e), 400)
+
+
+async def http_error(request: Request, e: HTTPException) -> Response:
+    detail = e.detail if e.status_code != 404 else f"no such page: {request.url.path} (the API is under /api/)"
+    return error(detail, e.status_code)
+
+
+async def internal_error(request: Request, e: Exception) -> Response:
+    return error(f"internal error: {type(e).__name__}: {e} (a vaekit bug)", 500)
+
+
+PLACEHOLDER = """<!doctype html>
+<html><head><meta charset="utf-8"><title>vaekit explore</title></head>
+<body><h1>vaekit explore</h1><p>Runs: {runs}.</p>
+<p>The page is not installed (src/vaekit/explore/static/index.html); the JSON API is at
+<a href="/api/runs">/api/runs</a> (docs/explore.md).</p></body></html>
+"""

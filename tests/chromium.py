@@ -97,10 +97,14 @@ class Browser:
         self.call("Page.navigate", {"url": url})
 
     def wait_for(self, expression: str, timeout: float = 20.0, what: str = ""):
-        """Poll a JavaScript expression until it is truthy; its value."""
+        """Poll a JavaScript expression until it is truthy; its value (an expression that throws, as one may
+        while a page is still loading, counts as false)."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except BrowserError:
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:

@@ -1,0 +1,141 @@
+"""The explorer's page in real headless Chromium (issue #26): `vaekit explore` serves a run trained here on a free
+port, and the page is driven as a user would: the map renders, a click decodes, a slider moves the image, an
+upload returns a score. Each step is checked on the screenshot's pixels, not only on the DOM."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit.cli import main
+from vaekit.data import load_split
+
+from .chromium import Browser, find_chromium
+from .conftest import DATA_DIR
+
+TRAIN_IMAGES = 1600  # half of them held out as the test set: an 800-point map
+
+
+def chromium() -> str:
+    found = find_chromium()
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium (Debian's chromium package) for the explorer's browser test")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A run of 1 epoch on 1,600 MNIST training images (800 held out as its test set), 8 latent dimensions."""
+    root = tmp_path_factory.mktemp("explore")
+    mnist = load_split("mnist", "train", DATA_DIR)
+    data = root / "digits.npz"
+    np.savez(data, images=mnist.images[:TRAIN_IMAGES, 0].numpy(), labels=mnist.labels[:TRAIN_IMAGES].numpy())
+    out = root / "small"
+    assert main(["train", "--data", str(data), "--validation", "0.5", "--epochs", "1", "--latent", "8",
+                 "--hidden", "200", "--out", str(out), "--threads", "1"]) == 0
+    return out
+
+
+@pytest.fixture
+def server(small_run):
+    """`vaekit explore RUN --port 0` in a subprocess; its URL, read from the line it prints."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("starlette")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", str(small_run), "--port", "0",
+                                "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        if not line.startswith("vaekit explore: serving on http://"):
+            process.kill()
+            raise AssertionError(f"vaekit explore printed {line!r}; stderr: {process.stderr.read()[-2000:]}")
+        yield line.split("serving on ", 1)[1].strip()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def counter(browser: Browser, name: str) -> int:
+    return int(browser.evaluate(f"document.body.dataset.{name}"))
+
+
+def wait_past(browser: Browser, name: str, seen: int) -> None:
+    browser.wait_for(f"Number(document.body.dataset.{name}) > {seen}", what=f"the page's {name} counter past {seen}")
+
+
+def coloured(pixels: np.ndarray) -> np.ndarray:
+    """The pixels that are neither white nor grey: the map's points (their colour is the label's)."""
+    pixels = pixels.astype(int)
+    return (pixels.max(-1) - pixels.min(-1)) > 40
+
+
+def test_the_page_maps_decodes_slides_and_scores_an_upload(server, tmp_path):
+    upload = tmp_path / "noise.png"  # an image unlike any digit: a high score, a non-blank reconstruction
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(upload)
+    with Browser(chromium(), tmp_path / "profile") as browser:
+        browser.goto(server)
+        browser.wait_for("document.body.dataset.ready === '1'", what="the map to be drawn")
+        browser.wait_for("Number(document.body.dataset.decoded) >= 1", what="the first decoded image")
+        assert browser.evaluate("document.getElementById('error').hidden")
+
+        # the map: 800 points in the colours of the 10 digits, on a white background
+        shot = browser.screenshot("#map")
+        assert shot.shape[:2] == (520, 520)
+        points = coloured(shot)
+        assert points.sum() > 2_000, points.sum()
+        _, counts = np.unique(shot[points] // 32, axis=0, return_counts=True)  # colours, to 3 bits a channel
+        assert (counts > 50).sum() >= 5, sorted(counts)[-10:]
+        assert len(browser.evaluate("Array.from(document.querySelectorAll('#legend span'), s => s.textContent)")) == 10
+
+        # a click on the map, away from every point, decodes the point mapped back to the latent space
+        box = browser.rect("#map")
+        before = browser.screenshot("#decoded").astype(int)
+        seen = counter(browser, "decoded")
+        browser.click(box["x"] + 12, box["y"] + 12)
+        wait_past(browser, "decoded", seen)
+        after = browser.screenshot("#decoded").astype(int)
+        assert np.abs(after - before).mean() > 3, np.abs(after - before).mean()
+        assert "mapped back" in browser.evaluate("document.getElementById('decoded-caption').textContent")
+        assert after.std() > 10  # an image, not a blank canvas
+
+        # the most informative dimension's slider, dragged to its right end, changes the image
+        top = browser.evaluate("document.querySelector('#sliders input').id")
+        slider = browser.rect(f"#{top}")
+        seen = counter(browser, "decoded")
+        middle = slider["y"] + slider["height"] / 2
+        browser.drag((slider["x"] + slider["width"] / 2, middle), (slider["x"] + slider["width"] - 1, middle))
+        wait_past(browser, "decoded", seen)
+        browser.wait_for("!document.getElementById('decoded-caption').textContent.includes('mapped back')")
+        time.sleep(0.3)  # the last of the drag's decodes (at most one in flight, the latest wins)
+        slid = browser.screenshot("#decoded").astype(int)
+        assert np.abs(slid - after).mean() > 3, np.abs(slid - after).mean()
+        assert float(browser.evaluate(f"document.getElementById('{top}').value")) > 2.5
+
+        # an upload: its score (a number of nats) on the page, its reconstruction drawn, its nearest images
+        seen = counter(browser, "uploaded")
+        browser.set_file("#upload-file", upload)
+        wait_past(browser, "uploaded", seen)
+        score = browser.evaluate("document.querySelector('#score .number').textContent")
+        assert np.isfinite(float(score)) and float(score) > 0
+        reconstruction = browser.screenshot("#upload-recon").astype(int)
+        assert reconstruction.std() > 10 and reconstruction.max() - reconstruction.min() > 100
+        assert browser.evaluate("document.querySelectorAll('#nearest img').length") == 5
+        assert browser.evaluate("document.getElementById('error').hidden")
+
+        # a bad request shows as one line on the page, never a stack
+        browser.evaluate("postJSON('/api/decode', {run: state.a.run.name, z: [[1, 2]]}).catch(showError)")
+        message = browser.wait_for("!document.getElementById('error').hidden && "
+                                   "document.getElementById('error').textContent", what="the error line")
+        assert "\n" not in message and "Traceback" not in message and len(message) < 400

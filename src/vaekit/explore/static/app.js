@@ -157,6 +157,14 @@ function runByName(name) { return state.runs.find((r) => r.name === name); }
 
 // ---------------------------------------------------------------- the map
 
+// [r, g, b] of any CSS colour, as the canvas parses it (#rrggbb, hsl(...))
+function cssRgb(colour) {
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.fillStyle = colour;
+  const hex = ctx.fillStyle;
+  return [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16));
+}
+
 class MapView {
   constructor(canvas, side) {
     this.canvas = canvas;
@@ -174,7 +182,9 @@ class MapView {
   }
 
   async load(runName) {
+    const asked = performance.now();
     const data = await getJSON("/api/map", {run: runName});
+    const received = performance.now();
     const n = data.points.length;
     const xs = new Float32Array(n);
     const ys = new Float32Array(n);
@@ -186,6 +196,8 @@ class MapView {
     this.buildIndex();
     this.drawBase();
     this.render();
+    // milliseconds: the map's request and answer (JSON parsed), and its drawing; read by benchmarks/explore_page.py
+    this.timing = {fetch: received - asked, draw: performance.now() - received};
   }
 
   // one scale for both axes (distances on the map mean the same in x and y), 5% margins
@@ -260,30 +272,34 @@ class MapView {
     return this.labelColours.get(label) || PALETTE[0];
   }
 
+  // The points are written straight into an ImageData (10,000 points in a few ms even where the canvas is
+  // rasterized on the CPU), each a small square blended over the white background at 75% opacity.
   drawBase() {
-    const ctx = this.base.getContext("2d");
-    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
-    ctx.fillStyle = "#ffffff";
-    ctx.fillRect(0, 0, MAP_SIZE, MAP_SIZE);
+    const width = this.base.width, height = this.base.height;
+    const image = new ImageData(width, height);
+    const pixels = image.data;
+    pixels.fill(255);
+    const put = (x, y, [r, g, b], alpha) => {
+      if (x < 0 || y < 0 || x >= width || y >= height) return;
+      const o = 4 * (y * width + x);
+      pixels[o] += alpha * (r - pixels[o]);
+      pixels[o + 1] += alpha * (g - pixels[o + 1]);
+      pixels[o + 2] += alpha * (b - pixels[o + 2]);
+    };
     // axes through the map's origin, faint
-    const [ox, oy] = this.toPixel(0, 0);
-    ctx.strokeStyle = "#eceef2";
-    ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.moveTo(ox, 0); ctx.lineTo(ox, MAP_SIZE); ctx.moveTo(0, oy); ctx.lineTo(MAP_SIZE, oy); ctx.stroke();
-    // points batched by colour: one fillStyle per label, 10,000 points in a few ms
+    const [ox, oy] = this.toPixel(0, 0).map((v) => Math.round(v * this.dpr));
+    for (let k = 0; k < Math.max(width, height); k++) { put(ox, k, [236, 238, 242], 1); put(k, oy, [236, 238, 242], 1); }
     const labels = this.data.labels;
-    const groups = new Map();
+    const rgb = new Map();
+    const side = Math.max(2, Math.round(2.5 * this.dpr));
     for (let i = 0; i < this.px.length; i++) {
       const colour = this.colourOf(labels ? labels[i] : null);
-      if (!groups.has(colour)) groups.set(colour, []);
-      groups.get(colour).push(i);
+      if (!rgb.has(colour)) rgb.set(colour, cssRgb(colour));
+      const c = rgb.get(colour);
+      const x0 = Math.round(this.px[i] * this.dpr - side / 2), y0 = Math.round(this.py[i] * this.dpr - side / 2);
+      for (let dy = 0; dy < side; dy++) for (let dx = 0; dx < side; dx++) put(x0 + dx, y0 + dy, c, 0.75);
     }
-    ctx.globalAlpha = 0.75;
-    for (const [colour, members] of groups) {
-      ctx.fillStyle = colour;
-      for (const i of members) ctx.fillRect(this.px[i] - 1.25, this.py[i] - 1.25, 2.5, 2.5);
-    }
-    ctx.globalAlpha = 1;
+    this.base.getContext("2d").putImageData(image, 0, 0);
   }
 
   render() {
@@ -816,7 +832,8 @@ async function showRun(name) {
   const start = map.linear ? map.data.inverse.mean.slice() : new Array(run.latent_dims).fill(0);
   setCurrent(start, map.linear ? "the test set's mean latent point" : "z = 0, the prior's mean");
   document.body.dataset.ready = "1";
-  window.vaekitTiming = {ready: performance.now(), points: map.xs.length};
+  // since the navigation began: the page is interactive (map drawn, sliders built); benchmarks/explore_page.py
+  window.vaekitTiming = Object.assign({ready: performance.now(), points: map.xs.length}, map.timing);
   await refreshSamples();
   if (state.lastFile) await upload(state.lastFile);
 }

@@ -32,25 +32,26 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """A run of 1 epoch on 1,600 MNIST training images (800 held out as its test set), 8 latent dimensions."""
+def runs(tmp_path_factory):
+    """Two runs of 1 epoch on 1,600 MNIST training images (800 held out as their test set): "small", a VAE with 8
+    latent dimensions, and "ladder", a hierarchical VAE with layers of 8 and 4."""
     root = tmp_path_factory.mktemp("explore")
     mnist = load_split("mnist", "train", DATA_DIR)
     data = root / "digits.npz"
     np.savez(data, images=mnist.images[:TRAIN_IMAGES, 0].numpy(), labels=mnist.labels[:TRAIN_IMAGES].numpy())
-    out = root / "small"
-    assert main(["train", "--data", str(data), "--validation", "0.5", "--epochs", "1", "--latent", "8",
-                 "--hidden", "200", "--out", str(out), "--threads", "1"]) == 0
-    return out
+    common = ["train", "--data", str(data), "--validation", "0.5", "--epochs", "1", "--hidden", "200", "--threads", "1"]
+    assert main([*common, "--latent", "8", "--out", str(root / "small")]) == 0
+    assert main([*common, "--family", "hvae", "--latent", "8", "4", "--out", str(root / "ladder")]) == 0
+    return [root / "small", root / "ladder"]
 
 
-@pytest.fixture
-def server(small_run):
-    """`vaekit explore RUN --port 0` in a subprocess; its URL, read from the line it prints."""
+@pytest.fixture(scope="module")
+def server(runs):
+    """`vaekit explore RUN RUN --port 0` in a subprocess; its URL, read from the line it prints."""
     if not os.environ.get("CI"):
         pytest.importorskip("starlette")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", str(small_run), "--port", "0",
+    process = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", *map(str, runs), "--port", "0",
                                 "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = process.stdout.readline()
@@ -100,8 +101,8 @@ def test_the_page_maps_decodes_slides_and_scores_an_upload(server, tmp_path):
         assert len(browser.evaluate("Array.from(document.querySelectorAll('#legend span'), s => s.textContent)")) == 10
 
         # a click on the map, away from every point, decodes the point mapped back to the latent space
-        box = browser.rect("#map")
         before = browser.screenshot("#decoded").astype(int)
+        box = browser.rect("#map")  # (after the screenshot, which scrolls to its element)
         seen = counter(browser, "decoded")
         browser.click(box["x"] + 12, box["y"] + 12)
         wait_past(browser, "decoded", seen)
@@ -139,3 +140,41 @@ def test_the_page_maps_decodes_slides_and_scores_an_upload(server, tmp_path):
         message = browser.wait_for("!document.getElementById('error').hidden && "
                                    "document.getElementById('error').textContent", what="the error line")
         assert "\n" not in message and "Traceback" not in message and len(message) < 400
+
+
+def test_the_page_switches_runs_and_shows_two_side_by_side_on_the_same_image(server, tmp_path):
+    with Browser(chromium(), tmp_path / "profile") as browser:
+        browser.goto(server)
+        browser.wait_for("document.body.dataset.ready === '1'", what="the map to be drawn")
+        assert browser.evaluate("Array.from(document.getElementById('run-select').options, o => o.value)") == [
+            "small", "ladder"]
+
+        # the hierarchical run: its map, and its sliders per layer (8 and 4 dimensions)
+        browser.evaluate("(s => { s.value = 'ladder'; s.dispatchEvent(new Event('change')); })"
+                         "(document.getElementById('run-select'))")
+        browser.wait_for("document.body.dataset.ready === '1' && state.a.run.name === 'ladder'", what="the switch")
+        titles = browser.evaluate("Array.from(document.querySelectorAll('#sliders .layer-title'), t => t.textContent)")
+        assert len(titles) == 2 and titles[0].endswith(": 8 dimensions") and titles[1].endswith(": 4 dimensions")
+        assert browser.evaluate("document.querySelectorAll('#sliders input').length") == 12
+        assert coloured(browser.screenshot("#map")).sum() > 2_000
+
+        # side by side with the flat run: its map beside, and a test image picked on the first map decoded by both
+        browser.evaluate("(s => { s.value = 'small'; s.dispatchEvent(new Event('change')); })"
+                         "(document.getElementById('compare-select'))")
+        browser.wait_for("state.b && maps.b.data && Number(document.body.dataset.sampled) >= 2", what="run B's map")
+        assert coloured(browser.screenshot("#map-b")).sum() > 2_000
+        assert browser.evaluate("document.querySelectorAll('#samples-b img').length") == 16
+        blank = browser.screenshot("#decoded-b").astype(int)
+        box = browser.rect("#map")  # (after the screenshot, which scrolls to its element)
+        x, y, index = browser.evaluate("""(() => { const m = maps.a;  // a point that a click at its centre picks
+            for (let i = 0; i < m.px.length; i++) if (m.hit(m.px[i], m.py[i]) === i) return [m.px[i] +
+            m.canvas.clientLeft, m.py[i] + m.canvas.clientTop, m.data.indices[i]]; })()""")
+        seen = counter(browser, "decoded")
+        browser.click(box["x"] + x, box["y"] + y)
+        browser.wait_for(f"Number(document.body.dataset.decoded) >= {seen + 2}", what="both runs' decodes")
+        shown = browser.screenshot("#decoded-b").astype(int)
+        assert shown.std() > 10 and np.abs(shown - blank).mean() > 3
+        assert f"test image #{index}" in browser.evaluate("document.getElementById('decoded-caption').textContent")
+        assert f"the same test image #{index}" in browser.evaluate(
+            "document.getElementById('decoded-b-caption').textContent")
+        assert browser.evaluate("document.getElementById('error').hidden")

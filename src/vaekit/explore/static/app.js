@@ -445,8 +445,9 @@ function attachMap(view) {
   const canvas = view.canvas;
   let down = null;
   const position = (event) => {
-    const rect = canvas.getBoundingClientRect();
-    return [(event.clientX - rect.left) * (MAP_SIZE / rect.width), (event.clientY - rect.top) * (MAP_SIZE / rect.height)];
+    const rect = canvas.getBoundingClientRect(); // its border box: the drawing starts inside the border
+    return [(event.clientX - rect.left - canvas.clientLeft) * (MAP_SIZE / canvas.clientWidth),
+      (event.clientY - rect.top - canvas.clientTop) * (MAP_SIZE / canvas.clientHeight)];
   };
   const decodeAt = (px, py) => {
     const [x, y] = view.toPoint(px, py);

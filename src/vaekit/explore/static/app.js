@@ -610,6 +610,15 @@ function pick(key) {
 
 let animation = null;
 
+function drawStrip(strip, images) {
+  const cell = 56;
+  strip.width = cell * images.length;
+  strip.height = cell;
+  const ctx = strip.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  images.forEach((img, k) => ctx.drawImage(img, k * cell, 0, cell, cell));
+}
+
 async function playInterpolation() {
   const {a, b} = state.picks;
   if (!a || !b) throw new ApiError("pick both ends first: A and B, with the buttons under the decoded image");
@@ -619,13 +628,17 @@ async function playInterpolation() {
   const path = [];
   for (let k = 0; k < steps; k++) path.push(method(a.z, b.z, k / (steps - 1)));
   const images = await Promise.all((await decodeRows(state.a.run.name, path)).map(loadImage));
-  const strip = $("interp-strip");
-  const cell = 56;
-  strip.width = cell * steps;
-  strip.height = cell;
-  const ctx = strip.getContext("2d");
-  ctx.imageSmoothingEnabled = false;
-  images.forEach((img, k) => ctx.drawImage(img, k * cell, 0, cell, cell));
+  drawStrip($("interp-strip"), images);
+  // side by side: run B between the same two test images (its own posterior means of them)
+  const same = state.b && a.index != null && b.index != null;
+  $("interp-b-box").hidden = !same;
+  if (same) {
+    const [ia, ib] = await Promise.all([imageInfo(state.b.run.name, a.index), imageInfo(state.b.run.name, b.index)]);
+    const pathB = [];
+    for (let k = 0; k < steps; k++) pathB.push(method(ia.mu, ib.mu, k / (steps - 1)));
+    drawStrip($("interp-strip-b"), await Promise.all((await decodeRows(state.b.run.name, pathB)).map(loadImage)));
+    $("interp-b-title").textContent = `${state.b.run.name}, between the same test images #${a.index} and #${b.index}`;
+  }
   const view = state.a.map;
   view.path = view.linear ? path.map((z) => view.project(z)) : null;
   view.render();
@@ -847,6 +860,7 @@ async function showCompare(name) {
   state.uploadPointB = null;
   if (!run) {
     state.b = null;
+    $("interp-b-box").hidden = true;
     $("map-title-a").textContent = "";
     $("samples-title-b").textContent = "";
     return refreshSamples();
@@ -861,6 +875,7 @@ async function showCompare(name) {
   $("decoded-b-caption").textContent = `${run.name}: pick a test image on either map to see both runs decode it`;
   await refreshSamples();
   if (state.current && state.current.index != null) await selectTestImage(state.current.index);
+  if (state.picks.a && state.picks.b) await playInterpolation();
   if (state.lastFile) await upload(state.lastFile);
 }
 

@@ -83,12 +83,16 @@ def run_explore(args) -> int:
     from ..explore.server import create_app
     from ..explore.session import Explorer
 
-    log = stage_log()
-    explorer = Explorer.open(args.run, device=resolve_device(args.device), map_method=args.map,
-                             map_points=args.map_points, data_dir=args.data_dir,
-                             progress=lambda name: log(f"loading {name} and mapping its test images"))
-    app = create_app(explorer)
-    listener = listen(args.host, args.port)
+    listener = listen(args.host, args.port)  # first: a port that cannot be had fails before the runs load
+    try:
+        log = stage_log()
+        explorer = Explorer.open(args.run, device=resolve_device(args.device), map_method=args.map,
+                                 map_points=args.map_points, data_dir=args.data_dir,
+                                 progress=lambda name: log(f"loading {name} and mapping its test images"))
+        app = create_app(explorer)
+    except BaseException:
+        listener.close()
+        raise
     host, port = listener.getsockname()[:2]
     if args.host not in LOCAL_HOSTS:
         print(f"vaekit: warning: serving on {args.host}, not this machine only: anyone who can reach it can use "

@@ -366,3 +366,30 @@ def test_run_names_are_made_unique(tiny):
     from vaekit.explore.session import unique_names
 
     assert unique_names([tiny, tiny, "pretrained:mnist"]) == ["run", "run-2", "pretrained:mnist"]
+
+
+def test_a_server_on_this_machine_answers_only_its_own_host_names(explorer):
+    app = create_app(explorer, allowed_hosts=("127.0.0.1", "localhost", "::1"))
+    local = TestClient(app, base_url="http://127.0.0.1:8765")
+    assert local.get("/api/runs").status_code == 200
+    assert local.get("/api/runs", headers={"host": "localhost:8765"}).status_code == 200
+    assert local.get("/api/runs", headers={"host": "[::1]:8765"}).status_code == 200
+    rebound = local.get("/api/runs", headers={"host": "attacker.example:8765"})
+    assert rebound.status_code == 421 and "not to the host 'attacker.example:8765'" in rebound.json()["error"]
+    assert local.get("/api/runs").status_code == 200
+
+
+def test_a_tsne_map_maps_back_by_least_squares_and_places_an_upload_at_its_nearest_image(tiny, explorer):
+    pytest.importorskip("sklearn")
+    explored = ExploredRun("tsne", load_run(tiny), map_method="tsne")
+    document = explored.map_document()
+    assert document["method"] == "tsne" and "least-squares" in document["note"] and len(document["points"]) == 30
+    assert np.allclose(document["points"], explored.map.points, rtol=0, atol=1e-5 * np.abs(explored.map.points).max())
+    points, mu = explored.map.points, explored.mu.double().numpy()
+    mean, components = np.array(document["inverse"]["mean"]), np.array(document["inverse"]["components"])
+    residual = mu - (mean + points @ components)
+    centred = points - points.mean(0)
+    assert np.abs(centred.T @ residual).max() < 1e-6 * np.abs(centred).max() * len(mu)  # the normal equations
+    assert np.abs(residual.sum(0)).max() < 1e-6  # and the intercept's
+    upload = png_upload(load_run(tiny).held_out().images[4, 0].numpy())
+    assert explored.encode(upload)["point"] == explored.map.points[4].tolist()

@@ -88,8 +88,9 @@ def run_explore(args) -> int:
         log = stage_log()
         explorer = Explorer.open(args.run, device=resolve_device(args.device), map_method=args.map,
                                  map_points=args.map_points, data_dir=args.data_dir,
-                                 progress=lambda name: log(f"loading {name} and mapping its test images"))
-        app = create_app(explorer)
+                                 log=lambda name: log(f"loading {name} and mapping its test images"),
+                                 progress=sys.stderr.isatty())
+        app = create_app(explorer, allowed_hosts=allowed_hosts(args.host))
     except BaseException:
         listener.close()
         raise
@@ -101,6 +102,12 @@ def run_explore(args) -> int:
     print(f"vaekit explore: serving on http://{shown}:{port}/", flush=True)
     serve(app, listener)
     return 0
+
+
+def allowed_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host headers the server answers: bound to this machine only, its loopback names (so that a web page
+    elsewhere cannot reach it through a DNS name rebound to 127.0.0.1); bound to another address, any."""
+    return LOCAL_HOSTS if host in LOCAL_HOSTS else None
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -9,11 +9,13 @@ with a bound, counted while they stream, so no request holds more than MAX_UPLOA
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -73,8 +75,9 @@ def query_int(request: Request, name: str, default: int | None = None) -> int:
     return int(text)
 
 
-def create_app(explorer: Explorer) -> Starlette:
-    """The explorer's Starlette app over `explorer`."""
+def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = None) -> Starlette:
+    """The explorer's Starlette app over `explorer`; `allowed_hosts`: the Host header names it answers (with any
+    port), None for any."""
 
     def run_of(request: Request):
         return explorer.get(request.query_params.get("run"))
@@ -141,7 +144,27 @@ def create_app(explorer: Explorer) -> Starlette:
         Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
     handlers = {Refused: refused, VaekitError: vaekit_error, HTTPException: http_error, Exception: internal_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    middleware = [] if allowed_hosts is None else [Middleware(HostCheck, hosts=tuple(allowed_hosts))]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+
+
+class HostCheck:
+    """Answers only requests whose Host header names one of `hosts`: a server bound to 127.0.0.1 must not serve a
+    page that reached it by a DNS name rebound to 127.0.0.1 (DNS rebinding), which could then read its answers."""
+
+    def __init__(self, app, hosts: tuple[str, ...]):
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = header[1:].partition("]")[0] if header.startswith("[") else header.rpartition(":")[0] or header
+            if name not in self.hosts:
+                response = error(f"this explorer answers requests to {', '.join(self.hosts)} only, not to the host "
+                                 f"{short(header)}", 421)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def upload(request: Request) -> bytes:

@@ -265,6 +265,8 @@ def bad_requests():
         ("too many steps", "post", "/api/interpolate", {"json": {"run": "run", "a": {"index": 0}, "b": {"index": 1},
                                                                  "steps": 10_000}}, 400, "steps must be"),
         ("unknown page", "get", "/etc/passwd", {}, 404, "no such page"),
+        ("missing asset", "get", "/static/nope.js", {}, 404, "no such page"),
+        ("a path out of static", "get", "/static/%2e%2e/session.py", {}, 404, "no such page"),
         ("GET on a POST endpoint", "get", "/api/decode", {}, 405, "Method Not Allowed"),
     ]
 
@@ -393,3 +395,38 @@ def test_a_tsne_map_maps_back_by_least_squares_and_places_an_upload_at_its_neare
     assert np.abs(residual.sum(0)).max() < 1e-6  # and the intercept's
     upload = png_upload(load_run(tiny).held_out().images[4, 0].numpy())
     assert explored.encode(upload)["point"] == explored.map.points[4].tolist()
+
+
+def test_requests_with_bodies_past_the_bound_are_refused_with_429(explorer, monkeypatch):
+    """MAX_BODIES requests holding their bodies at once; one more is refused, and once they end all is served."""
+    import threading
+
+    from vaekit.explore import server
+
+    monkeypatch.setattr(server, "MAX_BODIES", 2)
+    run = explorer.get("run")
+    release, entered = threading.Event(), threading.Semaphore(0)
+    original = run.decode_images
+
+    def slow(*args):
+        entered.release()
+        release.wait(30)
+        return original(*args)
+
+    monkeypatch.setattr(run, "decode_images", slow)
+    with TestClient(create_app(explorer)) as client:
+        answers = []
+        workers = [threading.Thread(target=lambda: answers.append(client.post(
+            "/api/decode", json={"run": "run", "z": [[0.0] * 4]}).status_code)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        assert entered.acquire(timeout=30) and entered.acquire(timeout=30)  # both are inside the model call
+        refused = client.post("/api/decode", json={"run": "run", "z": [[0.0] * 4]})
+        assert refused.status_code == 429 and "try again" in refused.json()["error"]
+        assert client.get("/api/runs").status_code == 200  # requests without a body are served meanwhile
+        release.set()
+        for worker in workers:
+            worker.join(30)
+        assert answers == [200, 200]
+        monkeypatch.setattr(run, "decode_images", original)
+        assert client.post("/api/decode", json={"run": "run", "z": [[0.0] * 4]}).status_code == 200

@@ -29,6 +29,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_JSON_BODY = 4 << 20  # a decode request: 256 rows of a few thousand numbers as text
 MULTIPART_SLACK = 64 << 10  # an upload's body: the file, its part headers and the other fields
 IMAGE_TYPES = ("image/png", "image/jpeg")
+MAX_BODIES = 16  # requests with a body served at once (each holds at most its bounded body); more get 429
 
 
 class TooLarge(Refused):
@@ -81,6 +82,23 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = None) -
 
     def run_of(request: Request):
         return explorer.get(request.query_params.get("run"))
+
+    in_flight = 0  # requests with a body being served: counted on the event loop's one thread
+
+    def bounded(handler):
+        """`handler`, refused with 429 while MAX_BODIES others hold their bodies: memory stays bounded."""
+
+        async def serve(request: Request) -> Response:
+            nonlocal in_flight
+            if in_flight >= MAX_BODIES:
+                raise Refused(f"the explorer is serving {MAX_BODIES} requests with bodies already; try again", 429)
+            in_flight += 1
+            try:
+                return await handler(request)
+            finally:
+                in_flight -= 1
+
+        return serve
 
     async def runs(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(explorer.describe))
@@ -139,9 +157,10 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = None) -
 
     routes = [
         Route("/", index), Route("/api/runs", runs), Route("/api/map", latent_map), Route("/api/image", image),
-        Route("/api/decode", decode, methods=["POST"]), Route("/api/encode", encode, methods=["POST"]),
-        Route("/api/samples", samples), Route("/api/interpolate", interpolate, methods=["POST"]),
-        Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
+        Route("/api/decode", bounded(decode), methods=["POST"]),
+        Route("/api/encode", bounded(encode), methods=["POST"]),
+        Route("/api/samples", samples), Route("/api/interpolate", bounded(interpolate), methods=["POST"]),
+        Mount("/static", app=assets(), name="static"),
     ]
     handlers = {Refused: refused, VaekitError: vaekit_error, HTTPException: http_error, Exception: internal_error}
     middleware = [] if allowed_hosts is None else [Middleware(HostCheck, hosts=tuple(allowed_hosts))]
@@ -165,6 +184,18 @@ class HostCheck:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def assets():
+    """The page's files under /static/ (a 404 for any, not an error, where the package has none)."""
+    files = StaticFiles(directory=STATIC, check_dir=False)
+
+    async def app(scope, receive, send) -> None:
+        if not STATIC.is_dir():
+            raise HTTPException(404)
+        await files(scope, receive, send)
+
+    return app
 
 
 async def upload(request: Request) -> bytes:

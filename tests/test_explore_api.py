@@ -25,7 +25,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from vaekit import ImageSet, load_run  # noqa: E402
 from vaekit.cli import main  # noqa: E402
-from vaekit.config import ModelConfig, RunConfig  # noqa: E402
+from vaekit.config import DataConfig, ModelConfig, RunConfig  # noqa: E402
 from vaekit.detector import Detector  # noqa: E402
 from vaekit.explore.server import create_app  # noqa: E402
 from vaekit.explore.session import MAX_DECODE_ROWS, MAX_UPLOAD_BYTES, Explorer, ExploredRun  # noqa: E402
@@ -430,3 +430,27 @@ def test_requests_with_bodies_past_the_bound_are_refused_with_429(explorer, monk
         assert answers == [200, 200]
         monkeypatch.setattr(run, "decode_images", original)
         assert client.post("/api/decode", json={"run": "run", "z": [[0.0] * 4]}).status_code == 200
+
+
+def test_a_colour_run_serves_rgb_images_and_takes_a_gray_upload(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "colour.npz", images=images, labels=np.arange(40) % 3)
+    config = RunConfig(data=DataConfig(name=str(tmp_path / "colour.npz"), binarize="none"),
+                       model=ModelConfig(input_shape=(3, 8, 8), hidden_dims=(16,), latent_dim=3, likelihood="gaussian"))
+    torch.manual_seed(0)
+    model = build_model(config.model).eval()
+    run = Run(tmp_path, config, model)
+    client = TestClient(create_app(Explorer([ExploredRun("colour", run)])))
+    described = client.get("/api/runs").json()["runs"][0]
+    assert described["image_shape"] == [3, 8, 8] and described["map_points"] == 4  # validation 0.1 of 40
+    index = client.get("/api/map", params={"run": "colour"}).json()["indices"][0]
+    shown = client.get("/api/image", params={"run": "colour", "index": index}).json()
+    assert pixels(shown["image"]).shape == (8, 8, 3) and pixels(shown["reconstruction"]).shape == (8, 8, 3)
+    held_out = run.held_out().images[index].permute(1, 2, 0).numpy()  # test indices are the held-out set's
+    assert (pixels(shown["image"]) == held_out).all() and any((held_out == image).all() for image in images)
+    gray = np.full((16, 16), 200, np.uint8)
+    body = client.post("/api/encode", params={"run": "colour"},
+                       files={"file": ("gray.png", png_upload(gray), "image/png")}).json()
+    assert (pixels(body["input"]) == 200).all() and pixels(body["input"]).shape == (8, 8, 3)  # channels repeated
+    assert len(body["mu"]) == 3 and body["score"] is not None

@@ -454,3 +454,27 @@ def test_a_colour_run_serves_rgb_images_and_takes_a_gray_upload(tmp_path):
                        files={"file": ("gray.png", png_upload(gray), "image/png")}).json()
     assert (pixels(body["input"]) == 200).all() and pixels(body["input"]).shape == (8, 8, 3)  # channels repeated
     assert len(body["mu"]) == 3 and body["score"] is not None
+
+
+@pytest.mark.parametrize("model_config", [
+    ModelConfig(hidden_dims=(16,), latent_dim=3, prior="vamp", prior_components=5),
+    ModelConfig(hidden_dims=(16,), latent_dim=3, pixel_groups=4)], ids=["vamp-prior", "pixel-groups"])
+def test_runs_without_a_closed_form_kl_or_mean_image_are_served(tiny, tmp_path, model_config):
+    """A VampPrior has no closed-form KL: the sliders are ordered by the variance of the means. A pixel-group
+    decoder has no mean image: it draws them with one generator seeded 0 per request, so the same request decodes
+    to the same images."""
+    config = RunConfig(data=load_run(tiny).config.data, model=model_config)
+    torch.manual_seed(0)
+    explored = ExploredRun("other", Run(tmp_path, config, build_model(config.model).eval()))
+    client = TestClient(create_app(Explorer([explored])))
+    described = client.get("/api/runs").json()["runs"][0]
+    if model_config.prior == "vamp":
+        variance = explored.mu.double().var(0)
+        assert described["kl"] is None and described["dims_by_kl"] == torch.argsort(variance, descending=True).tolist()
+    z = {"run": "other", "z": [[0.3, -0.2, 1.0], [-1.0, 0.5, 0.0]]}
+    first, again = (client.post("/api/decode", json=z).json()["images"] for _ in range(2))
+    assert first == again and len(first) == 2
+    with torch.no_grad():
+        expected = as_uint8(explored.model.pictures(torch.tensor(z["z"])))
+    assert all((pixels(u) == e).all() for u, e in zip(first, expected))
+    assert client.get("/api/samples", params={"run": "other", "count": 2}).status_code == 200

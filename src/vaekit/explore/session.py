@@ -307,7 +307,7 @@ class ExploredRun:
     @torch.no_grad()
     def pictures(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Decoded images (K, C, H, W) in [0, 1] on the CPU for latents (K, D) already checked: the family's
-        `pictures` (a pixel-group model's drawn with the seed 0, so the same z gives the same image)."""
+        `pictures` (a pixel-group model's drawn from one generator seeded 0, so the same rows give the same images)."""
         z = torch.as_tensor(z, dtype=torch.float32).to(self.device)
         with self.lock:
             images = self.model.pictures(z).float().cpu()

@@ -26,6 +26,7 @@ examples:
 DEFAULT_PORT = 8765
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_PORT = 65535
+MAX_CONNECTIONS = 64  # uvicorn answers 503 past it: open connections and their buffers stay bounded
 
 
 def port_number(text: str) -> int:
@@ -130,10 +131,12 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(app, listener: socket.socket) -> None:
-    """Serve `app` on the listening socket until Ctrl-C (uvicorn, one process, its access log off)."""
+    """Serve `app` on the listening socket until Ctrl-C or SIGTERM, which end it with exit 0 (uvicorn, one process,
+    its access log off, at most MAX_CONNECTIONS connections)."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            limit_concurrency=MAX_CONNECTIONS)
     try:
         uvicorn.Server(config).run(sockets=[listener])
     finally:

@@ -478,3 +478,24 @@ def test_runs_without_a_closed_form_kl_or_mean_image_are_served(tiny, tmp_path, 
         expected = as_uint8(explored.model.pictures(torch.tensor(z["z"])))
     assert all((pixels(u) == e).all() for u, e in zip(first, expected))
     assert client.get("/api/samples", params={"run": "other", "count": 2}).status_code == 200
+
+
+def test_an_oversized_body_without_a_length_is_refused_by_counting_it(client, monkeypatch):
+    from vaekit.explore import server
+
+    counted = []
+    original = server.read_body
+
+    async def spy(request, limit):
+        counted.append(request.headers.get("content-length"))
+        return await original(request, limit)
+
+    monkeypatch.setattr(server, "read_body", spy)
+
+    def chunks():  # chunked transfer: no Content-Length to refuse it by
+        yield b"\x89PNG\r\n\x1a\n"
+        for _ in range(MAX_UPLOAD_BYTES // 65536 + 1):
+            yield b"\0" * 65536
+
+    response = client.post("/api/encode?run=run", content=chunks(), headers={"content-type": "image/png"})
+    assert counted == [None] and response.status_code == 413 and "larger than" in response.json()["error"]

@@ -499,3 +499,14 @@ def test_an_oversized_body_without_a_length_is_refused_by_counting_it(client, mo
 
     response = client.post("/api/encode?run=run", content=chunks(), headers={"content-type": "image/png"})
     assert counted == [None] and response.status_code == 413 and "larger than" in response.json()["error"]
+
+
+def test_a_family_that_cannot_decode_a_latent_is_refused_in_one_line(tiny, tmp_path, monkeypatch, capsys):
+    from vaekit.models.base import LatentVariableModel
+    from vaekit.models.vae import VAE
+
+    monkeypatch.setattr(VAE, "decode", LatentVariableModel.decode)  # a family without decode
+    assert main(["explore", str(tiny), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert is_one_error_line(err) and "run cannot be explored: the vae family cannot traverse its latents: it does " \
+        "not implement decode" in err

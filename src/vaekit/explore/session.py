@@ -203,9 +203,9 @@ class ExploredRun:
         from ..detector import Detector
 
         check_count(map_points, "map_points", MAX_MAP_POINTS, least=2)
-        for use in ("reconstruct", "embed"):
-            if reason := run.model.unsupported(use):
-                raise ConfigError(f"{name}: cannot be explored: {reason}")
+        # what the explorer asks of a family is what traversing asks: encode, usage (means and KLs), decode
+        if reason := run.model.unsupported("traverse"):
+            raise ConfigError(f"{name} cannot be explored: {reason}")
         self.name, self.run, self.model = name, run, run.model
         self.device = next(run.model.parameters()).device
         self.lock = threading.Lock()

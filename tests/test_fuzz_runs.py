@@ -329,6 +329,7 @@ def base_commands(run: Path, data: Path, tmp: Path) -> dict[str, tuple[list, tup
         "quality": (["quality", run, "--classifier", "mnist", "-n", "100", "--json"], ()),
         "data": (["data", "prepare", data, "--out", o["run"]], (o["run"],)),
         "disentanglement": (["disentanglement", run, "--samples", "200", "--json"], ()),
+        "explore": (["explore", run, "--port", "0"], ()),  # serves nothing here: test_numeric_flag stubs serve
     }
 
 
@@ -356,7 +357,10 @@ def own_run(tiny, tmp_path_factory):
 
 
 @pytest.mark.parametrize("command, flag", numeric_flags())
-def test_numeric_flag(tiny, own_run, capsys, command, flag):
+def test_numeric_flag(tiny, own_run, capsys, monkeypatch, command, flag):
+    from vaekit.cli import explore
+
+    monkeypatch.setattr(explore, "serve", lambda app, listener: None)  # explore binds, prints its URL and returns
     for value in VALUES:
         with tempfile.TemporaryDirectory() as tmp:
             run = own_run if command in ("calibrate", "fit-sampler") else tiny

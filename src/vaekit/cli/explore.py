@@ -26,6 +26,7 @@ examples:
 DEFAULT_PORT = 8765
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_PORT = 65535
+MAX_CONNECTIONS = 64  # uvicorn answers 503 past it: open connections and their buffers stay bounded
 
 
 def port_number(text: str) -> int:
@@ -83,12 +84,17 @@ def run_explore(args) -> int:
     from ..explore.server import create_app
     from ..explore.session import Explorer
 
-    log = stage_log()
-    explorer = Explorer.open(args.run, device=resolve_device(args.device), map_method=args.map,
-                             map_points=args.map_points, data_dir=args.data_dir,
-                             progress=lambda name: log(f"loading {name} and mapping its test images"))
-    app = create_app(explorer)
-    listener = listen(args.host, args.port)
+    listener = listen(args.host, args.port)  # first: a port that cannot be had fails before the runs load
+    try:
+        log = stage_log()
+        explorer = Explorer.open(args.run, device=resolve_device(args.device), map_method=args.map,
+                                 map_points=args.map_points, data_dir=args.data_dir,
+                                 log=lambda name: log(f"loading {name} and mapping its test images"),
+                                 progress=sys.stderr.isatty())
+        app = create_app(explorer, allowed_hosts=allowed_hosts(args.host))
+    except BaseException:
+        listener.close()
+        raise
     host, port = listener.getsockname()[:2]
     if args.host not in LOCAL_HOSTS:
         print(f"vaekit: warning: serving on {args.host}, not this machine only: anyone who can reach it can use "
@@ -97,6 +103,12 @@ def run_explore(args) -> int:
     print(f"vaekit explore: serving on http://{shown}:{port}/", flush=True)
     serve(app, listener)
     return 0
+
+
+def allowed_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host headers the server answers: bound to this machine only, its loopback names (so that a web page
+    elsewhere cannot reach it through a DNS name rebound to 127.0.0.1); bound to another address, any."""
+    return LOCAL_HOSTS if host in LOCAL_HOSTS else None
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -119,10 +131,12 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(app, listener: socket.socket) -> None:
-    """Serve `app` on the listening socket until Ctrl-C (uvicorn, one process, its access log off)."""
+    """Serve `app` on the listening socket until Ctrl-C or SIGTERM, which end it with exit 0 (uvicorn, one process,
+    its access log off, at most MAX_CONNECTIONS connections)."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            limit_concurrency=MAX_CONNECTIONS)
     try:
         uvicorn.Server(config).run(sockets=[listener])
     finally:

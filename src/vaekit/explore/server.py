@@ -9,11 +9,13 @@ with a bound, counted while they stream, so no request holds more than MAX_UPLOA
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -27,6 +29,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_JSON_BODY = 4 << 20  # a decode request: 256 rows of a few thousand numbers as text
 MULTIPART_SLACK = 64 << 10  # an upload's body: the file, its part headers and the other fields
 IMAGE_TYPES = ("image/png", "image/jpeg")
+MAX_BODIES = 16  # requests with a body served at once (each holds at most its bounded body); more get 429
 
 
 class TooLarge(Refused):
@@ -73,11 +76,29 @@ def query_int(request: Request, name: str, default: int | None = None) -> int:
     return int(text)
 
 
-def create_app(explorer: Explorer) -> Starlette:
-    """The explorer's Starlette app over `explorer`."""
+def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = None) -> Starlette:
+    """The explorer's Starlette app over `explorer`; `allowed_hosts`: the Host header names it answers (with any
+    port), None for any."""
 
     def run_of(request: Request):
         return explorer.get(request.query_params.get("run"))
+
+    in_flight = 0  # requests with a body being served: counted on the event loop's one thread
+
+    def bounded(handler):
+        """`handler`, refused with 429 while MAX_BODIES others hold their bodies: memory stays bounded."""
+
+        async def serve(request: Request) -> Response:
+            nonlocal in_flight
+            if in_flight >= MAX_BODIES:
+                raise Refused(f"the explorer is serving {MAX_BODIES} requests with bodies already; try again", 429)
+            in_flight += 1
+            try:
+                return await handler(request)
+            finally:
+                in_flight -= 1
+
+        return serve
 
     async def runs(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(explorer.describe))
@@ -136,12 +157,45 @@ def create_app(explorer: Explorer) -> Starlette:
 
     routes = [
         Route("/", index), Route("/api/runs", runs), Route("/api/map", latent_map), Route("/api/image", image),
-        Route("/api/decode", decode, methods=["POST"]), Route("/api/encode", encode, methods=["POST"]),
-        Route("/api/samples", samples), Route("/api/interpolate", interpolate, methods=["POST"]),
-        Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
+        Route("/api/decode", bounded(decode), methods=["POST"]),
+        Route("/api/encode", bounded(encode), methods=["POST"]),
+        Route("/api/samples", samples), Route("/api/interpolate", bounded(interpolate), methods=["POST"]),
+        Mount("/static", app=assets(), name="static"),
     ]
     handlers = {Refused: refused, VaekitError: vaekit_error, HTTPException: http_error, Exception: internal_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    middleware = [] if allowed_hosts is None else [Middleware(HostCheck, hosts=tuple(allowed_hosts))]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+
+
+class HostCheck:
+    """Answers only requests whose Host header names one of `hosts`: a server bound to 127.0.0.1 must not serve a
+    page that reached it by a DNS name rebound to 127.0.0.1 (DNS rebinding), which could then read its answers."""
+
+    def __init__(self, app, hosts: tuple[str, ...]):
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = header[1:].partition("]")[0] if header.startswith("[") else header.rpartition(":")[0] or header
+            if name not in self.hosts:
+                response = error(f"this explorer answers requests to {', '.join(self.hosts)} only, not to the host "
+                                 f"{short(header)}", 421)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def assets():
+    """The page's files under /static/ (a 404 for any, not an error, where the package has none)."""
+    files = StaticFiles(directory=STATIC, check_dir=False)
+
+    async def app(scope, receive, send) -> None:
+        if not STATIC.is_dir():
+            raise HTTPException(404)
+        await files(scope, receive, send)
+
+    return app
 
 
 async def upload(request: Request) -> bytes:

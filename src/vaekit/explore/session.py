@@ -109,6 +109,14 @@ def latent_map(mu: torch.Tensor, method: str = "pca", seed: int = 0) -> LatentMa
     return LatentMap(method, points.numpy(), (mean - p_mean @ components).numpy(), components.numpy())
 
 
+def rounded(points: np.ndarray, digits: int = 6) -> np.ndarray:
+    """`points` to `digits` significant digits of their extent (a map of any scale; shorter JSON)."""
+    extent = float(np.abs(points).max()) if points.size else 0.0
+    if not extent > 0:
+        return points
+    return np.round(points, max(0, digits - math.ceil(math.log10(extent))))
+
+
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -190,14 +198,14 @@ class ExploredRun:
     choice when there are more), their posterior means, per-dimension KL, and the run's anomaly detector."""
 
     def __init__(self, name: str, run: Run, *, map_method: str = "pca", map_points: int = 10_000,
-                 data_dir: str | Path | None = None, seed: int = 0):
+                 data_dir: str | Path | None = None, seed: int = 0, progress: bool = False):
         from ..data import ImageSet
         from ..detector import Detector
 
         check_count(map_points, "map_points", MAX_MAP_POINTS, least=2)
-        for use in ("reconstruct", "embed"):
-            if reason := run.model.unsupported(use):
-                raise ConfigError(f"{name}: cannot be explored: {reason}")
+        # what the explorer asks of a family is what traversing asks: encode, usage (means and KLs), decode
+        if reason := run.model.unsupported("traverse"):
+            raise ConfigError(f"{name} cannot be explored: {reason}")
         self.name, self.run, self.model = name, run, run.model
         self.device = next(run.model.parameters()).device
         self.lock = threading.Lock()
@@ -209,19 +217,23 @@ class ExploredRun:
         shown: ImageSet = test.subset(self.indices)
         self.images = shown.images  # (N, C, H, W) uint8, as the run sees them
         self.labels = shown.labels
-        self.mu, self.kl = self._read_latents(shown)
+        self.classes = list(shown.classes) if shown.labels is not None and shown.classes else None
+        self.mu, self.kl = self._read_latents(shown, progress)
         self.map = latent_map(self.mu, map_method, seed)
         self.detector, self.detector_note = self._detector(Detector, data_dir)
         self._samplers: dict = {}
 
     # --- what is fixed once the run is loaded --------------------------------------------------------
     @torch.no_grad()
-    def _read_latents(self, images) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _read_latents(self, images, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Posterior means (N, D) on the CPU of the map's images (read as `embed` reads them), and each
-        dimension's mean KL (D,) where the family gives it in closed form."""
+        dimension's mean KL (D,) where the family gives it in closed form; `progress`: a bar on stderr."""
+        from tqdm import tqdm
+
         x = self.run.inputs(images, for_latents=True)
         means, kls = [], []
-        for start in range(0, len(x), EVAL_BATCH):
+        for start in tqdm(range(0, len(x), EVAL_BATCH), desc=f"{self.name}: encoding the map's images",
+                          unit="batch", leave=False, disable=not progress):
             usage = self.model.usage(x[start:start + EVAL_BATCH])
             means.append(usage.means.cpu())
             if usage.kl_per_dim is not None:
@@ -275,8 +287,9 @@ class ExploredRun:
         note = (MAP_NOTES["pca"] if self.map.method == "pca" else
                 MAP_NOTES["nonlinear"].format(title="t-SNE" if self.map.method == "tsne" else "UMAP"))
         return {
-            "method": self.map.method, "points": np.round(self.map.points, 5).tolist(),
-            "labels": None if self.labels is None else self.labels.tolist(), "indices": self.indices.tolist(),
+            "method": self.map.method, "points": rounded(self.map.points).tolist(),
+            "labels": None if self.labels is None else self.labels.tolist(), "classes": self.classes,
+            "indices": self.indices.tolist(),
             "inverse": {"kind": "linear", "mean": self.map.mean.tolist(), "components": self.map.components.tolist()},
             "note": note,
         }
@@ -294,7 +307,7 @@ class ExploredRun:
     @torch.no_grad()
     def pictures(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Decoded images (K, C, H, W) in [0, 1] on the CPU for latents (K, D) already checked: the family's
-        `pictures` (a pixel-group model's drawn with the seed 0, so the same z gives the same image)."""
+        `pictures` (a pixel-group model's drawn from one generator seeded 0, so the same rows give the same images)."""
         z = torch.as_tensor(z, dtype=torch.float32).to(self.device)
         with self.lock:
             images = self.model.pictures(z).float().cpu()
@@ -438,15 +451,15 @@ class Explorer:
     @classmethod
     def open(cls, sources: Sequence[str | Path], *, device: torch.device | str = "cpu",
              map_method: str = "pca", map_points: int = 10_000, data_dir: str | Path | None = None,
-             progress=None) -> Explorer:
+             log=None, progress: bool = False) -> Explorer:
         """Load each run (`runs.load_run`: a run directory, or a name it resolves) and prepare its map.
-        `progress`: called with each run's name as it is prepared."""
+        `log`: called with each run's name as it is prepared; `progress`: a bar on stderr while it encodes."""
         runs = []
         for name, source in zip(unique_names(sources), sources):
-            if progress:
-                progress(name)
+            if log:
+                log(name)
             runs.append(ExploredRun(name, load_run(source, device), map_method=map_method, map_points=map_points,
-                                    data_dir=data_dir))
+                                    data_dir=data_dir, progress=progress))
         return cls(runs)
 
     def get(self, name) -> ExploredRun:

@@ -59,15 +59,23 @@ def choose(browser: Browser, select: str, value: str) -> None:
                      f"(document.getElementById({json.dumps(select)}))")
 
 
-def click_label(browser: Browser, label: int, nth: int = 0) -> None:
-    """Click the nth point of a label on the main map that a click at its centre picks."""
+def point_of(browser: Browser, label: int, nth: int = 0, region: tuple[int, int, int, int] = (60, 60, 460, 460)):
+    """Viewport (x, y) of the nth point of a label on the main map, within region (x0, y0, x1, y1) of the map,
+    that the pointer at its centre picks."""
     box = browser.rect("#map")
+    x0, y0, x1, y1 = region
     x, y = browser.evaluate(f"""(() => {{ const m = maps.a; let n = {nth};
         for (let i = 0; i < m.px.length; i++) if (m.data.labels[i] === {label} && m.hit(m.px[i], m.py[i]) === i
-            && m.px[i] > 60 && m.px[i] < 460 && m.py[i] > 60 && m.py[i] < 460 && n-- === 0)
+            && m.px[i] > {x0} && m.px[i] < {x1} && m.py[i] > {y0} && m.py[i] < {y1} && n-- === 0)
             return [m.px[i] + m.canvas.clientLeft, m.py[i] + m.canvas.clientTop]; }})()""")
+    return box["x"] + x, box["y"] + y
+
+
+def click_label(browser: Browser, label: int, nth: int = 0) -> None:
+    """Click the nth point of a label on the main map."""
+    x, y = point_of(browser, label, nth)
     seen = state(browser, "decoded")
-    browser.click(box["x"] + x, box["y"] + y)
+    browser.click(x, y)
     then(browser, "decoded", seen)
 
 
@@ -82,6 +90,13 @@ def upload_image(scratch: Path) -> Path:
     path = scratch / "sneaker.png"
     Image.fromarray(fashion.images[index, 0].numpy()).save(path)
     return path
+
+
+def save(browser: Browser, path: Path) -> None:
+    """The viewport as a PNG of 256 colours (a third of the bytes of the full-colour screenshot)."""
+    from PIL import Image
+
+    Image.fromarray(browser.screenshot()).quantize(256).save(path, optimize=True)
 
 
 def screenshots(browser: Browser, url: str, out: Path, scratch: Path, compare: bool) -> None:
@@ -113,11 +128,10 @@ def screenshots(browser: Browser, url: str, out: Path, scratch: Path, compare: b
     browser.drag((box["x"] + box["width"] * 0.52, middle), (box["x"] + box["width"] * 0.8, middle))
     then(browser, "decoded", seen)
     browser.evaluate("window.scrollTo(0, 0)")
-    box = browser.rect("#map")
-    browser.mouse("moved", box["x"] + 150, box["y"] + 300)
+    browser.mouse("moved", *point_of(browser, 0, region=(60, 300, 260, 480)))
     browser.wait_for("!document.getElementById('hover').hidden", timeout=20)
     time.sleep(1.5)  # the hovered image's two pictures
-    browser.save_screenshot(out / "explore-page.png")
+    save(browser, out / "explore-page.png")
     if compare:
         browser.call("Emulation.setDeviceMetricsOverride", {"width": 1960, "height": 1560, "deviceScaleFactor": 1,
                                                             "mobile": False})
@@ -127,7 +141,7 @@ def screenshots(browser: Browser, url: str, out: Path, scratch: Path, compare: b
         click_label(browser, 5)
         time.sleep(1.0)
         browser.evaluate("window.scrollTo(0, 0)")
-        browser.save_screenshot(out / "explore-side-by-side.png")
+        save(browser, out / "explore-side-by-side.png")
 
 
 def main() -> None:
@@ -146,6 +160,7 @@ def main() -> None:
             run = Path(scratch) / "seed"
             subprocess.run([sys.executable, "-m", "vaekit", "train", "--recipe", "seed", "--out", str(run),
                             "--threads", "1"], check=True, stdout=subprocess.DEVNULL)
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         process, url = serve([run, args.compare] if args.compare else [run])
         server_start = time.perf_counter() - started
@@ -170,6 +185,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "explore_page", "machine": machine(), "points": loads[0]["points"],
         "server_start_s": round(server_start, 2), "loads": loads,
+        "load_average": {"before": round(load_before, 1), "after": round(os.getloadavg()[0], 1)},
         "ready_ms": {"median": round(median(ready), 1), "max": round(max(ready), 1)},
         "map_fetch_ms_median": round(median([load["fetch"] for load in loads]), 1),
         "map_draw_ms_median": round(median([load["draw"] for load in loads]), 1),

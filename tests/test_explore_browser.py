@@ -5,6 +5,7 @@ upload returns a score. Each step is checked on the screenshot's pixels, not onl
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -54,6 +55,8 @@ def server(runs):
     process = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", *map(str, runs), "--port", "0",
                                 "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        if not select.select([process.stdout], [], [], 180)[0]:  # (loading the runs and mapping them comes first)
+            raise AssertionError("vaekit explore printed no URL in 180 s")
         line = process.stdout.readline()
         if not line.startswith("vaekit explore: serving on http://"):
             process.kill()

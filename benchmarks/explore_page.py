@@ -170,8 +170,6 @@ def main() -> None:
                 browser.call("Network.enable")
                 browser.call("Network.setCacheDisabled", {"cacheDisabled": True})
                 for _ in range(args.loads):
-                    browser.goto("about:blank")
-                    browser.wait_for("document.readyState === 'complete' && location.href === 'about:blank'")
                     browser.goto(url)
                     browser.wait_for("document.body && document.body.dataset.ready === '1'", timeout=60)
                     timing = browser.evaluate("window.vaekitTiming")

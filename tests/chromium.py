@@ -95,7 +95,11 @@ class Browser:
         return result["result"].get("value")
 
     def goto(self, url: str) -> None:
+        """Navigate, and return once the new document has replaced the old one (so that a wait that follows
+        cannot be answered by the page being left)."""
+        self.evaluate("window.__left = true")
         self.call("Page.navigate", {"url": url})
+        self.wait_for("!window.__left && document.readyState !== 'loading'", what=f"{url} to load")
 
     def wait_for(self, expression: str, timeout: float = 20.0, what: str = ""):
         """Poll a JavaScript expression until it is truthy; its value (an expression that throws, as one may

@@ -403,7 +403,7 @@ function setCurrent(z, what, extra) {
   state.current = Object.assign({z: z.slice(), what}, extra || {});
   $("decoded-caption").textContent = what;
   syncSliders();
-  state.a.map.marker = state.a.map.project(state.current.z);
+  state.a.map.marker = state.current.point || state.a.map.project(state.current.z);
   state.a.map.render();
   decoderA.request({run: state.a.run.name, z: state.current.z});
 }

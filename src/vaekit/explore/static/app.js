@@ -681,7 +681,8 @@ async function encodeFile(runName, file) {
   const form = new FormData();
   form.append("file", file, file.name || "upload");
   form.append("run", runName);
-  return api(`/api/encode?${new URLSearchParams({run: runName})}`, {method: "POST", body: form});
+  const invert = $("upload-invert").value;
+  return api(`/api/encode?${new URLSearchParams({run: runName, invert})}`, {method: "POST", body: form});
 }
 
 async function upload(file) {
@@ -690,6 +691,7 @@ async function upload(file) {
   const answer = await encodeFile(state.a.run.name, file);
   await Promise.all([drawInto($("upload-input"), answer.input), drawInto($("upload-recon"), answer.reconstruction)]);
   $("score").innerHTML = scoreLine(answer, state.a.run.name);
+  $("upload-note").textContent = answer.note ? oneLine(answer.note) : "";
   const nearest = $("nearest");
   nearest.textContent = "";
   for (const item of answer.nearest || []) {
@@ -722,6 +724,7 @@ function attachUpload() {
     if (input.files && input.files[0]) upload(input.files[0]).catch(showError);
     input.value = "";
   });
+  $("upload-invert").addEventListener("change", () => { if (state.lastFile) upload(state.lastFile).catch(showError); });
   zone.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") input.click(); });
   for (const name of ["dragenter", "dragover"]) {
     zone.addEventListener(name, (event) => { event.preventDefault(); zone.classList.add("over"); });
@@ -781,7 +784,8 @@ function describe(run) {
   const shape = Array.isArray(run.image_shape) ? run.image_shape.join("\u00d7") : "?";
   const layers = Array.isArray(run.layers) && run.layers.length > 1 ? ` in ${run.layers.length} layers (${run.layers.join(", ")})` : "";
   const threshold = run.threshold == null ? "no calibrated threshold" : `threshold ${Number(run.threshold).toFixed(2)} nats`;
-  return `${run.family}, ${run.latent_dims} latent dimensions${layers}, images ${shape}, ${threshold}`;
+  const note = run.threshold_note ? ` (${run.threshold_note})` : "";
+  return `${run.family}, ${run.latent_dims} latent dimensions${layers}, images ${shape}, ${threshold}${note}`;
 }
 
 function fillRunSelects() {

@@ -842,7 +842,8 @@ async function showRun(name) {
   $("run-info").textContent = describe(run);
   $("map-title-a").textContent = state.b ? run.name : "";
   await map.load(run.name);
-  $("map-method").textContent = `(${map.data.method || "pca"} of ${map.xs.length.toLocaleString("en")} test posterior means)`;
+  const method = {pca: "PCA", tsne: "t-SNE", umap: "UMAP"}[map.data.method] || map.data.method || "PCA";
+  $("map-method").textContent = `(${method} of ${map.xs.length.toLocaleString("en")} test posterior means)`;
   $("map-note").textContent = mapNote(map);
   drawLegend(map);
   buildSliders(run);

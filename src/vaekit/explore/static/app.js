@@ -425,10 +425,11 @@ function labelText(label) { return label == null ? "" : ` (label ${label})`; }
 // A test image picked on a map: each run shows its own posterior mean of that same image.
 async function selectTestImage(index) {
   const info = await imageInfo(state.a.run.name, index);
-  setCurrent(info.mu, `test image #${index}${labelText(info.label)}: its posterior mean`, {index});
+  const point = Array.isArray(info.point) ? info.point : null; // its place on the map (any method)
+  setCurrent(info.mu, `test image #${index}${labelText(info.label)}: its posterior mean`, {index, point});
   if (state.b) {
     const infoB = await imageInfo(state.b.run.name, index);
-    state.b.map.marker = state.b.map.project(infoB.mu);
+    state.b.map.marker = Array.isArray(infoB.point) ? infoB.point : state.b.map.project(infoB.mu);
     state.b.map.render();
     $("decoded-b-caption").textContent = `${state.b.run.name}: the same test image #${index}`;
     decoderB.request({run: state.b.run.name, z: infoB.mu});
@@ -602,7 +603,7 @@ function syncSliders() {
 function pick(key) {
   if (!state.current) return;
   const c = state.current;
-  const point = state.a.map.project(c.z);
+  const point = c.point || state.a.map.project(c.z);
   state.picks[key] = {z: c.z.slice(), what: c.what, point, index: c.index};
   $(`interp-${key}`).textContent = c.what;
   state.a.map.render();
@@ -640,7 +641,8 @@ async function playInterpolation() {
     $("interp-b-title").textContent = `${state.b.run.name}, between the same test images #${a.index} and #${b.index}`;
   }
   const view = state.a.map;
-  view.path = view.linear ? path.map((z) => view.project(z)) : null;
+  const projected = path.map((z) => view.project(z)); // (none on a t-SNE or UMAP map)
+  view.path = projected.every(Boolean) ? projected : null;
   view.render();
   // the animation runs there and back, 8 frames a second
   if (animation) clearInterval(animation);
@@ -703,7 +705,7 @@ async function upload(file) {
     nearest.appendChild(fig);
   }
   state.uploadPoint = Array.isArray(answer.point) ? answer.point : state.a.map.project(answer.mu);
-  setCurrent(answer.mu, `your image (${file.name || "upload"}): its posterior mean`);
+  setCurrent(answer.mu, `your image (${file.name || "upload"}): its posterior mean`, {point: state.uploadPoint});
   if (state.b) {
     const answerB = await encodeFile(state.b.run.name, file);
     await drawInto($("upload-recon-b"), answerB.reconstruction);

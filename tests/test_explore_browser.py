@@ -9,7 +9,6 @@ import os
 import select
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -135,7 +134,7 @@ def test_the_page_maps_decodes_slides_and_scores_an_upload(server, browser, tmp_
     browser.drag((slider["x"] + slider["width"] / 2, middle), (slider["x"] + slider["width"] - 1, middle))
     wait_past(browser, "decoded", seen)
     browser.wait_for("!document.getElementById('decoded-caption').textContent.includes('mapped back')")
-    time.sleep(0.3)  # the last of the drag's decodes (at most one in flight, the latest wins)
+    browser.wait_for("!decoderA.busy", what="the drag's last decode")  # (the page's latest-wins decoder)
     slid = browser.screenshot("#decoded").astype(int)
     assert np.abs(slid - after).mean() > 3, np.abs(slid - after).mean()
     stopped = float(browser.evaluate(f"document.getElementById('{top}').value"))

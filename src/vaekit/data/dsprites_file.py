@@ -51,6 +51,20 @@ def encode(packed: np.ndarray) -> bytes:
 
 def read(path: str | Path, count: int = dsprites.COUNT) -> np.ndarray:
     """(count, PACKED_BYTES) packed images from a file written by `encode`, every check passed."""
+    packed = np.empty((count, dsprites.PACKED_BYTES), dtype=np.uint8)
+    _check(path, count, packed)
+    return packed
+
+
+def verify(path: str | Path, count: int = dsprites.COUNT) -> int:
+    """Every check `read` makes, reading the images a chunk at a time into one reused buffer (bounded memory);
+    returns the byte offset of the first image."""
+    _check(path, count, None)
+    return HEADER.size + CRC.size
+
+
+def _check(path: str | Path, count: int, out: np.ndarray | None) -> None:
+    """The checks of `read`; the images go into `out` if given, else through a HASH_CHUNK buffer."""
     source = display(Path(path))
 
     def fail(what: str):
@@ -74,19 +88,33 @@ def read(path: str | Path, count: int = dsprites.COUNT) -> np.ndarray:
             fail(f"{n} images of {per_image} bytes, expected {count} of {dsprites.PACKED_BYTES}")
         if size != len(head) + n * per_image:
             fail(f"{size} bytes, the header declares {len(head) + n * per_image}")
-        packed = np.empty((n, per_image), dtype=np.uint8)
-        view = memoryview(packed).cast("B")
+        total = n * per_image
+        buffer = memoryview(out).cast("B") if out is not None else memoryview(bytearray(min(HASH_CHUNK, total)))
         hasher = hashlib.sha256()
         offset = 0
-        while offset < len(view):
-            got = f.readinto(view[offset:offset + HASH_CHUNK])
+        while offset < total:
+            view = buffer[offset:offset + HASH_CHUNK] if out is not None else buffer[:min(HASH_CHUNK, total - offset)]
+            got = f.readinto(view)
             if not got:
                 fail("file ended early")
-            hasher.update(view[offset:offset + got])
+            hasher.update(view[:got])
             offset += got
     if hasher.digest() != digest:
         fail("the images do not match their SHA-256")
-    return packed
+
+
+def ensure(directory: str | Path, progress: bool = False, log=None, generate=dsprites.generate_packed,
+           count: int = dsprites.COUNT) -> Path:
+    """The set's file in `directory`, generated and written there first if there is none (not checked here)."""
+    path = path_in(directory)
+    if not path.exists():
+        if log:
+            log(f"generating dSprites ({count:,} images) into {display(path)}")
+        packed = generate(progress=progress)
+        if packed.shape != (count, dsprites.PACKED_BYTES):
+            raise ValueError(f"generated {packed.shape} packed images, expected ({count}, {dsprites.PACKED_BYTES})")
+        atomic_write_bytes(path, encode(packed))
+    return path
 
 
 def load(directory: str | Path, progress: bool = False, log=None, generate=dsprites.generate_packed,

@@ -39,14 +39,18 @@ def path_in(directory: str | Path) -> Path:
     return Path(directory) / FILE_NAME
 
 
-def encode(packed: np.ndarray) -> bytes:
-    """The file's bytes for (COUNT, PACKED_BYTES) packed images."""
+def encode(packed: np.ndarray) -> bytearray:
+    """The file's bytes for (COUNT, PACKED_BYTES) packed images (one copy of the images, not two)."""
     packed = np.ascontiguousarray(packed, dtype=np.uint8)
     if packed.ndim != 2 or packed.shape[1] != dsprites.PACKED_BYTES:
         raise ValueError(f"expected (N, {dsprites.PACKED_BYTES}) packed images, found {packed.shape}")
     head = HEADER.pack(MAGIC, VERSION, GENERATOR_VERSION, len(packed), dsprites.PACKED_BYTES,
                        hashlib.sha256(packed).digest())
-    return head + CRC.pack(zlib.crc32(head) & 0xFFFFFFFF) + packed.tobytes()
+    out = bytearray(len(head) + CRC.size + packed.nbytes)
+    out[:len(head)] = head
+    out[len(head):len(head) + CRC.size] = CRC.pack(zlib.crc32(head) & 0xFFFFFFFF)
+    out[len(head) + CRC.size:] = memoryview(packed).cast("B")
+    return out
 
 
 def read(path: str | Path, count: int = dsprites.COUNT) -> np.ndarray:
@@ -113,7 +117,9 @@ def ensure(directory: str | Path, progress: bool = False, log=None, generate=dsp
         packed = generate(progress=progress)
         if packed.shape != (count, dsprites.PACKED_BYTES):
             raise ValueError(f"generated {packed.shape} packed images, expected ({count}, {dsprites.PACKED_BYTES})")
-        atomic_write_bytes(path, encode(packed))
+        data = encode(packed)
+        del packed  # the images once, in the file's bytes, while they are written
+        atomic_write_bytes(path, data)
     return path
 
 

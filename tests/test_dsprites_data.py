@@ -125,3 +125,12 @@ def test_a_resumed_run_ends_with_the_uninterrupted_weights_bit_for_bit(tmp_path)
     a, b = load_file(straight.path / "model.safetensors"), load_file(halves.path / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [m["test_loss"] for m in straight.metrics] == [m["test_loss"] for m in halves.metrics]
+
+
+def test_the_file_is_written_block_by_block_as_encode_gives_it_and_never_half(tmp_path):
+    blocks = [dsprites.packed_block(s, 0, 0) for s in range(3)]
+    path = dsprites_file.write(tmp_path / "a.vksprites", iter(blocks), 3 * 1024)
+    assert path.read_bytes() == bytes(dsprites_file.encode(np.concatenate(blocks)))
+    with pytest.raises(ValueError, match="generated 2048 packed images, expected 3072"):
+        dsprites_file.write(tmp_path / "b.vksprites", iter(blocks[:2]), 3 * 1024)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.vksprites"]  # no temporary file left

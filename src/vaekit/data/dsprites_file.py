@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, check_target, new_file_mode
 from ..errors import DataError
 from . import dsprites
 from .files import display, open_input
@@ -107,19 +108,49 @@ def _check(path: str | Path, count: int, out: np.ndarray | None) -> None:
         fail("the images do not match their SHA-256")
 
 
-def ensure(directory: str | Path, progress: bool = False, log=None, generate=dsprites.generate_packed,
+def ensure(directory: str | Path, progress: bool = False, log=None, generate=dsprites.packed_blocks,
            count: int = dsprites.COUNT) -> Path:
-    """The set's file in `directory`, generated and written there first if there is none (not checked here)."""
+    """The set's file in `directory`, generated and written there first if there is none (not checked here).
+    `generate(progress=...)` gives the packed images as one array or as blocks in order (streamed to the file)."""
     path = path_in(directory)
     if not path.exists():
         if log:
             log(f"generating dSprites ({count:,} images) into {display(path)}")
-        packed = generate(progress=progress)
-        if packed.shape != (count, dsprites.PACKED_BYTES):
-            raise ValueError(f"generated {packed.shape} packed images, expected ({count}, {dsprites.PACKED_BYTES})")
-        data = encode(packed)
-        del packed  # the images once, in the file's bytes, while they are written
-        atomic_write_bytes(path, data)
+        write(path, generate(progress=progress), count)
+    return path
+
+
+def write(path: str | Path, blocks, count: int) -> Path:
+    """Write the file of `count` packed images given as blocks (k, PACKED_BYTES) (or one array), in bounded memory:
+    into a temporary file beside `path`, the header (which holds the images' SHA-256) last, synced, renamed into
+    place only when complete (as vaekit.atomic does for whole files)."""
+    path = Path(path)
+    check_target(path)
+    blocks = [blocks] if isinstance(blocks, np.ndarray) else blocks
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(HEADER.size + CRC.size))
+            hasher, n = hashlib.sha256(), 0
+            for block in blocks:
+                block = np.ascontiguousarray(block, dtype=np.uint8)
+                if block.ndim != 2 or block.shape[1] != dsprites.PACKED_BYTES:
+                    raise ValueError(f"expected (k, {dsprites.PACKED_BYTES}) packed images, found {block.shape}")
+                hasher.update(block)
+                f.write(memoryview(block).cast("B"))
+                n += len(block)
+            if n != count:
+                raise ValueError(f"generated {n} packed images, expected {count}")
+            head = HEADER.pack(MAGIC, VERSION, GENERATOR_VERSION, n, dsprites.PACKED_BYTES, hasher.digest())
+            f.seek(0)
+            f.write(head + CRC.pack(zlib.crc32(head) & 0xFFFFFFFF))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, new_file_mode())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -53,11 +53,12 @@ def factor_indices(positions: np.ndarray, factors: dsprites.Factors | None = Non
     return out
 
 
-def generate(progress: bool = False, factors: dsprites.Factors | None = None) -> np.ndarray:
-    """(N, PACKED_BYTES) the set's packed images: the full set block by block, a subset rendered."""
+def generate(progress: bool = False, factors: dsprites.Factors | None = None):
+    """The set's packed images: the full set as blocks drawn one at a time (`dsprites.packed_blocks`, for
+    `dsprites_file.write` to stream), a subset as one (N, PACKED_BYTES) array."""
     factors = factors or FACTORS
     if factors == dsprites.Factors():
-        return dsprites.generate_packed(progress)
+        return dsprites.packed_blocks(progress)
     images = dsprites.render(factors.indices())
     return np.packbits(images, axis=-1).reshape(len(images), dsprites.PACKED_BYTES)
 

@@ -33,7 +33,8 @@ SPLITS = ("train", "test")
 SHAPE = (1, dsprites.SIZE, dsprites.SIZE)  # (C, H, W)
 TEST_SIZE = 10_000  # the test split: a fixed sample of the set (at most a tenth of a smaller set)
 TEST_SEED = 27  # the seed of that sample (issue #27); not the run's: every run has the same test split
-IN_MEMORY_TRAIN = 60_000  # commands that hold the training split in memory (probes, fit-sampler) read this many
+IN_MEMORY_TRAIN = 20_000  # commands that hold the training split in memory (probes, fit-sampler) read this many;
+# as float inputs (the probes' features) they are 328 MB
 FACTORS = dsprites.Factors()  # the images the set holds; tests put a smaller subset here
 
 

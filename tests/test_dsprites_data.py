@@ -134,3 +134,13 @@ def test_the_file_is_written_block_by_block_as_encode_gives_it_and_never_half(tm
     with pytest.raises(ValueError, match="generated 2048 packed images, expected 3072"):
         dsprites_file.write(tmp_path / "b.vksprites", iter(blocks[:2]), 3 * 1024)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.vksprites"]  # no temporary file left
+
+
+def test_commands_holding_the_training_split_read_a_fixed_bounded_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(dsprites_set, "IN_MEMORY_TRAIN", 500)
+    train, test = load_train_test("dsprites", 0.1, 0, tmp_path)
+    again, _ = load_train_test("dsprites", 0.1, 7, tmp_path)
+    assert train.images.shape == (500, 1, 64, 64) and len(test) == N // 10
+    assert torch.equal(train.images, again.images) and torch.equal(train.labels, again.labels)
+    chosen = np.sort(np.random.default_rng(dsprites_set.TEST_SEED + 1).choice(N, 500, replace=False))
+    assert np.array_equal(train.images[:, 0].numpy(), dsprites.render(dsprites_set.factor_indices(chosen)) * 255)

@@ -394,7 +394,7 @@ class RunConfig:
         components under the normal prior, a mixture likelihood's components under any other likelihood, the
         context of pixel groups without groups, and free bits where the objective cannot have them (the IWAE
         bound, a VampPrior)."""
-        from .data import DATASETS  # vaekit.data loads torch: not when the CLI only builds its parser
+        from .data.sources import has_splits  # vaekit.data loads torch: not when the CLI only builds its parser
 
         model = self.model
         architecture = (registry.ARCHITECTURES.get(model.architecture).fields
@@ -402,7 +402,7 @@ class RunConfig:
         prior = registry.PRIORS.get(model.prior)
         likelihood = registry.LIKELIHOODS.get(model.likelihood)
         unused = {
-            "data": {"validation"} if self.data.name in DATASETS else set(),
+            "data": {"validation"} if has_splits(self.data.name) else set(),
             "model": {f for spec in map(registry.ARCHITECTURES.get, registry.ARCHITECTURES.names())
                       for f in spec.fields if f not in architecture}
             | {f for spec in map(registry.PRIORS.get, registry.PRIORS.names()) for f in spec.fields

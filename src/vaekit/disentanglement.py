@@ -252,11 +252,18 @@ def factor_vae_score(represent: Represent, sizes: tuple[int, ...], rng: np.rando
             "votes": train_votes, "active": active}
 
 
+def mig_of(represent: Represent, sizes: tuple[int, ...], rng: np.random.Generator,
+           protocol: Protocol = DEFAULT_PROTOCOL) -> tuple[dict, np.ndarray]:
+    """`mig` of protocol.mig_samples factor draws from `rng` (the first draws `scores` makes), and the (N, D) codes."""
+    factors = sample_factors(sizes, protocol.mig_samples, rng)
+    codes = represent(factors)
+    return mig(codes, factors, protocol.bins), codes
+
+
 def scores(represent: Represent, sizes: tuple[int, ...], seed: int = 0, protocol: Protocol = DEFAULT_PROTOCOL) -> dict:
     """All three scores of a representation, every sample drawn from numpy's Generator seeded with `seed`."""
     rng = np.random.default_rng(seed)
-    factors = sample_factors(sizes, protocol.mig_samples, rng)
-    out = {"mig": mig(represent(factors), factors, protocol.bins)}
+    out = {"mig": mig_of(represent, sizes, rng, protocol)[0]}
     train, test = sample_factors(sizes, protocol.dci_train, rng), sample_factors(sizes, protocol.dci_test, rng)
     out["dci"] = dci(represent(train), train, represent(test), test, protocol.dci_estimator, protocol.lasso_alpha,
                      seed)

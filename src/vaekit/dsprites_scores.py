@@ -8,8 +8,19 @@ import torch
 
 from .data import dsprites
 from .data.imageset import ImageSet
-from .disentanglement import DEFAULT_PROTOCOL, Protocol, Represent, scores
+from .disentanglement import DEFAULT_PROTOCOL, Protocol, Represent, mig_of, scores
 from .representation import embed
+
+
+BASE_FACTORS = (2, 3, 5, 15, 15)  # the traversals' base image: a heart, middle scale, turned a little, centred
+TRAVERSAL_PERCENTILES = (1.0, 99.0)  # a traversed code's range: these percentiles of its posterior means
+
+
+def has_factors(config) -> bool:
+    """Whether a run's data has known factors (it trained on vaekit's dSprites): the report draws them."""
+    from .data.dsprites_set import NAME
+
+    return config.data.name == NAME
 
 
 def protocol_for(samples: int, estimator: str = "lasso") -> Protocol:
@@ -43,3 +54,28 @@ def run_scores(run, seed: int = 0, protocol: Protocol = DEFAULT_PROTOCOL) -> dic
             "dci_disentanglement": dci["disentanglement"], "dci_completeness": dci["completeness"],
             "dci_informativeness": dci["informativeness"], "dci_importance": dci["importance"].round(6).tolist(),
             "factor_vae_score": fvae["eval_accuracy"], "factor_vae_train_accuracy": fvae["train_accuracy"]}
+
+
+@torch.no_grad()
+def factor_picture(run, seed: int = 0, samples: int = 10_000, steps: int = 9) -> dict:
+    """The report's picture of `run` on dSprites: MIG's (D, K) mutual information and per-factor gaps, the same
+    numbers `run_scores` gives for `seed` and `samples` (the same first factor draws), and per-factor traversals:
+    for factor k the latent j of most MI with it, swept over TRAVERSAL_PERCENTILES of its posterior means while the
+    others keep the posterior mean of the BASE_FACTORS image; "images" (K * steps, C, H, W) in [0, 1]."""
+    model = run.model
+    model.require("traverse")
+    result, codes = mig_of(run_represent(run), dsprites.FACTOR_SIZES, np.random.default_rng(seed),
+                           protocol_for(samples))
+    mi = result["mutual_information"]
+    dims = mi.argmax(axis=0)  # (K,)
+    low, high = np.percentile(codes, TRAVERSAL_PERCENTILES, axis=0)[:, dims]  # (K,) each
+    base = torch.from_numpy(dsprites.render(np.array([BASE_FACTORS])) * np.uint8(255))[:, None]
+    x = run.inputs(ImageSet(base, None, "dsprites"), for_latents=True)
+    mu = model.encode(x).mode()[0]
+    z = mu.repeat(len(dims) * steps, 1)
+    for row, (dim, a, b) in enumerate(zip(dims.tolist(), low.tolist(), high.tolist())):
+        z[row * steps:(row + 1) * steps, dim] = torch.linspace(a, b, steps, dtype=z.dtype, device=z.device)
+    return {"factors": list(dsprites.FACTOR_NAMES), "seed": seed, "samples": samples, "mig": result["mig"],
+            "mig_per_factor": [float(v) for v in result["per_factor"]],
+            "mutual_information": mi.round(6).tolist(), "latents": dims.tolist(),
+            "ranges": [[float(a), float(b)] for a, b in zip(low, high)], "images": model.pictures(z).cpu()}

@@ -381,3 +381,43 @@ def latent_scatter_png(points: np.ndarray, labels: np.ndarray | None, classes: S
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
             "#17becf"]
+
+
+def factor_traversal_picture(images: torch.Tensor, factors: Sequence[str], dims: Sequence[int], steps: int,
+                             base: str, scale: int | None = None) -> np.ndarray:
+    """Per-factor traversals (len(factors) * steps, C, H, W), labelled: each row with its factor and the latent
+    dimension of most mutual information with it (`dsprites_scores.factor_traversals`)."""
+    return labelled_grid(images, nrow=steps, scale=scale, row_labels=[f"{f}: z{d}" for f, d in zip(factors, dims)],
+                         title=f"One row per factor: the latent dimension with the most mutual information with it, "
+                               f"swept left to right from the 1st to the 99th percentile of its posterior means; the "
+                               f"others keep the posterior mean of {base}.")
+
+
+def mutual_information_png(mi: np.ndarray, factors: Sequence[str], gaps: Sequence[float], title: str) -> bytes:
+    """The (D, K) mutual information (nats) of each latent dimension with each factor, as a heatmap with its numbers;
+    each factor's column labelled with its normalized MIG gap."""
+    from matplotlib.figure import Figure
+
+    d, k = mi.shape
+    fig = Figure(figsize=(1.3 * k + 2.2, 0.42 * d + 1.9), dpi=100)
+    ax = fig.subplots()
+    shown = ax.imshow(mi, cmap="viridis", aspect="auto", vmin=0.0, vmax=max(float(mi.max()), 1e-9))
+    top = mi.max(axis=0)
+    for j in range(d):
+        for i in range(k):
+            ax.text(i, j, f"{mi[j, i]:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if mi[j, i] > 0.6 * top.max() else "white",
+                    fontweight="bold" if mi[j, i] == top[i] and top[i] > 0 else "normal")
+    ax.set_xticks(range(k), [f"{name}\ngap {gap:.2f}" for name, gap in zip(factors, gaps)], fontsize=8)
+    ax.set_yticks(range(d), [f"z{j}" for j in range(d)], fontsize=8)
+    ax.set_xlabel("factor (MIG gap: top minus second MI over its entropy)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(shown, ax=ax, label="mutual information (nats)")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def save_mutual_information(path: str | Path, mi: np.ndarray, factors: Sequence[str], gaps: Sequence[float],
+                            title: str) -> Path:
+    """Write `mutual_information_png` to `path`."""
+    return atomic_write_bytes(path, mutual_information_png(mi, factors, gaps, title))

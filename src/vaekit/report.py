@@ -10,18 +10,22 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import __version__
 from .data import ImageSet
+from .dsprites_scores import factor_picture, has_factors
 from .errors import DataError
 from .evaluate import dims_by_usage, evaluate_elbo, importance_weighted_nll, posterior_diagnostics
 from .generate import interpolate, reconstruct, sample, traverse, traverse_values
-from .plots import gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png, png_bytes, traverse_picture
+from .plots import (factor_traversal_picture, gif_bytes, grid_png, kl_plot_png, latent_scatter_png, loss_curve_png,
+                    mutual_information_png, png_bytes, traverse_picture)
 from .representation import knn_accuracy, posterior_features, probe_accuracy, project_2d
 from .rng import make_generator
 from .runs import Run
@@ -69,11 +73,15 @@ def table(rows: list[list], header: list[str]) -> str:
 @torch.no_grad()
 def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet | None = None, iw_samples: int = 100,
                scatter_points: int = 3000, log: Callable[[str], object] = lambda line: None,
-               progress: bool = False, sampler: Any = None, sampler_name: str = "prior") -> str:
+               progress: bool = False, sampler: Any = None, sampler_name: str = "prior",
+               factor_samples: int = 10_000) -> str:
     """The report page for `run`, given its test inputs prepared as for training (`fixed_binarization`),
     the test images (labels, classes) and, for the probes, the training images. `log` is told of each
     stage as it begins; `progress` shows a bar during the NLL, the longest. `sampler` (vaekit.samplers), where
-    given, draws the samples shown in place of the prior; `sampler_name` says which in the caption."""
+    given, draws the samples shown in place of the prior; `sampler_name` says which in the caption. For a run on
+    data with known factors (dSprites), a section draws per-factor traversals and the latent x factor mutual
+    information from `factor_samples` drawn images (`dsprites_scores.factor_picture`, seed 0: the numbers of
+    `vaekit disentanglement RUN --samples N`), its numbers also in <script id="factor-data">."""
     if len(x_test) < 2:  # it interpolates between test images 0 and 1, and measures spreads
         raise DataError(f"{run.path}'s held-out set has {len(x_test)} image(s); a report needs at least 2")
     started = time.perf_counter()
@@ -144,6 +152,10 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
         body += '<p class="note">vaekit probe RUN adds semi-supervised probes and a raw-pixel reference.</p>'
     sections.append(("Latent space and probes", body))
 
+    if has_factors(config):
+        log(f"per-factor traversals and the mutual information of {factor_samples:,} drawn dSprites images...")
+        sections.append(("Factors of variation (dSprites)", factor_section(run, factor_samples)))
+
     title = f"vaekit report: {run.path.name}"
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [f"<h1>{html.escape(title)}</h1>",
@@ -152,3 +164,28 @@ def run_report(run: Run, x_test: torch.Tensor, test: ImageSet, train: ImageSet |
     parts += [f"<h2>{html.escape(heading)}</h2>{body}" for heading, body in sections]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head><body>{''.join(parts)}<script>{CHECK_IMAGES}</script></body></html>\n")
+
+
+def factor_section(run: Run, samples: int) -> str:
+    """The report's section on known factors: per-factor traversals, the MI heatmap, a table, the numbers as JSON."""
+    picture = factor_picture(run, seed=0, samples=samples)
+    factors, dims, gaps = picture["factors"], picture["latents"], picture["mig_per_factor"]
+    mi = np.array(picture["mutual_information"])
+    steps = len(picture["images"]) // len(factors)
+    body = image(png_bytes(factor_traversal_picture(picture["images"], factors, dims, steps, "a heart (shape 2, "
+                                                    "scale 3, orientation 5, x 15, y 15)", scale=2)),
+                 "Per-factor traversals: one row per factor, the latent of most mutual information with it")
+    body += image(mutual_information_png(mi, factors, gaps, f"Mutual information of each latent with each factor "
+                                         f"({samples:,} drawn images, seed 0); MIG {picture['mig']:.3f}"),
+                  "Latent x factor mutual information (nats), as MIG measures it (20 bins); bold: each factor's "
+                  "top latent")
+    rows = [[name, f"z{d}", float(mi[d, k]), float(np.sort(mi[:, k])[-2]) if len(mi) > 1 else 0.0, gaps[k],
+             f"{a:.2f} to {b:.2f}"] for k, (name, d, (a, b)) in enumerate(zip(factors, dims, picture["ranges"]))]
+    body += table(rows, ["factor", "top latent", "its MI (nats)", "second MI", "MIG gap (normalized)",
+                         "traversed range"])
+    body += (f'<p class="note">MIG {picture["mig"]:.4f}. vaekit disentanglement RUN --samples {samples} gives the '
+             "same numbers, with DCI and the FactorVAE score.</p>")
+    data = {k: v for k, v in picture.items() if k != "images"}
+    text = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the script
+    body += f'<script type="application/json" id="factor-data">{text}</script>'
+    return body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .args import add_device_argument, add_run_argument, positive_int, seed_int
+from .args import add_device_argument, add_run_argument, png_path, positive_int, seed_int
 
 HELP = """\
 Score how well a run's latents separate dSprites' five factors (shape, scale, orientation, x, y): MIG
@@ -19,6 +19,7 @@ disentanglement_lib's protocol; evaluation sets are half of it); --estimator pic
 examples:
   vaekit disentanglement runs/dsprites
   vaekit disentanglement runs/dsprites --json --seed 1 --estimator gbt
+  vaekit disentanglement runs/dsprites --plot mi.png
 """
 
 
@@ -33,6 +34,8 @@ def register(subparsers) -> None:
                    help=f"samples per score (default 10000, at most {MAX_SAMPLES:,})")
     p.add_argument("--estimator", choices=("lasso", "gbt"), default="lasso",
                    help="DCI's regressor: lasso (default) or gbt (scikit-learn)")
+    p.add_argument("--plot", type=png_path, metavar="FILE.png",
+                   help="also draw the latent x factor mutual information (MIG's) as a heatmap with its numbers")
     add_device_argument(p)
     p.set_defaults(func=run_disentanglement)
 
@@ -52,6 +55,15 @@ def run_disentanglement(args) -> int:
     run = open_run(args)
     print(f"scoring on {args.samples} samples per score...", file=sys.stderr)
     result = run_scores(run, args.seed, protocol_for(args.samples, args.estimator))
+    if args.plot is not None:
+        import numpy as np
+
+        from ..plots import save_mutual_information
+
+        save_mutual_information(args.plot, np.array(result["mutual_information"]), result["factors"],
+                                result["mig_per_factor"], f"Mutual information of each latent with each factor "
+                                f"({args.samples:,} drawn images, seed {args.seed}); MIG {result['mig']:.3f}")
+        print(f"wrote {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
         return 0

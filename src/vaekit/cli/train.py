@@ -28,7 +28,8 @@ the end. A run killed at any moment keeps its last finished epoch; --resume RUN 
 ends with the same weights an uninterrupted run would have. Ctrl-C stops at once, keeping what was
 saved.
 
---data is a built-in dataset (mnist, fashion-mnist) or your own images: an IDX, .npy or .npz file,
+--data is a built-in dataset (mnist, fashion-mnist, dsprites: vaekit's generated dSprites, 737,280
+64x64 binary images, made on first use and streamed) or your own images: an IDX, .npy or .npz file,
 or a folder of PNG/JPEG/TIFF/WebP/BMP images, read at any depth (a folder of only subfolders: one
 class per subfolder). Colour, grayscale, palette, 16-bit and float images are read by their format's
 range (an alpha channel is dropped). Images of differing sizes need --image-size S or HxW: the
@@ -67,7 +68,7 @@ examples:
   vaekit train --iwae 50 --binarize dynamic --out runs/iwae
   vaekit train --binarize threshold --pixel-groups 7 --epochs 30 --out runs/ctx   # for vaekit compress
   vaekit train --kl-warmup 10 --free-bits 0.25 --out runs/no-collapse
-  vaekit train --data dsprites.npy --binarize none --latent 6 --tc-beta 6 --out runs/tc   # beta-TCVAE
+  vaekit train --data dsprites --latent 6 --tc-beta 6 --epochs 1 --out runs/tc   # beta-TCVAE
                                                      # (docs/disentanglement.md)
   vaekit train --data normal_parts/ --likelihood gaussian-shared --standardize --epochs 50 --out runs/parts
                                                      # an anomaly detector (docs/anomaly-detection.md)
@@ -92,7 +93,8 @@ def register(subparsers) -> None:
     defaults = RunConfig()
     recipe = defaults.train
     p = subparsers.add_parser("train", help="train a VAE into a run directory", description=HELP)
-    p.add_argument("--data", type=non_empty_text, help="mnist (default), fashion-mnist, or a path to your images")
+    p.add_argument("--data", type=non_empty_text,
+                   help="mnist (default), fashion-mnist, dsprites, or a path to your images")
     add_data_dir_argument(p)
     p.add_argument("--validation", type=unit_fraction, metavar="FRACTION",
                    help=f"fraction of your own images held out as the test set (default "
@@ -259,9 +261,10 @@ def own_images(data: str | None, size: tuple[int, int] | None = None) -> ImageSe
     """The user's images when --data is a path (read here, once: they size the model), fitted to `size`
     (--image-size) as they are read; None for a built-in. Data too big for memory (or a cache) is opened
     from its cache (prepared now if need be), to be streamed."""
-    from ..data import DATASETS, is_builtin, read_images
+    from ..data import is_builtin, read_images
+    from ..data.sources import has_splits
 
-    if data is None or data in DATASETS:
+    if data is None or has_splits(data):
         return None
     if is_builtin(data):
         raise ConfigError(f"--data {data}: give the dataset's name ({data.partition(':')[0]}); "
@@ -279,6 +282,8 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     """The RunConfig the flags describe: the recipe's values, overridden by every flag given. `images`:
     the user's images read from --data (`own_images`), which set the model's input shape. `base`: the
     config whose values the flags override (a run's own, to restart it), instead of the defaults."""
+    from ..data import dsprites_set
+
     if images is None and args.validation is not None:
         raise ConfigError(f"--validation holds out a share of your own images; {args.data or 'mnist'} has a test "
                           "split of its own: drop --validation")
@@ -286,7 +291,9 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
     source = args.data or defaults.data.name
     data = str(Path(source).resolve()) if images is not None else source
     kept = base.model.input_shape if base is not None and args.data is None else None  # restarting on the same data
-    channels, height, width = kept or (images.shape if images is not None else RunConfig().model.input_shape)
+    generated = images is None and source == dsprites_set.NAME  # dSprites: its size, and the recipe sized to it
+    channels, height, width = kept or (images.shape if images is not None else
+                                       dsprites_set.SHAPE if generated else RunConfig().model.input_shape)
     height, width = args.image_size or (height, width)
     input_shape = (args.channels or channels, height, width)
     validation = args.validation if args.validation is not None else defaults.data.validation
@@ -299,6 +306,8 @@ def build_config(args, images: ImageSet | None = None, base: RunConfig | None = 
 
         recipe = TrainConfig.for_data(max(1, len(images) - held_out_count(len(images), validation)),
                                       math.prod(input_shape))
+    elif generated:
+        recipe = TrainConfig.for_data(dsprites_set.count(), math.prod(input_shape))
     else:
         recipe = TrainConfig()
     family = registry.FAMILIES.get(args.family or defaults.model.family)

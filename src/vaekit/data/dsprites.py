@@ -167,15 +167,22 @@ def packed_block(shape: int, scale: int, orientation: int) -> np.ndarray:
     return np.packbits(images.reshape(-1, SIZE, SIZE), axis=-1).reshape(-1, PACKED_BYTES)
 
 
-def generate_packed(progress: bool = False) -> np.ndarray:
-    """(COUNT, PACKED_BYTES) uint8: every image of the full set, bit-packed, in DeepMind's order."""
+def packed_blocks(progress: bool = False):
+    """Every image of the full set, bit-packed, in DeepMind's order: one (POSITIONS * POSITIONS, PACKED_BYTES) block
+    per shape, scale and orientation, drawn as it is asked for."""
     from tqdm import tqdm
 
+    blocks = [(sh, sc, o) for sh in range(3) for sc in range(6) for o in range(40)]
+    for key in tqdm(blocks, desc="dSprites", unit="sprite", disable=not progress, leave=False):
+        yield packed_block(*key)
+
+
+def generate_packed(progress: bool = False) -> np.ndarray:
+    """(COUNT, PACKED_BYTES) uint8: every image of the full set, bit-packed, in DeepMind's order."""
     out = np.empty((COUNT, PACKED_BYTES), dtype=np.uint8)
     per_block = POSITIONS * POSITIONS
-    blocks = [(sh, sc, o) for sh in range(3) for sc in range(6) for o in range(40)]
-    for b, key in enumerate(tqdm(blocks, desc="dSprites", unit="sprite", disable=not progress, leave=False)):
-        out[b * per_block:(b + 1) * per_block] = packed_block(*key)
+    for b, block in enumerate(packed_blocks(progress)):
+        out[b * per_block:(b + 1) * per_block] = block
     return out
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, check_target, new_file_mode
 from ..errors import DataError
 from . import dsprites
 from .files import display, open_input
@@ -39,18 +40,36 @@ def path_in(directory: str | Path) -> Path:
     return Path(directory) / FILE_NAME
 
 
-def encode(packed: np.ndarray) -> bytes:
-    """The file's bytes for (COUNT, PACKED_BYTES) packed images."""
+def encode(packed: np.ndarray) -> bytearray:
+    """The file's bytes for (COUNT, PACKED_BYTES) packed images (one copy of the images, not two)."""
     packed = np.ascontiguousarray(packed, dtype=np.uint8)
     if packed.ndim != 2 or packed.shape[1] != dsprites.PACKED_BYTES:
         raise ValueError(f"expected (N, {dsprites.PACKED_BYTES}) packed images, found {packed.shape}")
     head = HEADER.pack(MAGIC, VERSION, GENERATOR_VERSION, len(packed), dsprites.PACKED_BYTES,
                        hashlib.sha256(packed).digest())
-    return head + CRC.pack(zlib.crc32(head) & 0xFFFFFFFF) + packed.tobytes()
+    out = bytearray(len(head) + CRC.size + packed.nbytes)
+    out[:len(head)] = head
+    out[len(head):len(head) + CRC.size] = CRC.pack(zlib.crc32(head) & 0xFFFFFFFF)
+    out[len(head) + CRC.size:] = memoryview(packed).cast("B")
+    return out
 
 
 def read(path: str | Path, count: int = dsprites.COUNT) -> np.ndarray:
     """(count, PACKED_BYTES) packed images from a file written by `encode`, every check passed."""
+    packed = np.empty((count, dsprites.PACKED_BYTES), dtype=np.uint8)
+    _check(path, count, packed)
+    return packed
+
+
+def verify(path: str | Path, count: int = dsprites.COUNT) -> int:
+    """Every check `read` makes, reading the images a chunk at a time into one reused buffer (bounded memory);
+    returns the byte offset of the first image."""
+    _check(path, count, None)
+    return HEADER.size + CRC.size
+
+
+def _check(path: str | Path, count: int, out: np.ndarray | None) -> None:
+    """The checks of `read`; the images go into `out` if given, else through a HASH_CHUNK buffer."""
     source = display(Path(path))
 
     def fail(what: str):
@@ -74,19 +93,65 @@ def read(path: str | Path, count: int = dsprites.COUNT) -> np.ndarray:
             fail(f"{n} images of {per_image} bytes, expected {count} of {dsprites.PACKED_BYTES}")
         if size != len(head) + n * per_image:
             fail(f"{size} bytes, the header declares {len(head) + n * per_image}")
-        packed = np.empty((n, per_image), dtype=np.uint8)
-        view = memoryview(packed).cast("B")
+        total = n * per_image
+        buffer = memoryview(out).cast("B") if out is not None else memoryview(bytearray(min(HASH_CHUNK, total)))
         hasher = hashlib.sha256()
         offset = 0
-        while offset < len(view):
-            got = f.readinto(view[offset:offset + HASH_CHUNK])
+        while offset < total:
+            view = buffer[offset:offset + HASH_CHUNK] if out is not None else buffer[:min(HASH_CHUNK, total - offset)]
+            got = f.readinto(view)
             if not got:
                 fail("file ended early")
-            hasher.update(view[offset:offset + got])
+            hasher.update(view[:got])
             offset += got
     if hasher.digest() != digest:
         fail("the images do not match their SHA-256")
-    return packed
+
+
+def ensure(directory: str | Path, progress: bool = False, log=None, generate=dsprites.packed_blocks,
+           count: int = dsprites.COUNT) -> Path:
+    """The set's file in `directory`, generated and written there first if there is none (not checked here).
+    `generate(progress=...)` gives the packed images as one array or as blocks in order (streamed to the file)."""
+    path = path_in(directory)
+    if not path.exists():
+        if log:
+            log(f"generating dSprites ({count:,} images) into {display(path)}")
+        write(path, generate(progress=progress), count)
+    return path
+
+
+def write(path: str | Path, blocks, count: int) -> Path:
+    """Write the file of `count` packed images given as blocks (k, PACKED_BYTES) (or one array), in bounded memory:
+    into a temporary file beside `path`, the header (which holds the images' SHA-256) last, synced, renamed into
+    place only when complete (as vaekit.atomic does for whole files)."""
+    path = Path(path)
+    check_target(path)
+    blocks = [blocks] if isinstance(blocks, np.ndarray) else blocks
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(HEADER.size + CRC.size))
+            hasher, n = hashlib.sha256(), 0
+            for block in blocks:
+                block = np.ascontiguousarray(block, dtype=np.uint8)
+                if block.ndim != 2 or block.shape[1] != dsprites.PACKED_BYTES:
+                    raise ValueError(f"expected (k, {dsprites.PACKED_BYTES}) packed images, found {block.shape}")
+                hasher.update(block)
+                f.write(memoryview(block).cast("B"))
+                n += len(block)
+            if n != count:
+                raise ValueError(f"generated {n} packed images, expected {count}")
+            head = HEADER.pack(MAGIC, VERSION, GENERATOR_VERSION, n, dsprites.PACKED_BYTES, hasher.digest())
+            f.seek(0)
+            f.write(head + CRC.pack(zlib.crc32(head) & 0xFFFFFFFF))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, new_file_mode())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def load(directory: str | Path, progress: bool = False, log=None, generate=dsprites.generate_packed,

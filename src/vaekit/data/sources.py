@@ -26,6 +26,7 @@ import torch
 from ..errors import DataError
 from ..rng import derive_seed, make_generator
 from .batches import standardize as standardize_images
+from . import dsprites_set
 from .datasets import DATASETS, load_split, load_splits
 from .files import MAX_DECODED_BYTES, MAX_IMAGE_PIXELS, display, open_input, read_npy_header
 from .idx import read_idx
@@ -38,9 +39,14 @@ ARRAY_LABEL_KEYS = ("labels", "y", "Y")
 
 
 def is_builtin(source: str) -> bool:
-    """Whether `source` names a built-in split, like mnist:test."""
+    """Whether `source` names a built-in split, like mnist:test or dsprites:test."""
     name, _, split = source.partition(":")
-    return bool(split) and name in DATASETS
+    return bool(split) and has_splits(name)
+
+
+def has_splits(name: str) -> bool:
+    """Whether `name` is a built-in dataset with train and test splits of its own (downloaded or generated)."""
+    return name in DATASETS or name == dsprites_set.NAME
 
 
 def read_images(source: str | Path, data_dir: str | Path | None = None, size: tuple[int, int] | None = None,
@@ -53,10 +59,12 @@ def read_images(source: str | Path, data_dir: str | Path | None = None, size: tu
     text = str(source)
     if is_builtin(text):
         name, _, split = text.partition(":")
+        if name == dsprites_set.NAME:
+            return dsprites_set.load_split(split, data_dir)
         return load_split(name, split, data_dir)
     path = Path(source)
     if not path.exists():
-        hint = ", ".join(f"{name}:train, {name}:test" for name in DATASETS)
+        hint = ", ".join(f"{name}:train, {name}:test" for name in DATASETS) + f", {dsprites_set.NAME}:test"
         raise DataError(f"{display(path)}: no such file or directory (expected a built-in split such as {hint}, an "
                         "IDX, .npy or .npz file, an image, or a folder of images)")
     if path.is_dir():
@@ -369,6 +377,12 @@ def load_train_test(name: str, validation: float, seed: int, data_dir: str | Pat
     if name in DATASETS:
         train, test = load_splits(name, ("train", "test"), data_dir, progress=progress)
         return as_seen(_fitted(train, preparation), standardize), as_seen(_fitted(test, preparation), standardize)
+    if name == dsprites_set.NAME:  # streamed; held in memory, a seeded IN_MEMORY_TRAIN of the training split
+        train, test = dsprites_set.streamed_splits(data_dir, progress, log=_stderr_log if progress else None)
+        if stream:
+            return train.standardized(standardize), test.standardized(standardize)
+        return (as_seen(_fitted(dsprites_set.in_memory_train(train), preparation), standardize),
+                as_seen(_fitted(test.materialize(), preparation), standardize))
     if stream:
         from .convert import is_cache, open_images, should_stream
         from .streamed import StreamedSet
@@ -392,6 +406,8 @@ def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path 
     read (or downloaded), never the training split; from a cache, only the held-out share."""
     if name in DATASETS:
         return as_seen(_fitted(load_split(name, "test", data_dir), preparation), standardize)
+    if name == dsprites_set.NAME:
+        return as_seen(_fitted(dsprites_set.load_split("test", data_dir), preparation), standardize)
     from .streamed import streamed_held_out
 
     if (streamed := streamed_held_out(name, validation, seed, data_dir, standardize)) is not None:
@@ -399,6 +415,12 @@ def load_held_out(name: str, validation: float, seed: int, data_dir: str | Path 
     images = _read_for(name, data_dir, preparation)
     held_out = images.subset(validation_split(len(images), validation, seed, images.name)[1])
     return as_seen(_fitted(held_out, preparation), standardize)
+
+
+def _stderr_log(line: str) -> None:
+    import sys
+
+    print(f"vaekit: {line}", file=sys.stderr)
 
 
 def _read_for(name: str, data_dir, preparation: Preparation | None) -> ImageSet:

@@ -37,7 +37,7 @@ class StreamedSet:
     came from, class names and image names as an ImageSet has them; `standardize`: seen per-image standardized
     (`batches.standardize`, applied to each batch read)."""
 
-    cache: CacheFile
+    cache: CacheFile  # or any reader with `shape` and `read(positions)` (dsprites_set.PackedSprites)
     positions: np.ndarray
     labels: torch.Tensor | None
     name: str
@@ -185,10 +185,13 @@ def streamed_held_out(name: str, validation: float, seed: int, data_dir=None,
                       standardize: bool = False) -> StreamedSet | None:
     """The held-out split of a run's data as a StreamedSet, when training streamed it (`prepare.should_stream`):
     the same seeded share `sources.load_held_out` holds out; None for data held in memory."""
+    from . import dsprites_set
     from .datasets import DATASETS
     from .convert import open_images, should_stream
     from .sources import validation_split
 
+    if name == dsprites_set.NAME:
+        return dsprites_set.streamed_splits(data_dir)[1].standardized(standardize)
     if name in DATASETS or not should_stream(name):
         return None
     images = open_images(name, data_dir).standardized(standardize)

@@ -70,8 +70,8 @@ RECIPES = (
            ("vaekit score mnist-anomaly mnist:test -o mnist-anomaly-scores.jsonl --threads 1",
             "vaekit eval mnist-anomaly --images 500 --json --threads 1")),
     Recipe("mnist-compress", "the bits-back compression model of docs/compression.md: the seed's MLP on thresholded "
-           "MNIST with a 7-group pixel context (--pixel-groups 7), 10 epochs (the page trains 30); codes binary images",
-           ("vaekit train --binarize threshold --pixel-groups 7 --epochs 10 --out mnist-compress --threads 1",),
+           "MNIST with a 7-group pixel context (--pixel-groups 7), 2 epochs (the page trains 30); codes binary images",
+           ("vaekit train --binarize threshold --pixel-groups 7 --epochs 2 --out mnist-compress --threads 1",),
            ("vaekit compress mnist-compress mnist:test -o mnist-test.vkbb --threads 1",
             "vaekit eval mnist-compress --json --threads 1",
             "vaekit eval mnist-compress --images 500 --json --threads 1")),
@@ -82,7 +82,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="the folder the runs are trained in")
     parser.add_argument("--keep", action="store_true",
-                        help="skip the build commands that finished in WORK before (listed in WORK/done.txt)")
+                        help="skip the build commands that finished in WORK before (listed in WORK/done.txt), and "
+                             "reuse the output of the measuring commands that finished (WORK/measured/)")
     parser.add_argument("--jobs", type=int, default=1, help="recipes made at once, each at one thread (default 1)")
     parser.add_argument("--only", nargs="+", choices=[r.name for r in RECIPES], default=None,
                         help="rebuild these runs only; the manifest keeps the others' entries")
@@ -101,7 +102,7 @@ def main() -> int:
             run(command, args.work)
             with lock, open(done_file, "a") as f:
                 f.write(command + "\n")
-        outputs = [run(command, args.work) for command in recipe.measure]
+        outputs = [measure(command, args.work, args.keep) for command in recipe.measure]
         return {"description": recipe.description, "commands": list(recipe.build),
                 "measured_by": list(recipe.measure), "numbers": measured(recipe.name, outputs, args.work)}
 
@@ -129,6 +130,18 @@ def run(command: str, work: Path) -> str:
     if result.returncode:
         sys.exit(f"failed ({result.returncode}): {command}")
     return result.stdout
+
+
+def measure(command: str, work: Path, keep: bool) -> str:
+    """`run` a measuring command, its stdout kept in WORK/measured/ (which --keep reuses)."""
+    kept = work / "measured" / (hashlib.sha256(command.encode()).hexdigest()[:16] + ".txt")
+    if keep and kept.is_file():
+        print(f"kept: {command}", file=sys.stderr)
+        return kept.read_text()
+    output = run(command, work)
+    kept.parent.mkdir(exist_ok=True)
+    kept.write_text(output)
+    return output
 
 
 def measured(name: str, outputs: list[str], work: Path) -> dict:

@@ -78,6 +78,6 @@ def run_copy(args) -> int:
     from .. import pretrained
 
     target = pretrained.copy(args.name, args.target)
-    name = args.name.removeprefix(pretrained.PREFIX)
+    name = pretrained.bare(args.name)
     print(f"copied {pretrained.PREFIX}{name} to {target}: a run directory of your own")
     return 0

@@ -61,12 +61,17 @@ def names() -> list[str]:
 def entry(name: str) -> dict:
     """A pretrained run's manifest entry (description, commands, numbers, files); `name` with or without
     the `pretrained:` prefix. RunError naming the known runs for an unknown one."""
-    name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    name = bare(name)
     runs = read_manifest()["runs"]
     if name not in runs:
         raise RunError(f"no pretrained run {PREFIX}{name}; the pretrained runs: "
                        f"{', '.join(PREFIX + known for known in runs) or 'none (this vaekit ships none)'}")
     return runs[name]
+
+
+def bare(name: str) -> str:
+    """A pretrained run's name without the `pretrained:` prefix."""
+    return name.removeprefix(PREFIX)
 
 
 def shipped_name(path) -> str | None:
@@ -110,7 +115,7 @@ def scratch_file(run_path: Path, file_name: str) -> Path:
 def copy(name: str, target: str | Path) -> Path:
     """Copy the pretrained run `name` (its files checked) to the new run directory `target`; never replaces
     anything: RunError if `target` exists. The copy is made under a temporary name and renamed when complete."""
-    name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    name = bare(name)
     target = Path(target)
     if os.path.lexists(target):
         raise RunError(f"{target} already exists; vaekit pretrained copy makes a new run directory: "
@@ -137,6 +142,7 @@ def verified_files(name: str) -> dict[str, bytes]:
     """The files of the pretrained run `name`, by path inside its directory, each read no further than its recorded
     size and checked against it and its SHA-256; RunError naming the first file that differs, is missing, or is
     not in the manifest."""
+    name = bare(name)
     files = entry(name)["files"]
     folder = RUNS_DIR / name
     found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()) \

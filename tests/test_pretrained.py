@@ -17,7 +17,7 @@ from vaekit import pretrained
 from vaekit.cli import main
 from vaekit.errors import RunError
 from vaekit.generate import sample
-from vaekit.runs import load_run
+from vaekit.runs import load_run, write_threshold
 
 from .tiny_run import is_one_error_line
 
@@ -194,3 +194,12 @@ def test_a_manifest_naming_other_bytes_is_refused(shipped):
     (shipped / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RunError, match="config.json: its SHA-256"):
         load_run("pretrained:mnist")
+
+
+def test_the_python_api_refuses_to_write_into_a_pretrained_run():
+    run = load_run("pretrained:mnist-anomaly")
+    with pytest.raises(RunError, match="vaekit pretrained copy mnist-anomaly DIR"):
+        write_threshold(run.path, {"threshold": 0.0, "method": "elbo"})  # what Detector.save calls
+    with pytest.raises(RunError, match="cannot be continued"):
+        vaekit.resume("pretrained:mnist", epochs=11)
+    assert pretrained.verified_files("mnist-anomaly")  # untouched

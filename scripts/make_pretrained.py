@@ -195,12 +195,25 @@ def ship(run_dir: Path, target: Path) -> dict:
     for relative in KEPT:
         if (run_dir / relative).is_file():
             data = (run_dir / relative).read_bytes()
+            if relative == "config.json":
+                data = portable_config(data, run_dir.parent)
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             (staging / relative).write_bytes(data)
             files[relative] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return files
+
+
+def portable_config(data: bytes, work: Path) -> bytes:
+    """config.json with its data path (vaekit records the absolute path of a file trained on) made relative to
+    WORK, where the recipe made it: `fours.npy`, found in the folder a command runs in, not this machine's path."""
+    document = json.loads(data)
+    name = Path(document["data"]["name"])
+    if name.is_absolute() and name.is_relative_to(work.resolve()):
+        document["data"]["name"] = name.relative_to(work.resolve()).as_posix()
+        return (json.dumps(document, indent=2) + "\n").encode()
+    return data
 
 
 def made_with() -> dict:

@@ -328,6 +328,7 @@ def base_commands(run: Path, data: Path, tmp: Path) -> dict[str, tuple[list, tup
         "fit-sampler": (["fit-sampler", run, "--sampler", "gmm"], ()),  # writes into the run (own_run)
         "quality": (["quality", run, "--classifier", "mnist", "-n", "100", "--json"], ()),
         "data": (["data", "prepare", data, "--out", o["run"]], (o["run"],)),
+        "pretrained": (["pretrained", "copy", "mnist", o["run"]], (o["run"],)),
         "disentanglement": (["disentanglement", run, "--samples", "200", "--json"], ()),
         "explore": (["explore", run, "--port", "0"], ()),  # serves nothing here: test_numeric_flag stubs serve
     }

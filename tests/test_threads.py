@@ -37,8 +37,9 @@ def restore_threads(monkeypatch):
 def test_every_subcommand_is_a_compute_command_with_minimal_args():
     parser = build_parser()
     subcommands = next(a for a in parser._actions if a.dest == "command").choices
-    # `data` is a group of file commands (data prepare converts a dataset to a cache with numpy), not a compute one
-    assert set(subcommands) - {"data"} == set(COMPUTE_COMMANDS) == set(MINIMAL_ARGS)
+    # `data` is a group of file commands (data prepare converts a dataset to a cache with numpy), not a compute one;
+    # `pretrained` lists and copies files
+    assert set(subcommands) - {"data", "pretrained"} == set(COMPUTE_COMMANDS) == set(MINIMAL_ARGS)
 
 
 @pytest.mark.parametrize("command", COMPUTE_COMMANDS)

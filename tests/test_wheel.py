@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from vaekit import pretrained
 from vaekit.data import MNIST
 
 from .conftest import REPO
@@ -80,6 +81,9 @@ def test_wheel_ships_mnist_and_runs_the_main_job_from_another_directory(tmp_path
     assert expected | {"vaekit/data/bundled/mnist/README.md"} <= shipped  # the data and its licence note
     assert {f"vaekit/data/classifiers/{name}.{kind}" for name in ("mnist", "fashion-mnist")
             for kind in ("safetensors", "json")} <= shipped  # what `vaekit quality` measures with
+    manifest = pretrained.read_manifest()
+    assert {f"vaekit/pretrained/runs/{name}/{file}" for name, run in manifest["runs"].items()
+            for file in run["files"]} | {"vaekit/pretrained/manifest.json"} <= shipped  # pretrained:NAME
 
     python = make_venv(tmp_path / "venv")
     step([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],
@@ -95,4 +99,7 @@ def test_wheel_ships_mnist_and_runs_the_main_job_from_another_directory(tmp_path
     assert trained["epoch"] == 1 and 100 < trained["test_loss"] < 135
     result = json.loads(step([vaekit, "eval", where / "runs" / "one", "--json"], tmp_path, env))
     assert result["test_loss"] == pytest.approx(trained["test_loss"], abs=1e-6)
+    shipped_run = json.loads(step([vaekit, "eval", "pretrained:mnist", "--images", "500", "--json"], where, env))
+    assert shipped_run["test_loss"] == pytest.approx(manifest["runs"]["mnist"]["numbers"]["test_loss_first_500"],
+                                                     abs=0.5)  # the wheel's copy, its files checked as it loads
     assert not (tmp_path / "cache" / "vaekit").exists()  # nothing was downloaded

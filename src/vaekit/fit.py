@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import runs
+from . import pretrained, runs
 from .atomic import check_target
 from .callbacks import (N_RECONSTRUCTIONS, Callback, CallbackError, Epoch, closing, notify, read_only,
                         with_tensorboard)
@@ -91,6 +91,7 @@ def resume(path: str | Path, *, epochs: int | None = None, data_dir: str | Path 
     """Continue the run at `path` from its last finished epoch; `epochs` may raise its total. `callbacks` and
     `tensorboard` as for `fit`; each callback's `resumed` sees the last finished epoch first. `model`: for a run
     whose networks were given in Python, the same model again (its weights are replaced by the checkpoint's)."""
+    pretrained.refuse_shipped(path, "resuming training", pretrained.NOT_RESUMABLE)
     callbacks = with_tensorboard(callbacks, tensorboard)
     path = Path(path)
     dev = resolve_device(device)
@@ -137,6 +138,7 @@ def restart(path: str | Path, config: RunConfig, *, data_dir: str | Path | None 
             callbacks: Iterable[Callback] | None = None, tensorboard: bool = False) -> runs.Run:
     """Train the run at `path` from scratch with `config`, which replaces its own: only while the run has no
     finished epoch (its first one failed or was stopped), so that nothing it trained is lost."""
+    pretrained.refuse_shipped(path, "restarting training", pretrained.NOT_RESUMABLE)
     callbacks = with_tensorboard(callbacks, tensorboard)
     path = Path(path)
     runs.read_config(path)  # a run directory, and one this vaekit reads

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from . import __version__
+from . import __version__, pretrained
 from .atomic import atomic_write_bytes, atomic_write_text
 from .config import MAX_EPOCHS, MAX_IW_SAMPLES, RunConfig
 from .data import ImageSet, as_seen, fixed_binarization, latent_inputs, load_held_out
@@ -138,6 +138,7 @@ def load_checkpoint(path: str | Path, max_bytes: int = 4 << 30) -> tuple[dict[st
 
 def write_threshold(path: str | Path, calibration: dict) -> Path:
     """Store an anomaly threshold and how it was fitted as RUN/threshold.json."""
+    pretrained.refuse_shipped(path, "calibrating")
     return atomic_write_text(Path(path) / THRESHOLD_FILE, json.dumps(calibration, indent=2) + "\n")
 
 
@@ -249,8 +250,9 @@ def write_metrics(path: str | Path, rows: list[dict]) -> Path:
 
 
 def read_config(path: str | Path) -> RunConfig:
-    """The RunConfig of the run at `path`; RunError if it is missing, malformed or too new."""
-    path = Path(path)
+    """The RunConfig of the run at `path` (or named `pretrained:NAME`); RunError if it is missing, malformed or
+    too new."""
+    path = pretrained.resolve(path)
     if not path.is_dir():
         raise RunError(f"{path} is not a run directory (no such directory)")
     config_path = path / CONFIG_FILE
@@ -311,7 +313,7 @@ def migrate_config(document: dict, version: int) -> dict:
 
 def read_metrics(path: str | Path) -> list[dict]:
     """The per-epoch rows of RUN/metrics.jsonl (empty if the run has none yet)."""
-    metrics_path = Path(path) / METRICS_FILE
+    metrics_path = pretrained.resolve(path) / METRICS_FILE
     if not metrics_path.is_file():
         return []
     try:
@@ -395,9 +397,10 @@ class Run:
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu", model: LatentVariableModel | None = None) -> Run:
-    """Load the run directory at `path` (config, weights, metrics) for use. `model`: for a run whose networks
-    were given in Python (model.architecture "custom"), the same model again, which gets the saved weights."""
-    path = Path(path)
+    """Load the run directory at `path` (config, weights, metrics) for use; `path` may name a run shipped with vaekit,
+    `pretrained:mnist` (`vaekit.pretrained`). `model`: for a run whose networks were given in Python
+    (model.architecture "custom"), the same model again, which gets the saved weights."""
+    path = pretrained.resolve(path)
     config = read_config(path)
     return Run(path, config, load_model(path, config, device, model), read_metrics(path))
 

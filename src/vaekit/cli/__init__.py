@@ -9,8 +9,8 @@ import sys
 
 from .. import __version__
 from ..errors import ConfigError, Interrupted, VaekitError
-from . import (anomaly, compress, data, disentangle, evaluate, explore, generate, plot, report, represent, samplers,
-               train)
+from . import (anomaly, compress, data, disentangle, evaluate, explore, generate, plot, pretrained, report, represent,
+               samplers, train)
 from .args import Parser, add_threads_argument
 from .vocabulary import COMPUTE as COMPUTE_COMMANDS  # the subcommands that compute with torch: each takes --threads
 
@@ -33,7 +33,7 @@ def build_parser() -> Parser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (train, evaluate, generate, represent, anomaly, compress, plot, report, samplers, data, disentangle,
-                   explore):
+                   explore, pretrained):
         module.register(subparsers)
     for name in COMPUTE_COMMANDS:
         add_threads_argument(subparsers.choices[name])

@@ -186,7 +186,9 @@ def run_calibrate(args) -> int:
     source = args.input if args.input is not None else getattr(args, "data_alias", None)
     from ..anomaly import quantile_support
     from ..detector import Detector
+    from ..pretrained import refuse_shipped
 
+    refuse_shipped(args.run, "vaekit calibrate")  # before the work, not at its end
     loaded = open_run(args)
     detector = Detector(loaded, args.mixture, method=args.method,
                         combine=args.combine or CALIBRATE_RULE, iw_samples=args.iw_samples, data_dir=args.data_dir,

@@ -203,7 +203,9 @@ class DeprecatedAlias(argparse.Action):
 
 
 def add_run_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=non_empty_path, metavar="RUN", help="a run directory written by `vaekit train`")
+    parser.add_argument("run", type=non_empty_path, metavar="RUN",
+                        help="a run directory written by `vaekit train`, or a pretrained run: pretrained:mnist "
+                             "(`vaekit pretrained list`)")
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -161,6 +161,7 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: 
     from ..distributed import world
     from ..evaluate import NLL_BLOCK, recorded_nll
     from ..models import model_fingerprint
+    from ..pretrained import scratch_file
     from ..runs import NLL_FILE
 
     key = {"k": k, "precision": precision, "seed": loaded.config.train.seed, "images": test_images,
@@ -169,7 +170,8 @@ def resumable_nll(loaded, x: torch.Tensor, k: int, precision: str, test_images: 
     mine = share.blocks(len(x), NLL_BLOCK)
     starts = range(mine.start, mine.stop, NLL_BLOCK)
     main = share.is_main()
-    nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, loaded.path / NLL_FILE, key, precision,
+    record = scratch_file(loaded.path, NLL_FILE)  # a pretrained run's in the user's cache
+    nll, _ = recorded_nll(loaded.model, x, k, loaded.config.train.seed, record, key, precision,
                           progress=sys.stderr.isatty() and main, starts=starts,
                           log=lambda line: main and tqdm.write(f"vaekit: {line}", file=sys.stderr))  # above the bar
     return share.gather(nll.to(x.device)).cpu() if share.distributed else nll  # NCCL gathers on the GPU

@@ -83,6 +83,7 @@ def add_sampler_argument(parser) -> None:
 
 def run_fit(args) -> int:
     from ..errors import ConfigError
+    from ..pretrained import refuse_shipped
     from ..samplers.base import SamplerConfig
     from ..samplers.store import fit_sampler, sampler_files, save_sampler
 
@@ -94,6 +95,7 @@ def run_fit(args) -> int:
             raise ConfigError(f"{flag} does not apply to the {args.sampler} sampler")
     options = {field: getattr(args, field) for field in given if field in spec.options}
     config = SamplerConfig(args.sampler, seed=args.seed, **options)
+    refuse_shipped(args.run, "vaekit fit-sampler")
     loaded = open_run(args)
     existed = sampler_files(loaded.path, args.sampler)[0].exists()
     start = time.perf_counter()

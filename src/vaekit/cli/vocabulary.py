@@ -134,7 +134,8 @@ OPTIONS: dict[str, Option] = {
         "manifold": _output(png_path, "FILE.png"), "plot": _output(png_path, "FILE.png"),
         "embed": _output(Path, "FILE.npz"), "report": _output(html_path, "FILE.html"), "score": _output(Path, "FILE"),
         "compress": _output(Path, "FILE"), "decompress": _output(Path, "OUTPUT")}),
-    "--json": Option("print one JSON object instead of a table", ("eval", "probe", "quality", "disentanglement"),
+    "--json": Option("print one JSON object instead of a table", ("eval", "probe", "quality", "disentanglement",
+                                                                 "pretrained list"),
                      switch=True),
     "-n": Option("how many images", ("sample", "reconstruct", "quality"), picture_count, "N",
                  per_command={"quality": {"value": positive_int}}),
@@ -191,14 +192,17 @@ OPTIONS: dict[str, Option] = {
 # by dest; `nargs` "?" where the argument may be left out
 POSITIONALS: dict[str, Option] = {
     "command": Option("the subcommand", (TOP,), metavar="COMMAND"),
-    "run": Option("a run directory written by `vaekit train`", tuple(c for c in COMPUTE if c != "train"),
-                  non_empty_path, "RUN", per_command={"explore": {"nargs": "+"}}),
+    "run": Option("a run directory written by `vaekit train`, or pretrained:NAME",
+                  tuple(c for c in COMPUTE if c != "train"), non_empty_path, "RUN", per_command={"explore": {"nargs": "+"}}),
     "input": Option("images: a built-in split (mnist:test), an image file or array, or a folder", (
         "embed", "score", "calibrate", "compress", "data prepare"), metavar="INPUT",
         per_command={"calibrate": {"nargs": "?"}}),
     "file": Option("a file written by vaekit compress", ("decompress",), Path, "FILE"),
     "what": Option("what to draw", ("plot",), choices=PLOTS),
     "data_command": Option("what `vaekit data` does", ("data",), metavar="ACTION"),
+    "pretrained_command": Option("what `vaekit pretrained` does", ("pretrained",), metavar="ACTION"),
+    "name": Option("a pretrained run's name", ("pretrained copy",), metavar="NAME"),
+    "target": Option("the run directory to create", ("pretrained copy",), non_empty_path, "DIR"),
 }
 
 # former spellings, still accepted with a one-line note on stderr: (command, option) -> what replaced it

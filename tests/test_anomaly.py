@@ -152,7 +152,7 @@ def test_score_and_calibrate_end_to_end(digit_run, tmp_path, capsys, mnist_test)
     assert main(["calibrate", str(digit_run), "--quantile", "0.95"]) == 0
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["method"] == "complexity" and stored["quantile"] == 0.95 and 0 < stored["false_positive_rate"] < 0.2
-    assert list(stored["complexity_rates"]) == [str(digit_run.resolve())] and "combine" not in stored
+    assert list(stored["complexity_rates"]) == ["."] and "combine" not in stored  # ".": the run itself
     capsys.readouterr()
     assert main(["score", str(digit_run), "mnist:test", "--data-dir", str(DATA_DIR),
                  "-o", str(tmp_path / "s.csv"), "--extremes", str(tmp_path / "e.png")]) == 0
@@ -298,7 +298,7 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     stored = json.loads((digit_run / "threshold.json").read_text())
     assert stored["data"] == str(normal)
     assert stored["combine"] == "typical" and 0 < stored["false_positive_rate"] < 0.15
-    assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
+    assert stored["references"] == {".": list(references[0]), str(sevens.resolve()): list(references[1])}
     (tmp_path / "sevens.npy").rename(tmp_path / "moved.npy")  # the stored references need no training data
     assert main(["score", str(digit_run), str(first1000), "--mixture", str(sevens),
                  "-o", str(tmp_path / "t2.csv")]) == 0
@@ -322,7 +322,7 @@ def test_a_mixture_of_one_class_runs_scores_as_one_detector(digit_run, tmp_path,
     # the run's own held-out scores are the images calibrated on: scored once
     assert calls == [digit_run, sevens, sevens]
     stored = json.loads((digit_run / "threshold.json").read_text())
-    assert stored["references"] == {str(p.resolve()): list(r) for p, r in zip((digit_run, sevens), references)}
+    assert stored["references"] == {".": list(references[0]), str(sevens.resolve()): list(references[1])}
     monkeypatch.undo()
     assert main(["calibrate", str(digit_run)]) == 0  # back to the run alone, for the other tests
 

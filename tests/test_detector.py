@@ -96,7 +96,7 @@ def test_a_two_run_mixture_from_python(runs, test_digits):
     for r in (ones, sevens):  # each run's reference: its scores of its own 100 held-out images
         held_out = load_train_test(r.config.data.name, r.config.data.validation, r.config.train.seed)[1]
         references.append(typical_reference(anomaly_scores(r.model, r.inputs(held_out), "elbo", r.config.train.seed)))
-    assert record["references"] == {str(p.resolve()): list(ref) for p, ref in zip(runs, references)}
+    assert record["references"] == {".": list(references[0]), str(runs[1].resolve()): list(references[1])}
     assert (record["combine"], record["data"], record["mixture"]) == ("typical", "ones and sevens",
                                                                        [str(runs[1].resolve())])
     scores = typical.score(test_digits)
@@ -135,7 +135,7 @@ def test_bad_choices_are_typed_errors(runs):
         Detector(runs[0]).calibrate(torch.zeros(8, 1, 28, 28))  # complexity: the rate needs lengths that vary
 
 
-def test_the_default_detector_corrects_the_elbo_for_complexity_and_stores_its_rate(runs, test_digits):
+def test_the_default_detector_corrects_the_elbo_for_complexity_and_stores_its_rate(runs, test_digits, tmp_path):
     ones = load_run(runs[0])
     detector = Detector(ones)  # what `vaekit calibrate RUN` picks
     assert (detector.method, detector.combine) == ("complexity", "density")
@@ -143,7 +143,7 @@ def test_the_default_detector_corrects_the_elbo_for_complexity_and_stores_its_ra
     record = detector.calibrate(quantile=0.9)
     rate = fit_rate(anomaly_scores(ones.model, held_out, "elbo", ones.config.train.seed), png_bits(held_out))
     assert 0 < rate < LN2  # a Bernoulli of gray pixels prices a bit of complexity below a discrete likelihood's
-    assert record["complexity_rates"] == {str(runs[0].resolve()): rate} and "combine" not in record
+    assert record["complexity_rates"] == {".": rate} and "combine" not in record  # "." the run itself
     expected = calibrate(anomaly_scores(ones.model, held_out, "complexity", ones.config.train.seed,
                                         complexity_rate=rate), 0.9, ones.config.train.seed)
     assert {k: record[k] for k in expected} == expected
@@ -156,6 +156,12 @@ def test_the_default_detector_corrects_the_elbo_for_complexity_and_stores_its_ra
     again = Detector.load(runs[0])  # the rate comes back from threshold.json, not from the held-out images
     assert (again.method, again.threshold) == ("complexity", record["threshold"])
     assert torch.equal(again.score(test_digits).scores, result.scores)
+    copied = copy_run(runs[0], tmp_path / "copied")  # a copied calibrated run keeps its rate: not keyed by a path
+    moved = Detector.load(copied, data_dir=tmp_path / "no-data")
+    assert moved.complexity_rates(moved.calibration) == {".": rate}
+    assert torch.equal(moved.score(test_digits).scores, result.scores)
+    old = {**record, "complexity_rates": {str(runs[0].resolve()): rate}}  # as threshold.json was written before "."
+    assert Detector(ones).complexity_rates(old) == {".": rate}
 
 
 def test_the_typical_set_rule_scores_one_run_by_its_distance_from_normal(runs, test_digits):
@@ -164,7 +170,7 @@ def test_the_typical_set_rule_scores_one_run_by_its_distance_from_normal(runs, t
     record = detector.calibrate(quantile=0.9)
     held_out_scores = anomaly_scores(ones.model, ones.inputs(ones.held_out()), "elbo", ones.config.train.seed)
     mean, spread = typical_reference(held_out_scores)
-    assert record["combine"] == "typical-set" and record["references"] == {str(runs[0].resolve()): [mean, spread]}
+    assert record["combine"] == "typical-set" and record["references"] == {".": [mean, spread]}
     elbo = anomaly_scores(ones.model, ones.inputs(test_digits), "elbo", ones.config.train.seed).double()
     torch.testing.assert_close(detector.score(test_digits).scores, ((elbo - mean) / spread).abs(), rtol=0, atol=1e-9)
     # two-sided: an image far likelier than normal 1s (a blank one) is as anomalous as its distance says

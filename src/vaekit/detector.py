@@ -134,6 +134,22 @@ class Detector:
         """The runs mixed with the first, as a calibration records them: resolved paths, in order."""
         return [reference_key(m) for m in self.runs[1:]]
 
+    def key(self, member: Run) -> str:
+        """What a calibration's per-run records (complexity rates, typical references) are keyed by: OWN for the
+        calibrated run itself, so that its threshold.json still holds when the run is moved or copied, and the
+        resolved path of a mixture's other runs."""
+        return OWN if member is self.runs[0] else reference_key(member)
+
+    def own_keyed(self, stored: dict) -> dict:
+        """A stored per-run record with the calibrated run's entry under OWN: files written before OWN keyed it by
+        the run's resolved path, which still names it where the run has not moved."""
+        own = reference_key(self.runs[0])
+        return {OWN if key == own else key: value for key, value in stored.items()}
+
+    def in_order(self, references: dict | None) -> list | None:
+        """Per-run references (by `key`) as a list in the runs' order; None stays None."""
+        return None if references is None else [references[self.key(m)] for m in self.runs]
+
     def inputs(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
         """Images as the runs take them (`Run.inputs` of the first run; a mixture's runs prepare alike);
         a tensor is taken to be model inputs already."""
@@ -146,7 +162,8 @@ class Detector:
             self._rates = self.complexity_rates(self.calibration)
         if self.combine in TYPICAL_RULES and self._references is None:
             self._references = self.references(self.calibration)
-        return combine_scores(self.runs, [self.member_scores(m, x) for m in self.runs], self._references, self.combine)
+        return combine_scores([self.member_scores(m, x) for m in self.runs], self.in_order(self._references),
+                              self.combine)
 
     def score(self, images: ImageSet | torch.Tensor) -> Scores:
         """The images' scores and, if the detector has a threshold, which lie above it."""
@@ -166,12 +183,12 @@ class Detector:
         self._rates = None
         if self.method == "complexity":  # a lone run's rate on the normal images given, a mixture's on its own
             self._rates = self.complexity_rates() if len(self.runs) > 1 else {
-                reference_key(self.runs[0]): self.fit_rate(self.runs[0], x)}
+                OWN: self.fit_rate(self.runs[0], x)}
         each = [self.member_scores(m, x) for m in self.runs]
         references = None
         if self.combine in TYPICAL_RULES:  # on the run's own held-out set, its scores are its reference's
-            references = self.references(measured={} if images is not None else {reference_key(self.runs[0]): each[0]})
-        scores = combine_scores(self.runs, each, references, self.combine)
+            references = self.references(measured={} if images is not None else {OWN: each[0]})
+        scores = combine_scores(each, self.in_order(references), self.combine)
         if not bool(torch.isfinite(scores).all()):
             raise RunError(f"{self.runs[0].path} gives {int((~torch.isfinite(scores)).sum())} of {len(scores)} "
                            "normal images a non-finite score; no threshold can be fitted on them")
@@ -191,21 +208,21 @@ class Detector:
 
     def member_scores(self, member: Run, x: torch.Tensor) -> torch.Tensor:
         """One of the detector's runs' scores of model inputs x, by the detector's method."""
-        rate = self._rates[reference_key(member)] if self.method == "complexity" else LN2
+        rate = self._rates[self.key(member)] if self.method == "complexity" else LN2
         return member_scores(member, x, self.method, self.iw_samples, self.progress, self.background, rate)
 
     def complexity_rates(self, calibration: dict | None = None) -> dict[str, float]:
         """The complexity score's exchange rate of each run (`complexity.fit_rate`: nats of its elbo score per
         bit of PNG length), by its resolved path: from `calibration` when it stored them for the same runs (a
         lone run's fitted on the images it was calibrated on), measured on each run's held-out images otherwise."""
-        stored = (calibration or {}).get("complexity_rates", {})
-        if all(reference_key(m) in stored for m in self.runs):
-            return {reference_key(m): stored[reference_key(m)] for m in self.runs}
+        stored = self.own_keyed((calibration or {}).get("complexity_rates", {}))
+        if all(self.key(m) in stored for m in self.runs):
+            return {self.key(m): stored[self.key(m)] for m in self.runs}
         rates = {}
         for m in self.runs:
             held_out = self.held_out(m, f"--method complexity measures {m.path}'s exchange rate on",
                                      "with this --method stores it")
-            rates[reference_key(m)] = self.fit_rate(m, held_out)
+            rates[self.key(m)] = self.fit_rate(m, held_out)
         return rates
 
     def held_out(self, member: Run, measures: str, calibrate_stores: str) -> torch.Tensor:
@@ -236,23 +253,23 @@ class Detector:
 
         Taken from `calibration` when it stored them for the same runs, method and samples, so that scoring
         needs neither the runs' training data nor the time to score it; measured otherwise, except for the
-        runs whose held-out scores `measured` already holds (by `reference_key`).
+        runs whose held-out scores `measured` already holds (by `key`).
         """
-        stored = (calibration or {}).get("references", {})
+        stored = self.own_keyed((calibration or {}).get("references", {}))
         same_method = calibration is not None and calibration["method"] == self.method and (
             self.method != "iwae" or calibration.get("iw_samples") == self.iw_samples) and (
             calibration.get("background") == self.background_name)
-        if same_method and all(reference_key(m) in stored for m in self.runs):
-            return {reference_key(m): stored[reference_key(m)] for m in self.runs}
+        if same_method and all(self.key(m) in stored for m in self.runs):
+            return {self.key(m): stored[self.key(m)] for m in self.runs}
         references = {}
         for m in self.runs:
-            held_out_scores = (measured or {}).get(reference_key(m))
+            held_out_scores = (measured or {}).get(self.key(m))
             if held_out_scores is None:
                 held_out = self.held_out(m, f"--combine typical measures {m.path} against",
                                          "with this --combine and --method stores what it needs")
                 held_out_scores = self.member_scores(m, held_out)
             try:
-                references[reference_key(m)] = list(typical_reference(held_out_scores))
+                references[self.key(m)] = list(typical_reference(held_out_scores))
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         return references
@@ -309,19 +326,20 @@ def member_scores(member: Run, x: torch.Tensor, method: str, iw_samples: int, pr
                           complexity_rate=complexity_rate)
 
 
-def combine_scores(members: list[Run], scores: list[torch.Tensor], references: dict | None,
-                   rule: str = "density") -> torch.Tensor:
-    """The members' scores of the same images as one score by `rule`: a typical rule needs `references`
-    (from `Detector.references`); by the density rule a lone member's scores are as they are."""
+def combine_scores(scores: list[torch.Tensor], references: list | None, rule: str = "density") -> torch.Tensor:
+    """The members' scores of the same images as one score by `rule`: a typical rule needs each member's reference,
+    in the same order (from `Detector.references`); by the density rule a lone member's scores are as they are."""
     if rule in TYPICAL_RULES:
-        return typical_scores(scores, [references[reference_key(m)] for m in members],
-                              two_sided=rule == "typical-set")
+        return typical_scores(scores, references, two_sided=rule == "typical-set")
     return scores[0] if len(scores) == 1 else mixture_scores(scores)
 
 
 def held_out_inputs(run: Run, data_dir: str | Path | None = None) -> torch.Tensor:
     """The run's held-out images (its dataset's test split, or the validation share of its images) as its inputs."""
     return run.inputs(run.held_out(data_dir))
+
+
+OWN = "."  # the calibrated run's own key in its threshold.json's per-run records (Detector.key)
 
 
 def reference_key(member: Run) -> str:

@@ -193,7 +193,8 @@ OPTIONS: dict[str, Option] = {
 POSITIONALS: dict[str, Option] = {
     "command": Option("the subcommand", (TOP,), metavar="COMMAND"),
     "run": Option("a run directory written by `vaekit train`, or pretrained:NAME",
-                  tuple(c for c in COMPUTE if c != "train"), non_empty_path, "RUN", per_command={"explore": {"nargs": "+"}}),
+                  tuple(c for c in COMPUTE if c != "train"), non_empty_path, "RUN",
+                  per_command={"explore": {"nargs": "+"}}),
     "input": Option("images: a built-in split (mnist:test), an image file or array, or a folder", (
         "embed", "score", "calibrate", "compress", "data prepare"), metavar="INPUT",
         per_command={"calibrate": {"nargs": "?"}}),

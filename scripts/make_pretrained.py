@@ -200,9 +200,26 @@ def ship(run_dir: Path, target: Path) -> dict:
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             (staging / relative).write_bytes(data)
             files[relative] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if images := own_images(staging / "config.json", run_dir.parent):  # fours.npy, shipped as the run's data.npz
+        (staging / pretrained.DATA_FILE).write_bytes(images)
+        files[pretrained.DATA_FILE] = {"bytes": len(images), "sha256": hashlib.sha256(images).hexdigest()}
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return files
+
+
+def own_images(config: Path, work: Path) -> bytes | None:
+    """A compressed .npz of the images a run was trained on when they are a file of WORK (the 4s), else None."""
+    import io
+
+    import numpy as np
+
+    name = json.loads(config.read_bytes())["data"]["name"]
+    if Path(name).is_absolute() or not (work / name).is_file():
+        return None
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=np.load(work / name, allow_pickle=False))
+    return buffer.getvalue()
 
 
 def portable_config(data: bytes, work: Path) -> bytes:

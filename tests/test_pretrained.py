@@ -118,10 +118,16 @@ def test_copy_makes_a_run_of_ones_own_and_never_replaces(tmp_path, capsys):
     target = tmp_path / "mine"
     code, out, err = run_cli(["pretrained", "copy", "pretrained:mnist-anomaly", target], capsys)
     assert code == 0, err
-    for relative, data in pretrained.verified_files("mnist-anomaly").items():
-        assert (target / relative).read_bytes() == data
-    copied = load_run(target)
+    shipped = pretrained.verified_files("mnist-anomaly")
+    assert pretrained.DATA_FILE in shipped  # it ships its training 4s, so its held-out set reads anywhere
+    for relative, data in shipped.items():
+        assert (target / relative).read_bytes() == data or relative == "config.json"  # which names its own copy
+    copied, original = load_run(target), load_run("pretrained:mnist-anomaly")
     assert pretrained.shipped_name(copied.path) is None and copied.config.model.likelihood == "gaussian-shared"
+    assert copied.config.data.name == str(target.resolve() / pretrained.DATA_FILE)
+    assert original.config.data.name == str(pretrained.RUNS_DIR / "mnist-anomaly" / pretrained.DATA_FILE)
+    held_out = original.held_out()  # the validation share of the 4s it trained on, from any folder
+    assert len(held_out) == round(0.1 * 5842) and torch.equal(copied.held_out().images, held_out.images)
     assert not list(tmp_path.glob(".*"))  # no staging folder left
     code, out, err = run_cli(["pretrained", "copy", "mnist", target], capsys)
     assert code == 4 and is_one_error_line(err) and "already exists" in err

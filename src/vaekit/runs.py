@@ -277,7 +277,7 @@ def read_config(path: str | Path) -> RunConfig:
         check_size(config.model)  # before anything builds it
     except ConfigError as e:
         raise RunError(f"{config_path}: {e}") from None
-    return config
+    return pretrained.with_own_data(path, config)
 
 
 # The fields each run format added, with what a config written before them meant: the behaviour vaekit had

@@ -34,8 +34,11 @@ NOT_RESUMABLE = ("it ships without its optimizer state, so it cannot be continue
                  "commands (vaekit pretrained list --json)")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 # The files a shipped run may hold, by path inside its directory: what loading it reads, nothing else.
-FILE_PATTERN = re.compile(r"(config\.json|model\.safetensors|metrics\.jsonl|threshold\.json"
+FILE_PATTERN = re.compile(r"(config\.json|model\.safetensors|metrics\.jsonl|threshold\.json|data\.npz"
                           r"|samplers/[a-z0-9-]{1,32}\.(json|safetensors))")
+# A shipped run trained on images of its own (not a built-in split) carries them, so that what reads its held-out
+# images (eval, report, explore's map) works anywhere: its config then names this file in the run's folder.
+DATA_FILE = "data.npz"
 
 
 def is_name(run) -> bool:
@@ -51,6 +54,16 @@ def resolve(run) -> Path:
     name = os.fspath(run)[len(PREFIX):]
     verified_files(name)
     return RUNS_DIR / name
+
+
+def with_own_data(path: Path, config):
+    """`config` of the run at `path`, naming the images it ships (DATA_FILE) as its data when it is a pretrained run
+    that carries them; any other run's config as it is."""
+    import dataclasses
+
+    if shipped_name(path) is None or not (Path(path) / DATA_FILE).is_file():
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, name=str(Path(path) / DATA_FILE)))
 
 
 def names() -> list[str]:
@@ -123,6 +136,10 @@ def copy(name: str, target: str | Path) -> Path:
     files = verified_files(name)
     staging = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
+        if DATA_FILE in files:  # the copy's config names its own copy of the images
+            document = json.loads(files["config.json"])
+            document["data"]["name"] = str(target.resolve() / DATA_FILE)
+            files = {**files, "config.json": (json.dumps(document, indent=2) + "\n").encode()}
         for relative, data in files.items():
             destination = staging / relative
             destination.parent.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,7 @@ def test_wheel_ships_mnist_and_runs_the_main_job_from_another_directory(tmp_path
     manifest = pretrained.read_manifest()
     assert {f"vaekit/pretrained/runs/{name}/{file}" for name, run in manifest["runs"].items()
             for file in run["files"]} | {"vaekit/pretrained/manifest.json"} <= shipped  # pretrained:NAME
+    assert {f"vaekit/explore/static/{name}" for name in ("index.html", "app.js", "style.css")} <= shipped  # the page
 
     python = make_venv(tmp_path / "venv")
     step([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],

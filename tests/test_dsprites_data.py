@@ -144,3 +144,15 @@ def test_commands_holding_the_training_split_read_a_fixed_bounded_sample(tmp_pat
     assert torch.equal(train.images, again.images) and torch.equal(train.labels, again.labels)
     chosen = np.sort(np.random.default_rng(dsprites_set.TEST_SEED + 1).choice(N, 500, replace=False))
     assert np.array_equal(train.images[:, 0].numpy(), dsprites.render(dsprites_set.factor_indices(chosen)) * 255)
+
+
+def test_a_data_dir_it_cannot_write_into_is_one_line_not_a_crash(tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "dsprites"))
+
+    monkeypatch.setattr(dsprites_file.tempfile, "mkstemp", refuse)  # as in a read-only folder (tests may run as root)
+    assert main(["train", "--data", "dsprites", "--data-dir", str(tmp_path), "--epochs", "1", "--threads", "1",
+                 "--out", str(tmp_path / "run")]) == 3
+    err = capsys.readouterr().err
+    assert is_one_error_line(err) and "cannot write the generated dSprites" in err and "Permission denied" in err
+    assert not (tmp_path / "run").exists() and list((tmp_path / "dsprites").iterdir()) == []

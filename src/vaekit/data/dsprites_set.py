@@ -113,7 +113,11 @@ def open_file(data_dir: str | Path | None = None, progress: bool = False, log=No
         except OSError as e:
             raise DataError(f"cannot create {display(directory)} for the generated dSprites ({e.strerror or e})") \
                 from None
-        path = dsprites_file.ensure(directory, progress, log, generate=generate, count=n)
+        try:
+            path = dsprites_file.ensure(directory, progress, log, generate=generate, count=n)
+        except OSError as e:  # an unwritable folder, a full disk: the temporary file is gone, nothing was replaced
+            raise DataError(f"cannot write the generated dSprites into {display(directory)} ({e.strerror or e}); "
+                            "give a writable --data-dir") from None
     return PackedSprites(path, n)
 
 

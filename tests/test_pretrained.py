@@ -136,6 +136,17 @@ def test_copy_makes_a_run_of_ones_own_and_never_replaces(tmp_path, capsys):
     assert code == 4 and not list((tmp_path / "empty").iterdir())
 
 
+def test_copy_into_vaekits_own_files_is_refused_and_leaves_the_shipped_runs_intact(shipped, tmp_path, capsys):
+    (tmp_path / "link").symlink_to(shipped / "runs" / "mnist")  # a path that reaches a shipped run by a link
+    for target in (shipped / "runs" / "mine", shipped / "runs" / "mnist" / "mine", tmp_path / "link" / "mine",
+                   pretrained.ROOT / "mine", pretrained.ROOT.parent / "mine"):
+        code, out, err = run_cli(["pretrained", "copy", "mnist", target], capsys)
+        assert code == 4 and is_one_error_line(err) and "inside vaekit's own files" in err, (target, err)
+        assert not target.exists()
+    assert sorted(p.name for p in (shipped / "runs").iterdir()) == sorted(NAMES)
+    assert pretrained.verified_files("mnist").keys() == pretrained.entry("mnist")["files"].keys()
+
+
 def test_list_shows_each_run_with_its_numbers(capsys):
     code, out, err = run_cli(["pretrained", "list", "--json"], capsys)
     assert code == 0, err

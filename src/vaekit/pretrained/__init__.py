@@ -134,6 +134,7 @@ def copy(name: str, target: str | Path) -> Path:
         raise RunError(f"{target} already exists; vaekit pretrained copy makes a new run directory: "
                        "choose a name that does not exist")
     files = verified_files(name)
+    refuse_inside_vaekit(target)
     staging = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
         if DATA_FILE in files:  # the copy's config names its own copy of the images
@@ -153,6 +154,18 @@ def copy(name: str, target: str | Path) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def refuse_inside_vaekit(target: Path) -> None:
+    """RunError if `target` (links followed) lies in vaekit's own package or its runs folder: a copy there would
+    write into the installed vaekit, and one under a shipped run would make that run fail its check (an extra file)."""
+    try:
+        where = Path(os.path.realpath(target.parent)) / target.name
+    except (OSError, ValueError):
+        return  # the copy itself fails in one line
+    for folder in (ROOT.parent, RUNS_DIR):
+        if where == folder.resolve() or folder.resolve() in where.parents:
+            raise RunError(f"{target} is inside vaekit's own files ({folder}); copy the run to a folder of your own")
 
 
 def verified_files(name: str) -> dict[str, bytes]:

@@ -268,6 +268,13 @@ def bad_requests():
         ("missing asset", "get", "/static/nope.js", {}, 404, "no such page"),
         ("a path out of static", "get", "/static/%2e%2e/session.py", {}, 404, "no such page"),
         ("GET on a POST endpoint", "get", "/api/decode", {}, 405, "Method Not Allowed"),
+        ("unknown query parameter", "get", "/api/samples?run=run&count=2&path=/etc/passwd", {}, 400,
+         "unknown query parameter 'path'; /api/samples takes run, count, seed, sampler, scale"),
+        ("a repeated query parameter", "get", "/api/samples?run=run&count=1&count=64", {}, 400,
+         "the query gives 'count' twice"),
+        ("a query on a body endpoint", "post", "/api/decode?run=run", {"json": decode}, 400,
+         "/api/decode takes no query parameters"),
+        ("a repeated run", "get", "/api/image?run=run&index=0&run=run", {}, 400, "the query gives 'run' twice"),
     ]
 
 

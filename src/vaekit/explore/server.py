@@ -76,6 +76,19 @@ def query_int(request: Request, name: str, default: int | None = None) -> int:
     return int(text)
 
 
+def check_query(request: Request, *allowed: str) -> None:
+    """Refuse (400) a query parameter the endpoint does not take, or one given twice: strict parsing, as the JSON
+    bodies' unknown fields are refused, rather than a silently ignored or silently chosen value."""
+    seen = set()
+    for key, _ in request.query_params.multi_items():
+        if key not in allowed:
+            takes = f"takes {', '.join(allowed)}" if allowed else "takes no query parameters"
+            raise Refused(f"unknown query parameter {short(key)}; {request.url.path} {takes}")
+        if key in seen:
+            raise Refused(f"the query gives {short(key)} twice")
+        seen.add(key)
+
+
 def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = None) -> Starlette:
     """The explorer's Starlette app over `explorer`; `allowed_hosts`: the Host header names it answers (with any
     port), None for any."""
@@ -101,17 +114,21 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = None) -
         return serve
 
     async def runs(request: Request) -> Response:
+        check_query(request)
         return JSONResponse(await run_in_threadpool(explorer.describe))
 
     async def latent_map(request: Request) -> Response:
+        check_query(request, "run")
         return JSONResponse(await run_in_threadpool(run_of(request).map_document))
 
     async def image(request: Request) -> Response:
+        check_query(request, "run", "index", "scale")
         run = run_of(request)
         return JSONResponse(await run_in_threadpool(run.image, query_int(request, "index"),
                                                     query_int(request, "scale", 1)))
 
     async def decode(request: Request) -> Response:
+        check_query(request)
         body = await json_body(request)
         unknown = set(body) - {"run", "z", "map_points", "format", "scale"}
         if unknown:
@@ -127,18 +144,21 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = None) -
         return JSONResponse({"images": await run_in_threadpool(run.decode_images, *arguments)})
 
     async def encode(request: Request) -> Response:
+        check_query(request, "run", "invert", "scale")
         run = explorer.get(request.query_params.get("run"))
         data = await upload(request)
         invert = request.query_params.get("invert", "off")
         return JSONResponse(await run_in_threadpool(run.encode, data, invert, query_int(request, "scale", 1)))
 
     async def samples(request: Request) -> Response:
+        check_query(request, "run", "count", "seed", "sampler", "scale")
         run = run_of(request)
         images = await run_in_threadpool(run.samples, query_int(request, "count", 16), query_int(request, "seed", 0),
                                          request.query_params.get("sampler", "prior"), query_int(request, "scale", 1))
         return JSONResponse({"images": images})
 
     async def interpolate(request: Request) -> Response:
+        check_query(request)
         body = await json_body(request)
         unknown = set(body) - {"run", "a", "b", "steps", "method", "scale"}
         if unknown:

@@ -226,6 +226,7 @@ def bad_requests():
     Image.new("L", (5000, 5000)).save(buffer, format="PNG")  # 25 M pixels in a small file: past the pixel bound
     huge = buffer.getvalue()
     decode = {"run": "run", "z": [[0.0] * 4]}
+    as_json = {"content-type": "application/json"}
     return [
         ("non-image upload", "post", "/api/encode?run=run", {"files": {"file": ("a.txt", b"hello", "text/plain")}},
          415, "not a PNG or JPEG"),
@@ -242,8 +243,10 @@ def bad_requests():
         ("form without multipart", "post", "/api/encode?run=run", {"data": {"file": "x"}}, 415, "multipart"),
         ("wrong-length z", "post", "/api/decode", {"json": {"run": "run", "z": [[0.0] * 5]}}, 400,
          "list of 4 numbers"),
-        ("NaN in z", "post", "/api/decode", {"content": b'{"run": "run", "z": [[0, NaN, 0, 0]]}'}, 400, "holds nan"),
-        ("Infinity in z", "post", "/api/decode", {"content": b'{"run": "run", "z": [[0, 0, -Infinity, 0]]}'}, 400,
+        ("NaN in z", "post", "/api/decode", {"content": b'{"run": "run", "z": [[0, NaN, 0, 0]]}', "headers": as_json},
+         400, "holds nan"),
+        ("Infinity in z", "post", "/api/decode", {"content": b'{"run": "run", "z": [[0, 0, -Infinity, 0]]}',
+                                       "headers": as_json}, 400,
          "holds -inf"),
         ("null in z", "post", "/api/decode", {"json": {"run": "run", "z": [[0, None, 0, 0]]}}, 400, "not a number"),
         ("unknown run", "post", "/api/decode", {"json": {**decode, "run": "nope"}}, 404, "no run 'nope'"),
@@ -252,7 +255,7 @@ def bad_requests():
         ("no rows", "post", "/api/decode", {"json": {"run": "run", "z": []}}, 400, "non-empty list"),
         ("huge z", "post", "/api/decode", {"json": {"run": "run", "z": [[1e300, 0, 0, 0]]}}, 400, "within"),
         ("unknown field", "post", "/api/decode", {"json": {**decode, "path": "/etc/passwd"}}, 400, "unknown field"),
-        ("not JSON", "post", "/api/decode", {"content": b"{"}, 400, "not JSON"),
+        ("not JSON", "post", "/api/decode", {"content": b"{", "headers": as_json}, 400, "not JSON"),
         ("bad format", "post", "/api/decode", {"json": {**decode, "format": "gif"}}, 400, "format must be"),
         ("bad scale", "post", "/api/decode", {"json": {**decode, "scale": 1000}}, 400, "scale must be"),
         ("unknown run in a query", "get", "/api/map?run=../../etc", {}, 404, "no run"),
@@ -274,6 +277,10 @@ def bad_requests():
          "the query gives 'count' twice"),
         ("a query on a body endpoint", "post", "/api/decode?run=run", {"json": decode}, 400,
          "/api/decode takes no query parameters"),
+        ("JSON as text/plain", "post", "/api/decode",
+         {"content": json.dumps(decode).encode(), "headers": {"content-type": "text/plain"}}, 415,
+         "send the body as application/json, not 'text/plain'"),
+        ("JSON without a type", "post", "/api/interpolate", {"content": b'{"run": "run"}'}, 415, "no content type"),
         ("a repeated run", "get", "/api/image?run=run&index=0&run=run", {}, 400, "the query gives 'run' twice"),
     ]
 

@@ -53,7 +53,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def json_body(request: Request) -> dict:
-    """The request's JSON object (NaN and Infinity are parsed, so that the checks name them)."""
+    """The request's JSON object, sent as application/json (NaN and Infinity are parsed, so that the checks name
+    them). Another content type is refused (415): a page of another site can POST text/plain to 127.0.0.1 without
+    the browser asking first, but application/json needs a CORS preflight, which this server never grants."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/json":
+        raise Refused(f"send the body as application/json, not {short(kind or 'no content type')}", 415)
     try:
         document = parse_json(await read_body(request, MAX_JSON_BODY), allow_nan=True)
     except ValueError as e:

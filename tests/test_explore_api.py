@@ -219,6 +219,17 @@ def test_interpolation_runs_from_one_image_to_the_other(client):
     assert np.allclose(linear[1], (np.array(a["mu"]) + np.array(b["mu"])) / 2, atol=1e-6)
 
 
+def test_a_slerp_between_ends_within_the_bound_is_decoded_where_its_arc_passes_it(client, explorer):
+    a, b = [1000.0, 1000.0, 1000.0, 1000.0], [-1000.0, 1000.0, 1000.0, 1000.0]  # each value at the bound
+    response = client.post("/api/interpolate", json={"run": "run", "a": {"z": a}, "b": {"z": b}, "steps": 3,
+                                                     "method": "slerp"})
+    assert response.status_code == 200, response.text
+    middle = np.array(response.json()["z"][1])
+    assert np.allclose(middle, [0.0] + [2000 / 3**0.5] * 3) and middle.max() > 1000  # the arc's top: norm 2000
+    decoded = explorer.get("run").pictures(np.array([middle]))
+    assert (pixels(response.json()["images"][1]) == as_uint8(decoded)[0]).all()
+
+
 def bad_requests():
     """(what, method, path, keyword arguments, status, a phrase of the error)."""
     png = png_upload(np.zeros((28, 28), np.uint8))

@@ -419,6 +419,7 @@ class ExploredRun:
         from ..generate import slerp
 
         check_count(steps, "steps", MAX_STEPS, least=2)
+        scale = check_scale(scale)
         if method not in INTERPOLATIONS:
             raise Refused(f"method must be one of {', '.join(INTERPOLATIONS)}, got {short(method)}")
         ends = torch.stack([self._end(a, "a"), self._end(b, "b")])
@@ -426,7 +427,8 @@ class ExploredRun:
         # slerp of the zero vector (the prior's centre) has no arc: generate.slerp would give NaN, so it is linear
         arc = method == "slerp" and bool(ends.norm(dim=1).min() > 1e-12)
         z = slerp(ends[0], ends[1], t) if arc else torch.lerp(ends[0], ends[1], t[:, None])
-        images = self.decode_images(z=z.tolist(), scale=scale)
+        # decoded as they are: the ends were checked, and a slerp's points may pass the bound where the ends do not
+        images = [data_url(image_png(image, scale)) for image in self.pictures(z)]
         return {"images": images, "z": z.tolist()}
 
     def _end(self, end, name: str) -> torch.Tensor:

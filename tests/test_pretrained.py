@@ -163,6 +163,11 @@ def test_an_unknown_name_lists_the_known_ones(capsys):
     code, out, err = run_cli(["eval", "pretrained:mnits", "--threads", "1"], capsys)
     assert code == 4 and is_one_error_line(err)
     assert "no pretrained run pretrained:mnits" in err and all(f"pretrained:{name}" in err for name in NAMES)
+    for name in ("pretrained:../mnist", "pretrained:", "pretrained:MNIST", "pretrained:mnist/../mnist"):
+        code, out, err = run_cli(["eval", name, "--threads", "1"], capsys)
+        assert code == 4 and is_one_error_line(err) and f"no pretrained run {name};" in err
+    code, out, err = run_cli(["eval", "pretrained:" + "m" * 5000, "--threads", "1"], capsys)
+    assert code == 4 and is_one_error_line(err) and "m" * 40 + "...(5,000 characters)" in err and len(err) < 400
 
 
 def test_doctored_weights_are_refused(shipped, capsys):

@@ -77,7 +77,8 @@ def entry(name: str) -> dict:
     name = bare(name)
     runs = read_manifest()["runs"]
     if name not in runs:
-        raise RunError(f"no pretrained run {PREFIX}{name}; the pretrained runs: "
+        shown = name if len(name) <= 64 else f"{name[:40]}...({len(name):,} characters)"  # no name is longer
+        raise RunError(f"no pretrained run {PREFIX}{shown}; the pretrained runs: "
                        f"{', '.join(PREFIX + known for known in runs) or 'none (this vaekit ships none)'}")
     return runs[name]
 

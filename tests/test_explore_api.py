@@ -230,6 +230,39 @@ def test_a_slerp_between_ends_within_the_bound_is_decoded_where_its_arc_passes_i
     assert (pixels(response.json()["images"][1]) == as_uint8(decoded)[0]).all()
 
 
+def test_png_grids_are_drawn_one_at_a_time_so_concurrent_decodes_hold_one_canvas(explorer, monkeypatch):
+    import threading
+    import time
+
+    from vaekit.explore import session
+
+    drawing, most, real = [0], [0], session.grid_png
+    lock = threading.Lock()
+
+    def grid_png(*args, **kwargs):  # the real grid, counting how many are being drawn at once
+        with lock:
+            drawing[0] += 1
+            most[0] = max(most[0], drawing[0])
+        time.sleep(0.05)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                drawing[0] -= 1
+
+    monkeypatch.setattr(session, "grid_png", grid_png)
+    runs = [explorer.get(name) for name in explorer.runs]
+    grids = [None] * 6
+    threads = [threading.Thread(target=lambda i=i: grids.__setitem__(
+        i, runs[i % 2].decode_png([[0.1 * i, 0.0, 0.0, 0.0]] * 4, scale=2))) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+    assert all(g == runs[i % 2].decode_png([[0.1 * i, 0.0, 0.0, 0.0]] * 4, scale=2) for i, g in enumerate(grids))
+
+
 def bad_requests():
     """(what, method, path, keyword arguments, status, a phrase of the error)."""
     png = png_upload(np.zeros((28, 28), np.uint8))

@@ -43,6 +43,9 @@ MAX_MAP_POINTS = 50_000  # test images on a map (each kept as uint8 pixels and a
 MAX_SEED = 2**63 - 1
 MAX_UPLOAD_BYTES = 10 * 2**20  # one uploaded image file
 NEAREST = 5  # neighbours returned for an uploaded image
+# One PNG grid is drawn at a time, whichever run it is for: a grid may hold 64 M pixels (its uint8 canvas and PNG
+# buffers some 100 MB), and 16 requests drawing theirs at once held 1.3 GB.
+GRID_LOCK = threading.Lock()
 PNG_MAGIC, JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 MAP_NOTES = {
     "pca": "The map is the PCA plane of the test images' posterior means. A click at (x, y) decodes "
@@ -332,7 +335,8 @@ class ExploredRun:
         scale = check_scale(scale)
         images = self.pictures(self.latents(z, map_points))
         try:
-            return grid_png(images, nrow=min(16, max(1, math.ceil(math.sqrt(len(images))))), scale=scale)
+            with GRID_LOCK:
+                return grid_png(images, nrow=min(16, max(1, math.ceil(math.sqrt(len(images))))), scale=scale)
         except ConfigError as e:  # the picture's pixel bound
             raise Refused(str(e).replace("--scale", "scale")) from None
 

@@ -131,7 +131,7 @@ def image_png(image: torch.Tensor, scale: int = 1) -> bytes:
 
 def check_scale(scale) -> int:
     if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
-        raise Refused(f"scale must be an integer from 1 to {MAX_SCALE}, got {scale!r}")
+        raise Refused(f"scale must be an integer from 1 to {MAX_SCALE}, got {short(scale)}")
     return scale
 
 
@@ -161,8 +161,9 @@ def check_rows(rows, width: int, name: str = "z", most: int = MAX_DECODE_ROWS,
         for value in row:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise Refused(f"{name}[{i}] holds {short(value)}, not a number")
-            if not math.isfinite(value) or abs(value) > bound:
-                raise Refused(f"{name}[{i}] holds {value!r}; every value must be finite and within +-{bound:g}")
+            # an int is compared as it is: math.isfinite would overflow on one past a float's range
+            if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > bound:
+                raise Refused(f"{name}[{i}] holds {short(value)}; every value must be finite and within +-{bound:g}")
     return np.asarray(rows, dtype=np.float64)
 
 

@@ -263,6 +263,38 @@ def test_png_grids_are_drawn_one_at_a_time_so_concurrent_decodes_hold_one_canvas
     assert all(g == runs[i % 2].decode_png([[0.1 * i, 0.0, 0.0, 0.0]] * 4, scale=2) for i, g in enumerate(grids))
 
 
+def test_a_body_that_stalls_is_refused_with_408_and_gives_its_place_back(explorer, monkeypatch):
+    import asyncio
+
+    from vaekit.explore import server
+
+    monkeypatch.setattr(server, "BODY_SECONDS", 0.2)
+    app, sent = create_app(explorer), []
+
+    async def stalled():  # the headers came, then the body stops after its first byte
+        if not sent:
+            sent.append(None)
+            return {"type": "http.request", "body": b"{", "more_body": True}
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/decode", "raw_path": b"/api/decode", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"host", b"127.0.0.1")], "http_version": "1.1",
+             "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": ""}
+
+    async def serve_both():
+        await asyncio.wait_for(asyncio.gather(*(app(scope, stalled, send) for _ in range(server.MAX_BODIES))), 10)
+
+    asyncio.run(serve_both())
+    statuses = [m["status"] for m in sent[1:] if m and m["type"] == "http.response.start"]
+    bodies = [json.loads(m["body"]) for m in sent[1:] if m and m["type"] == "http.response.body" and m["body"]]
+    assert statuses == [408] * server.MAX_BODIES
+    assert bodies[0] == {"error": "the request body did not arrive within 0.2 s"}
+    assert TestClient(app).post("/api/decode", json={"run": "run", "z": [[0.0] * 4]}).status_code == 200
+
+
 def bad_requests():
     """(what, method, path, keyword arguments, status, a phrase of the error)."""
     png = png_upload(np.zeros((28, 28), np.uint8))

@@ -12,6 +12,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -30,6 +31,7 @@ MAX_JSON_BODY = 4 << 20  # a decode request: 256 rows of a few thousand numbers 
 MULTIPART_SLACK = 64 << 10  # an upload's body: the file, its part headers and the other fields
 IMAGE_TYPES = ("image/png", "image/jpeg")
 MAX_BODIES = 16  # requests with a body served at once (each holds at most its bounded body); more get 429
+BODY_SECONDS = 60  # a body must arrive within this: one that stalls gives its place among MAX_BODIES back (408)
 
 
 class TooLarge(Refused):
@@ -39,16 +41,21 @@ class TooLarge(Refused):
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request's body, refused (413) as soon as it is known to pass `limit` bytes: by its Content-Length
-    before anything is read, else by counting while it streams."""
+    before anything is read, else by counting while it streams; refused (408) when it has not all arrived within
+    BODY_SECONDS, so that clients stalling mid-body cannot hold every place among MAX_BODIES."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isascii() or not declared.isdigit() or int(declared) > limit):
         raise TooLarge(limit) if declared.isascii() and declared.isdigit() else Refused("a malformed Content-Length")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(limit)
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(BODY_SECONDS):  # asyncio.timeout is Python 3.11 on
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused(f"the request body did not arrive within {BODY_SECONDS} s", 408) from None
     return b"".join(chunks)
 
 

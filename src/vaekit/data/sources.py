@@ -191,7 +191,9 @@ def read_image(path: Path, budget: int = MAX_DECODED_BYTES) -> tuple[np.ndarray,
                     array = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
             struct.error, KeyError, TypeError) as e:  # the last three: malformed EXIF data
-        raise DataError(f"{source}: unreadable image ({e})") from None
+        # PIL names the file object it was given (<_io.BufferedReader name=7>): say what it means instead
+        reason = "not an image PIL can read, or a damaged one" if isinstance(e, UnidentifiedImageError) else e
+        raise DataError(f"{source}: unreadable image ({reason})") from None
     return np.array(array, dtype=np.uint8, order="C"), alpha  # a writable copy: PIL's arrays are read-only
 
 

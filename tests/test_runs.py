@@ -149,7 +149,10 @@ def test_threshold_round_trip_and_corrupt_threshold_files(tmp_path):
     assert read_threshold(tmp_path / "nothing") is None
     for bad in ({"method": "elbo"}, {**calibration, "threshold": "high"},
                 {**calibration, "references": {"/runs/a": [10.0, 0.0]}},
-                {**calibration, "references": {"/runs/a": [1.0]}}, {**calibration, "references": [[10.0, 2.0]]}):
+                {**calibration, "references": {"/runs/a": [1.0]}}, {**calibration, "references": [[10.0, 2.0]]},
+                # ints past a float's range (JSON reads up to 4,300 digits): OverflowError, exit 70, before
+                {**calibration, "threshold": 10**400}, {**calibration, "references": {"/runs/a": [10**400, 2.0]}},
+                {**calibration, "complexity_rates": {".": -10**400}}, {**calibration, "quantile": 10**400}):
         write_threshold(tmp_path, bad)
         with pytest.raises(RunError, match="threshold.json: unreadable .*; run vaekit calibrate again"):
             read_threshold(tmp_path)

@@ -13,7 +13,6 @@ finished epoch, and resuming rewrites whatever came after it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from .data.preparation import Preparation, prepare
 from .errors import ConfigError, RunError
 from .models import LatentVariableModel, build_model, check_size
 from .validation import (MAX_JSON_BYTES, MAX_METRICS_BYTES, check_epoch, check_metrics, check_tensors, finite_number,
-                         is_number, parse_json, read_bounded, state_spec)
+                         is_finite_number, parse_json, read_bounded, state_spec)
 
 FORMAT_VERSION = 9  # 2 added model.pixel_groups, model.context_channels; 3 data.standardize; 4 model.context_features;
 # 5 train.warmup_min_steps; 6 model.family, model.latent_layers; 7 model.likelihood_components;
@@ -172,7 +171,7 @@ def check_threshold(calibration) -> dict:
     if background is not None and not isinstance(background, str):
         raise ValueError(f"background must be a run's path, got {background!r}")
     rates = calibration.get("complexity_rates", {})
-    if not isinstance(rates, dict) or not all(is_number(v) and math.isfinite(v) for v in rates.values()):
+    if not isinstance(rates, dict) or not all(is_finite_number(v) for v in rates.values()):
         raise ValueError(f"complexity_rates must map runs to finite numbers, got {rates!r}")
     k = calibration.get("iw_samples")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_IW_SAMPLES):
@@ -184,8 +183,8 @@ def check_threshold(calibration) -> dict:
     if not isinstance(references, dict):
         raise ValueError(f"references must be an object, got {references!r}")
     for pair in references.values():  # the typical rule's, by run
-        if (not isinstance(pair, list) or len(pair) != 2 or not all(is_number(v) for v in pair)
-                or not all(math.isfinite(v) for v in pair) or not pair[1] > 0):
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(is_finite_number(v) for v in pair)
+                or not pair[1] > 0):
             raise ValueError(f"a reference needs a finite mean and a positive spread, got {pair!r}")
     return calibration
 

@@ -53,9 +53,17 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_finite_number(value: Any) -> bool:
+    """A JSON number that is finite as a float: an int past a float's range (JSON allows 4,300 digits) is not."""
+    try:
+        return is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def finite_number(value: Any, what: str) -> float:
     """`value` as a float, or ValueError unless it is a finite JSON number."""
-    if not is_number(value) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ValueError(f"{what} must be a finite number, got {value!r}")
     return float(value)
 

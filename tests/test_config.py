@@ -40,6 +40,7 @@ def partial(**sections):
     (partial(train={"epochs": "10"}), "config.train.epochs must be int, got '10'"),
     (partial(train={"epochs": True}), "config.train.epochs must be int, got True"),
     (partial(train={"lr": "fast"}), "config.train.lr must be a number"),
+    (partial(train={"lr": 10**400}), "config.train.lr must be a number a float can hold, got an integer of 401 digits"),
     (partial(model={"hidden_dims": 400}), "config.model.hidden_dims must be a list"),
     (partial(model={"input_shape": [1, 28]}), "config.model.input_shape must have 3 items, got 2"),
     (partial(data=[]), "config.data must be an object"),

@@ -455,7 +455,12 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int past a float's range (JSON reads up to 4,300 digits)
+            text = str(value)
+            raise ConfigError(f"{where} must be a number a float can hold, got an integer of {len(text):,} digits "
+                              f"({text[:20]}...)") from None
     if hint in (int, str, bool):
         if type(value) is not hint:
             raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")

@@ -142,6 +142,17 @@ def test_torn_metrics_line_is_reported(tmp_path):
         read_metrics(tmp_path / "r")
 
 
+def test_a_metric_past_a_floats_range_is_refused_and_nan_kept(tmp_path):
+    make_run(tmp_path / "r")
+    row = {"epoch": 1, "train_loss": 1.5, "test_loss": 2.5}
+    for bad in ({"test_loss": 10**400}, {"kl_per_dim": [0.5, -10**400]}, {"kl_per_layer": {"z": 10**400}}):
+        (tmp_path / "r" / "metrics.jsonl").write_text(json.dumps({**row, **bad}) + "\n")
+        with pytest.raises(RunError, match="metrics.jsonl: .*must (be|map)"):
+            read_metrics(tmp_path / "r")  # OverflowError, exit 70, in the report's plots before
+    (tmp_path / "r" / "metrics.jsonl").write_text(json.dumps({**row, "test_loss": float("nan")}) + "\n")
+    assert str(read_metrics(tmp_path / "r")[0]["test_loss"]) == "nan"  # a diverged epoch is still recorded
+
+
 def test_threshold_round_trip_and_corrupt_threshold_files(tmp_path):
     calibration = {"threshold": 2.5, "method": "elbo", "references": {"/runs/a": [10.0, 2.0], "/runs/b": [110.0, 10.0]}}
     write_threshold(tmp_path, calibration)

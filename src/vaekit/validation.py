@@ -53,6 +53,17 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def fits_float(value: Any) -> bool:
+    """A JSON number a float can hold (NaN and the infinities too; an int past a float's range not)."""
+    if not is_number(value):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
 def is_finite_number(value: Any) -> bool:
     """A JSON number that is finite as a float: an int past a float's range (JSON allows 4,300 digits) is not."""
     try:
@@ -173,7 +184,7 @@ def check_metrics(rows: Any, what: str = "metrics") -> list[dict]:
         if row.get("epoch") != number or isinstance(row.get("epoch"), bool):
             raise ValueError(f"{where}: epoch must be {number}, got {_short(row.get('epoch'))}")
         for key in METRIC_NUMBERS:
-            if key in row and not is_number(row[key]):
+            if key in row and not fits_float(row[key]):
                 raise ValueError(f"{where}: {key} must be a number, got {_short(row[key])}")
         for key in ("train_loss", "test_loss"):
             if key not in row:
@@ -182,11 +193,11 @@ def check_metrics(rows: Any, what: str = "metrics") -> list[dict]:
         if isinstance(units, bool) or not isinstance(units, int) or units < 0:
             raise ValueError(f"{where}: active_units must be a non-negative integer, got {_short(units)}")
         kl = row.get("kl_per_dim")
-        if kl is not None and (not isinstance(kl, list) or not all(is_number(v) for v in kl)):
+        if kl is not None and (not isinstance(kl, list) or not all(fits_float(v) for v in kl)):
             raise ValueError(f"{where}: kl_per_dim must be a list of numbers or null, got {_short(kl)}")
         layers = row.get("kl_per_layer")
         if layers is not None and (not isinstance(layers, dict) or not all(
-                isinstance(k, str) and (v is None or is_number(v)) for k, v in layers.items())):
+                isinstance(k, str) and (v is None or fits_float(v)) for k, v in layers.items())):
             raise ValueError(f"{where}: kl_per_layer must map layer names to numbers, got {_short(layers)}")
     return rows
 

@@ -197,6 +197,18 @@ def test_an_upload_is_prepared_as_the_runs_images_and_scored_against_its_thresho
     assert blank.json()["anomaly"] is True  # a white page is no digit
 
 
+def test_an_animated_png_is_read_by_its_first_frame_and_says_so(client, tiny):
+    first, second = (load_run(tiny).held_out().images[i, 0].numpy() for i in (0, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(first).save(buffer, format="PNG", save_all=True, append_images=[Image.fromarray(second)] * 2)
+    animated = client.post("/api/encode?run=run", content=buffer.getvalue(), headers={"content-type": "image/png"})
+    still = client.post("/api/encode?run=run", content=png_upload(first), headers={"content-type": "image/png"})
+    assert animated.status_code == 200 and (pixels(animated.json()["input"]) == first).all()
+    assert animated.json()["mu"] == still.json()["mu"]
+    assert animated.json()["note"] == "it is animated (3 frames): its first frame was read"
+    assert still.json()["note"] is None
+
+
 def test_samples_are_the_seeded_prior_draws(client, explorer):
     first = client.get("/api/samples", params={"run": "run", "count": 4, "seed": 3}).json()["images"]
     again = client.get("/api/samples", params={"run": "run", "count": 4, "seed": 3}).json()["images"]

@@ -176,9 +176,10 @@ def image_kind(data: bytes) -> str:
     raise Refused("the upload is not a PNG or JPEG image (by its first bytes); only PNG and JPEG are read", 415)
 
 
-def read_upload(data: bytes) -> tuple[torch.Tensor, bool]:
-    """An uploaded PNG or JPEG as uint8 (1, C, H, W), and whether it had an alpha channel, read by vaekit's
-    bounded image reader (`data.sources.read_image`: its pixel and byte limits, through a regular temp file)."""
+def read_upload(data: bytes) -> tuple[torch.Tensor, bool, int]:
+    """An uploaded PNG or JPEG as uint8 (1, C, H, W) (its first frame), whether it had an alpha channel, and how
+    many frames it holds (an animated PNG more than 1), read by vaekit's bounded image reader
+    (`data.sources.read_image`: its pixel and byte limits, through a regular temp file)."""
     from ..data.sources import read_image
 
     if len(data) > MAX_UPLOAD_BYTES:
@@ -192,9 +193,21 @@ def read_upload(data: bytes) -> tuple[torch.Tensor, bool]:
             array, alpha = read_image(Path(name))
         except DataError as e:  # the message names the temp file: say "the upload" instead
             raise Refused(str(e).replace(name, "the upload"), 400) from None
+        frames = frame_count(name)
     finally:
         os.unlink(name)
-    return torch.from_numpy(array)[None], alpha
+    return torch.from_numpy(array)[None], alpha, frames
+
+
+def frame_count(path: str) -> int:
+    """The frames of an image file read_image has read (its header: an APNG's acTL chunk, a JPEG's MPO index)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return max(1, int(getattr(image, "n_frames", 1)))
+    except Exception:  # read_image read it; a count it cannot give is one frame
+        return 1
 
 
 class ExploredRun:
@@ -368,9 +381,11 @@ class ExploredRun:
         if invert not in INVERT_MODES:
             raise Refused(f"invert must be one of {', '.join(INVERT_MODES)}, got {short(invert)}")
         scale = check_scale(scale)
-        pixels, alpha = read_upload(data)
+        pixels, alpha, frames = read_upload(data)
         prepared = prepare(ImageSet(pixels, None, "the upload"), self.run.preparation(invert))
-        notes = [note for note in (prepared.note(), "its alpha channel was dropped" if alpha else None) if note]
+        animated = f"it is animated ({frames} frames): its first frame was read" if frames > 1 else None
+        notes = [note for note in (prepared.note(), "its alpha channel was dropped" if alpha else None, animated)
+                 if note]
         with torch.no_grad(), self.lock:
             posterior = self.model.encode(self.run.inputs(prepared.images, for_latents=True))
             verdict = self.detector.score(self.run.inputs(prepared.images))

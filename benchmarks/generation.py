@@ -6,11 +6,14 @@ recall in the shipped classifier's features, `--samples` samples against the 10,
     pip install 'vaekit[benchmarks]'   # pythae: a benchmark-only dependency, never imported by vaekit
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/generation.py --data mnist --grids docs/images
 
-pythae: Normal, GaussianMixture (10 components), MAF and Two-Stage samplers on pythae's VAE, each with
-pythae's own defaults except the training budget of MAF and Two-Stage (`--sampler-epochs`, Adam 1e-3,
-batch 128). vaekit: prior, gmm, flow and two-stage on vaekit's seed model (`vaekit train --recipe seed`, or
---run). Both decoders output Bernoulli means; the samples measured are those means. Prints one JSON object
-(progress on stderr); times are CPU seconds of this process at one thread.
+pythae: Normal, GaussianMixture (10 components, and `gmm-K`: K components), MAF and Two-Stage samplers on
+pythae's VAE, each with pythae's own defaults except the training budget of MAF and Two-Stage
+(`--sampler-epochs`, Adam 1e-3, batch 128). vaekit: prior, gmm, flow and two-stage on vaekit's seed model
+(`vaekit train --recipe seed`, or --run), then vaekit's best generation pipelines (`--best`, CANDIDATES): a
+model vaekit trains with the seed's optimisation (`--recipe seed`: 10 epochs, Adam 1e-3, batch 128) but its
+own stronger parts (a conv architecture, a VampPrior), and a sampler fitted to it. Every decoder outputs
+Bernoulli means; the samples measured are those means. Prints one JSON object (progress on stderr); times
+are CPU seconds of this process at one thread. Runs already trained in --workdir are reused.
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ from vaekit.samplers.base import SamplerConfig  # noqa: E402
 from vaekit.samplers.store import fit_sampler, load_sampler, training_latents  # noqa: E402
 
 VAEKIT_SAMPLERS = ("prior", "gmm", "flow", "two-stage")
-PYTHAE_SAMPLERS = ("normal", "gmm", "maf", "two-stage")
+PYTHAE_SAMPLERS = ("normal", "gmm", "maf", "two-stage")  # and gmm-K: pythae's GMM with K components
+# vaekit's best generation pipelines: name -> (`vaekit train --recipe seed` flags beyond --data, the sampler)
+CANDIDATES = {
+    "seed+gmm-50": ((), {"name": "gmm", "components": 50}),
+    "conv+gmm-50": (("--architecture", "conv"), {"name": "gmm", "components": 50}),
+    "vamp+gmm-50": (("--prior", "vamp"), {"name": "gmm", "components": 50}),
+    "vamp+prior": (("--prior", "vamp"), {"name": "prior"}),
+}
 METRICS = ("fd_classifier", "precision", "recall", "density", "confidence", "class_coverage")
 
 
@@ -128,8 +138,9 @@ def pythae_sampler(name: str, model, train: torch.Tensor, test: torch.Tensor, wo
     torch.manual_seed(seed)
     if name == "normal":
         return NormalSampler(model)
-    if name == "gmm":
-        sampler = GaussianMixtureSampler(model, GaussianMixtureSamplerConfig(n_components=10))
+    if name == "gmm" or name.startswith("gmm-"):
+        components = 10 if name == "gmm" else int(name[4:])
+        sampler = GaussianMixtureSampler(model, GaussianMixtureSamplerConfig(n_components=components))
         sampler.fit(train)
         return sampler
     config = pythae_trainer_config(workdir / name, epochs, seed)
@@ -154,6 +165,36 @@ def grid_pick(drawn: torch.Tensor, seed: int, n: int = 64) -> torch.Tensor:
     return drawn[torch.randperm(len(drawn), generator=make_generator(seed))[:n]]
 
 
+def pythae_sampler_name(text: str) -> str:
+    if text in PYTHAE_SAMPLERS or (text.startswith("gmm-") and text[4:].isdigit() and int(text[4:]) > 0):
+        return text
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(PYTHAE_SAMPLERS)} or gmm-K, got {text!r}")
+
+
+def finished_epochs(path: Path) -> int:
+    try:
+        return len((path / "metrics.jsonl").read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def trained_run(workdir: Path, tag: str, data: str, flags: tuple[str, ...], epochs: int, result: dict) -> Path:
+    """The run `vaekit train --recipe seed --data DATA --epochs EPOCHS FLAGS` in workdir/vaekit-TAG-DATA: trained
+    here, or reused when it is there (waited for while another process, started earlier, still trains it)."""
+    path = workdir / f"vaekit-{tag}-{data}"
+    if not path.exists():
+        _, wall, _ = timed(lambda: vaekit("train", "--recipe", "seed", "--data", data, "--epochs", str(epochs),
+                                          *flags, "--out", str(path)))
+        result.setdefault("vaekit_train_wall_s", {})[tag] = wall
+    deadline = time.monotonic() + 4 * 3600
+    while finished_epochs(path) < epochs:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} has {finished_epochs(path)} of {epochs} epochs: resume or remove it")
+        log({"waiting_for": str(path), "epochs": finished_epochs(path)})
+        time.sleep(60)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=("mnist", "fashion-mnist"), default="mnist")
@@ -162,8 +203,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="the VAEs' training epochs (both tools)")
     parser.add_argument("--sampler-epochs", type=int, default=10,
                         help="passes over the latents for MAF / flow and Two-Stage / two-stage (both tools)")
-    parser.add_argument("--pythae", nargs="*", choices=PYTHAE_SAMPLERS, default=list(PYTHAE_SAMPLERS))
+    parser.add_argument("--pythae", nargs="*", type=pythae_sampler_name, default=[*PYTHAE_SAMPLERS, "gmm-50"],
+                        help=f"pythae's samplers: {', '.join(PYTHAE_SAMPLERS)}, gmm-K (default: all, and gmm-50)")
     parser.add_argument("--vaekit", nargs="*", choices=VAEKIT_SAMPLERS, default=list(VAEKIT_SAMPLERS))
+    parser.add_argument("--best", nargs="*", choices=tuple(CANDIDATES), default=list(CANDIDATES),
+                        help="vaekit's best generation pipelines to run (default: all)")
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--grids", type=Path, default=None, help="write 64-image grids of each tool's best here")
@@ -175,32 +219,6 @@ def main() -> None:
     result = {"machine": machine(), "data": args.data, "samples": args.samples, "epochs": args.epochs,
               "sampler_epochs": args.sampler_epochs, "vaekit": {}, "pythae": {}}
     draws = {}
-
-    # vaekit: the seed model and its samplers
-    run_path = args.run
-    if run_path is None:
-        run_path = args.workdir / f"vaekit-seed-{args.data}"
-        if not (run_path / "model.safetensors").exists():
-            _, wall, cpu = timed(lambda: vaekit("train", "--recipe", "seed", "--data", args.data,
-                                                "--out", str(run_path)))
-            result["vaekit_train"] = {"wall_s": wall}
-    run = load_run(run_path)
-    result["vaekit_test_loss"] = run.metrics[-1]["test_loss"] if run.metrics else None
-    latents = training_latents(run)
-    for name in args.vaekit:
-        row = {}
-        if name == "prior":
-            sampler = load_sampler(run, "prior")
-        else:
-            config = SamplerConfig(name) if name == "gmm" else SamplerConfig(name, epochs=args.sampler_epochs)
-            fitted, row["fit_wall_s"], row["fit_cpu_s"] = timed(
-                lambda: fit_sampler(run, config, latents=latents))  # noqa: B023
-            sampler = fitted.sampler.eval()
-        drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
-            lambda: sample_many(run.model, args.samples, make_generator(args.seed), sampler))  # noqa: B023
-        row.update(measure(test, drawn, args.data))
-        result["vaekit"][name], draws[("vaekit", name)] = row, grid_pick(drawn, args.seed)
-        log({"vaekit": {name: row}})
 
     # pythae: the same architecture, trained by pythae, and its samplers
     model, wall, cpu = timed(lambda: train_pythae(train, test, args.workdir / "pythae", args.epochs, args.seed))
@@ -220,6 +238,48 @@ def main() -> None:
         result["pythae"][name], draws[("pythae", name)] = row, grid_pick(drawn, args.seed)
         log({"pythae": {name: row}})
 
+    # vaekit: the seed model and its samplers
+    run_path = args.run or trained_run(args.workdir, "seed", args.data, (), args.epochs, result)
+    run = load_run(run_path)
+    result["vaekit_test_loss"] = run.metrics[-1]["test_loss"] if run.metrics else None
+    latents = training_latents(run)
+    for name in args.vaekit:
+        row = {}
+        if name == "prior":
+            sampler = load_sampler(run, "prior")
+        else:
+            config = SamplerConfig(name) if name == "gmm" else SamplerConfig(name, epochs=args.sampler_epochs)
+            fitted, row["fit_wall_s"], row["fit_cpu_s"] = timed(
+                lambda: fit_sampler(run, config, latents=latents))  # noqa: B023
+            sampler = fitted.sampler.eval()
+        drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
+            lambda: sample_many(run.model, args.samples, make_generator(args.seed), sampler))  # noqa: B023
+        row.update(measure(test, drawn, args.data))
+        result["vaekit"][name], draws[("vaekit", name)] = row, grid_pick(drawn, args.seed)
+        log({"vaekit": {name: row}})
+
+    # vaekit's best generation pipelines: a stronger model trained with the same recipe, and a sampler fitted to it
+    for name in args.best:
+        flags, sampler_fields = CANDIDATES[name]
+        tag = name.split("+")[0]
+        candidate = run if tag == "seed" else load_run(
+            trained_run(args.workdir, tag, args.data, flags, args.epochs, result))
+        row = {"train_flags": " ".join(flags), "sampler": sampler_fields,
+               "test_loss": candidate.metrics[-1]["test_loss"] if candidate.metrics else None}
+        config = SamplerConfig(**sampler_fields)
+        if config.name == "prior":
+            sampler = load_sampler(candidate, "prior")
+        else:
+            known = latents if candidate is run else None  # the seed model's latents, read once
+            fitted, row["fit_wall_s"], row["fit_cpu_s"] = timed(
+                lambda: fit_sampler(candidate, config, latents=known))  # noqa: B023
+            sampler = fitted.sampler.eval()
+        drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
+            lambda: sample_many(candidate.model, args.samples, make_generator(args.seed), sampler))  # noqa: B023
+        row.update(measure(test, drawn, args.data))
+        result["vaekit"][name], draws[("vaekit", name)] = row, grid_pick(drawn, args.seed)
+        log({"vaekit": {name: row}})
+
     best = {tool: min(result[tool], key=lambda s: result[tool][s]["fd_classifier"])  # noqa: B023
             for tool in ("vaekit", "pythae") if result[tool]}
     result["best"] = {tool: {"sampler": s, "fd_classifier": result[tool][s]["fd_classifier"]}
@@ -227,11 +287,14 @@ def main() -> None:
     if args.grids is not None and best:
         from vaekit.plots import save_image_grid
 
+        # each tool's best, and the samplers it is judged against: both GMMs of as many components
+        shown = {(tool, s) for tool, s in best.items()} | {key for key in draws if key[1].startswith("gmm")}
         args.grids.mkdir(parents=True, exist_ok=True)
-        for tool, s in best.items():
-            path = args.grids / f"generation-{args.data}-{tool}-{s}.png"
+        result["grids"] = {}
+        for tool, s in sorted(shown):
+            path = args.grids / f"generation-{args.data}-{tool}-{s.replace('+', '-')}.png"
             save_image_grid(path, draws[(tool, s)].clamp(0, 1).reshape(-1, 1, 28, 28), scale=2)
-            result["best"][tool]["grid"] = str(path)
+            result["grids"][f"{tool} {s}"] = str(path)
     print(json.dumps(result))
 
 

@@ -96,3 +96,38 @@ def manifold(model: LatentVariableModel, dims: tuple[int, int] = (0, 1), n: int 
     z[:, dims[0]] = values.repeat(n)
     z[:, dims[1]] = values.flip(0).repeat_interleave(n)  # top row: the highest value
     return model.pictures(z)
+
+
+PLANE_DRAWS = 10_000  # sampler draws that place a sampler's manifold plane: its mean, axes and quantiles
+
+
+@torch.no_grad()
+def sampler_plane(sampler: Any, n: int = 20, generator: torch.Generator | None = None,
+                  draws: int = PLANE_DRAWS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where a fitted sampler's manifold lies: the plane through the mean of `draws` of its latents, spanned
+    by their first two principal directions, each swept over the draws' own 5% to 95% quantiles along it.
+
+    Returns center (D,), axes (2, D) (unit, orthogonal, the larger variance first, each signed so that its
+    largest entry is positive) and values (2, n) (ascending quantiles of the centered draws along each axis).
+    """
+    z = sampler.sample(draws, generator).double()  # (draws, D)
+    center = z.mean(0)
+    _, vectors = torch.linalg.eigh(torch.cov((z - center).T))  # ascending eigenvalues
+    axes = vectors[:, [-1, -2]].T  # (2, D): the first two principal directions
+    signs = axes.gather(1, axes.abs().argmax(1, keepdim=True)).sign()
+    axes = axes * torch.where(signs == 0, 1.0, signs)
+    levels = torch.linspace(0.05, 0.95, n, dtype=z.dtype, device=z.device)
+    values = torch.quantile((z - center) @ axes.T, levels, dim=0).T  # (2, n)
+    return center.float(), axes.float(), values.float()
+
+
+@torch.no_grad()
+def plane_manifold(model: LatentVariableModel, center: torch.Tensor, axes: torch.Tensor,
+                   values: torch.Tensor) -> torch.Tensor:
+    """The decoded grid center + a u_1 + b u_2 over a in values[0] (across) and b in values[1] (down, the highest
+    at the top), as `manifold` lays out its grid: (n * n, C, H, W)."""
+    model.require("manifold")
+    n = values.shape[1]
+    across, down = values[0].repeat(n), values[1].flip(0).repeat_interleave(n)
+    z = center + across[:, None] * axes[0] + down[:, None] * axes[1]
+    return model.pictures(z.to(next(model.parameters()).device))

@@ -131,14 +131,21 @@ def traverse_picture(images: torch.Tensor, dims: Sequence[int], values: Sequence
 
 
 def manifold_picture(images: torch.Tensor, dims: tuple[int, int], values: Sequence[float],
-                     scale: int | None = None) -> np.ndarray:
+                     scale: int | None = None, down_values: Sequence[float] | None = None,
+                     sampler: str | None = None) -> np.ndarray:
     """`generate.manifold`'s n x n images, labelled with the two dimensions' values, each image scaled to
-    its brightest pixel: decoded means far from the data are faint, and at full scale their shapes show."""
+    its brightest pixel: decoded means far from the data are faint, and at full scale their shapes show.
+    With `sampler`, `generate.plane_manifold`'s: `values` across and `down_values` down, along the sampler's
+    first two principal directions (dims unused)."""
     labels = [value_label(v) for v in values]
+    down = labels if down_values is None else [value_label(v) for v in down_values]
+    title = (f"z{dims[0]} across, z{dims[1]} down (the prior's 5% to 95% quantiles; the other dimensions 0)"
+             if sampler is None else
+             f"The {sampler} sampler's first principal direction across, its second down, through the mean of its "
+             "draws (their 5% to 95% quantiles along each, from that mean)")
     return labelled_grid(images, nrow=len(values), scale=scale, padding=1, each_to_white=True,
-                         col_labels=labels, row_labels=labels[::-1],
-                         title=f"z{dims[0]} across, z{dims[1]} down (the prior's 5% to 95% quantiles; the other "
-                               "dimensions 0); each image scaled to its brightest pixel")
+                         col_labels=labels, row_labels=down[::-1],
+                         title=f"{title}; each image scaled to its brightest pixel")
 
 
 def extremes_picture(images: torch.Tensor, scores: Sequence[float], names: Sequence[str], n: int,

@@ -11,6 +11,7 @@ from ..errors import ConfigError, DataError
 from .args import (IMAGE_HELP, DeprecatedAlias, ImageRef, add_data_dir_argument, add_device_argument,
                    add_invert_argument, add_run_argument, add_scale_argument, check_picture_count, image_reference,
                    model_inputs, open_run, picture_count, png_path, positive_int, reference_image, test_inputs)
+from .samplers import add_sampler_argument
 
 EMBED_HELP = """\
 Write the posterior of every input image: means and log-variances of q(z|x), with labels where the
@@ -63,8 +64,15 @@ two with the highest KL on the test set. --side N draws an N x N grid. Each imag
 own brightest pixel, so that faint decodings far from the data still show their shape; rows and
 columns are labelled with the dimensions' values.
 
-example:
+With --sampler NAME (fitted by `vaekit fit-sampler`), the grid lies where that sampler draws: in the
+plane through the mean of 10,000 of its draws (seed 0) spanned by their first two principal
+directions, the first across and the second down, each swept over the draws' own 5% to 95%
+quantiles along it (labels: the offsets from the mean). Every grid point then mixes all latent
+dimensions, the way the sampler's draws vary most, instead of two dimensions with the rest at 0.
+
+examples:
   vaekit manifold runs/seed --side 20 -o manifold.png
+  vaekit manifold runs/seed --sampler gmm -o gmm-manifold.png
 """
 
 
@@ -109,6 +117,7 @@ def register(subparsers) -> None:
     p.add_argument("--side", type=positive_int, default=20, help="images per side of the square grid (default 20)")
     p.add_argument("-n", dest="side", type=positive_int, action=DeprecatedAlias, instead="--side {value}")
     p.add_argument("-o", "--output", type=png_path, required=True, metavar="FILE.png")
+    add_sampler_argument(p)
     add_scale_argument(p)
     add_data_dir_argument(p)
     add_device_argument(p)
@@ -235,9 +244,29 @@ def run_manifold(args) -> int:
     loaded = open_run(args)
     if loaded.model.latent_dim < 2:
         raise ConfigError("the manifold needs at least 2 latent dimensions")
+    if args.sampler != "prior":
+        return run_sampler_manifold(args, loaded)
     dims = ((0, 1) if loaded.model.latent_dim == 2
             else tuple(dims_by_usage(posterior_diagnostics(loaded.model, test_inputs(loaded, args)))[:2]))
     save_picture(args.output, manifold_picture(manifold(loaded.model, dims, args.side), dims,
                                                manifold_values(args.side).tolist(), args.scale))
     print(f"wrote the {args.side}x{args.side} manifold of dimensions {dims[0]} and {dims[1]} to {args.output}")
+    return 0
+
+
+def run_sampler_manifold(args, loaded) -> int:
+    """`vaekit manifold --sampler NAME`: the grid in the plane of the sampler's first two principal directions."""
+    from ..generate import plane_manifold, sampler_plane
+    from ..plots import manifold_picture, save_picture
+    from ..rng import make_generator
+    from ..samplers.store import load_sampler
+
+    sampler = load_sampler(loaded, args.sampler)
+    device = next(loaded.model.parameters()).device
+    center, axes, values = sampler_plane(sampler, args.side, make_generator(0, device))
+    images = plane_manifold(loaded.model, center, axes, values)
+    save_picture(args.output, manifold_picture(images, (0, 1), values[0].tolist(), args.scale,
+                                               down_values=values[1].tolist(), sampler=args.sampler))
+    print(f"wrote the {args.side}x{args.side} manifold of the {args.sampler} sampler's first two principal "
+          f"directions to {args.output}")
     return 0

@@ -173,7 +173,7 @@ OPTIONS: dict[str, Option] = {
     "--background": Option("the background run of the ratio score", ("score", "calibrate"), Path, "RUN"),
     # samplers and sample quality
     "--sampler": Option("where the latents are drawn from: the prior, or a sampler fitted by fit-sampler",
-                        ("sample", "report", "quality", "fit-sampler"), choices=SAMPLERS.names(),
+                        ("sample", "manifold", "report", "quality", "fit-sampler"), choices=SAMPLERS.names(),
                         per_command={"fit-sampler": {"choices": FITTED}}),
     "--components": Option("a gmm sampler's mixture components", ("fit-sampler",), positive_int, "K"),
     "--covariance": Option("a gmm sampler's covariances", ("fit-sampler",), choices=COVARIANCES),

@@ -15,6 +15,9 @@ never read it: they render fresh images from sampled factors.
 `--curve N`: after every epoch, MIG on N fixed images (seed 0), to see how it grows with steps (not the
 table's protocol). `--samples` and `--fvae-votes` set the scoring protocol (defaults: disentanglement_lib's
 10,000 samples and 10,000 + 5,000 FactorVAE votes). CPU seconds are this process's, at one thread.
+
+`--merge A.json B.json ...`: one table from several runs of this script (say one per model, run side by side),
+which must share the budget and the protocol; nothing is trained.
 """
 
 from __future__ import annotations
@@ -120,6 +123,19 @@ def targets(table: dict) -> dict:
             "tcvae_best_seed_mig_ge_0.3": "beta-tcvae" in table and table["beta-tcvae"]["mig"]["max"] >= 0.3}
 
 
+def merged(paths: list[Path]) -> dict:
+    """One result from several outputs of this script with the same budget and protocol."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    for key in ("budget", "protocol", "score_seed"):
+        if any(part[key] != parts[0][key] for part in parts):
+            raise SystemExit(f"the outputs differ in {key}: they are not one benchmark")
+    results = [row for part in parts for row in part["results"]]
+    table = summary(results)
+    return {**parts[0], "merged_from": [str(p) for p in paths], "results": results, "table": table,
+            "targets": targets(table), "total_cpu_s": round(sum(part["total_cpu_s"] for part in parts), 1),
+            "peak_rss_mb": max(part["peak_rss_mb"] for part in parts)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("bench-runs/disentanglement"))
@@ -142,7 +158,11 @@ def main() -> None:
                         help="FactorVAE training votes (evaluation: half); default: --samples")
     parser.add_argument("--score-seed", type=int, default=0)
     parser.add_argument("--curve", type=int, default=0, help="MIG on this many images after every epoch (0: off)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge these outputs; train nothing")
     args = parser.parse_args()
+    if args.merge:
+        print(json.dumps(merged(args.merge), indent=1))
+        return
     torch.set_num_threads(1)
 
     start = time.process_time()

@@ -15,6 +15,7 @@ never read it: they render fresh images from sampled factors.
 `--curve N`: after every epoch, MIG on N fixed images (seed 0), to see how it grows with steps (not the
 table's protocol). `--samples` and `--fvae-votes` set the scoring protocol (defaults: disentanglement_lib's
 10,000 samples and 10,000 + 5,000 FactorVAE votes). CPU seconds are this process's, at one thread.
+Each finished run's row is also appended to WORKDIR/results.jsonl as it comes.
 
 `--merge A.json B.json ...`: one table from several runs of this script (say one per model, run side by side),
 which must share the budget and the protocol; nothing is trained.
@@ -194,10 +195,13 @@ def main() -> None:
                    "score_cpu_s": round(time.process_time() - cpu, 1),
                    "score_wall_s": round(time.perf_counter() - wall, 1),
                    "test_loss": round(float(run.metrics[-1]["test_loss"]), 2) if run.metrics else None,
-                   "scores": {m: scores[m] for m in METRICS}, "mig_per_factor": scores["mig_per_factor"]}
+                   "scores": {m: scores[m] for m in METRICS}, "mig_per_factor": scores["mig_per_factor"],
+                   "mutual_information": scores["mutual_information"]}
             if curve:
                 row["curve"] = curve.points
             results.append(row)
+            with open(args.workdir / "results.jsonl", "a") as rows:  # as it comes: a stopped benchmark keeps it
+                rows.write(json.dumps(row) + "\n")
             print(json.dumps({k: row[k] for k in ("model", "seed", "train_cpu_s", "score_cpu_s", "scores")}),
                   file=sys.stderr, flush=True)
 

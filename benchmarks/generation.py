@@ -11,9 +11,10 @@ pythae's VAE, each with pythae's own defaults except the training budget of MAF 
 (`--sampler-epochs`, Adam 1e-3, batch 128). vaekit: prior, gmm, flow and two-stage on vaekit's seed model
 (`vaekit train --recipe seed`, or --run), then vaekit's best generation pipelines (`--best`, CANDIDATES): a
 model vaekit trains with the seed's optimisation (`--recipe seed`: 10 epochs, Adam 1e-3, batch 128) but its
-own stronger parts (a conv architecture, a VampPrior), and a sampler fitted to it. Every decoder outputs
-Bernoulli means; the samples measured are those means. Prints one JSON object (progress on stderr); times
-are CPU seconds of this process at one thread. Runs already trained in --workdir are reused.
+own stronger parts (a conv architecture, a VampPrior, a two-layer hierarchy), and a sampler fitted to it (on a
+hierarchy, on every layer's code together). Every decoder outputs Bernoulli means; the samples measured are
+those means. Prints one JSON object (progress on stderr); times are CPU seconds of this process at one thread.
+Runs already trained in --workdir are reused.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ CANDIDATES = {
     "conv+gmm-50": (("--architecture", "conv"), {"name": "gmm", "components": 50}),
     "vamp+gmm-50": (("--prior", "vamp"), {"name": "gmm", "components": 50}),
     "vamp+prior": (("--prior", "vamp"), {"name": "prior"}),
+    "hvae+gmm-50": (("--family", "hvae", "--latent", "16", "32"), {"name": "gmm", "components": 50}),
 }
 METRICS = ("fd_classifier", "precision", "recall", "density", "confidence", "class_coverage")
 

@@ -26,11 +26,13 @@ from starlette.testclient import TestClient  # noqa: E402
 from vaekit import ImageSet, load_run  # noqa: E402
 from vaekit.cli import main  # noqa: E402
 from vaekit.config import DataConfig, ModelConfig, RunConfig  # noqa: E402
+from vaekit.data import load_train_test  # noqa: E402
 from vaekit.detector import Detector  # noqa: E402
 from vaekit.explore.server import create_app  # noqa: E402
 from vaekit.explore.session import MAX_DECODE_ROWS, MAX_UPLOAD_BYTES, Explorer, ExploredRun  # noqa: E402
 from vaekit.generate import sample  # noqa: E402
 from vaekit.models import build_model  # noqa: E402
+from vaekit.representation import embed  # noqa: E402
 from vaekit.rng import make_generator  # noqa: E402
 from vaekit.runs import Run  # noqa: E402
 
@@ -160,6 +162,21 @@ def test_a_map_point_decodes_the_latent_its_inverse_gives(client):
     assert np.abs(pixels(by_point).astype(int) - pixels(by_z).astype(int)).max() <= 1
 
 
+def test_an_uploads_nearest_images_are_training_images_by_posterior_mean(client, tiny):
+    run = load_run(tiny)
+    data = run.config.data
+    train, _ = load_train_test(data.name, data.validation, run.config.train.seed, preparation=run.preparation())
+    means = embed(run.model, run.inputs(train, for_latents=True), layer="all")[0]
+    body = client.post("/api/encode", params={"run": "run"},
+                       files={"file": ("digit.png", png_upload(train.images[7, 0].numpy()), "image/png")}).json()
+    first = body["nearest"][0]  # the training image itself, then the next nearest of all the training images
+    assert (first["split"], first["index"]) == ("train", 7) and first["distance"] < 1e-4
+    assert np.allclose(first["mu"], means[7].numpy(), atol=1e-5)
+    assert (pixels(first["image"]) == train.images[7, 0].numpy()).all()
+    distances = torch.linalg.vector_norm(means - means[7], dim=1)
+    assert [n["index"] for n in body["nearest"]] == torch.topk(distances, 5, largest=False).indices.tolist()
+
+
 def test_an_uploaded_test_image_encodes_to_its_own_mean_and_score(client, tiny):
     run = load_run(tiny)
     test = run.held_out()
@@ -168,9 +185,9 @@ def test_an_uploaded_test_image_encodes_to_its_own_mean_and_score(client, tiny):
     image = client.get("/api/image", params={"run": "run", "index": 11}).json()
     assert np.allclose(body["mu"], image["mu"], atol=1e-5) and len(body["logvar"]) == 4
     assert np.allclose(body["point"], image["point"], atol=1e-4)
-    assert body["nearest"][0]["index"] == 11 and body["nearest"][0]["distance"] < 1e-4
     assert len(body["nearest"]) == 5 and [n["distance"] for n in body["nearest"]] == sorted(
         n["distance"] for n in body["nearest"])
+    assert {n["split"] for n in body["nearest"]} == {"train"}  # a test image's neighbours: training images
     expected = Detector.load(run).score(run.inputs(test.subset(slice(11, 12))))
     assert body["score"] == pytest.approx(float(expected.scores[0]), rel=1e-5)
     assert body["anomaly"] is None and body["threshold"] is None and body["score_method"] == "elbo"

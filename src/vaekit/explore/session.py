@@ -21,6 +21,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Sequence
+from typing import NamedTuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +200,23 @@ def read_upload(data: bytes) -> tuple[torch.Tensor, bool, int]:
     return torch.from_numpy(array)[None], alpha, frames
 
 
+class Neighbours(NamedTuple):
+    """The images an upload's nearest neighbours come from: `split` "train" (a seeded sample of the run's
+    training images) or "test" (the map's), their indices in that split, uint8 images and posterior means."""
+
+    split: str
+    indices: torch.Tensor
+    images: torch.Tensor
+    mu: torch.Tensor
+
+
+def nearest_rows(means: torch.Tensor, mu: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of the `k` posterior means (N, D) nearest `mu` (D,) in Euclidean distance, and the distances."""
+    distances = torch.linalg.vector_norm(means - mu.float().cpu(), dim=1)
+    found = torch.topk(distances, min(k, len(distances)), largest=False)
+    return found.indices, found.values
+
+
 def frame_count(path: str) -> int:
     """The frames of an image file read_image has read (its header: an APNG's acTL chunk, a JPEG's MPO index)."""
     from PIL import Image
@@ -237,6 +255,7 @@ class ExploredRun:
         self.classes = list(shown.classes) if shown.labels is not None and shown.classes else None
         self.mu, self.kl = self._read_latents(shown, progress)
         self.map = latent_map(self.mu, map_method, seed)
+        self.neighbours, self.neighbours_note = self._training_neighbours(data_dir, map_points, seed, progress)
         self.detector, self.detector_note = self._detector(Detector, data_dir)
         self._samplers: dict = {}
 
@@ -257,6 +276,24 @@ class ExploredRun:
                 kls.append(usage.kl_per_dim.double().sum(0).cpu())
         kl = torch.stack(kls).sum(0) / len(x) if len(kls) == len(means) else None
         return torch.cat(means).float(), kl
+
+    def _training_neighbours(self, data_dir, count: int, seed: int, progress: bool):
+        """The training images an upload's nearest neighbours are searched among (at most `count`, a seeded
+        choice when there are more) with their posterior means, as Neighbours; the test images on the map, and
+        why, when the run's training images cannot be read (its data is not on this machine)."""
+        from ..data import load_train_test
+
+        data = self.run.config.data
+        try:
+            train, _ = load_train_test(data.name, data.validation, self.run.config.train.seed, data_dir,
+                                       preparation=self.run.preparation())
+        except DataError as e:
+            return (Neighbours("test", self.indices, self.images, self.mu),
+                    f"nearest images are the map's test images: the training images cannot be read ({e})")
+        order = (torch.randperm(len(train), generator=make_generator(seed))[:count].sort().values
+                 if len(train) > count else torch.arange(len(train)))
+        chosen = train.subset(order)
+        return Neighbours("train", order, chosen.images, self._read_latents(chosen, progress)[0]), None
 
     def _detector(self, Detector, data_dir):
         """The run's calibrated detector (threshold.json), or when it has none, or one this explorer cannot
@@ -366,9 +403,7 @@ class ExploredRun:
 
     def nearest(self, mu: torch.Tensor, k: int = NEAREST) -> tuple[torch.Tensor, torch.Tensor]:
         """The map rows of the `k` test images whose posterior means lie nearest `mu` (D,), and the distances."""
-        distances = torch.linalg.vector_norm(self.mu - mu.float().cpu(), dim=1)
-        found = torch.topk(distances, min(k, len(distances)), largest=False)
-        return found.indices, found.values
+        return nearest_rows(self.mu, mu, k)
 
     def encode(self, data: bytes, invert: str = "off", scale: int = 1) -> dict:
         """POST /api/encode: an uploaded PNG or JPEG prepared as the run's own images (`data.preparation`:
@@ -391,6 +426,8 @@ class ExploredRun:
             verdict = self.detector.score(self.run.inputs(prepared.images))
             mu, logvar = posterior.mu[0].float().cpu(), posterior.logvar[0].float().cpu()
         rows, distances = self.nearest(mu)
+        near = self.neighbours
+        near_rows, near_distances = nearest_rows(near.mu, mu, NEAREST)
         score = float(verdict.scores[0])
         return {
             "mu": [float(v) for v in mu], "logvar": [float(v) for v in logvar],
@@ -399,10 +436,11 @@ class ExploredRun:
             "threshold": verdict.threshold, "point": self.map.place(mu.double().numpy(), int(rows[0])),
             "reconstruction": data_url(image_png(self.pictures(mu[None])[0], scale)),
             "input": data_url(image_png(prepared.images.images[0].float() / 255, scale)),
-            "nearest": [{"index": int(self.indices[r]), "distance": round(float(d), 6),
-                         "image": data_url(image_png(self.images[r].float() / 255, scale))}
-                        for r, d in zip(rows.tolist(), distances.tolist())],
-            "note": "; ".join(notes) or None,
+            "nearest": [{"split": near.split, "index": int(near.indices[r]), "distance": round(float(d), 6),
+                         "mu": [float(v) for v in near.mu[r]],
+                         "image": data_url(image_png(near.images[r].float() / 255, scale))}
+                        for r, d in zip(near_rows.tolist(), near_distances.tolist())],
+            "note": "; ".join(notes + ([self.neighbours_note] if self.neighbours_note else [])) or None,
         }
 
     def samples(self, count: int = 16, seed: int = 0, sampler: str = "prior", scale: int = 1) -> list[str]:

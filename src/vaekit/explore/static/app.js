@@ -699,9 +699,13 @@ async function upload(file) {
   for (const item of answer.nearest || []) {
     const fig = document.createElement("figure");
     const caption = document.createElement("figcaption");
-    caption.textContent = `#${item.index} \u00b7 ${Number(item.distance).toFixed(2)}`;
-    fig.append(imgElement(item.image, `test image #${item.index}, distance ${Number(item.distance).toFixed(3)}; click to decode it`), caption);
-    fig.addEventListener("click", () => selectTestImage(item.index).catch(showError));
+    const split = item.split === "train" ? "training" : "test";
+    caption.textContent = `${item.split === "train" ? "train " : ""}#${item.index} \u00b7 ${Number(item.distance).toFixed(2)}`;
+    fig.append(imgElement(item.image, `${split} image #${item.index}, distance ${Number(item.distance).toFixed(3)}; click to decode it`), caption);
+    fig.addEventListener("click", () => {
+      if (item.split === "train") setCurrent(item.mu, `training image #${item.index}: its posterior mean`);
+      else selectTestImage(item.index).catch(showError);
+    });
     nearest.appendChild(fig);
   }
   state.uploadPoint = Array.isArray(answer.point) ? answer.point : state.a.map.project(answer.mu);

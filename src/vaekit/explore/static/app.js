@@ -700,7 +700,7 @@ async function upload(file) {
     const fig = document.createElement("figure");
     const caption = document.createElement("figcaption");
     const split = item.split === "train" ? "training" : "test";
-    caption.textContent = `${item.split === "train" ? "train " : ""}#${item.index} \u00b7 ${Number(item.distance).toFixed(2)}`;
+    caption.textContent = `#${item.index} \u00b7 ${Number(item.distance).toFixed(2)}`;
     fig.append(imgElement(item.image, `${split} image #${item.index}, distance ${Number(item.distance).toFixed(3)}; click to decode it`), caption);
     fig.addEventListener("click", () => {
       if (item.split === "train") setCurrent(item.mu, `training image #${item.index}: its posterior mean`);

@@ -352,6 +352,20 @@ def test_an_early_signal_is_one_line_and_exit_130(tmp_path, sig):
     assert (process.returncode, err) == (130, "vaekit: interrupted\n")
 
 
+def test_a_signal_after_the_command_ended_prints_no_traceback_from_exit_handlers(tmp_path):
+    """torchrun stops a job's surviving processes with SIGTERM after one died: a signal that lands while the
+    interpreter runs its exit handlers (torch registers some) must not raise there and print a traceback."""
+    script = ("import atexit, os, signal, sys\n"
+              "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))  # runs after vaekit's main returns\n"
+              "from vaekit.__main__ import main\n"
+              "sys.argv = ['vaekit', 'eval', sys.argv[1]]\n"
+              "raise SystemExit(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "missing")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 4 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
 @pytest.mark.parametrize("bad", ['[true, 1.0]', '[NaN]', '"x"', "[" * 5000, '[1e308, 1e308]', '[-1e16]'])
 def test_a_doctored_nll_record_is_estimated_again_not_believed(tmp_path, bad):
     from vaekit.runs import append_nll_block, read_nll_blocks

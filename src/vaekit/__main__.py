@@ -22,7 +22,18 @@ def main() -> int:
         exec("")  # see cli._forget_unhandled_interrupt: keep exit code 130 under `python -m`
         print("vaekit: interrupted", file=sys.stderr)
         return 130
-    return cli_main()
+    try:
+        return cli_main()
+    finally:
+        _ignore_late_signals()
+
+
+def _ignore_late_signals() -> None:
+    """Once the command has its exit code, a SIGTERM or Ctrl-C (torchrun stopping a job's processes after one of
+    them died, say) must not raise into the interpreter's exit handlers and print a traceback there."""
+    for name in ("SIGTERM", "SIGINT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -16,3 +16,9 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch.Generator on `device` seeded with `seed`."""
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def seeded_choice(size: int, count: int, seed: int) -> torch.Tensor:
+    """At most `count` of the indices 0..size-1, chosen by `seed` without replacement, in increasing order (all of
+    them when size <= count)."""
+    return torch.randperm(size, generator=make_generator(seed))[:count].sort().values

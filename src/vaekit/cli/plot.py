@@ -64,16 +64,14 @@ def run(args) -> int:
 
 
 def run_latents(args) -> int:
-    import torch
-
     from ..plots import save_latent_scatter
     from ..representation import embed, project_2d
-    from ..rng import make_generator
+    from ..rng import seeded_choice
 
     log = stage_log()
     loaded = open_run(args)
     x, test = test_data(loaded, args, for_latents=True)
-    chosen = torch.randperm(len(x), generator=make_generator(loaded.config.train.seed))[: args.points].sort().values
+    chosen = seeded_choice(len(x), args.points, loaded.config.train.seed)
     log(f"encoding {len(chosen):,} test images...")
     mu, _ = embed(loaded.model, x[chosen])
     log(f"{PROJECTION_NAMES[args.method]} of {len(chosen):,} points in {mu.shape[1]} dimensions"

@@ -32,7 +32,7 @@ from ..choices import INTERPOLATIONS, INVERT_MODES, PROJECTIONS
 from ..errors import ConfigError, DataError
 from ..evaluate import EVAL_BATCH
 from ..plots import grid_png, image_grid, png_bytes
-from ..rng import make_generator
+from ..rng import make_generator, seeded_choice
 from ..runs import Run, load_run
 
 MAX_DECODE_ROWS = 256  # latents decoded by one request
@@ -245,10 +245,7 @@ class ExploredRun:
         self.device = next(run.model.parameters()).device
         self.lock = threading.Lock()
         test = run.held_out(data_dir)
-        if len(test) > map_points:  # a seeded choice, in test-set order
-            self.indices = torch.randperm(len(test), generator=make_generator(seed))[:map_points].sort().values
-        else:
-            self.indices = torch.arange(len(test))
+        self.indices = seeded_choice(len(test), map_points, seed)  # in test-set order
         shown: ImageSet = test.subset(self.indices)
         self.images = shown.images  # (N, C, H, W) uint8, as the run sees them
         self.labels = shown.labels
@@ -290,8 +287,7 @@ class ExploredRun:
         except DataError as e:
             return (Neighbours("test", self.indices, self.images, self.mu),
                     f"nearest images are the map's test images: the training images cannot be read ({e})")
-        order = (torch.randperm(len(train), generator=make_generator(seed))[:count].sort().values
-                 if len(train) > count else torch.arange(len(train)))
+        order = seeded_choice(len(train), count, seed)
         chosen = train.subset(order)
         return Neighbours("train", order, chosen.images, self._read_latents(chosen, progress)[0]), None
 

@@ -197,6 +197,21 @@ def trained_run(workdir: Path, tag: str, data: str, flags: tuple[str, ...], epoc
     return path
 
 
+def vaekit_pipeline(run, config: SamplerConfig, latents, test, args) -> tuple[dict, torch.Tensor]:
+    """One vaekit pipeline: the run's prior, or the sampler of `config` fitted on its training latents (`latents`
+    when already read), timed; `args.samples` draws, timed; their quality. The row and the draws."""
+    row = {}
+    if config.name == "prior":
+        sampler = load_sampler(run, "prior")
+    else:
+        fitted, row["fit_wall_s"], row["fit_cpu_s"] = timed(lambda: fit_sampler(run, config, latents=latents))
+        sampler = fitted.sampler.eval()
+    drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
+        lambda: sample_many(run.model, args.samples, make_generator(args.seed), sampler))
+    row.update(measure(test, drawn, args.data))
+    return row, drawn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=("mnist", "fashion-mnist"), default="mnist")
@@ -246,17 +261,8 @@ def main() -> None:
     result["vaekit_test_loss"] = run.metrics[-1]["test_loss"] if run.metrics else None
     latents = training_latents(run)
     for name in args.vaekit:
-        row = {}
-        if name == "prior":
-            sampler = load_sampler(run, "prior")
-        else:
-            config = SamplerConfig(name) if name == "gmm" else SamplerConfig(name, epochs=args.sampler_epochs)
-            fitted, row["fit_wall_s"], row["fit_cpu_s"] = timed(
-                lambda: fit_sampler(run, config, latents=latents))  # noqa: B023
-            sampler = fitted.sampler.eval()
-        drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
-            lambda: sample_many(run.model, args.samples, make_generator(args.seed), sampler))  # noqa: B023
-        row.update(measure(test, drawn, args.data))
+        config = SamplerConfig(name) if name in ("prior", "gmm") else SamplerConfig(name, epochs=args.sampler_epochs)
+        row, drawn = vaekit_pipeline(run, config, latents, test, args)
         result["vaekit"][name], draws[("vaekit", name)] = row, grid_pick(drawn, args.seed)
         log({"vaekit": {name: row}})
 
@@ -266,19 +272,10 @@ def main() -> None:
         tag = name.split("+")[0]
         candidate = run if tag == "seed" else load_run(
             trained_run(args.workdir, tag, args.data, flags, args.epochs, result))
+        known = latents if candidate is run else None  # the seed model's latents, read once
+        row, drawn = vaekit_pipeline(candidate, SamplerConfig(**sampler_fields), known, test, args)
         row = {"train_flags": " ".join(flags), "sampler": sampler_fields,
-               "test_loss": candidate.metrics[-1]["test_loss"] if candidate.metrics else None}
-        config = SamplerConfig(**sampler_fields)
-        if config.name == "prior":
-            sampler = load_sampler(candidate, "prior")
-        else:
-            known = latents if candidate is run else None  # the seed model's latents, read once
-            fitted, row["fit_wall_s"], row["fit_cpu_s"] = timed(
-                lambda: fit_sampler(candidate, config, latents=known))  # noqa: B023
-            sampler = fitted.sampler.eval()
-        drawn, row["sample_wall_s"], row["sample_cpu_s"] = timed(
-            lambda: sample_many(candidate.model, args.samples, make_generator(args.seed), sampler))  # noqa: B023
-        row.update(measure(test, drawn, args.data))
+               "test_loss": candidate.metrics[-1]["test_loss"] if candidate.metrics else None, **row}
         result["vaekit"][name], draws[("vaekit", name)] = row, grid_pick(drawn, args.seed)
         log({"vaekit": {name: row}})
 

@@ -17,6 +17,12 @@ table's protocol). `--samples` and `--fvae-votes` set the scoring protocol (defa
 10,000 samples and 10,000 + 5,000 FactorVAE votes). CPU seconds are this process's, at one thread.
 Each finished run's row is also appended to WORKDIR/results.jsonl as it comes.
 
+`--whole`: train on dSprites' whole training split (`--data dsprites`: all 737,280 images, streamed from the
+packed file; its test split is a sample of them) instead of an in-memory subset, as Chen et al. do. `--resume`: a
+model and seed whose run directory already holds a run goes on from its last finished epoch (`vaekit.resume`) up
+to `--epochs`, so a long run spans several invocations (the curve and CPU seconds count this invocation only; the
+curve's points are also appended, as they come, to WORKDIR/curve-MODEL-seedS.jsonl).
+
 `--merge A.json B.json ...`: one table from several runs of this script (say one per model, run side by side),
 which must share the budget and the protocol; nothing is trained.
 """
@@ -39,11 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_rss_mb  # noqa: E402
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from vaekit.data import dsprites  # noqa: E402
+from vaekit.data import dsprites, dsprites_set  # noqa: E402
 from vaekit.data.imageset import ImageSet  # noqa: E402
 from vaekit.disentanglement import mig, sample_factors  # noqa: E402
 from vaekit.dsprites_scores import protocol_for, run_scores  # noqa: E402
-from vaekit.fit import fit  # noqa: E402
+from vaekit.fit import fit, resume  # noqa: E402
+from vaekit.runs import has_finished_epoch  # noqa: E402
 
 # The three objectives: TrainConfig's beta weighs the KL (or, with tc_beta, the mutual information and the
 # dimension-wise KL) and tc_beta the total correlation (vaekit.total_correlation, MWS).
@@ -75,21 +82,24 @@ def subset(n: int, seed: int) -> tuple[ImageSet, np.ndarray]:
 
 def config_for(args, model: str, seed: int) -> RunConfig:
     """One run's config: the shared budget and architecture, the model's objective, the seed."""
+    data = (DataConfig(name=dsprites_set.NAME, binarize="none") if args.whole else
+            DataConfig(name=f"dsprites-subset-{args.images}-seed{args.subset_seed}", binarize="none",
+                       validation=args.validation))
     return RunConfig(
-        data=DataConfig(name=f"dsprites-subset-{args.images}-seed{args.subset_seed}", binarize="none",
-                        validation=args.validation),
+        data=data,
         model=ModelConfig(input_shape=(1, dsprites.SIZE, dsprites.SIZE), architecture=args.architecture,
                           hidden_dims=args.hidden, latent_dim=args.latent),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, schedule=args.schedule,
-                          seed=seed, precision=args.precision, **MODELS[model]))
+                          seed=seed, precision=args.precision, compile=args.compile, **MODELS[model]))
 
 
 class MigCurve:
     """A callback: MIG on fixed images after every epoch, with the CPU seconds and optimizer steps so far."""
 
-    def __init__(self, samples: int, steps_per_epoch: int, start: float):
+    def __init__(self, samples: int, steps_per_epoch: int, start: float, log: Path):
         self.factors = sample_factors(dsprites.FACTOR_SIZES, samples, np.random.default_rng(0))
-        self.steps_per_epoch, self.start, self.points = steps_per_epoch, start, []
+        self.steps_per_epoch, self.start, self.points, self.log = steps_per_epoch, start, [], log
+        self.wall = time.perf_counter()
 
     def __call__(self, epoch) -> None:
         cpu = time.process_time() - self.start
@@ -98,10 +108,13 @@ class MigCurve:
         codes = embed(epoch.model, x)[0].double().numpy()
         score = mig(codes, self.factors)
         point = {"epoch": epoch.epoch, "steps": epoch.epoch * self.steps_per_epoch, "train_cpu_s": round(cpu, 1),
+                 "wall_s": round(time.perf_counter() - self.wall, 1),
                  "mig": round(score["mig"], 4), "mig_per_factor": [round(float(v), 3) for v in score["per_factor"]],
                  "test_loss": round(float(epoch.metrics["test_loss"]), 2)}
         self.points.append(point)
         print(json.dumps(point), file=sys.stderr, flush=True)
+        with open(self.log, "a") as out:
+            out.write(json.dumps(point) + "\n")
 
 
 def summary(results: list[dict]) -> dict:
@@ -143,6 +156,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--images", type=int, default=100_000, help="training subset size (of 737,280)")
+    parser.add_argument("--whole", action="store_true", help="train on the whole training split, streamed")
+    parser.add_argument("--resume", action="store_true", help="continue runs already in --workdir")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--subset-seed", type=int, default=0)
     parser.add_argument("--validation", type=float, default=0.02)
     parser.add_argument("--epochs", type=int, default=4)
@@ -167,9 +183,10 @@ def main() -> None:
     torch.set_num_threads(1)
 
     start = time.process_time()
-    images, _ = subset(args.images, args.subset_seed)
+    images = None if args.whole else subset(args.images, args.subset_seed)[0]
     render_cpu = time.process_time() - start
-    n_train = args.images - max(1, round(args.images * args.validation))
+    n_train = (dsprites.COUNT if args.whole
+               else args.images - max(1, round(args.images * args.validation)))
     steps_per_epoch = math.ceil(n_train / args.batch)
     protocol = protocol_for(args.samples)
     if args.fvae_votes is not None:
@@ -184,9 +201,13 @@ def main() -> None:
             out = args.workdir / f"{model}-seed{seed}"
             print(f"training {out}", file=sys.stderr, flush=True)
             wall, cpu = time.perf_counter(), time.process_time()
-            curve = MigCurve(args.curve, steps_per_epoch, cpu) if args.curve else None
-            run = fit(config, out, images=images, device="cpu", progress=True,
-                      callbacks=[curve] if curve else None)
+            curve = (MigCurve(args.curve, steps_per_epoch, cpu, args.workdir / f"curve-{model}-seed{seed}.jsonl")
+                     if args.curve else None)
+            if args.resume and has_finished_epoch(out):
+                run = resume(out, epochs=args.epochs, device="cpu", progress=True, callbacks=[curve] if curve else None)
+            else:
+                run = fit(config, out, images=images, device="cpu", progress=True,
+                          callbacks=[curve] if curve else None)
             train_cpu, train_wall = time.process_time() - cpu, time.perf_counter() - wall
             wall, cpu = time.perf_counter(), time.process_time()
             scores = run_scores(run, args.score_seed, protocol)
@@ -207,7 +228,8 @@ def main() -> None:
 
     table = summary(results)
     print(json.dumps({"benchmark": "disentanglement", "machine": machine(),
-                      "budget": {"images": args.images, "subset_seed": args.subset_seed, "train_images": n_train,
+                      "budget": {"images": "whole training split" if args.whole else args.images,
+                                 "subset_seed": args.subset_seed, "train_images": n_train,
                                  "epochs": args.epochs, "batch": args.batch, "steps": args.epochs * steps_per_epoch,
                                  "architecture": args.architecture, "hidden": list(args.hidden),
                                  "latent": args.latent, "lr": args.lr, "schedule": args.schedule,

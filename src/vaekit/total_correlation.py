@@ -41,22 +41,81 @@ class TCTerms(NamedTuple):
     dimension_kl: torch.Tensor
 
 
-def pairwise_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log q(z_i,d | n_j) for every sample i, posterior j and dimension d: (M, M, D) from z, mu, logvar (M, D)."""
-    z, mu, logvar = z[:, None, :], mu[None, :, :], logvar[None, :, :]
-    return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar))
+def _pair_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, precision: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One dimension's log q(z_i | n_j) for every sample i and posterior j, (M, M), and the differences
+    z_i - mu_j it was computed from; z, mu, logvar, precision = exp(-logvar) are that dimension's (M,)."""
+    diff = z[:, None] - mu[None, :]
+    return torch.addcmul(-0.5 * (logvar + LOG_2PI), diff.square(), -0.5 * precision), diff
+
+
+BLOCK_ELEMENTS = 1 << 18  # the pairs of this many (sample, posterior) at once: 1 MB of float32, in a core's cache
+
+
+class _MixtureLogDensities(torch.autograd.Function):
+    """log sum_j q(z_i | n_j) (M,) and log sum_j q(z_id | n_j) (M, D) over a batch's posteriors, with a
+    hand-written backward. It visits the pairs a block of samples and one dimension at a time, never the
+    (M, M, D) block a plain autograd graph keeps (several of them, 40 MB each for M = 1,024, D = 10), which
+    made the estimator, not the networks, most of a large batch's step on CPU."""
+
+    @staticmethod
+    def forward(ctx, z, mu, logvar):
+        m, dims = z.shape
+        precision = torch.exp(-logvar)
+        joint_weights = torch.empty(m, m, dtype=z.dtype, device=z.device)
+        log_joint, marginals = torch.empty_like(z[:, 0]), torch.empty_like(z)
+        for rows in _blocks(m):
+            joint = torch.zeros(len(range(m)[rows]), m, dtype=z.dtype, device=z.device)
+            for d in range(dims):
+                pairs = _pair_log_density(z[rows, d], mu[:, d], logvar[:, d], precision[:, d])[0]
+                joint += pairs
+                marginals[rows, d] = torch.logsumexp(pairs, dim=1)
+            log_joint[rows] = torch.logsumexp(joint, dim=1)
+            # the joint mixture's weight of each posterior (rows sum to 1): its pairs' share of the gradient
+            torch.exp(joint.sub_(log_joint[rows, None]), out=joint_weights[rows])
+        ctx.save_for_backward(z, mu, logvar, precision, joint_weights, marginals)
+        return log_joint, marginals
+
+    @staticmethod
+    def backward(ctx, grad_joint, grad_marginals):
+        z, mu, logvar, precision, joint_weights, marginals = ctx.saved_tensors
+        m, dims = z.shape
+        grad_joint = torch.zeros_like(z[:, 0]) if grad_joint is None else grad_joint
+        grad_marginals = torch.zeros_like(z) if grad_marginals is None else grad_marginals
+        grad_z = torch.empty_like(z)
+        # per posterior j and dimension d: sum_i G_ij, sum_i G_ij (z_i - mu_j), sum_i G_ij (z_i - mu_j)^2
+        column, first, second = (torch.zeros_like(z) for _ in range(3))
+        for rows in _blocks(m):
+            from_joint = joint_weights[rows] * grad_joint[rows, None]
+            for d in range(dims):
+                pairs, diff = _pair_log_density(z[rows, d], mu[:, d], logvar[:, d], precision[:, d])
+                # G_ij = d loss / d pairs_ij, through the dimension's mixture and through the joint one
+                weights = pairs.sub_(marginals[rows, d, None]).exp_().mul_(grad_marginals[rows, d, None])
+                weights += from_joint
+                column[:, d] += weights.sum(0)
+                weighted = weights.mul_(diff)
+                grad_z[rows, d] = -(weighted @ precision[:, d])
+                first[:, d] += weighted.sum(0)
+                second[:, d] += weighted.mul_(diff).sum(0)
+        # pairs_ij = -(log 2 pi + logvar_j + (z_i - mu_j)^2 exp(-logvar_j)) / 2
+        return grad_z, first * precision, 0.5 * (second * precision - column)
+
+
+def _blocks(m: int) -> list[slice]:
+    """Row blocks of an (m, m) matrix of about BLOCK_ELEMENTS each."""
+    size = max(1, BLOCK_ELEMENTS // m)
+    return [slice(start, min(start + size, m)) for start in range(0, m, size)]
 
 
 def mws_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int) -> TCTerms:
     """The three KL terms of each sample z_i ~ q(z|n_i) (M, D), under the N(0, I) prior, with q(z) and its
     marginals estimated by minibatch-weighted sampling over the batch's posteriors (mu, logvar) (M, D) for a
     dataset of `dataset_size` images (N >= M)."""
-    m = len(z)
-    pairs = pairwise_log_density(z, mu, logvar)  # (M, M, D)
-    log_w = math.log(dataset_size * m)
-    log_q_given_x = pairs.diagonal(dim1=0, dim2=1).sum(0)  # (M,): each sample under its own posterior
-    log_q = torch.logsumexp(pairs.sum(2), dim=1) - log_w
-    log_prod_marginals = (torch.logsumexp(pairs, dim=1) - log_w).sum(1)
+    log_w = math.log(dataset_size * len(z))
+    log_q_given_x = DiagonalGaussian(mu, logvar).log_prob(z)  # (M,): each sample under its own posterior
+    log_joint, log_marginals = _MixtureLogDensities.apply(z, mu, logvar)
+    log_q = log_joint - log_w
+    log_prod_marginals = (log_marginals - log_w).sum(1)
     log_prior = standard_normal_log_prob(z)
     return TCTerms(log_q_given_x - log_q, log_q - log_prod_marginals, log_prod_marginals - log_prior)
 

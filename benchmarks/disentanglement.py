@@ -23,6 +23,9 @@ model and seed whose run directory already holds a run goes on from its last fin
 to `--epochs`, so a long run spans several invocations (the curve and CPU seconds count this invocation only; the
 curve's points are also appended, as they come, to WORKDIR/curve-MODEL-seedS.jsonl).
 
+`--score RUN ...`: score runs as they stand (a long run stopped between invocations, say) with the protocol; one
+JSON row per run, with its finished epochs and steps; nothing is trained.
+
 `--merge A.json B.json ...`: one table from several runs of this script (say one per model, run side by side),
 which must share the budget and the protocol; nothing is trained.
 """
@@ -50,14 +53,15 @@ from vaekit.data.imageset import ImageSet  # noqa: E402
 from vaekit.disentanglement import mig, sample_factors  # noqa: E402
 from vaekit.dsprites_scores import protocol_for, run_scores  # noqa: E402
 from vaekit.fit import fit, resume  # noqa: E402
-from vaekit.runs import has_finished_epoch  # noqa: E402
+from vaekit.runs import has_finished_epoch, load_run  # noqa: E402
 
 # The three objectives: TrainConfig's beta weighs the KL (or, with tc_beta, the mutual information and the
 # dimension-wise KL) and tc_beta the total correlation (vaekit.total_correlation, MWS).
 MODELS = {"vae": {"beta": 1.0, "tc_beta": None},
           "beta-vae": {"beta": 4.0, "tc_beta": None},
           "beta-tcvae": {"beta": 1.0, "tc_beta": 6.0}}
-METRICS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "factor_vae_score")
+METRICS = ("mig", "mig_sampled", "mig_chen", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+           "factor_vae_score")
 
 # Published numbers for the same models on DeepMind's dSprites, with where each comes from. None: not found as a
 # number in a source we could read here (the papers give most of them as plots).
@@ -125,7 +129,8 @@ def summary(results: list[dict]) -> dict:
         out[model] = {m: {"mean": round(statistics.fmean(r["scores"][m] for r in rows), 4),
                           "min": round(min(r["scores"][m] for r in rows), 4),
                           "max": round(max(r["scores"][m] for r in rows), 4),
-                          "seeds": [round(r["scores"][m], 4) for r in rows]} for m in METRICS}
+                          "seeds": [round(r["scores"][m], 4) for r in rows]}
+                      for m in METRICS if all(m in r["scores"] for r in rows)}  # older outputs lack the sampled MIG
     return out
 
 
@@ -148,6 +153,30 @@ def merged(paths: list[Path]) -> dict:
     return {**parts[0], "merged_from": [str(p) for p in paths], "results": results, "table": table,
             "targets": targets(table), "total_cpu_s": round(sum(part["total_cpu_s"] for part in parts), 1),
             "peak_rss_mb": max(part["peak_rss_mb"] for part in parts)}
+
+
+def scoring_protocol(args):
+    protocol = protocol_for(args.samples)
+    if args.fvae_votes is not None:
+        protocol = replace(protocol, factor_vae_train=args.fvae_votes, factor_vae_eval=max(2, args.fvae_votes // 2))
+    return protocol
+
+
+def scored(path: Path, args) -> dict:
+    """One run's scores as it stands: its last finished epoch's weights."""
+    run = load_run(path)
+    cpu = time.process_time()
+    scores = run_scores(run, args.score_seed, scoring_protocol(args))
+    epochs = len(run.metrics)
+    whole = run.config.data.name == dsprites_set.NAME  # else a subset, whose size the run does not record
+    return {"run": str(path), "epochs": epochs, "batch": run.config.train.batch_size,
+            "steps": epochs * math.ceil(dsprites.COUNT / run.config.train.batch_size) if whole else None,
+            "score_cpu_s": round(time.process_time() - cpu, 1),
+            "test_loss": round(float(run.metrics[-1]["test_loss"]), 2) if run.metrics else None,
+            "scores": {m: scores[m] for m in METRICS}, "mig_per_factor": scores["mig_per_factor"],
+            "mig_sampled_per_factor": scores["mig_sampled_per_factor"],
+            "mutual_information": scores["mutual_information"],
+            "sampled_mutual_information": scores["sampled_mutual_information"]}
 
 
 def main() -> None:
@@ -176,11 +205,16 @@ def main() -> None:
     parser.add_argument("--score-seed", type=int, default=0)
     parser.add_argument("--curve", type=int, default=0, help="MIG on this many images after every epoch (0: off)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge these outputs; train nothing")
+    parser.add_argument("--score", type=Path, nargs="+", default=None, help="score these runs; train nothing")
     args = parser.parse_args()
     if args.merge:
         print(json.dumps(merged(args.merge), indent=1))
         return
     torch.set_num_threads(1)
+    if args.score:
+        for path in args.score:
+            print(json.dumps(scored(path, args)), flush=True)
+        return
 
     start = time.process_time()
     images = None if args.whole else subset(args.images, args.subset_seed)[0]
@@ -188,9 +222,7 @@ def main() -> None:
     n_train = (dsprites.COUNT if args.whole
                else args.images - max(1, round(args.images * args.validation)))
     steps_per_epoch = math.ceil(n_train / args.batch)
-    protocol = protocol_for(args.samples)
-    if args.fvae_votes is not None:
-        protocol = replace(protocol, factor_vae_train=args.fvae_votes, factor_vae_eval=max(2, args.fvae_votes // 2))
+    protocol = scoring_protocol(args)
     print(f"{args.images} images rendered in {render_cpu:.1f} s CPU; {steps_per_epoch} steps per epoch",
           file=sys.stderr, flush=True)
 
@@ -217,7 +249,9 @@ def main() -> None:
                    "score_wall_s": round(time.perf_counter() - wall, 1),
                    "test_loss": round(float(run.metrics[-1]["test_loss"]), 2) if run.metrics else None,
                    "scores": {m: scores[m] for m in METRICS}, "mig_per_factor": scores["mig_per_factor"],
-                   "mutual_information": scores["mutual_information"]}
+                   "mig_sampled_per_factor": scores["mig_sampled_per_factor"],
+                   "mutual_information": scores["mutual_information"],
+                   "sampled_mutual_information": scores["sampled_mutual_information"]}
             if curve:
                 row["curve"] = curve.points
             results.append(row)

@@ -87,6 +87,60 @@ def test_mig_refuses_a_constant_factor_and_bad_shapes():
         dis.mig(np.zeros((10, 2)), np.zeros((10, 1)))
 
 
+def sampled_codes(sizes=(6, 8, 8), repeat=4):
+    """A perfect stochastic code of a grid of factors: latent k = factor k's value at spacing 1, posterior standard
+    deviation 0.05, so each value's posteriors stand apart and every latent holds its factor's log |v| nats."""
+    factors = np.repeat(grid(sizes), repeat, axis=0)
+    return factors.astype(float), np.full(factors.shape, 2 * math.log(0.05)), factors
+
+
+def test_mixture_entropy_of_one_wide_gaussian_and_of_separate_narrow_ones():
+    rng = np.random.default_rng(0)
+    mu, logvar = np.zeros(4000), np.zeros(4000)  # every component N(0, 1): the entropy of N(0, 1)
+    assert dis.mixture_entropy(rng.standard_normal(4000), mu, logvar) == pytest.approx(
+        0.5 * math.log(2 * math.pi * math.e), abs=0.03)
+    centres = np.repeat(np.arange(8.0) * 10, 500)  # 8 far-apart N(c, 0.1^2): log 8 + the entropy of one of them
+    draws = centres + 0.1 * rng.standard_normal(4000)
+    assert dis.mixture_entropy(draws, centres, np.full(4000, 2 * math.log(0.1))) == pytest.approx(
+        math.log(8) + 0.5 * math.log(2 * math.pi * math.e * 0.01), abs=0.03)
+
+
+def test_sampled_mig_of_perfect_permuted_rotated_and_noise_codes():
+    mu, logvar, factors = sampled_codes()
+    result = dis.sampled_mig(mu, logvar, factors, np.random.default_rng(0))
+    np.testing.assert_allclose(result["mutual_information"].diagonal(), np.log([6, 8, 8]), atol=0.02)
+    assert result["mig"] > 0.98
+    assert dis.sampled_mig(mu[:, [2, 0, 1]], logvar, factors, np.random.default_rng(0))["mig"] == pytest.approx(
+        result["mig"], abs=0.01)
+    turned = rotate(mu, 1, 2) * mu[:, 1:].std()  # x and y at 45 degrees, the same spread as before
+    rotated = dis.sampled_mig(turned, logvar, factors, np.random.default_rng(0))
+    assert rotated["per_factor"][1:].max() < 0.1 and rotated["per_factor"][0] > 0.98
+    noise = dis.sampled_mig(np.random.default_rng(1).standard_normal(mu.shape), logvar, factors,
+                            np.random.default_rng(0))
+    assert noise["mig"] < 0.05
+
+
+def test_a_wide_posterior_whose_mean_follows_a_factor_costs_the_sampled_mig_nothing():
+    """The difference from `mig`: a latent whose mean moves a little with x while its posterior is the prior
+    (an unused latent, as trained models leave them) has the same histogram information as the used one, and no
+    information once sampled."""
+    mu, logvar, factors = sampled_codes()
+    leaky_mu = np.concatenate([mu, 0.01 * mu[:, 1:2]], axis=1)
+    leaky_logvar = np.concatenate([logvar, np.zeros((len(mu), 1))], axis=1)
+    assert dis.mig(leaky_mu, factors)["per_factor"][1] == pytest.approx(0.0, abs=1e-12)
+    sampled = dis.sampled_mig(leaky_mu, leaky_logvar, factors, np.random.default_rng(0))
+    assert sampled["per_factor"][1] > 0.95
+    assert sampled["mutual_information"][3, 1] < 0.02
+
+
+def test_sampled_mig_refuses_a_bad_logvar():
+    mu, logvar, factors = sampled_codes(repeat=1)
+    with pytest.raises(ValueError, match="logvar"):
+        dis.sampled_mig(mu, logvar[:, :2], factors, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="logvar"):
+        dis.sampled_mig(mu, np.where(mu > 3, np.nan, logvar), factors, np.random.default_rng(0))
+
+
 def test_dci_from_importance_of_known_matrices():
     assert dis.dci_from_importance(np.eye(4)) == pytest.approx((1.0, 1.0), abs=1e-8)
     assert dis.dci_from_importance(np.ones((4, 4))) == pytest.approx((0.0, 0.0), abs=1e-8)

@@ -8,11 +8,12 @@ import torch
 
 from .data import dsprites
 from .data.imageset import ImageSet
-from .disentanglement import DEFAULT_PROTOCOL, Protocol, Represent, mig_of, scores
+from .disentanglement import DEFAULT_PROTOCOL, Protocol, Represent, mig_of, sample_factors, sampled_mig, scores
 from .representation import embed
 
 
 BASE_FACTORS = (2, 3, 5, 15, 15)  # the traversals' base image: a heart, middle scale, turned a little, centred
+SAMPLED_MIG_STREAM = 1  # the sampled MIG's code noise: numpy's Generator seeded with [seed, this]
 TRAVERSAL_PERCENTILES = (1.0, 99.0)  # a traversed code's range: these percentiles of its posterior means
 
 
@@ -31,26 +32,34 @@ def protocol_for(samples: int, estimator: str = "lasso") -> Protocol:
                     factor_vae_train=samples, factor_vae_eval=half, factor_vae_variance_samples=samples)
 
 
+def run_posteriors(run, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances (n, D) of `run` (a vaekit.runs.Run) for (n, 5) dSprites factor indices,
+    on the CPU, as float64: each image drawn, then read as the run reads images for latents (`Run.inputs`)."""
+    images = torch.from_numpy(dsprites.render(factors) * np.uint8(255))[:, None]  # (n, 1, 64, 64)
+    x = run.inputs(ImageSet(images, None, "dsprites"), for_latents=True)
+    return tuple(t.cpu().double().numpy() for t in embed(run.model, x))
+
+
 def run_represent(run) -> Represent:
-    """(n, 5) dSprites factor indices -> (n, D) posterior means of `run` (a vaekit.runs.Run), on the CPU, as
-    float64: each image drawn, then read as the run reads images for latents (`Run.inputs`)."""
-
-    def represent(factors: np.ndarray) -> np.ndarray:
-        images = torch.from_numpy(dsprites.render(factors) * np.uint8(255))[:, None]  # (n, 1, 64, 64)
-        x = run.inputs(ImageSet(images, None, "dsprites"), for_latents=True)
-        return embed(run.model, x)[0].cpu().double().numpy()
-
-    return represent
+    """(n, 5) dSprites factor indices -> (n, D) posterior means of `run` (`run_posteriors`)."""
+    return lambda factors: run_posteriors(run, factors)[0]
 
 
 def run_scores(run, seed: int = 0, protocol: Protocol = DEFAULT_PROTOCOL) -> dict:
     """MIG, DCI and the FactorVAE score of `run` on dSprites, as plain JSON-ready numbers."""
     result = scores(run_represent(run), dsprites.FACTOR_SIZES, seed, protocol)
     mig, dci, fvae = result["mig"], result["dci"], result["factor_vae"]
+    # the sampled MIG on MIG's own images (the first draws of the same seed), its code noise from a seed of its own
+    factors = sample_factors(dsprites.FACTOR_SIZES, protocol.mig_samples, np.random.default_rng(seed))
+    sampled = sampled_mig(*run_posteriors(run, factors), factors, np.random.default_rng([seed, SAMPLED_MIG_STREAM]))
+    without_shape = [k for k, name in enumerate(dsprites.FACTOR_NAMES) if name != "shape"]
     return {"factors": list(dsprites.FACTOR_NAMES), "seed": seed,
             "protocol": {k: getattr(protocol, k) for k in protocol.__dataclass_fields__},
             "mig": mig["mig"], "mig_per_factor": [float(v) for v in mig["per_factor"]],
             "mutual_information": mig["mutual_information"].round(6).tolist(),
+            "mig_sampled": sampled["mig"], "mig_sampled_per_factor": [float(v) for v in sampled["per_factor"]],
+            "mig_chen": float(sampled["per_factor"][without_shape].mean()),
+            "sampled_mutual_information": sampled["mutual_information"].round(6).tolist(),
             "dci_disentanglement": dci["disentanglement"], "dci_completeness": dci["completeness"],
             "dci_informativeness": dci["informativeness"], "dci_importance": dci["importance"].round(6).tolist(),
             "factor_vae_score": fvae["eval_accuracy"], "factor_vae_train_accuracy": fvae["train_accuracy"]}

@@ -69,6 +69,9 @@ def run_disentanglement(args) -> int:
         return 0
     print(f"MIG                 {result['mig']:.4f}   per factor " +
           " ".join(f"{n} {v:.3f}" for n, v in zip(result["factors"], result["mig_per_factor"])))
+    print(f"MIG, sampled codes  {result['mig_sampled']:.4f}   per factor " +
+          " ".join(f"{n} {v:.3f}" for n, v in zip(result["factors"], result["mig_sampled_per_factor"])) +
+          f"   (without shape, as Chen et al.'s code: {result['mig_chen']:.4f})")
     print(f"DCI ({args.estimator})         disentanglement {result['dci_disentanglement']:.4f}   "
           f"completeness {result['dci_completeness']:.4f}   informativeness {result['dci_informativeness']:.4f}")
     print(f"FactorVAE score     {result['factor_vae_score']:.4f}")

@@ -45,6 +45,9 @@ def test_slerp_keeps_the_norm_of_equal_length_vectors():
     torch.testing.assert_close(path[2], torch.tensor([3 / math.sqrt(2), 3 / math.sqrt(2), 0.0]))
     # parallel vectors: no arc, so a straight line
     torch.testing.assert_close(slerp(a, 2 * a, torch.tensor([0.5])), (1.5 * a)[None])
+    # a zero end (the prior's centre) has no direction: a straight line too, not NaN
+    torch.testing.assert_close(slerp(torch.zeros(3), b, torch.tensor([0.0, 0.25, 1.0])), torch.stack([0 * b, b / 4, b]))
+    torch.testing.assert_close(slerp(a, torch.zeros(3), torch.tensor([0.5])), (a / 2)[None])
 
 
 def test_unknown_interpolation_is_rejected(model):

@@ -38,8 +38,10 @@ def reconstruct(model: LatentVariableModel, x: torch.Tensor) -> torch.Tensor:
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation between vectors a and b (D,) at fractions t (T,) -> (T, D) (Shoemake 1985).
 
-    Falls back to linear interpolation where a and b are (anti)parallel and the arc is undefined.
+    Falls back to linear interpolation where the arc is undefined: a and b (anti)parallel, or either of them zero.
     """
+    if min(float(a.norm()), float(b.norm())) <= 1e-12:  # the zero vector has no direction (it gave NaN)
+        return torch.lerp(a, b, t[:, None])
     a_unit, b_unit = a / a.norm(), b / b.norm()
     omega = torch.arccos((a_unit * b_unit).sum().clamp(-1.0, 1.0))
     t = t[:, None]

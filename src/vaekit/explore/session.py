@@ -478,9 +478,8 @@ class ExploredRun:
             raise Refused(f"method must be one of {', '.join(INTERPOLATIONS)}, got {short(method)}")
         ends = torch.stack([self._end(a, "a"), self._end(b, "b")])
         t = torch.linspace(0, 1, steps, dtype=torch.float64)
-        # slerp of the zero vector (the prior's centre) has no arc: generate.slerp would give NaN, so it is linear
-        arc = method == "slerp" and bool(ends.norm(dim=1).min() > 1e-12)
-        z = slerp(ends[0], ends[1], t) if arc else torch.lerp(ends[0], ends[1], t[:, None])
+        # slerp of the zero vector (the prior's centre) has no arc: generate.slerp is linear there
+        z = slerp(ends[0], ends[1], t) if method == "slerp" else torch.lerp(ends[0], ends[1], t[:, None])
         # decoded as they are: the ends were checked, and a slerp's points may pass the bound where the ends do not
         images = [data_url(image_png(image, scale)) for image in self.pictures(z)]
         return {"images": images, "z": z.tolist()}

@@ -162,6 +162,14 @@ def scoring_protocol(args):
     return protocol
 
 
+def score_fields(scores: dict) -> dict:
+    """What a result row keeps of `run_scores`: the table's metrics, per factor, and the mutual information."""
+    return {"scores": {m: scores[m] for m in METRICS}, "mig_per_factor": scores["mig_per_factor"],
+            "mig_sampled_per_factor": scores["mig_sampled_per_factor"],
+            "mutual_information": scores["mutual_information"],
+            "sampled_mutual_information": scores["sampled_mutual_information"]}
+
+
 def scored(path: Path, args) -> dict:
     """One run's scores as it stands: its last finished epoch's weights."""
     run = load_run(path)
@@ -173,10 +181,7 @@ def scored(path: Path, args) -> dict:
             "steps": epochs * math.ceil(dsprites.COUNT / run.config.train.batch_size) if whole else None,
             "score_cpu_s": round(time.process_time() - cpu, 1),
             "test_loss": round(float(run.metrics[-1]["test_loss"]), 2) if run.metrics else None,
-            "scores": {m: scores[m] for m in METRICS}, "mig_per_factor": scores["mig_per_factor"],
-            "mig_sampled_per_factor": scores["mig_sampled_per_factor"],
-            "mutual_information": scores["mutual_information"],
-            "sampled_mutual_information": scores["sampled_mutual_information"]}
+            **score_fields(scores)}
 
 
 def main() -> None:
@@ -248,10 +253,7 @@ def main() -> None:
                    "score_cpu_s": round(time.process_time() - cpu, 1),
                    "score_wall_s": round(time.perf_counter() - wall, 1),
                    "test_loss": round(float(run.metrics[-1]["test_loss"]), 2) if run.metrics else None,
-                   "scores": {m: scores[m] for m in METRICS}, "mig_per_factor": scores["mig_per_factor"],
-                   "mig_sampled_per_factor": scores["mig_sampled_per_factor"],
-                   "mutual_information": scores["mutual_information"],
-                   "sampled_mutual_information": scores["sampled_mutual_information"]}
+                   **score_fields(scores)}
             if curve:
                 row["curve"] = curve.points
             results.append(row)

@@ -65,19 +65,9 @@ def test_a_factorized_aggregate_posterior_has_no_total_correlation():
     torch.testing.assert_close(tc, torch.full((n,), (d - 1) * math.log(n), dtype=torch.float64))
 
 
-def plain_mws(z, mu, logvar, dataset_size):
-    """The MWS terms through autograd on the whole (M, M, D) block of pairs: the reference for the gradients."""
-    pairs = -0.5 * (math.log(2 * math.pi) + logvar[None] + (z[:, None] - mu[None]) ** 2 * torch.exp(-logvar[None]))
-    log_w = math.log(dataset_size * len(z))
-    log_q = torch.logsumexp(pairs.sum(2), 1) - log_w
-    log_prod = (torch.logsumexp(pairs, 1) - log_w).sum(1)
-    return pairs.diagonal(dim1=0, dim2=1).sum(0) - log_q, log_q - log_prod, log_prod - standard_normal_log_prob(z)
-
-
 @pytest.mark.parametrize("block", [1 << 18, 40])  # one block (m = 13); blocks of 5 rows of m = 8, the last one of 3
-def test_the_hand_written_backward_matches_autograd_on_the_plain_estimator(monkeypatch, block):
+def test_the_hand_written_backward_matches_autograd_on_the_whole_block_of_pairs(monkeypatch, block):
     monkeypatch.setattr("vaekit.total_correlation.BLOCK_ELEMENTS", block)
-    monkeypatch.setattr("vaekit.total_correlation.PLAIN_MAX_PAIRS", 0)  # the Function even for a small batch
     g = torch.Generator().manual_seed(3)
     m, d = (8, 3) if block == 40 else (13, 4)
     mu0 = torch.randn(m, d, generator=g, dtype=torch.float64)
@@ -85,18 +75,18 @@ def test_the_hand_written_backward_matches_autograd_on_the_plain_estimator(monke
     eps = torch.randn(m, d, generator=g, dtype=torch.float64)
     weights = torch.randn(3, m, generator=g, dtype=torch.float64)  # every term in the loss, with its own weights
 
-    def gradients(estimator):
+    def gradients(plain):
         mu, logvar = mu0.clone().requires_grad_(), logvar0.clone().requires_grad_()
         z = mu + torch.exp(0.5 * logvar) * eps
-        loss = sum((w * term).sum() for w, term in zip(weights, estimator(z, mu, logvar, 1000)))
+        loss = sum((w * term).sum() for w, term in zip(weights, mws_decomposition(z, mu, logvar, 1000, plain)))
         return (loss.detach(), *torch.autograd.grad(loss, (mu, logvar)))
 
-    for ours, plain in zip(gradients(mws_decomposition), gradients(plain_mws)):
-        torch.testing.assert_close(ours, plain, rtol=1e-10, atol=1e-10)
-    assert gradients(plain_mws)[1].abs().max() > 0.1  # the gradients compared are not all ~0
+    for ours, autograd in zip(gradients(False), gradients(True)):
+        torch.testing.assert_close(ours, autograd, rtol=1e-10, atol=1e-10)
+    assert gradients(True)[1].abs().max() > 0.1  # the gradients compared are not all ~0
     mu, logvar = mu0[:5, :2].clone().requires_grad_(), logvar0[:5, :2].clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: mws_decomposition(a + torch.exp(0.5 * b) * eps[:5, :2], a, b, 50),
-                                    (mu, logvar))
+    assert torch.autograd.gradcheck(
+        lambda a, b: mws_decomposition(a + torch.exp(0.5 * b) * eps[:5, :2], a, b, 50, plain=False), (mu, logvar))
 
 
 def batch(seed=0, b=16, d=4):

@@ -110,13 +110,15 @@ def _blocks(m: int) -> list[slice]:
     return [slice(start, min(start + size, m)) for start in range(0, m, size)]
 
 
-def mws_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int) -> TCTerms:
+def mws_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
+                      plain: bool | None = None) -> TCTerms:
     """The three KL terms of each sample z_i ~ q(z|n_i) (M, D), under the N(0, I) prior, with q(z) and its
     marginals estimated by minibatch-weighted sampling over the batch's posteriors (mu, logvar) (M, D) for a
-    dataset of `dataset_size` images (N >= M)."""
+    dataset of `dataset_size` images (N >= M). `plain`: autograd on the whole (M, M, D) block of pairs, or the
+    blockwise Function with its own backward (the same numbers); by default plain up to PLAIN_MAX_PAIRS."""
     log_w = math.log(dataset_size * len(z))
     log_q_given_x = DiagonalGaussian(mu, logvar).log_prob(z)  # (M,): each sample under its own posterior
-    if z.numel() * len(z) <= PLAIN_MAX_PAIRS:
+    if plain or (plain is None and z.numel() * len(z) <= PLAIN_MAX_PAIRS):
         pairs = (-0.5 * (LOG_2PI + logvar[None] + (z[:, None] - mu[None]) ** 2 * torch.exp(-logvar[None])))  # (M, M, D)
         log_joint, log_marginals = torch.logsumexp(pairs.sum(2), dim=1), torch.logsumexp(pairs, dim=1)
     else:

@@ -512,6 +512,16 @@ def test_a_server_on_this_machine_answers_only_its_own_host_names(explorer):
     assert local.get("/api/runs").status_code == 200
 
 
+def test_every_loopback_address_gets_the_host_check_and_no_warning():
+    from vaekit.cli.explore import allowed_hosts, is_loopback
+
+    assert allowed_hosts("127.0.0.1") == ("127.0.0.1", "localhost", "::1")
+    assert allowed_hosts("127.0.0.2") == ("127.0.0.1", "localhost", "::1", "127.0.0.2")  # was None: no check at all
+    assert allowed_hosts("0:0:0:0:0:0:0:1")[-1] == "0:0:0:0:0:0:0:1"
+    assert allowed_hosts("0.0.0.0") is None and allowed_hosts("192.168.1.5") is None
+    assert is_loopback("localhost") and is_loopback("[::1]") and not is_loopback("example.org")
+
+
 def test_a_tsne_map_maps_back_by_least_squares_and_places_an_upload_at_its_nearest_image(tiny, explorer):
     pytest.importorskip("sklearn")
     explored = ExploredRun("tsne", load_run(tiny), map_method="tsne")

@@ -96,7 +96,7 @@ def run_explore(args) -> int:
         listener.close()
         raise
     host, port = listener.getsockname()[:2]
-    if args.host not in LOCAL_HOSTS:
+    if not is_loopback(args.host):
         print(f"vaekit: warning: serving on {args.host}, not this machine only: anyone who can reach it can use "
               "the explorer, which has no authentication", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
@@ -105,10 +105,23 @@ def run_explore(args) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only: localhost or a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def allowed_hosts(host: str) -> tuple[str, ...] | None:
-    """The Host headers the server answers: bound to this machine only, its loopback names (so that a web page
-    elsewhere cannot reach it through a DNS name rebound to 127.0.0.1); bound to another address, any."""
-    return LOCAL_HOSTS if host in LOCAL_HOSTS else None
+    """The Host headers the server answers: bound to this machine only, its loopback names and the address itself
+    (so that a web page elsewhere cannot reach it through a DNS name rebound to a loopback address, 127.0.0.2 as
+    well as 127.0.0.1); bound to another address, any."""
+    if not is_loopback(host):
+        return None
+    return LOCAL_HOSTS + (() if host.strip("[]") in LOCAL_HOSTS else (host.strip("[]"),))
 
 
 def listen(host: str, port: int) -> socket.socket:

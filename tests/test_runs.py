@@ -182,3 +182,23 @@ def test_the_run_store_loads_without_evaluation_or_scoring():
     import vaekit.runs
 
     assert not hasattr(vaekit.runs, "recorded_nll") and callable(vaekit.evaluate.recorded_nll)
+
+
+def test_an_integer_of_thousands_of_digits_is_named_in_vaekit_words(tmp_path):
+    """Python's json refuses an int literal past 4,300 digits with advice to call sys.set_int_max_str_digits(); a
+    run's files are read by users, not programmers: one line that says what the file holds."""
+    from vaekit.runs import read_config
+    from vaekit.validation import parse_json
+
+    with pytest.raises(ValueError, match="holds an integer of 5,000 digits") as caught:
+        parse_json('{"epochs": ' + "9" * 5000 + "}")
+    assert "set_int_max_str_digits" not in str(caught.value)
+    assert parse_json('[-' + "9" * 4300 + "]")[0] == -int("9" * 4300)  # up to Python's limit, read as before
+    create_run(tmp_path / "r", RunConfig())
+    document = json.loads((tmp_path / "r" / "config.json").read_text())
+    document["train"]["epochs"] = 12345
+    text = json.dumps(document).replace('"epochs": 12345', '"epochs": ' + "1" * 5000)
+    (tmp_path / "r" / "config.json").write_text(text)
+    with pytest.raises(RunError) as caught:
+        read_config(tmp_path / "r")
+    assert "5,000 digits" in str(caught.value) and "set_int_max_str_digits" not in str(caught.value)

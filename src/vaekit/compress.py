@@ -35,6 +35,7 @@ from .distributed import PeerFailed, World
 from .errors import ConfigError, DataError
 from .models import VAE, model_fingerprint
 from .models.context import SCHEMES
+from .validation import parse_int
 
 MAGIC = b"VAEKITBB"
 # 2: a SHA-256 of every byte before it ends the file; initial_words in the header. 3: several shards (one per
@@ -316,7 +317,8 @@ def _parse_header(raw: bytes, source: str) -> dict:
         raise ValueError(f"{name} is not a number")
 
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants,
+                            parse_int=parse_int)
     except (ValueError, RecursionError):
         raise DataError(f"{source}: corrupt or truncated header") from None
     if not isinstance(header, dict):

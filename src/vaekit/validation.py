@@ -34,6 +34,17 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+MAX_INT_DIGITS = 4300  # Python's own limit on converting a digit string to an int (sys.get_int_max_str_digits)
+
+
+def parse_int(text: str) -> int:
+    """A JSON integer literal, or ValueError in vaekit's words for one longer than Python converts (whose own
+    message advises sys.set_int_max_str_digits(), advice for a programmer, not for a file's reader)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"holds an integer of {len(text.lstrip('-')):,} digits, more than any number vaekit reads")
+    return int(text)
+
+
 def parse_json(text: str | bytes, allow_nan: bool = False) -> Any:
     """A JSON document, strictly: ValueError (never RecursionError) for malformed or absurdly nested text
     and, unless `allow_nan`, for the NaN and Infinity that Python's json would accept."""
@@ -43,7 +54,7 @@ def parse_json(text: str | bytes, allow_nan: bool = False) -> Any:
         except UnicodeDecodeError as e:
             raise ValueError(f"not UTF-8 text ({e})") from None
     try:
-        return json.loads(text, parse_constant=None if allow_nan else _reject_constant)
+        return json.loads(text, parse_constant=None if allow_nan else _reject_constant, parse_int=parse_int)
     except RecursionError:  # json recurses once per level of nesting
         raise ValueError("nested too deeply") from None
 

@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DataError, OutputError
+from ..validation import parse_json
 from .files import MAX_IMAGE_PIXELS, display, open_input
 
 MAGIC = b"VKDSET\r\n"  # \r\n: a text-mode copy that rewrites line ends is caught by the magic itself
@@ -121,8 +122,8 @@ class CacheFile:
 
     def _check_meta(self, raw: bytes) -> dict:
         try:
-            meta = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            meta = parse_json(raw)
+        except ValueError as e:  # not UTF-8, not JSON, nested too deeply, an integer of thousands of digits
             self._fail(f"metadata is not JSON ({e})")
         if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
             self._fail("metadata is not an object with a name")

@@ -33,6 +33,22 @@ def session_threads():
     os.environ.pop("VAEKIT_THREADS", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """The cache-dir isolation of `isolated` (below), for the whole session, for the same reason as
+    `session_threads`: a module-scoped fixture that trains on --data dsprites otherwise found the user's own
+    ~/.cache/vaekit/dsprites (the whole set, from any real use) before the subset its test generates."""
+    saved = {name: os.environ.get(name) for name in ("XDG_CACHE_HOME", "VAEKIT_DATA_DIR")}
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("session-cache"))
+    os.environ.pop("VAEKIT_DATA_DIR", None)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path_factory, monkeypatch):
     """Every test gets its own cache dir, no $VAEKIT_DATA_DIR, and no network beyond loopback."""

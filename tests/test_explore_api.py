@@ -651,3 +651,18 @@ def test_a_family_that_cannot_decode_a_latent_is_refused_in_one_line(tiny, tmp_p
     err = capsys.readouterr().err
     assert is_one_error_line(err) and "run cannot be explored: the vae family cannot traverse its latents: it does " \
         "not implement decode" in err
+
+
+def test_unreadable_training_images_make_the_map_s_test_images_the_neighbours(tiny, monkeypatch):
+    """One read of the run's data gives the map and the neighbours; where the training images cannot be read (a
+    dataset too big to hold, say), the map still comes from the held-out images and the note says why."""
+    from vaekit.errors import DataError
+
+    def refuse(*args, **kwargs):
+        raise DataError("the training split is 3 GB")
+
+    monkeypatch.setattr("vaekit.data.load_train_test", refuse)
+    explored = ExploredRun("run", load_run(tiny))
+    assert explored.neighbours.split == "test" and torch.equal(explored.neighbours.images, explored.images)
+    assert "training images cannot be read (the training split is 3 GB)" in explored.neighbours_note
+    assert len(explored.map.points) == 30

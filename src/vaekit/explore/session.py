@@ -244,7 +244,7 @@ class ExploredRun:
         self.name, self.run, self.model = name, run, run.model
         self.device = next(run.model.parameters()).device
         self.lock = threading.Lock()
-        test = run.held_out(data_dir)
+        test, train, why = self._read_images(data_dir)
         self.indices = seeded_choice(len(test), map_points, seed)  # in test-set order
         shown: ImageSet = test.subset(self.indices)
         self.images = shown.images  # (N, C, H, W) uint8, as the run sees them
@@ -252,7 +252,7 @@ class ExploredRun:
         self.classes = list(shown.classes) if shown.labels is not None and shown.classes else None
         self.mu, self.kl = self._read_latents(shown, progress)
         self.map = latent_map(self.mu, map_method, seed)
-        self.neighbours, self.neighbours_note = self._training_neighbours(data_dir, map_points, seed, progress)
+        self.neighbours, self.neighbours_note = self._training_neighbours(train, why, map_points, seed, progress)
         self.detector, self.detector_note = self._detector(Detector, data_dir)
         self._samplers: dict = {}
 
@@ -274,19 +274,26 @@ class ExploredRun:
         kl = torch.stack(kls).sum(0) / len(x) if len(kls) == len(means) else None
         return torch.cat(means).float(), kl
 
-    def _training_neighbours(self, data_dir, count: int, seed: int, progress: bool):
-        """The training images an upload's nearest neighbours are searched among (at most `count`, a seeded
-        choice when there are more) with their posterior means, as Neighbours; the test images on the map, and
-        why, when the run's training images cannot be read (its data is not on this machine)."""
+    def _read_images(self, data_dir):
+        """The run's held-out images, and its training images (None, and why, where they cannot be read, as when its
+        data is not on this machine): one read of the data for both."""
         from ..data import load_train_test
 
         data = self.run.config.data
         try:
-            train, _ = load_train_test(data.name, data.validation, self.run.config.train.seed, data_dir,
-                                       preparation=self.run.preparation())
+            train, test = load_train_test(data.name, data.validation, self.run.config.train.seed, data_dir,
+                                          preparation=self.run.preparation())
         except DataError as e:
+            return self.run.held_out(data_dir), None, e
+        return test, train, None
+
+    def _training_neighbours(self, train, why: DataError | None, count: int, seed: int, progress: bool):
+        """The training images an upload's nearest neighbours are searched among (at most `count`, a seeded
+        choice when there are more) with their posterior means, as Neighbours; the test images on the map, and
+        why, when the run's training images cannot be read."""
+        if train is None:
             return (Neighbours("test", self.indices, self.images, self.mu),
-                    f"nearest images are the map's test images: the training images cannot be read ({e})")
+                    f"nearest images are the map's test images: the training images cannot be read ({why})")
         order = seeded_choice(len(train), count, seed)
         chosen = train.subset(order)
         return Neighbours("train", order, chosen.images, self._read_latents(chosen, progress)[0]), None

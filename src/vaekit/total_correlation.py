@@ -104,6 +104,11 @@ class _MixtureLogDensities(torch.autograd.Function):
         return grad_z, first * precision, 0.5 * (second * precision - column)
 
 
+@torch.compiler.disable  # run as it is under torch.compile: traced, its unrolled loops took minutes to compile
+def _mixture_log_densities(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
+    return _MixtureLogDensities.apply(z, mu, logvar)
+
+
 def _blocks(m: int) -> list[slice]:
     """Row blocks of an (m, m) matrix of about BLOCK_ELEMENTS each."""
     size = max(1, BLOCK_ELEMENTS // m)
@@ -122,7 +127,7 @@ def mws_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, d
         pairs = (-0.5 * (LOG_2PI + logvar[None] + (z[:, None] - mu[None]) ** 2 * torch.exp(-logvar[None])))  # (M, M, D)
         log_joint, log_marginals = torch.logsumexp(pairs.sum(2), dim=1), torch.logsumexp(pairs, dim=1)
     else:
-        log_joint, log_marginals = _MixtureLogDensities.apply(z, mu, logvar)
+        log_joint, log_marginals = _mixture_log_densities(z, mu, logvar)
     log_q = log_joint - log_w
     log_prod_marginals = (log_marginals - log_w).sum(1)
     log_prior = standard_normal_log_prob(z)

@@ -114,3 +114,53 @@ def test_load_generates_once_then_reads(tmp_path):
     second = dsprites_file.load(tmp_path, generate=generate, count=3 * 1024)
     assert len(calls) == 1 and (first == second).all()
     assert dsprites_file.path_in(tmp_path).stat().st_size == 3 * 1024 * 512 + 64
+
+
+def test_a_process_hashes_an_unchanged_file_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    import os
+
+    path = dsprites_file.path_in(tmp_path)
+    path.write_bytes(dsprites_file.encode(small_set()))
+    old = os.stat(path).st_mtime - 60
+    os.utime(path, (old, old))  # written a minute ago: not racily clean
+    checks = []
+    real_check = dsprites_file._check
+    monkeypatch.setattr(dsprites_file, "_check", lambda *args: (checks.append(args), real_check(*args)))
+    for _ in range(3):
+        dsprites_file.verify(path, 3 * 1024)
+    assert len(checks) == 1
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # doctored in place, same size; its modification time moves
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="SHA-256"):
+        dsprites_file.verify(path, 3 * 1024)
+    with pytest.raises(DataError, match="SHA-256"):  # and again: a failed check is never remembered
+        dsprites_file.verify(path, 3 * 1024)
+    fresh = tmp_path / "fresh" / dsprites_file.FILE_NAME
+    fresh.parent.mkdir()
+    fresh.write_bytes(dsprites_file.encode(small_set()))
+    dsprites_file.verify(fresh, 3 * 1024)
+    dsprites_file.verify(fresh, 3 * 1024)
+    assert len(checks) == 5  # a file written just now is checked every time (a change could keep its mtime)
+
+
+def test_two_first_uses_at_once_generate_once(tmp_path):
+    import threading
+    import time
+
+    calls = []
+
+    def generate(progress=False):
+        calls.append(1)
+        time.sleep(0.5)  # long enough for the other to arrive while this one writes
+        return small_set()
+
+    threads = [threading.Thread(target=dsprites_file.ensure, args=(tmp_path,), kwargs={"generate": generate,
+                                                                                         "count": 3 * 1024})
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert (dsprites_file.read(dsprites_file.path_in(tmp_path), 3 * 1024) == small_set()).all()

@@ -21,7 +21,8 @@ Each finished run's row is also appended to WORKDIR/results.jsonl as it comes.
 packed file; its test split is a sample of them) instead of an in-memory subset, as Chen et al. do. `--resume`: a
 model and seed whose run directory already holds a run goes on from its last finished epoch (`vaekit.resume`) up
 to `--epochs`, so a long run spans several invocations (the curve and CPU seconds count this invocation only; the
-curve's points are also appended, as they come, to WORKDIR/curve-MODEL-seedS.jsonl).
+curve's points are also appended, as they come, to WORKDIR/curve-MODEL-seedS.jsonl). `--architecture chen_mlp:build`:
+Chen et al.'s own networks (benchmarks/chen_mlp.py: a three-layer tanh decoder).
 
 `--score RUN ...`: score runs as they stand (a long run stopped between invocations, say) with the protocol; one
 JSON row per run, with its finished epochs and steps; nothing is trained.
@@ -212,6 +213,8 @@ def main() -> None:
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge these outputs; train nothing")
     parser.add_argument("--score", type=Path, nargs="+", default=None, help="score these runs; train nothing")
     args = parser.parse_args()
+    if args.resume and not args.whole:
+        parser.error("--resume needs --whole: a subset lives in this process only, so no later one can read it again")
     if args.merge:
         print(json.dumps(merged(args.merge), indent=1))
         return

@@ -99,7 +99,9 @@ def test_wheel_ships_mnist_and_runs_the_main_job_from_another_directory(tmp_path
     trained = json.loads((where / "runs" / "one" / "metrics.jsonl").read_text().splitlines()[-1])
     assert trained["epoch"] == 1 and 100 < trained["test_loss"] < 135
     result = json.loads(step([vaekit, "eval", where / "runs" / "one", "--json"], tmp_path, env))
-    assert result["test_loss"] == pytest.approx(trained["test_loss"], abs=1e-6)
+    # to a part per million, not 1e-6 nats: float32 sums in two processes may round apart in the last digit (CI
+    # once saw 118.69920688 against 118.69923093; a rerun matched to 1e-6)
+    assert result["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-6)
     shipped_run = json.loads(step([vaekit, "eval", "pretrained:mnist", "--images", "500", "--json"], where, env))
     assert shipped_run["test_loss"] == pytest.approx(manifest["runs"]["mnist"]["numbers"]["test_loss_first_500"],
                                                      abs=0.5)  # the wheel's copy, its files checked as it loads

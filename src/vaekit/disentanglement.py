@@ -133,6 +133,12 @@ def mig(codes: np.ndarray, factors: np.ndarray, bins: int = 20) -> dict:
     binned = discretize(codes, bins)
     mi = np.array([[mutual_information(binned[:, j], factors[:, k]) for k in range(factors.shape[1])]
                    for j in range(codes.shape[1])])
+    return _gaps(mi, factors)
+
+
+def _gaps(mi: np.ndarray, factors: np.ndarray) -> dict:
+    """MIG from the (D, K) mutual information of codes and factors: per factor, the gap between its two most
+    informative codes over the factor's entropy, and their mean."""
     h = np.array([entropy(factors[:, k]) for k in range(factors.shape[1])])
     if (h <= 0).any():
         raise ValueError(f"factor {int(np.argmin(h))} takes one value only: its MIG is undefined")
@@ -148,14 +154,15 @@ def mixture_entropy(samples: np.ndarray, mu: np.ndarray, logvar: np.ndarray, blo
     Gaussian mixture at draws from it (one per component, as Chen et al.'s `estimate_entropies`), each (M,)."""
     import torch
 
-    as_float = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))  # noqa: E731 (float64 sums, below)
-    x, m = as_float(samples), as_float(mu)
-    precision, norm = as_float(np.exp(-logvar)), as_float(-0.5 * (logvar + np.log(2 * np.pi)))
+    from .models.posterior import pair_log_density
+
+    x, m, lv = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in (samples, mu, logvar))
+    precision = torch.exp(-lv)
     rows = max(1, block // len(m))
-    total = 0.0
+    total = 0.0  # float64 sums
     for start in range(0, len(x), rows):
-        diff = x[start:start + rows, None] - m[None]
-        total += float(torch.logsumexp(torch.addcmul(norm, diff.square_(), -0.5 * precision), dim=1).double().sum())
+        pairs = pair_log_density(x[start:start + rows], m, lv, precision)[0]
+        total += float(torch.logsumexp(pairs, dim=1).double().sum())
     return -(total / len(x) - float(np.log(len(m))))
 
 
@@ -180,14 +187,7 @@ def sampled_mig(mu: np.ndarray, logvar: np.ndarray, factors: np.ndarray, rng: np
             share = group.mean()
             for j in range(dims):
                 conditional[j, k] += share * mixture_entropy(z[group, j], codes[group, j], logvar[group, j])
-    mi = np.maximum(marginal[:, None] - conditional, 0.0)
-    h = np.array([entropy(factors[:, k]) for k in range(n_factors)])
-    if (h <= 0).any():
-        raise ValueError(f"factor {int(np.argmin(h))} takes one value only: its MIG is undefined")
-    top = np.sort(mi, axis=0)[::-1]
-    per_factor = (top[0] - (top[1] if len(top) > 1 else 0.0)) / h
-    return {"mig": float(per_factor.mean()), "per_factor": per_factor, "mutual_information": mi,
-            "factor_entropy": h}
+    return _gaps(np.maximum(marginal[:, None] - conditional, 0.0), factors)
 
 
 def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:

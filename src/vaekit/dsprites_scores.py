@@ -8,7 +8,7 @@ import torch
 
 from .data import dsprites
 from .data.imageset import ImageSet
-from .disentanglement import DEFAULT_PROTOCOL, Protocol, Represent, mig_of, sample_factors, sampled_mig, scores
+from .disentanglement import DEFAULT_PROTOCOL, Protocol, Represent, mig_of, sampled_mig, scores
 from .representation import embed
 
 
@@ -47,11 +47,18 @@ def run_represent(run) -> Represent:
 
 def run_scores(run, seed: int = 0, protocol: Protocol = DEFAULT_PROTOCOL) -> dict:
     """MIG, DCI and the FactorVAE score of `run` on dSprites, as plain JSON-ready numbers."""
-    result = scores(run_represent(run), dsprites.FACTOR_SIZES, seed, protocol)
+    mig_images = []  # the first images `scores` encodes are MIG's (`mig_of`): kept, with their log-variances
+
+    def represent(factors: np.ndarray) -> np.ndarray:
+        mu, logvar = run_posteriors(run, factors)
+        if not mig_images:
+            mig_images.append((mu, logvar, factors))
+        return mu
+
+    result = scores(represent, dsprites.FACTOR_SIZES, seed, protocol)
     mig, dci, fvae = result["mig"], result["dci"], result["factor_vae"]
-    # the sampled MIG on MIG's own images (the first draws of the same seed), its code noise from a seed of its own
-    factors = sample_factors(dsprites.FACTOR_SIZES, protocol.mig_samples, np.random.default_rng(seed))
-    sampled = sampled_mig(*run_posteriors(run, factors), factors, np.random.default_rng([seed, SAMPLED_MIG_STREAM]))
+    # the sampled MIG on MIG's own images, its code noise from a seed of its own
+    sampled = sampled_mig(*mig_images[0], np.random.default_rng([seed, SAMPLED_MIG_STREAM]))
     without_shape = [k for k, name in enumerate(dsprites.FACTOR_NAMES) if name != "shape"]
     return {"factors": list(dsprites.FACTOR_NAMES), "seed": seed,
             "protocol": {k: getattr(protocol, k) for k in protocol.__dataclass_fields__},

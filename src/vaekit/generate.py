@@ -91,13 +91,9 @@ def manifold_values(n: int = 20) -> torch.Tensor:
 def manifold(model: LatentVariableModel, dims: tuple[int, int] = (0, 1), n: int = 20) -> torch.Tensor:
     """The decoded grid over the prior's quantiles in two latent dimensions, the rest at 0 (Kingma &
     Welling 2014, Fig. 4): (n * n, C, H, W), row by row, the first dimension across, the second down."""
-    model.require("manifold")
-    device = next(model.parameters()).device
-    values = manifold_values(n).to(device)
-    z = torch.zeros(n * n, model.latent_dim, device=device)
-    z[:, dims[0]] = values.repeat(n)
-    z[:, dims[1]] = values.flip(0).repeat_interleave(n)  # top row: the highest value
-    return model.pictures(z)
+    values = manifold_values(n)
+    axes = torch.eye(model.latent_dim)[list(dims)]  # the plane of the two dimensions through 0
+    return plane_manifold(model, torch.zeros(model.latent_dim), axes, torch.stack([values, values]))
 
 
 PLANE_DRAWS = 10_000  # sampler draws that place a sampler's manifold plane: its mean, axes and quantiles

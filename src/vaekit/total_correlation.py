@@ -27,9 +27,7 @@ from typing import NamedTuple
 import torch
 
 from .likelihoods import Likelihood
-from .models.posterior import DiagonalGaussian, standard_normal_log_prob
-
-LOG_2PI = math.log(2 * math.pi)
+from .models.posterior import DiagonalGaussian, pair_log_density, standard_normal_log_prob
 
 
 class TCTerms(NamedTuple):
@@ -39,14 +37,6 @@ class TCTerms(NamedTuple):
     mutual_information: torch.Tensor
     total_correlation: torch.Tensor
     dimension_kl: torch.Tensor
-
-
-def _pair_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, precision: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One dimension's log q(z_i | n_j) for every sample i and posterior j, (M, M), and the differences
-    z_i - mu_j it was computed from; z, mu, logvar, precision = exp(-logvar) are that dimension's (M,)."""
-    diff = z[:, None] - mu[None, :]
-    return torch.addcmul(-0.5 * (logvar + LOG_2PI), diff.square(), -0.5 * precision), diff
 
 
 BLOCK_ELEMENTS = 1 << 18  # the pairs of this many (sample, posterior) at once: 1 MB of float32, in a core's cache
@@ -70,7 +60,7 @@ class _MixtureLogDensities(torch.autograd.Function):
         for rows in _blocks(m):
             joint = torch.zeros(len(range(m)[rows]), m, dtype=z.dtype, device=z.device)
             for d in range(dims):
-                pairs = _pair_log_density(z[rows, d], mu[:, d], logvar[:, d], precision[:, d])[0]
+                pairs = pair_log_density(z[rows, d], mu[:, d], logvar[:, d], precision[:, d])[0]
                 joint += pairs
                 marginals[rows, d] = torch.logsumexp(pairs, dim=1)
             log_joint[rows] = torch.logsumexp(joint, dim=1)
@@ -91,7 +81,7 @@ class _MixtureLogDensities(torch.autograd.Function):
         for rows in _blocks(m):
             from_joint = joint_weights[rows] * grad_joint[rows, None]
             for d in range(dims):
-                pairs, diff = _pair_log_density(z[rows, d], mu[:, d], logvar[:, d], precision[:, d])
+                pairs, diff = pair_log_density(z[rows, d], mu[:, d], logvar[:, d], precision[:, d])
                 # G_ij = d loss / d pairs_ij, through the dimension's mixture and through the joint one
                 weights = pairs.sub_(marginals[rows, d, None]).exp_().mul_(grad_marginals[rows, d, None])
                 weights += from_joint
@@ -124,7 +114,7 @@ def mws_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, d
     log_w = math.log(dataset_size * len(z))
     log_q_given_x = DiagonalGaussian(mu, logvar).log_prob(z)  # (M,): each sample under its own posterior
     if plain or (plain is None and z.numel() * len(z) <= PLAIN_MAX_PAIRS):
-        pairs = (-0.5 * (LOG_2PI + logvar[None] + (z[:, None] - mu[None]) ** 2 * torch.exp(-logvar[None])))  # (M, M, D)
+        pairs = pair_log_density(z, mu, logvar, torch.exp(-logvar))[0]  # (M, M, D)
         log_joint, log_marginals = torch.logsumexp(pairs.sum(2), dim=1), torch.logsumexp(pairs, dim=1)
     else:
         log_joint, log_marginals = _mixture_log_densities(z, mu, logvar)

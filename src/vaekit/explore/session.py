@@ -428,7 +428,7 @@ class ExploredRun:
             posterior = self.model.encode(self.run.inputs(prepared.images, for_latents=True))
             verdict = self.detector.score(self.run.inputs(prepared.images))
             mu, logvar = posterior.mu[0].float().cpu(), posterior.logvar[0].float().cpu()
-        rows, distances = self.nearest(mu)
+        rows, _ = self.nearest(mu)  # the map's nearest point places the upload on the map
         near = self.neighbours
         near_rows, near_distances = nearest_rows(near.mu, mu, NEAREST)
         score = float(verdict.scores[0])

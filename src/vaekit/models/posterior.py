@@ -57,6 +57,15 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
 
 
+def pair_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, precision: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log N(z_i; mu_j, exp(logvar_j)) for every z_i and every Gaussian j, elementwise in any trailing dimensions:
+    z (M, ...) against mu, logvar and precision = exp(-logvar) (N, ...) -> (M, N, ...); and the differences
+    z_i - mu_j it was computed from (the beta-TCVAE estimator's backward uses them)."""
+    diff = z[:, None] - mu[None]
+    return torch.addcmul(-0.5 * (logvar + LOG_2PI), diff.square(), -0.5 * precision), diff
+
+
 def mixture_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log (1/K) sum_k N(z; mu_k, diag(exp(logvar_k))): z (..., D), mu and logvar (K, D) -> (...,).
 

@@ -58,11 +58,14 @@ def test_it_trains_on_dsprites_and_loads_back_the_same(broadcast, tmp_path, monk
         train=TrainConfig(epochs=4, batch_size=64, lr=1e-3, seed=0, tc_beta=6.0, precision="fp32"))
     run = fit(config, tmp_path / "run", images=ImageSet(images, None, "dsprites-slice"), device="cpu")
     first, last = (float(m["test_loss"]) for m in (run.metrics[0], run.metrics[-1]))
-    assert last < first / 2  # 24 steps: 2,244 -> 1,109 nats here
+    assert last < 0.6 * first  # 24 steps: 2,244 -> 1,109 nats here
     assert isinstance(run.model.decoder, broadcast.BroadcastDecoder) and run.model.decoder.from_z.out_features == 8
     again = load_run(tmp_path / "run")
     x = images[:16].float() / 255
     assert torch.equal(embed(again.model, x)[0], embed(run.model, x)[0])
     with torch.no_grad():
         z = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
-        assert torch.equal(again.model.decoder(z), run.model.decoder(z))
+        decoded = run.model.decoder(z)
+        assert torch.equal(again.model.decoder(z), decoded)  # (loaded while CHANNELS is still 8, as it was built)
+        # it reads z: four codes decode to four different images, not one background
+        assert (decoded - decoded.mean(0)).abs().amax() > 0.05  # 0.18 logits here; a decoder ignoring z: 0

@@ -31,9 +31,11 @@ from common import machine  # noqa: E402
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from vaekit.data import dsprites  # noqa: E402
+from vaekit.data.batches import to_unit  # noqa: E402
 from vaekit.data.imageset import ImageSet  # noqa: E402
 from vaekit.disentanglement import sampled_mig  # noqa: E402
 from vaekit.fit import fit  # noqa: E402
+from vaekit.models.posterior import DiagonalGaussian  # noqa: E402
 from vaekit.representation import embed  # noqa: E402
 
 ACTIVE_KL = 0.5  # nats: a latent carrying less is counted as unused
@@ -55,9 +57,10 @@ def plane_r2(values: np.ndarray, xy: np.ndarray) -> float:
 
 def describe(model, images: torch.Tensor, xy: np.ndarray) -> dict:
     """The position code of `model` on `images`: MIG of x and y on sampled codes, and each active latent."""
-    mu, logvar = (t.double().numpy() for t in embed(model, images.float() / 255))
+    posterior = DiagonalGaussian(*(t.double() for t in embed(model, to_unit(images))))
+    mu, logvar = posterior.mu.numpy(), posterior.logvar.numpy()
     sampled = sampled_mig(mu, logvar, xy, np.random.default_rng(0))
-    kl = 0.5 * (mu ** 2 + np.exp(logvar) - 1 - logvar).mean(0)
+    kl = posterior.kl_per_dim().mean(0).numpy()
     latents = [{"latent": int(j), "kl": round(float(kl[j]), 2),
                 "mi_x": round(float(sampled["mutual_information"][j, 0]), 2),
                 "mi_y": round(float(sampled["mutual_information"][j, 1]), 2),

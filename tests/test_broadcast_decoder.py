@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from vaekit import DataConfig, ModelConfig, RunConfig, TrainConfig, fit, load_run
 from vaekit.data import dsprites
+from vaekit.data.batches import to_unit
 from vaekit.data.imageset import ImageSet
 from vaekit.representation import embed
 
@@ -61,7 +62,7 @@ def test_it_trains_on_dsprites_and_loads_back_the_same(broadcast, tmp_path, monk
     assert last < 0.6 * first  # 24 steps: 2,244 -> 1,109 nats here
     assert isinstance(run.model.decoder, broadcast.BroadcastDecoder) and run.model.decoder.from_z.out_features == 8
     again = load_run(tmp_path / "run")
-    x = images[:16].float() / 255
+    x = to_unit(images[:16])
     assert torch.equal(embed(again.model, x)[0], embed(run.model, x)[0])
     with torch.no_grad():
         z = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
